@@ -1,0 +1,263 @@
+"""Dtype-aware tensor comparison: ULPs, and the one table of tolerances.
+
+Every bound here is derived from the floating-point arithmetic the library under test performs,
+never fitted to observed errors. Each entry of ``TOLERANCES`` says where its numbers come from.
+
+Notation (all per element, evaluated in float64 from the raw LoRA tensors):
+  d       the model dtype (float32, float16, bfloat16)
+  u_d     unit roundoff of d = eps_d / 2   (float32 2^-24, float16 2^-11, bfloat16 2^-8)
+  ulp_d(x) spacing of d's grid at |x|
+  δ       one adapter's exact delta  s·(α/r)·B@A  (s folds adapter weight and lora_scale)
+  P       s·(|B|@|A|): the sum of absolute products, which bounds every summation error of B@A
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from parity.merge import MergeStep
+
+FLOAT_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    try:
+        return FLOAT_DTYPES[name]
+    except KeyError:
+        from parity.errors import ParityInputError
+
+        raise ParityInputError(f"unsupported dtype {name!r}; choose from {', '.join(FLOAT_DTYPES)}") from None
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps / 2
+
+
+def ulp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Spacing of ``dtype``'s grid at |x| (float64). Subnormals get the fixed subnormal spacing."""
+    info = torch.finfo(dtype)
+    mag = x.detach().double().abs().clamp_min(info.tiny)
+    return torch.exp2(torch.floor(torch.log2(mag))) * info.eps
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How many rounding steps of each kind a computation is allowed, and why."""
+
+    result_roundings: float  # multiples of 0.5 ulp_d of the result
+    delta_roundings: float  # multiples of 0.5 ulp_d of each adapter's delta
+    accumulation: str  # "fp32": delta summed in float32 (≤ (r+2)·u_fp32·P); "model": in the model dtype
+    input_cast: bool  # LoRA tensors wider than d were rounded to d on load (≤ 2·u_d·P)
+    why: str
+
+
+# The one table. Keys: (check, device type, dtype name).
+TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
+    ("merge", "cpu", "float32"): Tolerance(
+        result_roundings=1,
+        delta_roundings=0,
+        accumulation="fp32",
+        input_cast=False,
+        why=(
+            "peft LoraLayer.get_delta_weight computes (B@A)*scaling in float32: r products summed "
+            "(γ_r ≤ r·u) then one multiply by the scaling (one more u) and the Python-float scaling "
+            "rounded to float32 (one more u): ≤ (r+2)·u_fp32·P. merge() then adds in float32: one "
+            "rounding of the result, 0.5 ulp(W')."
+        ),
+    ),
+    ("merge", "cpu", "float16"): Tolerance(
+        result_roundings=1,
+        delta_roundings=1,
+        accumulation="fp32",
+        input_cast=True,
+        why=(
+            "On CPU peft upcasts A and B to float32 for (b)float16 (cast_to_fp32 in get_delta_weight), "
+            "so the product carries (r+2)·u_fp32·P; the delta is then cast to float16 (0.5 ulp(δ)) and "
+            "added in float16 (0.5 ulp(W')). A and B were rounded to float16 when loaded "
+            "(_move_adapter_to_device_of_base_layer): |ÂB̂−AB| ≤ (2u+u²)·P ≈ 2·u_fp16·P."
+        ),
+    ),
+    ("merge", "cpu", "bfloat16"): Tolerance(
+        result_roundings=1,
+        delta_roundings=1,
+        accumulation="fp32",
+        input_cast=True,
+        why="As float16 on CPU, with u_bf16 = 2^-8: float32 product, one cast of δ, one add, A/B rounded on load.",
+    ),
+    ("merge", "cuda", "float32"): Tolerance(
+        result_roundings=1,
+        delta_roundings=0,
+        accumulation="fp32",
+        input_cast=False,
+        why=(
+            "As CPU float32. The suite sets torch.backends.cuda.matmul.allow_tf32=False for merge checks; "
+            "with TF32 the product would carry u_tf32 = 2^-11 instead."
+        ),
+    ),
+    ("merge", "cuda", "float16"): Tolerance(
+        result_roundings=1,
+        delta_roundings=2,
+        accumulation="fp32",
+        input_cast=True,
+        why=(
+            "On CUDA peft multiplies in float16 (no upcast): cuBLAS accumulates in float32 (r·u_fp32·P) "
+            "and rounds B@A to float16 (0.5 ulp), the multiply by scaling rounds again (0.5 ulp), the add "
+            "rounds the result (0.5 ulp(W')); A/B rounded on load (2·u_d·P)."
+        ),
+    ),
+    ("merge", "cuda", "bfloat16"): Tolerance(
+        result_roundings=1,
+        delta_roundings=2,
+        accumulation="fp32",
+        input_cast=True,
+        why="As CUDA float16 with u_bf16 = 2^-8.",
+    ),
+    ("unfuse", "cpu", "float32"): Tolerance(
+        result_roundings=2,
+        delta_roundings=0,
+        accumulation="fp32",
+        input_cast=False,
+        why=(
+            "unmerge recomputes the same δ̂ (same tensors, same scaling, deterministic kernel) and "
+            "subtracts it in the model dtype: W'' = fl(fl(W+δ̂)−δ̂) = fl(W+e) with |e| ≤ 0.5 ulp(W'), so "
+            "|W''−W| ≤ 0.5 ulp(W') + 0.5 ulp(W'') per fuse/unfuse cycle; it is not bit-exact because "
+            "peft restores by subtraction, not by copying a backup (A1111 copies)."
+        ),
+    ),
+    ("unfuse", "cpu", "float16"): Tolerance(
+        result_roundings=2,
+        delta_roundings=0,
+        accumulation="fp32",
+        input_cast=False,
+        why="As float32: two roundings in float16 per cycle (the add, then the subtract of the identical δ̂).",
+    ),
+    ("unfuse", "cpu", "bfloat16"): Tolerance(
+        result_roundings=2,
+        delta_roundings=0,
+        accumulation="fp32",
+        input_cast=False,
+        why="As float32: two roundings in bfloat16 per cycle.",
+    ),
+}
+for _dt in ("float32", "float16", "bfloat16"):
+    TOLERANCES[("unfuse", "cuda", _dt)] = TOLERANCES[("unfuse", "cpu", _dt)]
+
+
+def tolerance(check: str, device: str | torch.device, dtype: torch.dtype) -> Tolerance:
+    dev = torch.device(device).type
+    name = {v: k for k, v in FLOAT_DTYPES.items()}[dtype]
+    return TOLERANCES[(check, dev, name)]
+
+
+@dataclass
+class TensorReport:
+    """How far one actual tensor is from its float64 reference, against its element-wise bound."""
+
+    name: str
+    numel: int
+    max_abs: float
+    max_ulps: float  # max |actual−ref| / ulp_d(magnitude): ULPs at the operands' scale, not the result's
+    max_bound_ratio: float  # max |actual−ref| / bound; ≤ 1 passes
+    n_over: int  # elements over the bound
+    worst_index: tuple[int, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.n_over == 0
+
+
+def report_against_bound(
+    name: str,
+    actual: torch.Tensor,
+    reference: torch.Tensor,
+    bound: torch.Tensor,
+    dtype: torch.dtype,
+    magnitude: torch.Tensor | None = None,
+) -> TensorReport:
+    """Compare ``actual`` with a float64 ``reference`` element-wise against a float64 ``bound``.
+
+    ULPs are counted at ``magnitude`` (default |reference|). Where W + δ cancels to near zero the
+    result's own ULP is tiny and a correct merge would read as thousands of ULPs off, so merge
+    checks pass |W| + Σ P, the scale at which the roundings happened.
+    """
+    ref = reference.double()
+    act = actual.detach().double().cpu()
+    err = (act - ref).abs()
+    # Non-finite actual values are infinitely wrong, never silently equal.
+    err = torch.where(torch.isfinite(act), err, torch.full_like(err, math.inf))
+    ratio = torch.where(bound > 0, err / bound, torch.where(err > 0, math.inf, 0.0))
+    ulps = err / ulp(ref if magnitude is None else magnitude, dtype)
+    flat = int(torch.argmax(ratio).item()) if ratio.numel() else 0
+    worst = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), ratio.shape)) if ratio.numel() else ()
+    return TensorReport(
+        name=name,
+        numel=err.numel(),
+        max_abs=float(err.max()) if err.numel() else 0.0,
+        max_ulps=float(ulps.max()) if ulps.numel() else 0.0,
+        max_bound_ratio=float(ratio.max()) if ratio.numel() else 0.0,
+        n_over=int((ratio > 1).sum()),
+        worst_index=worst,
+    )
+
+
+def ulp_distance(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """|actual − expected| in ULPs of ``dtype`` at the expected value (float64)."""
+    return (actual.detach().double() - expected.detach().double()).abs() / ulp(expected, dtype)
+
+
+def _input_cast_is_inexact(file_dtype: torch.dtype, model_dtype: torch.dtype) -> bool:
+    # float16 and bfloat16 values are exact in float32; any other change of dtype may round.
+    return not (file_dtype == model_dtype or model_dtype == torch.float32)
+
+
+def operand_magnitude(steps: "list[MergeStep]", base: torch.Tensor) -> torch.Tensor:
+    """|W| + Σ P_i: no intermediate of the merge is larger, so every rounding is at most ulp of this."""
+    mag = base.double().abs()
+    for step in steps:
+        mag = mag + step.abs_product
+    return mag
+
+
+def merge_bound(
+    steps: "list[MergeStep]", base: torch.Tensor, dtype: torch.dtype, tol: Tolerance
+) -> torch.Tensor:
+    """Element-wise bound on |fused − reference| for adapters merged one after another (float64).
+
+    Each rounding is bounded at a magnitude no smaller than where it happens: the add rounds at
+    |fl(W_{i-1} + δ̂_i)| ≤ |W_{i-1}| + P_i, the delta at |δ̂_i| ≤ P_i (|δ| ≤ P by the triangle inequality).
+    """
+    u = unit_roundoff(dtype)
+    u_acc = unit_roundoff(torch.float32) if tol.accumulation == "fp32" else u
+    bound = torch.zeros_like(base, dtype=torch.float64)
+    running = base.double().abs()
+    for step in steps:
+        p = step.abs_product
+        running = running + p
+        bound += tol.result_roundings * 0.5 * ulp(running, dtype)
+        bound += tol.delta_roundings * 0.5 * ulp(p, dtype)
+        bound += (step.rank + 2) * u_acc * p
+        if tol.input_cast and _input_cast_is_inexact(step.file_dtype, dtype):
+            bound += (2 * u + u * u) * p
+    return bound
+
+
+def unfuse_bound(
+    steps: "list[MergeStep]", base: torch.Tensor, dtype: torch.dtype, tol: Tolerance, cycles: int = 1
+) -> torch.Tensor:
+    """Element-wise bound on |W after `cycles` fuse/unfuse cycles − W| (float64).
+
+    Per adapter and cycle: one rounding on the add and one on the subtract, each at a magnitude
+    ≤ |W| + Σ P_i. Errors of successive cycles add at worst linearly.
+    """
+    per_cycle = len(steps) * tol.result_roundings * 0.5 * ulp(operand_magnitude(steps, base), dtype)
+    return cycles * per_cycle
+

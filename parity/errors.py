@@ -1,0 +1,18 @@
+"""The one error type for bad user input: it names the file and the key."""
+
+from __future__ import annotations
+
+
+class ParityInputError(Exception):
+    """Bad input (file, key, family, path). The CLI prints it as one line and exits 2."""
+
+    def __init__(self, message: str, path: str | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.message = message
+        where = ""
+        if path is not None:
+            where += f"{path}"
+        if key is not None:
+            where += f" [key {key}]" if where else f"[key {key}]"
+        super().__init__(f"{where}: {message}" if where else message)

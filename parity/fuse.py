@@ -1,0 +1,199 @@
+"""Fusing LoRAs through diffusers and measuring the weights against the reference merge and the base.
+
+The one place where the suite touches diffusers' fuse/unfuse API; tests and the CLI both call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from parity.compare import (
+    TensorReport,
+    merge_bound,
+    operand_magnitude,
+    report_against_bound,
+    tolerance,
+    ulp,
+    unfuse_bound,
+)
+from parity.formats import LoraFile
+from parity.merge import MergeReference, reference_merge
+from parity.modules import base_weights
+
+Snapshot = dict[str, dict[str, torch.Tensor]]
+
+
+def snapshot(components: Mapping[str, nn.Module]) -> Snapshot:
+    return {c: base_weights(m) for c, m in components.items()}
+
+
+def device_of(components: Mapping[str, nn.Module]) -> torch.device:
+    return next(iter(next(iter(components.values())).parameters())).device
+
+
+def dtype_of(components: Mapping[str, nn.Module]) -> torch.dtype:
+    return next(iter(next(iter(components.values())).parameters())).dtype
+
+
+@dataclass
+class MergeResult:
+    dtype: torch.dtype
+    reports: list[TensorReport]
+    changed_untargeted: list[str]  # tensors no adapter targets that changed anyway
+    missing: list[str]  # targeted tensors absent after fusing
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.reports) and not self.changed_untargeted and not self.missing
+
+    @property
+    def max_ulps(self) -> float:
+        return max((r.max_ulps for r in self.reports), default=0.0)
+
+    @property
+    def max_bound_ratio(self) -> float:
+        return max((r.max_bound_ratio for r in self.reports), default=0.0)
+
+    def failures(self, limit: int = 5) -> list[str]:
+        out = [
+            f"{r.name}: {r.n_over}/{r.numel} elements over bound, max {r.max_ulps:.2f} ULP "
+            f"({r.max_bound_ratio:.2f}x bound) at {r.worst_index}"
+            for r in sorted(self.reports, key=lambda r: -r.max_bound_ratio)
+            if not r.ok
+        ]
+        out += [f"{k}: not targeted but changed" for k in self.changed_untargeted]
+        out += [f"{k}: targeted but missing after fuse" for k in self.missing]
+        return out[:limit]
+
+
+def measure_merge(
+    before: Snapshot,
+    after: Snapshot,
+    refs: Mapping[tuple[str, str], MergeReference],
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+) -> MergeResult:
+    """Targeted weights against the reference within the dtype's bound; all others bit-identical."""
+    tol = tolerance("merge", device, dtype)
+    reports, missing = [], []
+    targeted = {(c, r.key.removeprefix(f"{c}.")) for (c, _), r in refs.items()}
+    for ref in refs.values():
+        name = f"{ref.module}.weight"
+        actual = after.get(ref.component, {}).get(name)
+        if actual is None:
+            missing.append(ref.key)
+            continue
+        bound = merge_bound(ref.steps, ref.base, dtype, tol)
+        magnitude = operand_magnitude(ref.steps, ref.base)
+        reports.append(report_against_bound(ref.key, actual.cpu(), ref.merged, bound, dtype, magnitude))
+    changed = [
+        f"{c}.{k}"
+        for c, tensors in before.items()
+        for k, t in tensors.items()
+        if (c, k) not in targeted and not torch.equal(t, after.get(c, {}).get(k, torch.empty(0)))
+    ]
+    return MergeResult(dtype, reports, changed, missing)
+
+
+def load_adapters(pipe: Any, paths: Sequence[str], weights: Sequence[float] | None = None) -> list[str]:
+    """Load each file as its own adapter (a0, a1, …) and activate them with ``weights``."""
+    names = [f"a{i}" for i in range(len(paths))]
+    for path, name in zip(paths, names):
+        pipe.load_lora_weights(path, adapter_name=name)
+    if weights is not None:
+        pipe.set_adapters(names, adapter_weights=list(weights))
+    return names
+
+
+def fuse_components(pipe: Any, components: Mapping[str, nn.Module]) -> list[str]:
+    loadable = getattr(pipe, "_lora_loadable_modules", list(components))
+    return [c for c in components if c in loadable]
+
+
+def fuse_and_measure(
+    pipe: Any,
+    components: Mapping[str, nn.Module],
+    before: Snapshot,
+    loras: Sequence[LoraFile],
+    weights: Sequence[float],
+    lora_scale: float,
+) -> MergeResult:
+    """``pipe.fuse_lora(lora_scale)`` on loaded adapters, measured against our reference merge."""
+    pipe.fuse_lora(components=fuse_components(pipe, components), lora_scale=lora_scale)
+    refs = reference_merge(before, list(zip(loras, weights)), lora_scale)
+    return measure_merge(before, snapshot(components), refs, dtype_of(components), device_of(components))
+
+
+@dataclass
+class UnfuseResult:
+    dtype: torch.dtype
+    cycles: int
+    max_ulps: list[float] = field(default_factory=list)  # after each cycle, in ULPs of the base weight
+    frac_changed: list[float] = field(default_factory=list)  # fraction of targeted elements not bit-exact
+    bound_ratio: list[float] = field(default_factory=list)  # max |drift| / bound(cycle)
+    changed_untargeted: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r <= 1.0 for r in self.bound_ratio) and not self.changed_untargeted
+
+
+def measure_unfuse(
+    before: Snapshot,
+    after: Snapshot,
+    refs: Mapping[tuple[str, str], MergeReference],
+    dtype: torch.dtype,
+    cycles: int,
+    device: torch.device | str = "cpu",
+) -> tuple[float, float, float, list[str]]:
+    """(max ULPs of drift, fraction of targeted elements changed, max drift/bound, untargeted changed)."""
+    tol = tolerance("unfuse", device, dtype)
+    worst_ulps, worst_ratio, n_changed, n_total = 0.0, 0.0, 0, 0
+    for ref in refs.values():
+        base = before[ref.component][f"{ref.module}.weight"]
+        now = after[ref.component][f"{ref.module}.weight"].cpu()
+        drift = (now.double() - base.double()).abs()
+        bound = unfuse_bound(ref.steps, ref.base, dtype, tol, cycles)
+        worst_ulps = max(worst_ulps, float((drift / ulp(base, dtype)).max()))
+        worst_ratio = max(worst_ratio, float((drift / bound).max()))
+        n_changed += int((drift > 0).sum())
+        n_total += drift.numel()
+    targeted = {(r.component, f"{r.module}.weight") for r in refs.values()}
+    changed = [
+        f"{c}.{k}"
+        for c, tensors in before.items()
+        for k, t in tensors.items()
+        if (c, k) not in targeted and not torch.equal(t, after[c][k])
+    ]
+    return worst_ulps, n_changed / max(n_total, 1), worst_ratio, changed
+
+
+def fuse_unfuse_cycles(
+    pipe: Any,
+    components: Mapping[str, nn.Module],
+    before: Snapshot,
+    loras: Sequence[LoraFile],
+    weights: Sequence[float],
+    cycles: int,
+    lora_scale: float = 1.0,
+) -> UnfuseResult:
+    """``cycles`` × (fuse_lora, unfuse_lora), recording the drift from the base after each cycle."""
+    dtype = dtype_of(components)
+    device = device_of(components)
+    refs = reference_merge(before, list(zip(loras, weights)), lora_scale)
+    names = fuse_components(pipe, components)
+    result = UnfuseResult(dtype=dtype, cycles=cycles)
+    for cycle in range(1, cycles + 1):
+        pipe.fuse_lora(components=names, lora_scale=lora_scale)
+        pipe.unfuse_lora(components=names)
+        ulps, frac, ratio, changed = measure_unfuse(before, snapshot(components), refs, dtype, cycle, device)
+        result.max_ulps.append(ulps)
+        result.frac_changed.append(frac)
+        result.bound_ratio.append(ratio)
+        result.changed_untargeted = changed
+    return result

@@ -1,0 +1,90 @@
+"""The reference merge: W' = W + Σ wᵢ · lora_scale · (αᵢ/rᵢ) · Bᵢ@Aᵢ, in float64, from raw file tensors.
+
+Independent of PEFT on purpose: it reads only ``LoraModule`` tensors parsed from the file and the
+base weights captured before loading, so a bug shared by PEFT's layers and a reference built from
+them could not cancel out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from parity.formats import LoraFile, LoraModule
+
+
+def delta_from_factors(m: LoraModule, scale: float = 1.0) -> torch.Tensor:
+    """scale · (α/r) · up ∘ down in float64, shaped like the target weight.
+
+    Linear: B@A. Conv: a k×k ``down`` followed by a 1×1 ``up`` composes to the k×k kernel
+    Σ_r B[:, r] · A[r] (kohya's conv2d(down.permute(1,0,2,3), up) is the same sum).
+    """
+    down = m.down.double()
+    up = m.up.double()
+    factor = scale * m.effective_alpha / m.rank
+    if m.is_conv:
+        if up.shape[2:] != (1, 1):
+            raise ValueError(f"{m.component}.{m.module}: LoRA up must be 1x1 for conv, got {tuple(up.shape)}")
+        delta = F.conv2d(down.permute(1, 0, 2, 3), up).permute(1, 0, 2, 3)
+    else:
+        delta = up @ down
+    return factor * delta
+
+
+def abs_product(m: LoraModule, scale: float = 1.0) -> torch.Tensor:
+    """|scale·α/r| · (|B| ∘ |A|): bounds |δ| and every summation error in forming it."""
+    absm = LoraModule(m.component, m.module, m.down.abs(), m.up.abs(), m.alpha)
+    return delta_from_factors(absm, abs(scale)).abs()
+
+
+@dataclass
+class MergeStep:
+    """One adapter's contribution to one weight."""
+
+    delta: torch.Tensor  # exact δ, float64
+    abs_product: torch.Tensor  # P, float64
+    rank: int
+    file_dtype: torch.dtype
+
+
+@dataclass
+class MergeReference:
+    component: str
+    module: str
+    base: torch.Tensor  # float64
+    merged: torch.Tensor  # float64: base + Σ δ
+    steps: list[MergeStep]
+
+    @property
+    def key(self) -> str:
+        return f"{self.component}.{self.module}.weight"
+
+
+def reference_merge(
+    base_weights: Mapping[str, Mapping[str, torch.Tensor]],
+    adapters: Sequence[tuple[LoraFile, float]],
+    lora_scale: float = 1.0,
+) -> dict[tuple[str, str], MergeReference]:
+    """Merge ``adapters`` (each with its set_adapters weight) into ``base_weights``.
+
+    ``base_weights`` maps component → canonical parameter name → tensor (see parity.modules.base_weights).
+    Adapters are applied in order, as PEFT merges them one after another.
+    """
+    refs: dict[tuple[str, str], MergeReference] = {}
+    for lora, weight in adapters:
+        scale = weight * lora_scale
+        for (component, module), m in lora.modules.items():
+            key = (component, module)
+            if key not in refs:
+                base = base_weights[component][f"{module}.weight"].double()
+                refs[key] = MergeReference(component, module, base, base.clone(), [])
+            ref = refs[key]
+            delta = delta_from_factors(m, scale)
+            if delta.shape != ref.base.shape:
+                raise ValueError(f"{ref.key}: delta {tuple(delta.shape)} vs weight {tuple(ref.base.shape)}")
+            ref.merged = ref.merged + delta
+            ref.steps.append(MergeStep(delta, abs_product(m, scale), m.rank, m.down.dtype))
+    return refs

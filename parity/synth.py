@@ -1,0 +1,60 @@
+"""Synthesised LoRA adapters for the built-in zoo: deterministic, sized so the delta is visible."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from parity.formats import LoraFile, LoraModule
+from parity.modules import lora_capable_modules
+from parity.zoo.family import select_modules
+from parity.zoo.weights import deterministic_tensor
+
+RankFn = Callable[[int, str], int]
+
+
+def uniform_rank(rank: int) -> RankFn:
+    return lambda index, name: rank
+
+
+def mixed_rank(low: int, high: int) -> RankFn:
+    """Alternating ranks: files with mixed ranks exercise diffusers' rank_pattern/alpha_pattern path."""
+    return lambda index, name: low if index % 2 == 0 else high
+
+
+def synth_lora(
+    components: Mapping[str, nn.Module],
+    targets: Mapping[str, Sequence[str]],
+    seed: int,
+    rank: int | RankFn = 4,
+    alpha: float | None | Callable[[int], float | None] = None,
+    dtype: torch.dtype = torch.float32,
+) -> LoraFile:
+    """A LoRA on every module of ``components`` matching ``targets`` (component → name suffixes).
+
+    A ~ N(0, 1/fan_in) and B ~ N(0, 0.25/r) put |ΔW| at about half of |W| for α = r: large enough
+    that a dropped or doubled scale is far outside any rounding bound.
+    """
+    rank_fn = uniform_rank(rank) if isinstance(rank, int) else rank
+    alpha_fn = alpha if callable(alpha) else (lambda r: alpha)
+    modules: dict[tuple[str, str], LoraModule] = {}
+    for component, suffixes in targets.items():
+        if component not in components:
+            continue
+        available = lora_capable_modules(components[component])
+        for index, name in enumerate(select_modules(sorted(available), tuple(suffixes))):
+            weight = available[name].weight
+            r = rank_fn(index, name)
+            out_f, in_f = weight.shape[0], weight.shape[1]
+            kernel = tuple(weight.shape[2:])
+            fan_in = in_f * math.prod(kernel)
+            tag = f"lora/{seed}/{component}/{name}"
+            down = deterministic_tensor(seed, tag + "/down", (r, in_f, *kernel), 1 / math.sqrt(fan_in))
+            up = deterministic_tensor(seed, tag + "/up", (out_f, r, *(1,) * len(kernel)), 0.5 / math.sqrt(r))
+            modules[(component, name)] = LoraModule(component, name, down.to(dtype), up.to(dtype), alpha_fn(r))
+    if not modules:
+        raise ValueError(f"targets {dict(targets)} match no module")
+    return LoraFile(modules=modules, layout="synthetic")

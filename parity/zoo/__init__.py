@@ -1,0 +1,37 @@
+"""The model zoo: one registry entry per family; tiny built-in models or real ones by path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from parity.errors import ParityInputError
+from parity.zoo import sd15
+from parity.zoo.family import Family
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY,)}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ParityInputError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def build_pipeline(
+    family: Family | str,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    model_path: str | None = None,
+    seed: int = 0,
+) -> Any:
+    """The family's tiny pipeline (deterministic weights) or the user's model from ``model_path``."""
+    fam = get_family(family) if isinstance(family, str) else family
+    if model_path is not None:
+        pipe = fam.load_pretrained(model_path, dtype)
+    else:
+        pipe = fam.build_tiny(seed)
+        pipe.to(dtype=dtype)
+    return pipe.to(device)

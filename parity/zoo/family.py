@@ -1,0 +1,54 @@
+"""What a model family exposes to the checks: components, targets, inputs, and how to build it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from parity.errors import ParityInputError
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    pipeline_class: str  # diffusers pipeline class name, for messages and docs
+    # Components a LoRA can go into, in the order diffusers lists them (``_lora_loadable_modules``).
+    lora_components: tuple[str, ...]
+    denoiser: str  # "unet" or "transformer"
+    # component → module-name suffixes targeted by default (attention, feed-forward, projections).
+    default_targets: Mapping[str, tuple[str, ...]]
+    # component → Conv2d module-name suffixes for LoCon cases; empty for families without convs.
+    conv_targets: Mapping[str, tuple[str, ...]]
+    layouts: tuple[str, ...]  # LoRA file layouts published for this family
+    build_tiny: Callable[[int], Any]  # seed → pipeline in float32 on CPU
+    load_pretrained: Callable[[str, torch.dtype], Any]  # local folder → pipeline
+    denoiser_inputs: Callable[[Any, int, torch.dtype], dict[str, torch.Tensor]]
+    pipeline_call_args: Callable[[int], dict[str, Any]]
+    notes: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def components(self, pipe: Any) -> dict[str, nn.Module]:
+        """The LoRA-capable components present in ``pipe`` (a family may build some as None)."""
+        return {c: getattr(pipe, c) for c in self.lora_components if getattr(pipe, c, None) is not None}
+
+
+def select_modules(names: list[str], suffixes: tuple[str, ...]) -> list[str]:
+    """Module names equal to or ending in ``.suffix`` for any suffix (PEFT's target_modules rule)."""
+    return [n for n in names if any(n == s or n.endswith("." + s) for s in suffixes)]
+
+
+def pretrained_dir(path: str) -> str:
+    if not os.path.isdir(path):
+        raise ParityInputError("model path is not a directory", path=path)
+    if not os.path.exists(os.path.join(path, "model_index.json")):
+        raise ParityInputError("not a diffusers pipeline folder (model_index.json missing)", path=path)
+    return path
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
