@@ -133,7 +133,8 @@ def fuse_and_measure(
 class UnfuseResult:
     dtype: torch.dtype
     cycles: int
-    max_ulps: list[float] = field(default_factory=list)  # after each cycle, in ULPs of the base weight
+    max_ulps: list[float] = field(default_factory=list)  # after each cycle, ULPs at |W| + Σ P
+    max_base_ulps: list[float] = field(default_factory=list)  # the same in ULPs of W itself (large where W ≈ 0)
     frac_changed: list[float] = field(default_factory=list)  # fraction of targeted elements not bit-exact
     bound_ratio: list[float] = field(default_factory=list)  # max |drift| / bound(cycle)
     changed_untargeted: list[str] = field(default_factory=list)
@@ -143,6 +144,15 @@ class UnfuseResult:
         return all(r <= 1.0 for r in self.bound_ratio) and not self.changed_untargeted
 
 
+@dataclass
+class Drift:
+    max_ulps: float  # at |W| + Σ P
+    max_base_ulps: float  # in ULPs of W
+    frac_changed: float
+    bound_ratio: float
+    changed_untargeted: list[str]
+
+
 def measure_unfuse(
     before: Snapshot,
     after: Snapshot,
@@ -150,16 +160,17 @@ def measure_unfuse(
     dtype: torch.dtype,
     cycles: int,
     device: torch.device | str = "cpu",
-) -> tuple[float, float, float, list[str]]:
-    """(max ULPs of drift, fraction of targeted elements changed, max drift/bound, untargeted changed)."""
+) -> Drift:
+    """How far the weights after ``cycles`` fuse/unfuse cycles are from the base, against the bound."""
     tol = tolerance("unfuse", device, dtype)
-    worst_ulps, worst_ratio, n_changed, n_total = 0.0, 0.0, 0, 0
+    worst_ulps, worst_base_ulps, worst_ratio, n_changed, n_total = 0.0, 0.0, 0.0, 0, 0
     for ref in refs.values():
         base = before[ref.component][f"{ref.module}.weight"]
         now = after[ref.component][f"{ref.module}.weight"].cpu()
         drift = (now.double() - base.double()).abs()
         bound = unfuse_bound(ref.steps, ref.base, dtype, tol, cycles)
-        worst_ulps = max(worst_ulps, float((drift / ulp(base, dtype)).max()))
+        worst_ulps = max(worst_ulps, float((drift / ulp(operand_magnitude(ref.steps, ref.base), dtype)).max()))
+        worst_base_ulps = max(worst_base_ulps, float((drift / ulp(base, dtype)).max()))
         worst_ratio = max(worst_ratio, float((drift / bound).max()))
         n_changed += int((drift > 0).sum())
         n_total += drift.numel()
@@ -170,7 +181,7 @@ def measure_unfuse(
         for k, t in tensors.items()
         if (c, k) not in targeted and not torch.equal(t, after[c][k])
     ]
-    return worst_ulps, n_changed / max(n_total, 1), worst_ratio, changed
+    return Drift(worst_ulps, worst_base_ulps, n_changed / max(n_total, 1), worst_ratio, changed)
 
 
 def fuse_unfuse_cycles(
@@ -191,9 +202,10 @@ def fuse_unfuse_cycles(
     for cycle in range(1, cycles + 1):
         pipe.fuse_lora(components=names, lora_scale=lora_scale)
         pipe.unfuse_lora(components=names)
-        ulps, frac, ratio, changed = measure_unfuse(before, snapshot(components), refs, dtype, cycle, device)
-        result.max_ulps.append(ulps)
-        result.frac_changed.append(frac)
-        result.bound_ratio.append(ratio)
-        result.changed_untargeted = changed
+        drift = measure_unfuse(before, snapshot(components), refs, dtype, cycle, device)
+        result.max_ulps.append(drift.max_ulps)
+        result.max_base_ulps.append(drift.max_base_ulps)
+        result.frac_changed.append(drift.frac_changed)
+        result.bound_ratio.append(drift.bound_ratio)
+        result.changed_untargeted = drift.changed_untargeted
     return result

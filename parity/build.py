@@ -1,0 +1,67 @@
+"""Turning a declared case into what a check needs: a pipeline, LoRA files on disk, their parse."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from parity.cases import LayoutCase, LoraSpec
+from parity.compare import dtype_from_name
+from parity.formats import LoraFile, read_lora, save_lora
+from parity.fuse import Snapshot, snapshot
+from parity.synth import mixed_rank, synth_lora
+from parity.zoo import build_pipeline, get_family
+from parity.zoo.family import Family
+
+
+@dataclass
+class Prepared:
+    family: Family
+    pipe: Any
+    components: dict[str, nn.Module]
+    before: Snapshot  # base weights before any LoRA was loaded
+    paths: list[str]
+    loras: list[LoraFile]  # parsed back from the files: the reference reads these
+
+
+def targets_for(family: Family, targets: str) -> dict[str, tuple[str, ...]]:
+    out = {c: tuple(s) for c, s in family.default_targets.items()}
+    if targets == "locon":
+        for c, s in family.conv_targets.items():
+            out[c] = out.get(c, ()) + tuple(s)
+    return out
+
+
+def write_case_loras(
+    case: LayoutCase, components: dict[str, nn.Module], specs: Sequence[LoraSpec], directory: str
+) -> list[str]:
+    family = get_family(case.family)
+    paths = []
+    for i, spec in enumerate(specs):
+        rank = spec.rank if isinstance(spec.rank, int) else mixed_rank(*spec.rank)
+        lora = synth_lora(components, targets_for(family, case.targets), seed=spec.seed, rank=rank, alpha=spec.alpha)
+        paths.append(save_lora(lora, os.path.join(directory, f"{case.id}-{i}.safetensors"), case.layout))
+    return paths
+
+
+def prepare(
+    case: LayoutCase,
+    specs: Sequence[LoraSpec],
+    dtype: str | torch.dtype,
+    device: str,
+    directory: str,
+    model_path: str | None = None,
+) -> Prepared:
+    """Build the pipeline, write the case's LoRA files, parse them back, snapshot the base weights."""
+    family = get_family(case.family)
+    torch_dtype = dtype_from_name(dtype) if isinstance(dtype, str) else dtype
+    pipe = build_pipeline(family, dtype=torch_dtype, device=device, model_path=model_path)
+    components = family.components(pipe)
+    paths = write_case_loras(case, components, specs, directory)
+    loras = [read_lora(p, components) for p in paths]
+    return Prepared(family, pipe, components, snapshot(components), paths, loras)

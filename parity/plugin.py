@@ -1,0 +1,174 @@
+"""pytest plugin: options, markers' behaviour, fixtures, and the readable parity summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+SUMMARY_KEYS = ("check", "case", "dtype", "max_ulps", "max_bound_ratio", "detail")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lora-parity")
+    group.addoption("--family", action="append", default=None, help="run only these zoo families (repeatable)")
+    group.addoption("--model-path", default=None, help="a local diffusers pipeline folder instead of the tiny model")
+    group.addoption("--lora", action="append", default=[], help="a user LoRA file to check (repeatable)")
+    group.addoption(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda", "auto"),
+        help="cpu (default), cuda, or auto (cuda where available); CUDA cases skip without a GPU",
+    )
+    group.addoption("--parity-report", default=None, help="write a readable summary (markdown + JSON) here")
+
+
+def _quiet_libraries() -> None:
+    # Their progress bars and warnings drown the one line a failing check prints.
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _quiet_libraries()
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def _case_family(item: pytest.Item) -> str | None:
+    for name, value in getattr(getattr(item, "callspec", None), "params", {}).items():
+        if name == "family" and isinstance(value, str):
+            return value
+        family = getattr(value, "family", None) or getattr(getattr(value, "layout", None), "family", None)
+        if isinstance(family, str):
+            return family
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    families = config.getoption("--family")
+    if families:
+        keep, drop = [], []
+        for item in items:
+            fam = _case_family(item)
+            (drop if fam is not None and fam not in families else keep).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA: no GPU on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def device_param(device: str) -> object:
+    """A pytest param for ``device`` carrying the gpu mark when it is CUDA."""
+    marks = [pytest.mark.gpu] if device == "cuda" else []
+    return pytest.param(device, marks=marks, id=device)
+
+
+@pytest.fixture
+def model_path(request: pytest.FixtureRequest) -> str | None:
+    return request.config.getoption("--model-path")
+
+
+@pytest.fixture(autouse=True)
+def restore_global_state():
+    """Every check starts from, and leaves, the same torch globals."""
+    default_dtype = torch.get_default_dtype()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    matmul_precision = torch.get_float32_matmul_precision()
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    rng = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    # Merge bounds assume float32 products; TF32 would carry a 2^-11 unit roundoff instead.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.set_default_dtype(default_dtype)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_float32_matmul_precision(matmul_precision)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.random.set_rng_state(rng)
+
+
+@pytest.fixture
+def parity_record(request: pytest.FixtureRequest, record_property):
+    """Record one summary row: shows in JUnit properties and in the --parity-report summary."""
+
+    def record(check: str, dtype: str, max_ulps: float, max_bound_ratio: float, detail: str = "") -> None:
+        row = {
+            "check": check,
+            "case": request.node.callspec.id if hasattr(request.node, "callspec") else request.node.name,
+            "dtype": dtype,
+            "max_ulps": round(float(max_ulps), 3),
+            "max_bound_ratio": round(float(max_bound_ratio), 3),
+            "detail": detail,
+        }
+        record_property("parity", json.dumps(row))
+
+    return record
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Runs in the xdist controller too, where the workers' user_properties arrive.
+    if report.when != "call":
+        return
+    for name, value in report.user_properties:
+        if name == "parity":
+            row = json.loads(value)
+            row["outcome"] = report.outcome
+            _ROWS.append(row)
+
+
+_ROWS: list[dict] = []  # summary rows of this session (controller side under xdist)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    out = session.config.getoption("--parity-report")
+    if not out or hasattr(session.config, "workerinput"):
+        return
+    write_summary(Path(out), _ROWS, exitstatus)
+
+
+def write_summary(out: Path, rows: list[dict], exitstatus: int) -> None:
+    """A markdown table per check (worst first) and the same rows as JSON."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    lines = ["# lora-parity summary", "", _versions_line(), ""]
+    failed = [r for r in rows if r["outcome"] != "passed"]
+    lines.append(f"**{len(rows) - len(failed)} passed, {len(failed)} failed** (exit status {exitstatus})")
+    for check in sorted({r["check"] for r in rows}):
+        mine = sorted((r for r in rows if r["check"] == check), key=lambda r: -r["max_bound_ratio"])
+        lines += ["", f"## {check}", "", "| case | dtype | max error (ULP) | bound used | outcome | detail |",
+                  "|---|---|---:|---:|---|---|"]
+        for r in mine:
+            lines.append(
+                f"| {r['case']} | {r['dtype']} | {r['max_ulps']:.2f} | {r['max_bound_ratio']:.2f} | "
+                f"{r['outcome']} | {r['detail']} |"
+            )
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _versions_line() -> str:
+    import diffusers
+    import peft
+    import transformers
+
+    return (
+        f"torch {torch.__version__}, diffusers {diffusers.__version__}, peft {peft.__version__}, "
+        f"transformers {transformers.__version__}, python {os.sys.version.split()[0]}"
+    )

@@ -1,0 +1,41 @@
+"""fuse_lora writes W + Σ wᵢ·s·(α/r)·B@A into every targeted weight and touches nothing else."""
+
+from __future__ import annotations
+
+import pytest
+
+from parity.build import prepare
+from parity.cases import merge_cases
+from parity.fuse import fuse_and_measure, load_adapters
+
+CASES = merge_cases()
+
+
+def _params():
+    return [
+        pytest.param(case, id=case.id, marks=[pytest.mark.gpu] if case.device == "cuda" else [])
+        for case in CASES
+    ]
+
+
+@pytest.mark.parametrize("case", _params())
+def test_fuse_matches_reference_merge(case, tmp_path, model_path, parity_record):
+    prep = prepare(case.layout, case.specs, case.dtype, case.device, str(tmp_path), model_path)
+    load_adapters(prep.pipe, prep.paths, case.weights if case.adapters > 1 else None)
+
+    result = fuse_and_measure(prep.pipe, prep.components, prep.before, prep.loras, case.weights, case.lora_scale)
+
+    parity_record("merge", case.dtype, result.max_ulps, result.max_bound_ratio, f"{len(result.reports)} weights")
+    assert result.reports, "the case targeted no weight"
+    assert result.ok, "fused weights differ from the reference merge:\n  " + "\n  ".join(result.failures())
+
+
+@pytest.mark.parametrize("case", [c for c in _params() if c.values[0].lora_scale == 0.0 and c.values[0].device == "cpu"])
+def test_fuse_at_scale_zero_leaves_every_weight_bit_identical(case, tmp_path, model_path):
+    prep = prepare(case.layout, case.specs, case.dtype, case.device, str(tmp_path), model_path)
+    load_adapters(prep.pipe, prep.paths, case.weights if case.adapters > 1 else None)
+
+    result = fuse_and_measure(prep.pipe, prep.components, prep.before, prep.loras, case.weights, 0.0)
+
+    assert all(r.max_abs == 0.0 for r in result.reports), [r.name for r in result.reports if r.max_abs]
+    assert not result.changed_untargeted
