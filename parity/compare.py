@@ -237,6 +237,17 @@ def operand_magnitude(steps: "list[MergeStep]", base: torch.Tensor) -> torch.Ten
     return mag
 
 
+def rounding_ulp(magnitude: torch.Tensor, dtype: torch.dtype, rank: int) -> torch.Tensor:
+    """ulp_d at a magnitude that a computed intermediate may exceed by a few unit roundoffs.
+
+    δ̂ is a float32 sum of r products (≤ (1 + (r+2)·u_fp32)·P) rounded to d (another 1 + u_d), so
+    |δ̂| and |W + δ̂| can exceed their exact bounds by that factor; at a binade edge that doubles the
+    ULP, so the ULP is taken at the magnitude times that factor.
+    """
+    factor = (1 + 2 * unit_roundoff(dtype)) * (1 + (rank + 2) * unit_roundoff(torch.float32))
+    return ulp(magnitude * factor, dtype)
+
+
 def merge_bound(
     steps: "list[MergeStep]", base: torch.Tensor, dtype: torch.dtype, tol: Tolerance
 ) -> torch.Tensor:
@@ -252,8 +263,8 @@ def merge_bound(
     for step in steps:
         p = step.abs_product
         running = running + p
-        bound += tol.result_roundings * 0.5 * ulp(running, dtype)
-        bound += tol.delta_roundings * 0.5 * ulp(p, dtype)
+        bound += tol.result_roundings * 0.5 * rounding_ulp(running, dtype, step.rank)
+        bound += tol.delta_roundings * 0.5 * rounding_ulp(p, dtype, step.rank)
         bound += (step.rank + 2) * u_acc * p
         if tol.input_cast and _input_cast_is_inexact(step.file_dtype, dtype):
             bound += (2 * u + u * u) * p
@@ -268,6 +279,7 @@ def unfuse_bound(
     Per adapter and cycle: one rounding on the add and one on the subtract, each at a magnitude
     ≤ |W| + Σ P_i. Errors of successive cycles add at worst linearly.
     """
-    per_cycle = len(steps) * tol.result_roundings * 0.5 * ulp(operand_magnitude(steps, base), dtype)
+    rank = max(step.rank for step in steps)
+    per_cycle = len(steps) * tol.result_roundings * 0.5 * rounding_ulp(operand_magnitude(steps, base), dtype, rank)
     return cycles * per_cycle
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from parity.build import prepare
-from parity.cases import merge_cases
-from parity.fuse import fuse_and_measure, load_adapters
+from parity.cases import DTYPES, merge_cases
+from parity.compare import dtype_from_name
+from parity.formats import read_lora
+from parity.fuse import fuse_and_measure, load_adapters, snapshot
+from parity.zoo import build_pipeline, get_family
 
 CASES = merge_cases()
 
@@ -39,3 +42,28 @@ def test_fuse_at_scale_zero_leaves_every_weight_bit_identical(case, tmp_path, mo
 
     assert all(r.max_abs == 0.0 for r in result.reports), [r.name for r in result.reports if r.max_abs]
     assert not result.changed_untargeted
+
+
+def pytest_generate_tests(metafunc):
+    # User files given with --lora; one family (the first --family, default sd15) and its model.
+    if "user_lora" in metafunc.fixturenames:
+        files = metafunc.config.getoption("--lora")
+        params = [pytest.param(f, id=f.rsplit("/", 1)[-1]) for f in files] or [
+            pytest.param(None, marks=pytest.mark.skip(reason="no --lora FILE given"), id="no-user-lora")
+        ]
+        metafunc.parametrize("user_lora", params)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_user_lora_fuse_matches_reference_merge(user_lora, dtype, request, model_path, parity_record):
+    family = get_family((request.config.getoption("--family") or ["sd15"])[0])
+    pipe = build_pipeline(family, dtype=dtype_from_name(dtype), model_path=model_path)
+    components = family.components(pipe)
+    lora = read_lora(user_lora, components, strict=False)
+    before = snapshot(components)
+    load_adapters(pipe, [user_lora])
+
+    result = fuse_and_measure(pipe, components, before, [lora], (1.0,), 1.0)
+
+    parity_record("merge-user", dtype, result.max_ulps, result.max_bound_ratio, f"{len(lora.unmatched)} keys unmatched")
+    assert result.ok, "fused weights differ from the reference merge:\n  " + "\n  ".join(result.failures())

@@ -1,0 +1,517 @@
+"""``lora-parity``: command-line front end of the parity harness.
+
+Every subcommand is a (name, help, add_arguments, run) entry in ``SUBCOMMANDS``; ``run`` takes the
+parsed arguments and returns the exit code. Exit codes: 0 every check passed, 1 a parity check
+failed, 2 bad input (printed as one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, NoReturn
+
+from parity.errors import ParityInputError
+
+PROG = "lora-parity"
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+UNFUSE_LORA_SCALE = 1.0
+SHOWN_UNMATCHED = 3  # unmatched keys named in the text output; JSON lists them all
+VERSIONED_PACKAGES = ("torch", "diffusers", "peft", "transformers", "safetensors", "lora-parity")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is the same single stderr line as every other input error."""
+
+    def error(self, message: str) -> NoReturn:
+        _print_error(f"{message} (see '{self.prog} --help')")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _print_error(message: str) -> None:
+    # Library messages may span lines; the contract is one line per error.
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _quiet_libraries() -> None:
+    """Silence library logging, progress bars and warnings: the CLI prints its own progress."""
+    warnings.filterwarnings("ignore")
+    # transformers first: importing diffusers can make transformers log (e.g. missing torchvision).
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def _comma_list(text: str) -> list[str]:
+    items = [part.strip() for part in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"empty item in {text!r}")
+    return items
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _float_list(text: str) -> list[float]:
+    return [_finite_float(item) for item in _comma_list(text)]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """Left-aligned columns, two spaces apart; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return f"{x:.{digits}f}" if math.isfinite(x) else str(x)
+
+
+def _json_safe(value: Any) -> Any:
+    # inf/nan are not JSON; an element that overflowed reads as null (and its result is not ok).
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class _Progress:
+    """``[i/n] label ... ok (1.2 s)`` lines on stderr, so stdout carries only the report."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.done = total, enabled, 0
+
+    @contextmanager
+    def step(self, label: str) -> Iterator[Callable[[bool], None]]:
+        self.done += 1
+        outcome = {"ok": True}
+        if self.enabled:
+            print(f"[{self.done}/{self.total}] {label} ...", end="", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        try:
+            yield lambda ok: outcome.update(ok=ok)
+        except BaseException:
+            if self.enabled:  # end the open line so a traceback starts on its own
+                print(" error", file=sys.stderr, flush=True)
+            raise
+        if self.enabled:
+            word = "ok" if outcome["ok"] else "FAIL"
+            print(f" {word} ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- check
+
+
+CHECK_DESCRIPTION = f"""\
+Fuse the given LoRA files into a family's pipeline with diffusers + PEFT and check the fused
+weights against an independent float64 reference merge, per dtype; then check that repeated
+fuse/unfuse cycles bring the base weights back within the rounding bound.
+
+The unfuse cycles run on a freshly built pipeline with freshly loaded adapters, always at
+lora_scale {UNFUSE_LORA_SCALE}: in diffusers 0.42 fuse_lora(lora_scale=s) multiplies PEFT's scaling
+by s (scale_layer) and unfuse_lora never divides it back, so a second fuse at s != 1 would merge
+s^2 times the delta. --scale therefore applies to the merge check only.
+
+Exit codes: 0 all checks pass, 1 a parity check failed, 2 bad input."""
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--family", required=True, help="model family (see `lora-parity families`)")
+    parser.add_argument(
+        "--model-path",
+        metavar="DIR",
+        help="local diffusers pipeline folder; default: the family's tiny deterministic model",
+    )
+    parser.add_argument(
+        "--lora", action="append", required=True, metavar="FILE", help=".safetensors LoRA file (repeatable)"
+    )
+    parser.add_argument(
+        "--dtype",
+        type=_comma_list,
+        default=["float32"],
+        metavar="DTYPES",
+        help="comma-separated, from float32, float16, bfloat16 (default: float32)",
+    )
+    parser.add_argument(
+        "--scale", type=_finite_float, default=1.0, help="lora_scale for the merge check (default: 1.0)"
+    )
+    parser.add_argument(
+        "--weights",
+        type=_float_list,
+        help="comma-separated adapter weights, one per --lora, in order (default: 1.0 each)",
+    )
+    parser.add_argument(
+        "--cycles", type=_positive_int, default=1, help="fuse/unfuse cycles for the drift check (default: 1)"
+    )
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+@dataclass
+class _Loaded:
+    """A pipeline with the adapters loaded, and its base weights from before loading."""
+
+    pipe: Any
+    components: dict
+    before: dict
+
+
+def _check_device(name: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ParityInputError(f"unknown device {name!r}; use cpu or cuda") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ParityInputError(f"device {name!r} has no tolerance entries; use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParityInputError(f"device {name!r} requested but CUDA is not available")
+    return name
+
+
+def _adapter_weights(weights: list[float] | None, n_files: int) -> list[float]:
+    if weights is None:
+        return [1.0] * n_files
+    if len(weights) != n_files:
+        raise ParityInputError(f"--weights has {len(weights)} value(s) for {n_files} --lora file(s)")
+    return weights
+
+
+def _check_json_target(path: str | None) -> None:
+    # Find out before a long run, not after it, that the report cannot be written.
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(parent):
+        raise ParityInputError("cannot write the JSON report here", path=path)
+
+
+def _build(family: Any, dtype: Any, args: argparse.Namespace) -> Any:
+    from parity.zoo import build_pipeline
+
+    if args.model_path is None:
+        return build_pipeline(family, dtype=dtype, device=args.device)
+    from parity.zoo.family import pretrained_dir
+
+    pretrained_dir(args.model_path)  # missing folder / no model_index.json: its own clear message
+    try:
+        return build_pipeline(family, dtype=dtype, device=args.device, model_path=args.model_path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ParityInputError(f"diffusers could not load the model ({type(exc).__name__}: {exc})",
+                               path=args.model_path) from None
+
+
+def _failing_file(pipe: Any, paths: Sequence[str], loras: Sequence[Any]) -> str:
+    """The file whose adapter did not finish loading: load_adapters loads a0, a1, … in order and
+    diffusers removes a failed adapter, so the first one missing from any of its components."""
+    loaded = pipe.get_list_adapters()
+    for i, (path, lora) in enumerate(zip(paths, loras)):
+        if any(f"a{i}" not in loaded.get(c, []) for c in lora.components()):
+            return path
+    return ", ".join(paths)
+
+
+def _with_adapters(pipe: Any, family: Any, paths: Sequence[str], loras: Sequence[Any], weights: list[float]) -> _Loaded:
+    from diffusers.utils import logging as diffusers_logging
+
+    from parity.fuse import load_adapters, snapshot
+
+    components = family.components(pipe)
+    before = snapshot(components)
+    # diffusers logs a failed load at error level before raising; we report it as our one line.
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        load_adapters(pipe, list(paths), weights)
+    except ParityInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever diffusers/PEFT reject is a property of the file
+        raise ParityInputError(
+            f"diffusers could not load it as a LoRA ({type(exc).__name__}: {exc})",
+            path=_failing_file(pipe, paths, loras),
+        ) from None
+    finally:
+        diffusers_logging.set_verbosity(level)
+    return _Loaded(pipe, components, before)
+
+
+def _file_report(lora: Any) -> dict[str, Any]:
+    matched: dict[str, int] = {}
+    for component, _ in lora.modules:
+        matched[component] = matched.get(component, 0) + 1
+    return {"path": lora.path, "layout": lora.layout, "matched": matched, "unmatched": list(lora.unmatched)}
+
+
+def _result_report(dtype_name: str, scale: float, merge: Any, unfuse: Any) -> dict[str, Any]:
+    failures = merge.failures()
+    for cycle, ratio in enumerate(unfuse.bound_ratio, start=1):
+        if ratio > 1.0:
+            failures.append(f"unfuse: drift is {_fmt(ratio)}x the bound after cycle {cycle}")
+            break
+    failures += [f"unfuse: {name}: not targeted but changed" for name in unfuse.changed_untargeted]
+    return {
+        "dtype": dtype_name,
+        "scale": scale,
+        "max_ulps": merge.max_ulps,
+        "max_bound_ratio": merge.max_bound_ratio,
+        "ok": merge.ok and unfuse.ok,
+        "failures": failures,
+        "unfuse": {
+            "cycles": unfuse.cycles,
+            "lora_scale": UNFUSE_LORA_SCALE,
+            "max_ulps": unfuse.max_ulps,
+            "frac_changed": unfuse.frac_changed,
+            "max_bound_ratio": max(unfuse.bound_ratio, default=0.0),
+            "ok": unfuse.ok,
+        },
+    }
+
+
+def _check_dtype(
+    family: Any,
+    args: argparse.Namespace,
+    dtype: Any,
+    loras: Sequence[Any],
+    weights: list[float],
+    progress: _Progress,
+    preloaded: list[_Loaded],
+) -> dict[str, Any]:
+    """Merge check on a pipeline with the adapters loaded, then unfuse cycles on a fresh one."""
+    import torch
+
+    from parity.fuse import fuse_and_measure, fuse_unfuse_cycles
+
+    name = str(dtype).removeprefix("torch.")
+    with progress.step(f"{name}: fuse at scale {args.scale:g}") as outcome:
+        # Popped rather than passed in, so no caller frame keeps the fused pipeline alive below.
+        loaded = preloaded.pop() if preloaded else _with_adapters(
+            _build(family, dtype, args), family, args.lora, loras, weights
+        )
+        merge = fuse_and_measure(loaded.pipe, loaded.components, loaded.before, loras, weights, args.scale)
+        outcome(merge.ok)
+    del loaded
+    with progress.step(f"{name}: {args.cycles} fuse/unfuse cycle(s) on a fresh pipeline") as outcome:
+        fresh = _with_adapters(_build(family, dtype, args), family, args.lora, loras, weights)
+        unfuse = fuse_unfuse_cycles(
+            fresh.pipe, fresh.components, fresh.before, loras, weights, args.cycles, UNFUSE_LORA_SCALE
+        )
+        outcome(unfuse.ok)
+    del fresh
+    if torch.device(args.device).type == "cuda":
+        torch.cuda.empty_cache()
+    return _result_report(name, args.scale, merge, unfuse)
+
+
+def _format_files(report: dict[str, Any]) -> list[str]:
+    rows = [["file", "layout", "modules matched", "keys unmatched", "weight"]]
+    for f, weight in zip(report["files"], report["weights"]):
+        by_component = ", ".join(f"{c} {n}" for c, n in f["matched"].items())
+        rows.append([f["path"], f["layout"], f"{sum(f['matched'].values())} ({by_component})",
+                     str(len(f["unmatched"])), f"{weight:g}"])
+    lines = ["LoRA files", *_table(rows)]
+    for f in report["files"]:
+        if f["unmatched"]:
+            more = len(f["unmatched"]) - SHOWN_UNMATCHED
+            names = ", ".join(f["unmatched"][:SHOWN_UNMATCHED]) + (f" (+{more} more)" if more > 0 else "")
+            lines.append(f"  {f['path']}: keys matching no module: {names}")
+    return lines
+
+
+def _format_results(results: list[dict[str, Any]]) -> list[str]:
+    first = results[0]
+    lines = [f"Merge at scale {first['scale']:g}; unfuse over {first['unfuse']['cycles']} cycle(s) at scale "
+             f"{UNFUSE_LORA_SCALE:g} (ULPs of the dtype; bound ratio <= 1 passes)"]
+    rows = [["dtype", "merge max ULP", "merge bound ratio", "unfuse max ULP first/last",
+             "not bit-exact first/last", "unfuse bound ratio", "result"]]
+    for r in results:
+        u = r["unfuse"]
+        rows.append([
+            r["dtype"], _fmt(r["max_ulps"]), _fmt(r["max_bound_ratio"]),
+            f"{_fmt(u['max_ulps'][0])} / {_fmt(u['max_ulps'][-1])}",
+            f"{u['frac_changed'][0]:.1%} / {u['frac_changed'][-1]:.1%}",
+            _fmt(u["max_bound_ratio"]), "ok" if r["ok"] else "FAIL",
+        ])
+    lines += _table(rows)
+    failures = [f"  {r['dtype']}: {failure}" for r in results for failure in r["failures"]]
+    return lines + (["", "Failures", *failures] if failures else [])
+
+
+def _format_check(report: dict[str, Any]) -> str:
+    v = report["versions"]
+    header = [
+        f"lora-parity check: family {report['family']}, "
+        f"model {report['model_path'] or 'tiny (built-in, seed 0)'}, device {report['device']}",
+        f"versions: torch {v['torch']}, diffusers {v['diffusers']}, peft {v['peft']}, transformers {v['transformers']}",
+    ]
+    verdict = "PASS" if report["ok"] else "FAIL: a parity check failed"
+    return "\n".join([*header, "", *_format_files(report), "", *_format_results(report["results"]), "", verdict])
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Read the files, then per dtype: fuse and measure, and fuse/unfuse cycles on a fresh pipeline."""
+    from parity.compare import dtype_from_name
+    from parity.formats import read_lora
+    from parity.zoo import get_family
+
+    family = get_family(args.family)
+    dtypes = {name: dtype_from_name(name) for name in args.dtype}
+    _check_device(args.device)
+    weights = _adapter_weights(args.weights, len(args.lora))
+    _check_json_target(args.json)
+    _quiet_libraries()
+    if args.device.startswith("cuda"):
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False  # the merge bounds assume true float32 products
+
+    # Every input error surfaces here, before the first progress line: model, files, diffusers' loader.
+    first_pipe = _build(family, next(iter(dtypes.values())), args)
+    loras = [read_lora(path, family.components(first_pipe), strict=False) for path in args.lora]
+    preloaded = [_with_adapters(first_pipe, family, args.lora, loras, weights)]
+    del first_pipe
+
+    progress = _Progress(total=2 * len(dtypes), enabled=not args.quiet)
+    results = [_check_dtype(family, args, dtype, loras, weights, progress, preloaded) for dtype in dtypes.values()]
+
+    report = {
+        "family": family.name,
+        "model_path": args.model_path,
+        "device": args.device,
+        "versions": _versions(),
+        "weights": weights,
+        "files": [_file_report(lora) for lora in loras],
+        "results": results,
+        "ok": all(r["ok"] for r in results),
+    }
+    print(_format_check(report))
+    if args.json:
+        _write_json(report, args.json)
+    return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _write_json(report: dict[str, Any], path: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(_json_safe(report), fh, indent=2, allow_nan=False)
+            fh.write("\n")
+    except OSError as exc:
+        raise ParityInputError(f"cannot write the JSON report ({exc.strerror})", path=path) from None
+
+
+# ---------------------------------------------------------------- families
+
+
+def run_families(args: argparse.Namespace) -> int:
+    from parity.zoo import FAMILIES
+
+    rows = [["family", "pipeline", "components", "layouts"]]
+    for family in FAMILIES.values():
+        rows.append([family.name, family.pipeline_class, ",".join(family.lora_components), ",".join(family.layouts)])
+    print("\n".join(_table(rows, indent="")))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- registry and entry point
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+# The one place subcommands are registered.
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand("check", "merge parity and unfuse drift of LoRA files", add_check_arguments, run_check,
+               CHECK_DESCRIPTION),
+    Subcommand("families", "list the model families, their LoRA components and file layouts", _no_arguments,
+               run_families),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Parity checks for LoRA in diffusers + PEFT.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in SUBCOMMANDS:
+        p = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.description or command.help,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_arguments(p)
+        p.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed as one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    try:
+        return args.run(args)
+    except ParityInputError as exc:
+        _print_error(str(exc))
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

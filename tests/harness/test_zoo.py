@@ -1,0 +1,93 @@
+"""Each zoo family keeps real module names, runs one denoiser step and a pipeline call, and reloads by path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from parity.modules import lora_capable_modules
+from parity.zoo import FAMILIES, build_pipeline
+from parity.zoo.family import select_modules
+
+# Module names as they appear in the published checkpoints (and so in published LoRA files).
+REAL_NAMES = {
+    "sd15": {
+        "unet": ["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q", "mid_block.attentions.0.proj_in",
+                 "up_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0", "down_blocks.0.resnets.0.conv1"],
+        "text_encoder": ["encoder.layers.0.self_attn.q_proj", "encoder.layers.1.mlp.fc2"],
+    },
+    "sdxl": {
+        "unet": ["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q", "add_embedding.linear_1"],
+        "text_encoder": ["encoder.layers.0.self_attn.q_proj"],
+        "text_encoder_2": ["encoder.layers.0.self_attn.q_proj"],
+    },
+    "flux": {
+        "transformer": ["transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.add_k_proj",
+                        "transformer_blocks.0.ff.net.0.proj", "single_transformer_blocks.0.proj_mlp",
+                        "single_transformer_blocks.0.attn.to_q", "x_embedder"],
+    },
+    "qwenimage": {
+        "transformer": ["transformer_blocks.0.img_mod.1", "transformer_blocks.0.attn.to_q",
+                        "transformer_blocks.0.attn.add_q_proj", "transformer_blocks.0.img_mlp.net.0.proj"],
+    },
+}
+
+
+def _strip_text_model(names):
+    return {n.removeprefix("text_model.") for n in names}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_tiny_family_keeps_real_module_names(family):
+    fam = FAMILIES[family]
+    components = fam.components(build_pipeline(fam))
+    for component, names in REAL_NAMES[family].items():
+        present = _strip_text_model(lora_capable_modules(components[component]))
+        missing = [n for n in names if n not in present]
+        assert not missing, f"{family}.{component} lacks {missing}"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_default_targets_select_modules_in_every_lora_component(family):
+    fam = FAMILIES[family]
+    components = fam.components(build_pipeline(fam))
+    for component, suffixes in fam.default_targets.items():
+        if component in components:
+            assert select_modules(sorted(lora_capable_modules(components[component])), tuple(suffixes))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_denoiser_step_is_finite_and_deterministic(family):
+    fam = FAMILIES[family]
+    outputs = []
+    for _ in range(2):
+        pipe = build_pipeline(fam)
+        with torch.no_grad():
+            out = getattr(pipe, fam.denoiser)(**fam.denoiser_inputs(pipe, 0, torch.float32), return_dict=False)[0]
+        outputs.append(out)
+    assert torch.isfinite(outputs[0]).all()
+    assert torch.equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_pipeline_call_gives_a_finite_image(family):
+    fam = FAMILIES[family]
+    pipe = build_pipeline(fam)
+    image = pipe(**fam.pipeline_call_args(0)).images
+    image = np.asarray(image)
+    assert image.ndim == 4 and np.isfinite(image).all()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_model_path_loads_the_same_weights_from_a_local_folder(family, tmp_path):
+    fam = FAMILIES[family]
+    tiny = build_pipeline(fam)
+    tiny.save_pretrained(tmp_path)
+
+    loaded = build_pipeline(fam, model_path=str(tmp_path))
+
+    for component, module in fam.components(tiny).items():
+        want = module.state_dict()
+        got = getattr(loaded, component).state_dict()
+        assert all(torch.equal(want[k], got[k]) for k in want), component

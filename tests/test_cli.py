@@ -1,0 +1,244 @@
+"""The ``lora-parity`` command line, run in-process through ``parity.cli.main``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from parity.cli import main
+from parity.formats import save_lora, to_state_dict
+from parity.synth import synth_lora
+from parity.zoo import build_pipeline, get_family
+
+UNMATCHED_KEY = "unet.down_blocks.9.nowhere.to_q.lora_A.weight"
+
+
+@pytest.fixture(scope="module")
+def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """LoRA files for the tiny sd15 pipeline: good ones in both layouts, and broken ones."""
+    d = tmp_path_factory.mktemp("loras")
+    family = get_family("sd15")
+    components = family.components(build_pipeline("sd15"))
+    lora = synth_lora(components, {"unet": ("to_q", "to_v"), "text_encoder": ("q_proj",)}, seed=1, rank=4, alpha=2.0)
+    files = {
+        "diffusers": Path(save_lora(lora, d / "style.safetensors", "diffusers")),
+        "kohya": Path(save_lora(synth_lora(components, {"unet": ("to_k",)}, seed=2), d / "kohya.safetensors", "kohya")),
+    }
+
+    sd, metadata = to_state_dict(lora, "diffusers")
+    sd[UNMATCHED_KEY] = torch.zeros(4, 16)
+    sd[UNMATCHED_KEY.replace("lora_A", "lora_B")] = torch.zeros(16, 4)
+    files["unmatched"] = d / "extra_keys.safetensors"
+    save_file(sd, str(files["unmatched"]), metadata=metadata)
+
+    files["nothing_matches"] = d / "other_model.safetensors"
+    save_file({"unet.nowhere.lora_A.weight": torch.zeros(2, 4), "unet.nowhere.lora_B.weight": torch.zeros(4, 2)},
+              str(files["nothing_matches"]))
+
+    files["truncated"] = d / "truncated.safetensors"
+    files["truncated"].write_bytes(files["diffusers"].read_bytes()[:300])
+    files["empty"] = d / "empty.safetensors"
+    files["empty"].write_bytes(b"")
+    files["pickle"] = d / "lora.pt"
+    torch.save({"unet.x.lora_A.weight": torch.zeros(2, 2)}, files["pickle"])
+    files["pickle_named_safetensors"] = d / "pickled.safetensors"
+    torch.save({"unet.x.lora_A.weight": torch.zeros(2, 2)}, files["pickle_named_safetensors"])
+    files["directory"] = d / "a_folder.safetensors"
+    files["directory"].mkdir()
+    # Parses and matches, but diffusers cannot tell what it is: text-encoder-only kohya keys.
+    te_only = synth_lora(components, {"text_encoder": ("q_proj",)}, seed=3)
+    files["diffusers_refuses"] = Path(save_lora(te_only, d / "te_only.safetensors", "kohya"))
+    return files
+
+
+def check(*args: str | Path, dtype: str = "float32") -> int:
+    return main(["check", "--family", "sd15", "--dtype", dtype, *map(str, args)])
+
+
+def assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> str:
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("lora-parity: error: ")
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------- passing runs
+
+
+def test_check_passes_on_a_synthesised_lora(loras, capsys):
+    code = check("--lora", loras["diffusers"], "--cycles", "2")
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "diffusers" in out and "ULP" in out and "PASS" in out
+    assert "style.safetensors" in out
+    assert "family sd15" in out and f"torch {torch.__version__}" in out
+    # progress on stderr, report on stdout
+    assert "[1/2] float32: fuse" in err and "[2/2] float32: 2 fuse/unfuse" in err
+    assert "ok" in err and "PASS" not in err
+
+
+def test_check_json_has_results_per_dtype(loras, tmp_path, capsys):
+    out_json = tmp_path / "report.json"
+    code = check("--lora", loras["diffusers"], "--lora", loras["kohya"], "--weights", "0.7,0.8",
+                 "--scale", "0.5", "--cycles", "2", "--json", out_json, dtype="float32,bfloat16")
+    assert code == 0, capsys.readouterr()
+    data = json.loads(out_json.read_text())
+    assert data["family"] == "sd15" and data["model_path"] is None and data["ok"] is True
+    assert {"torch", "diffusers", "peft"} <= set(data["versions"])
+    assert [f["layout"] for f in data["files"]] == ["diffusers", "kohya"]
+    assert data["files"][0]["matched"] == {"unet": 16, "text_encoder": 2}
+    assert data["files"][1]["unmatched"] == []
+    assert [r["dtype"] for r in data["results"]] == ["float32", "bfloat16"]
+    for r in data["results"]:
+        assert r["scale"] == 0.5 and r["ok"] and r["failures"] == []
+        assert 0 <= r["max_bound_ratio"] <= 1 and r["max_ulps"] > 0
+        assert r["unfuse"]["cycles"] == 2 and r["unfuse"]["lora_scale"] == 1.0
+        assert len(r["unfuse"]["max_ulps"]) == len(r["unfuse"]["frac_changed"]) == 2
+        assert r["unfuse"]["ok"]
+
+
+def test_check_reports_unmatched_keys(loras, tmp_path, capsys):
+    out_json = tmp_path / "report.json"
+    code = check("--lora", loras["unmatched"], "--json", out_json, "--quiet")
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert UNMATCHED_KEY in out
+    assert err == ""  # --quiet: no progress lines
+    [f] = json.loads(out_json.read_text())["files"]
+    assert f["unmatched"] == [UNMATCHED_KEY]
+    assert f["matched"] == {"unet": 16, "text_encoder": 2}
+
+
+def test_families_lists_every_zoo_family_with_components_and_layouts(capsys):
+    from parity.zoo import FAMILIES
+
+    assert main(["families"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for family in FAMILIES.values():
+        [line] = [line for line in lines if line.split()[0] == family.name]
+        assert ",".join(family.lora_components) in line and ",".join(family.layouts) in line
+
+
+def test_check_help_explains_the_unfuse_scale_and_exits_0(capsys):
+    assert main(["check", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "fresh" in out and "lora_scale 1.0" in out and "scale_layer" in out
+
+
+# ---------------------------------------------------------------- parity failures: exit 1
+
+
+def test_check_exits_1_when_the_fuse_doubles_the_delta(loras, monkeypatch, capsys):
+    from peft.tuners.lora.layer import Linear
+
+    original = Linear.get_delta_weight
+    monkeypatch.setattr(Linear, "get_delta_weight", lambda self, adapter: 2 * original(self, adapter))
+    code = check("--lora", loras["diffusers"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "FAIL" in out and "over bound" in out
+    assert "Traceback" not in err
+
+
+def test_check_exits_1_when_unfuse_leaves_the_delta_in(loras, monkeypatch, capsys):
+    from peft.tuners.lora.layer import Linear
+
+    monkeypatch.setattr(Linear, "unmerge", lambda self: None)
+    code = check("--lora", loras["diffusers"])
+    out, _ = capsys.readouterr()
+    assert code == 1
+    assert "unfuse: drift" in out and "FAIL" in out
+
+
+# ---------------------------------------------------------------- bad input: exit 2, one line
+
+
+def test_check_exits_2_on_missing_file(tmp_path, capsys):
+    code = check("--lora", tmp_path / "absent.safetensors")
+    assert_one_line_error(capsys, code, "absent.safetensors", "no such file")
+
+
+def test_check_exits_2_on_truncated_safetensors(loras, capsys):
+    assert_one_line_error(capsys, check("--lora", loras["truncated"]), "truncated.safetensors")
+
+
+def test_check_exits_2_on_empty_file(loras, capsys):
+    assert_one_line_error(capsys, check("--lora", loras["empty"]), "empty.safetensors", "empty")
+
+
+def test_check_exits_2_on_pickle_file(loras, capsys):
+    assert_one_line_error(capsys, check("--lora", loras["pickle"]), "lora.pt", "pickle")
+
+
+def test_check_exits_2_on_pickle_file_named_safetensors(loras, capsys):
+    assert_one_line_error(capsys, check("--lora", loras["pickle_named_safetensors"]), "pickled.safetensors")
+
+
+def test_check_exits_2_on_directory(loras, capsys):
+    assert_one_line_error(capsys, check("--lora", loras["directory"]), "a_folder.safetensors", "directory")
+
+
+def test_check_exits_2_when_no_key_matches_the_model(loras, capsys):
+    assert_one_line_error(
+        capsys, check("--lora", loras["nothing_matches"]), "other_model.safetensors", "unet.nowhere.lora_A.weight"
+    )
+
+
+def test_check_exits_2_naming_the_file_diffusers_cannot_load(loras, capsys):
+    code = check("--lora", loras["diffusers"], "--lora", loras["diffusers_refuses"])
+    line = assert_one_line_error(capsys, code, "te_only.safetensors", "diffusers could not load")
+    assert "style.safetensors" not in line
+
+
+def test_check_exits_2_on_unknown_family(loras, capsys):
+    code = main(["check", "--family", "sd14", "--lora", str(loras["diffusers"])])
+    assert_one_line_error(capsys, code, "sd14", "sd15")
+
+
+def test_check_exits_2_on_nonexistent_model_path(loras, tmp_path, capsys):
+    code = check("--lora", loras["diffusers"], "--model-path", tmp_path / "no_such_model")
+    assert_one_line_error(capsys, code, "no_such_model")
+
+
+def test_check_exits_2_on_model_path_without_model_index(loras, tmp_path, capsys):
+    code = check("--lora", loras["diffusers"], "--model-path", tmp_path)
+    assert_one_line_error(capsys, code, str(tmp_path), "model_index.json")
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--dtype", "float64"], "float64"),
+        (["--weights", "0.5,0.5"], "--weights"),
+        (["--weights", "half"], "--weights"),
+        (["--cycles", "0"], "--cycles"),
+        (["--device", "tpu"], "tpu"),
+        (["--json", "/no/such/dir/report.json"], "report.json"),
+    ],
+)
+def test_check_exits_2_on_bad_options(loras, capsys, extra, needle):
+    code = main(["check", "--family", "sd15", "--lora", str(loras["diffusers"]), *extra])
+    assert_one_line_error(capsys, code, needle)
+
+
+def test_missing_subcommand_exits_2_with_one_line(capsys):
+    assert_one_line_error(capsys, main([]), "COMMAND")
+
+
+def test_module_entry_point_runs_families():
+    result = subprocess.run(
+        [sys.executable, "-m", "parity.cli", "families"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert any(line.split()[0] == "sd15" for line in result.stdout.splitlines())
