@@ -21,6 +21,7 @@ from importlib import metadata
 from typing import Any, NoReturn
 
 from parity.errors import ParityInputError
+from parity.quiet import quiet_libraries
 
 PROG = "lora-parity"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -43,20 +44,6 @@ def _print_error(message: str) -> None:
 
 
 # ---------------------------------------------------------------- shared helpers
-
-
-def _quiet_libraries() -> None:
-    """Silence library logging, progress bars and warnings: the CLI prints its own progress."""
-    warnings.filterwarnings("ignore")
-    # transformers first: importing diffusers can make transformers log (e.g. missing torchvision).
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
 
 
 def _versions() -> dict[str, str]:
@@ -407,7 +394,8 @@ def run_check(args: argparse.Namespace) -> int:
     _check_device(args.device)
     weights = _adapter_weights(args.weights, len(args.lora))
     _check_json_target(args.json)
-    _quiet_libraries()
+    quiet_libraries()
+    warnings.filterwarnings("ignore")  # the CLI's stderr carries progress and at most one error line
     if args.device.startswith("cuda"):
         import torch
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
+
+from parity.quiet import quiet_libraries
 
 SUMMARY_KEYS = ("check", "case", "dtype", "max_ulps", "max_bound_ratio", "detail")
 
@@ -27,20 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--parity-report", default=None, help="write a readable summary (markdown + JSON) here")
 
 
-def _quiet_libraries() -> None:
-    # Their progress bars and warnings drown the one line a failing check prints.
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    _quiet_libraries()
+    quiet_libraries()
 
 
 def cuda_available() -> bool:
