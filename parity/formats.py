@@ -8,7 +8,8 @@ Layouts
                    text encoders ``lora_te_`` (``lora_te1_``/``lora_te2_`` with two). LoCon conv LoRAs are
                    the same layout on Conv2d modules (3x3 or 1x1 down, 1x1 up).
   diffusion_model  ``diffusion_model.<module>.lora_A.weight`` / ``lora_B`` / ``.alpha`` (ComfyUI, ai-toolkit)
-                   for transformer families.
+                   for transformer families whose loader strips the prefix (Qwen-Image); not Flux.1, whose
+                   loader converts ``diffusion_model.`` only in kohya files with BFL module names.
 
 Reading resolves every key against the real module tree. kohya names replace dots by underscores,
 which is ambiguous (``to_out_0`` vs ``proj_in``), so a name is resolved by looking it up among the

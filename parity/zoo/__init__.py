@@ -7,10 +7,10 @@ from typing import Any
 import torch
 
 from parity.errors import ParityInputError
-from parity.zoo import sd15
+from parity.zoo import flux, qwenimage, sd15, sdxl
 from parity.zoo.family import Family
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY,)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY, sdxl.FAMILY, flux.FAMILY, qwenimage.FAMILY)}
 
 
 def get_family(name: str) -> Family:

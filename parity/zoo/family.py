@@ -27,7 +27,8 @@ class Family:
     layouts: tuple[str, ...]  # LoRA file layouts published for this family
     build_tiny: Callable[[int], Any]  # seed → pipeline in float32 on CPU
     load_pretrained: Callable[[str, torch.dtype], Any]  # local folder → pipeline
-    denoiser_inputs: Callable[[Any, int, torch.dtype], dict[str, torch.Tensor]]
+    # kwargs for one denoiser forward: SDXL nests added_cond_kwargs, Qwen-Image passes img_shapes as a list
+    denoiser_inputs: Callable[[Any, int, torch.dtype], dict[str, Any]]
     pipeline_call_args: Callable[[int], dict[str, Any]]
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
