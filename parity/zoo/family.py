@@ -44,11 +44,23 @@ def select_modules(names: list[str], suffixes: tuple[str, ...]) -> list[str]:
 
 
 def pretrained_dir(path: str) -> str:
+    """``path`` if it looks like a diffusers pipeline folder; bad input naming it otherwise."""
     if not os.path.isdir(path):
         raise ParityInputError("model path is not a directory", path=path)
     if not os.path.exists(os.path.join(path, "model_index.json")):
         raise ParityInputError("not a diffusers pipeline folder (model_index.json missing)", path=path)
     return path
+
+
+def from_pretrained(pipeline_class: type, path: str, dtype: torch.dtype, **kwargs: Any) -> Any:
+    """A user's local diffusers folder, never the hub; a folder it cannot read is bad input naming it."""
+    pretrained_dir(path)
+    try:
+        pipe = pipeline_class.from_pretrained(path, torch_dtype=dtype, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ParityInputError(f"cannot load a {pipeline_class.__name__} from it ({exc})", path=path) from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def generator(seed: int) -> torch.Generator:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from parity.zoo.family import Family, generator, pretrained_dir
+from parity.zoo.family import Family, from_pretrained, generator
 from parity.zoo.sd15 import TEXT_DIM, TEXT_TARGETS, tiny_clip_text
 from parity.zoo.tokenizer import tiny_clip_tokenizer
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
@@ -109,9 +109,7 @@ def build_tiny(seed: int = 0):
 def load_pretrained(path: str, dtype: torch.dtype):
     from diffusers import FluxPipeline
 
-    pipe = FluxPipeline.from_pretrained(pretrained_dir(path), torch_dtype=dtype, local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return from_pretrained(FluxPipeline, path, dtype)
 
 
 def image_ids(height: int, width: int, dtype: torch.dtype) -> torch.Tensor:

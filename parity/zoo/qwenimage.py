@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from parity.zoo.family import Family, generator, pretrained_dir
+from parity.zoo.family import Family, from_pretrained, generator
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
 TEXT_DIM = 16  # joint_attention_dim: the width of the (absent) text encoder's hidden states
@@ -70,11 +70,7 @@ def load_pretrained(path: str, dtype: torch.dtype):
     from diffusers import QwenImagePipeline
 
     # The checks drive the pipeline with prompt embeddings, so the 7B text encoder is never loaded.
-    pipe = QwenImagePipeline.from_pretrained(
-        pretrained_dir(path), torch_dtype=dtype, text_encoder=None, tokenizer=None, local_files_only=True
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return from_pretrained(QwenImagePipeline, path, dtype, text_encoder=None, tokenizer=None)
 
 
 def text_mask() -> torch.Tensor:

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from parity.zoo.family import Family, generator, pretrained_dir
+from parity.zoo.family import Family, from_pretrained, generator
 from parity.zoo.tokenizer import tiny_clip_tokenizer, tiny_vocab
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
@@ -90,11 +90,7 @@ def build_tiny(seed: int = 0):
 def load_pretrained(path: str, dtype: torch.dtype):
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(
-        pretrained_dir(path), torch_dtype=dtype, safety_checker=None, local_files_only=True
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return from_pretrained(StableDiffusionPipeline, path, dtype, safety_checker=None)
 
 
 def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from parity.zoo.family import Family, generator, pretrained_dir
+from parity.zoo.family import Family, from_pretrained, generator
 from parity.zoo.sd15 import CONV_TARGETS, TEXT_TARGETS, UNET_TARGETS, tiny_clip_text, tiny_unet, tiny_vae
 from parity.zoo.tokenizer import tiny_clip_tokenizer
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
@@ -57,11 +57,7 @@ def build_tiny(seed: int = 0):
 def load_pretrained(path: str, dtype: torch.dtype):
     from diffusers import StableDiffusionXLPipeline
 
-    pipe = StableDiffusionXLPipeline.from_pretrained(
-        pretrained_dir(path), torch_dtype=dtype, add_watermarker=False, local_files_only=True
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return from_pretrained(StableDiffusionXLPipeline, path, dtype, add_watermarker=False)
 
 
 def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype) -> dict[str, Any]:
