@@ -162,6 +162,50 @@ def detectable_ulps(dtype: torch.dtype, rank: int) -> int:
     return rank + 4 if dtype == torch.float32 else 4
 
 
+@dataclass(frozen=True)
+class OutputTolerance:
+    """Outputs of a whole forward: budget = factor · (the reference run's own error vs float64) + 1 ULP."""
+
+    factor: float
+    why: str
+
+
+# Output comparisons (hotswap, fused vs unfused): the second half of the one table.
+OUTPUT_TOLERANCES: dict[str, OutputTolerance] = {
+    "same-arithmetic": OutputTolerance(
+        factor=0.0,
+        why=(
+            "A model compiled with the eager backend after a hotswap, and a fresh eager model prepared "
+            "the same way (enable_lora_hotswap(target_rank) then a plain load of the same file), run the "
+            "same aten ops on the same shapes in the same order: the outputs must be bit-identical."
+        ),
+    ),
+    "rounding-noise": OutputTolerance(
+        factor=2.0,
+        why=(
+            "A whole network's output has no closed-form rounding bound, so its noise floor is "
+            "measured: e_ref is how far the output moves when every denoiser weight is moved by one ULP "
+            "of the dtype (seeded signs), i.e. the dtype's own resolution propagated through this "
+            "network and input. A correct computation that rounds differently (rank padded to "
+            "target_rank, a fused W' rounded to the dtype, dynamo's traced graph: even the eager backend "
+            "moved the tiny Flux pipeline's image by 7e-7, inductor's fused kernels) stays within twice "
+            "that of the float64 truth or of another correct run; a wrong weight or scale moves it by "
+            "orders of magnitude more (tests/harness/test_hotswap_negative_controls.py)."
+        ),
+    ),
+}
+
+
+def output_budget(reference: torch.Tensor, truth: torch.Tensor, dtype: torch.dtype, kind: str) -> float:
+    """Largest |x − truth| a correct output may have, given the reference run's own error."""
+    tol = OUTPUT_TOLERANCES[kind]
+    if tol.factor == 0.0:
+        return 0.0
+    e_ref = float((reference.double() - truth.double()).abs().max())
+    top = truth.double().abs().max().reshape(1)
+    return tol.factor * e_ref + float(ulp(top, dtype).item())
+
+
 def tolerance(check: str, device: str | torch.device, dtype: torch.dtype) -> Tolerance:
     dev = torch.device(device).type
     name = {v: k for k, v in FLOAT_DTYPES.items()}[dtype]

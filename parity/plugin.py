@@ -26,6 +26,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="cpu (default), cuda, or auto (cuda where available); CUDA cases skip without a GPU",
     )
     group.addoption("--parity-report", default=None, help="write a readable summary (markdown + JSON) here")
+    group.addoption(
+        "--compile-backend",
+        default=None,
+        choices=("eager", "aot_eager", "inductor"),
+        help="torch.compile backend for hotswap checks (default: eager on CPU, inductor on CUDA)",
+    )
+    group.addoption("--compile-mode", default=None, help='torch.compile mode for inductor, e.g. "reduce-overhead"')
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -68,6 +75,12 @@ def device_param(device: str) -> object:
     """A pytest param for ``device`` carrying the gpu mark when it is CUDA."""
     marks = [pytest.mark.gpu] if device == "cuda" else []
     return pytest.param(device, marks=marks, id=device)
+
+
+@pytest.fixture(scope="session")
+def compile_options(request: pytest.FixtureRequest):
+    """(backend or None for the device default, mode) from --compile-backend / --compile-mode."""
+    return request.config.getoption("--compile-backend"), request.config.getoption("--compile-mode")
 
 
 @pytest.fixture

@@ -37,6 +37,15 @@ class Family:
         """The LoRA-capable components present in ``pipe`` (a family may build some as None)."""
         return {c: getattr(pipe, c) for c in self.lora_components if getattr(pipe, c, None) is not None}
 
+    def call_args(self, pipe: Any, seed: int) -> dict[str, Any]:
+        """Pipeline call arguments with tensors in the pipeline's dtype (Qwen-Image takes its latents'
+        dtype from prompt_embeds, so float32 embeddings would break a bfloat16 pipeline)."""
+        dtype = getattr(pipe, self.denoiser).dtype
+        return {
+            k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+            for k, v in self.pipeline_call_args(seed).items()
+        }
+
 
 def select_modules(names: list[str], suffixes: tuple[str, ...]) -> list[str]:
     """Module names equal to or ending in ``.suffix`` for any suffix (PEFT's target_modules rule)."""
