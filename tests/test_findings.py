@@ -91,3 +91,117 @@ def test_flux_diffusion_model_file_either_loads_or_raises(tmp_path):
     after = snapshot(components)
     changed = [k for k, t in before["transformer"].items() if not torch.equal(t, after["transformer"][k])]
     assert changed, "the file loaded without error but changed no weight"
+
+
+def _denoiser_lora(family_name: str, directory, seed: int, rank: int, targets=None) -> str:
+    family = get_family(family_name)
+    components = family.components(build_pipeline(family))
+    targets = targets or family.default_targets[family.denoiser]
+    lora = synth_lora(components, {family.denoiser: targets}, seed=seed, rank=rank, alpha=2.0 * rank)
+    return str(save_lora(lora, directory / f"{family_name}-{seed}.safetensors", "diffusers"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "finding: ModelMixin.load_lora_adapter(path, prefix=...) without use_safetensors=True reads the "
+        "file through load_state_dict and drops its lora_adapter_metadata header, so the alpha stored "
+        "there is ignored (scaling 1.0 instead of alpha/r); pipe.load_lora_weights sets "
+        "use_safetensors=True and applies it"
+    ),
+)
+def test_model_level_load_applies_the_alpha_in_the_file_header(tmp_path):
+    family = get_family("sd15")
+    path = _denoiser_lora("sd15", tmp_path, seed=41, rank=4)  # alpha 8 → scaling 2
+    pipe = build_pipeline(family)
+
+    pipe.unet.load_lora_adapter(path, prefix="unet", adapter_name="x")
+
+    scalings = {m.scaling["x"] for m in pipe.unet.modules() if hasattr(m, "scaling") and "x" in m.scaling}
+    assert scalings == {2.0}, scalings
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "finding: after hotswap, set_adapters(adapter_weights=...) recompiles: peft's "
+        "prepare_model_for_compiled_hotswap turned each scaling into a tensor so scales can change "
+        "without recompiling, but LoraLayer.set_scale writes a Python float back and dynamo's guard "
+        "on the tensor type fails"
+    ),
+)
+def test_changing_the_adapter_weight_after_hotswap_does_not_recompile(tmp_path):
+    from parity import hotswap as hs
+
+    first = _denoiser_lora("sd15", tmp_path, seed=42, rank=4)
+    second = _denoiser_lora("sd15", tmp_path, seed=43, rank=8)
+    session = hs.start("sd15", first, target_rank=8, level="pipeline")
+    swapped = hs.swap(session, second)
+    if swapped.error is not None or swapped.watch.recompiled:
+        pytest.fail(f"the hotswap itself failed: {swapped.error or swapped.watch.summary()}")
+
+    from parity.dynamo import reset, watch_compiles
+
+    with watch_compiles() as watch:
+        session.pipe.set_adapters([hs.ADAPTER], adapter_weights=[0.5])
+        hs.run(session.family, session.pipe, "pipeline")
+    reset()
+
+    assert not watch.recompiled, watch.summary()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason=(
+        "finding: a refused hotswap (the new file targets modules the first did not) makes "
+        "load_lora_adapter delete the adapter's peft_config while its LoRA layers stay in the model; "
+        "a later, valid hotswap then fails with 'no existing adapter by that name'"
+    ),
+)
+def test_a_refused_hotswap_leaves_the_adapter_hotswappable(tmp_path):
+    from parity import hotswap as hs
+
+    family = get_family("sd15")
+    pipe = build_pipeline(family)
+    hs.prepare_for_hotswap(pipe, family, "pipeline", 8)
+    pipe.load_lora_weights(_denoiser_lora("sd15", tmp_path, seed=44, rank=4, targets=("to_q",)), adapter_name="x")
+    wider = _denoiser_lora("sd15", tmp_path, seed=45, rank=4, targets=("to_q", "to_k"))
+    with pytest.raises(RuntimeError, match="unexpected keys"):
+        pipe.load_lora_weights(wider, adapter_name="x", hotswap=True)
+
+    valid = _denoiser_lora("sd15", tmp_path, seed=46, rank=4, targets=("to_q",))
+    pipe.load_lora_weights(valid, adapter_name="x", hotswap=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "finding: load_lora_weights(..., hotswap=True) with a file that has text-encoder keys swaps the "
+        "UNet first and only then refuses the text encoder (ValueError 'hotswapping is not supported "
+        "for text encoders'): the pipeline is left half-swapped, UNet on the new LoRA, text encoder "
+        "on the old"
+    ),
+)
+def test_a_refused_text_encoder_hotswap_leaves_the_unet_unchanged(tmp_path):
+    family = get_family("sd15")
+    pipe = build_pipeline(family)
+    components = family.components(pipe)
+    targets = {c: family.default_targets[c] for c in ("unet", "text_encoder")}
+    first, second = (
+        save_lora(synth_lora(components, targets, seed=s, rank=4, alpha=4.0), tmp_path / f"{s}.safetensors", "diffusers")
+        for s in (51, 52)
+    )
+    pipe.enable_lora_hotswap(target_rank=8)
+    pipe.load_lora_weights(first, adapter_name="x")
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items() if "lora_" in k}
+
+    with pytest.raises(ValueError, match="not supported for text encoders"):
+        pipe.load_lora_weights(second, adapter_name="x", hotswap=True)
+
+    after = pipe.unet.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert not changed, f"{len(changed)} of {len(before)} UNet LoRA tensors were swapped before the refusal"
