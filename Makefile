@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 JOBS ?= 2
-PYTEST = $(VENV)/bin/python -m pytest
+# loadgroup: a compiled hotswap session stays on one worker, so it compiles once.
+PYTEST = $(VENV)/bin/python -m pytest --dist loadgroup
 STAMP = $(VENV)/.lora-parity-installed
 
-.PHONY: install parity test slow clean
+.PHONY: install parity test slow gpu clean
 
 $(STAMP): pyproject.toml tools/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/bootstrap.sh
@@ -25,6 +26,10 @@ test: $(STAMP)
 
 slow: $(STAMP)
 	$(PYTEST) -n $(JOBS) -m slow $(ARGS)
+
+# On a GPU machine: every check on CUDA, hotswap with inductor (CUDA graphs: ARGS="--compile-mode reduce-overhead").
+gpu: $(STAMP)
+	$(PYTEST) -n 1 --device cuda --compile-backend inductor $(ARGS)
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .hypothesis

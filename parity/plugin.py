@@ -83,6 +83,20 @@ def compile_options(request: pytest.FixtureRequest):
     return request.config.getoption("--compile-backend"), request.config.getoption("--compile-mode")
 
 
+def resolve_device(option: str) -> str:
+    """--device auto means CUDA where a GPU exists; an explicit cuda without one skips."""
+    if option == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if option == "cuda" and not cuda_available():
+        pytest.skip("--device cuda: no GPU on this machine")
+    return option
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    return resolve_device(request.config.getoption("--device"))
+
+
 @pytest.fixture
 def model_path(request: pytest.FixtureRequest) -> str | None:
     return request.config.getoption("--model-path")

@@ -70,7 +70,7 @@ SESSION_KEYS = [
 
 
 @pytest.fixture(scope="module", params=SESSION_KEYS)
-def session(request, tmp_path_factory, compile_options):
+def session(request, tmp_path_factory, compile_options, device):
     """A compiled session per family × level; pytest groups the cases using one, then tears it down.
 
     Only one compiled model may be alive at a time: diffusers' forward wrapper is one code object
@@ -82,8 +82,8 @@ def session(request, tmp_path_factory, compile_options):
     directory = str(tmp_path_factory.mktemp(f"hotswap-{key.family}-{key.level}"))
     first = write_lora(key.family, FIRST, directory)
     live = hs.start(
-        key.family, first, TARGET_RANK, level=key.level, backend=backend or default_backend("cpu"), mode=mode,
-        model_path=request.config.getoption("--model-path"),
+        key.family, first, TARGET_RANK, level=key.level, backend=backend or default_backend(device), mode=mode,
+        device=device, model_path=request.config.getoption("--model-path"),
     )
     yield live, directory
     reset()
@@ -156,3 +156,21 @@ def test_text_encoder_hotswap_is_refused_with_the_documented_message(family, tmp
 
     with pytest.raises(ValueError, match="hotswapping is not supported for text encoders"):
         pipe.load_lora_weights(write_text_encoder_lora(family, 32, str(tmp_path)), adapter_name=hs.ADAPTER, hotswap=True)
+
+
+@pytest.mark.slow
+@pytest.mark.compile
+@pytest.mark.parametrize("level", hs.LEVELS)
+def test_hotswap_with_inductor_does_not_recompile_and_matches_a_fresh_load(level, tmp_path):
+    # inductor on 2 CPU cores takes ~100 s for the tiny sd15 UNet: slow, run by `tox -e slow`.
+    first = write_lora("sd15", FIRST, str(tmp_path))
+    live = hs.start("sd15", first, TARGET_RANK, level=level, backend="inductor")
+    try:
+        for spec in SWAPS[:2]:
+            path = write_lora("sd15", spec, str(tmp_path))
+            result = hs.swap(live, path)
+            assert result.error is None and not result.watch.recompiled, result.watch.summary()
+            report = hs.check_swap_output(live, path, result.output)
+            assert report.ok, "; ".join(report.failures())
+    finally:
+        reset()
