@@ -205,6 +205,13 @@ def _check_device(name: str) -> str:
     return name
 
 
+def _strict_float32(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False  # the bounds and budgets assume true float32 products
+
+
 def _adapter_weights(weights: list[float] | None, n_files: int) -> list[float]:
     if weights is None:
         return [1.0] * n_files
@@ -396,10 +403,7 @@ def run_check(args: argparse.Namespace) -> int:
     _check_json_target(args.json)
     quiet_libraries()
     warnings.filterwarnings("ignore")  # the CLI's stderr carries progress and at most one error line
-    if args.device.startswith("cuda"):
-        import torch
-
-        torch.backends.cuda.matmul.allow_tf32 = False  # the merge bounds assume true float32 products
+    _strict_float32(args.device)
 
     # Every input error surfaces here, before the first progress line: model, files, diffusers' loader.
     first_pipe = _build(family, next(iter(dtypes.values())), args)
@@ -435,6 +439,363 @@ def _write_json(report: dict[str, Any], path: str) -> None:
         raise ParityInputError(f"cannot write the JSON report ({exc.strerror})", path=path) from None
 
 
+# ---------------------------------------------------------------- hotswap
+
+
+HOTSWAP_DESCRIPTION = """\
+Hotswap LoRA files one after another into a compiled denoiser, the way diffusers documents it:
+enable_lora_hotswap(target_rank=...) before the first load, load the first --lora, compile and
+warm up, then load every next --lora with hotswap=True into the same adapter. Per swap: did dynamo
+recompile, did diffusers refuse the swap, does the output match a fresh eager load of that file
+alone (and, at model level, the float64 reference merge of it), the swap time against the first
+load + compile, and the change in the denoiser's parameter count.
+
+The first file is loaded before compiling; the later ones are swapped into its adapter, so they
+must target the same modules or a subset of them. diffusers refuses a file with extra modules
+("unexpected keys") and then deletes the adapter, so the files after a refused one are not swapped.
+
+Only the denoiser (unet or transformer) part of each file is swapped: diffusers refuses to hotswap
+text encoders. At --level model (the default, faster: one denoiser step per output) files are
+loaded with the denoiser's load_lora_adapter(prefix=...), which ignores other components' keys and
+reads only the diffusers layout. At --level pipeline they go through load_lora_weights (any layout)
+and must hold denoiser keys only.
+
+--target-rank defaults to the largest denoiser rank in the files. A smaller one is bad input: PEFT
+would have to grow the padded LoRA tensors on that swap (torch.utils.swap_tensors), which changes
+their shapes and always recompiles.
+
+Exit codes: 0 no recompile, no refusal and every output within its budget; 1 otherwise; 2 bad input."""
+
+
+def add_hotswap_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--family", required=True, help="model family (see `lora-parity families`)")
+    parser.add_argument(
+        "--model-path",
+        metavar="DIR",
+        help="local diffusers pipeline folder; default: the family's tiny deterministic model",
+    )
+    parser.add_argument(
+        "--lora",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help=".safetensors LoRA file, at least two: the first is loaded before compiling, the rest swapped in order",
+    )
+    parser.add_argument(
+        "--target-rank",
+        type=_positive_int,
+        metavar="N",
+        help="rank every LoRA layer is padded to (default: the largest denoiser rank in the files)",
+    )
+    parser.add_argument(
+        "--level",
+        default="model",
+        help="model: the denoiser's own loader and one denoiser step (default); pipeline: load_lora_weights "
+        "and one tiny image",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        metavar="B",
+        help="eager, aot_eager or inductor (default: eager on cpu, inductor on cuda)",
+    )
+    parser.add_argument("--compile-mode", metavar="M", help="torch.compile mode, inductor only (default: none)")
+    parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+@dataclass
+class _HotswapPlan:
+    """Validated inputs: everything ``run_hotswap`` needs before it compiles anything."""
+
+    family: Any
+    dtype: Any
+    level: str
+    backend: str
+    mode: str | None
+    target_rank: int
+    loras: list[Any]  # parity.formats.LoraFile, one per --lora
+
+
+def _check_level(level: str) -> str:
+    from parity.hotswap import LEVELS
+
+    if level not in LEVELS:
+        raise ParityInputError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}")
+    return level
+
+
+def _compile_options(backend: str | None, mode: str | None, device: str) -> tuple[str, str | None]:
+    from parity.dynamo import BACKENDS, default_backend
+
+    backend = backend or default_backend(device)
+    if backend not in BACKENDS:
+        raise ParityInputError(f"unknown compile backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if mode is None:
+        return backend, None
+    if backend != "inductor":
+        # compile_in_place drops the mode for other backends; say so instead of ignoring it.
+        raise ParityInputError(f"--compile-mode {mode!r} applies to the inductor backend only, not {backend!r}")
+    import torch._inductor
+
+    modes = list(torch._inductor.list_mode_options())
+    if mode not in modes:
+        raise ParityInputError(f"unknown compile mode {mode!r}; choose from {', '.join(modes)}")
+    return backend, mode
+
+
+def _denoiser_rank(lora: Any, denoiser: str) -> int:
+    return max(m.rank for (component, _), m in lora.modules.items() if component == denoiser)
+
+
+def _read_hotswap_files(family: Any, dtype: Any, level: str, args: argparse.Namespace) -> list[Any]:
+    """Parse every file against the model, and refuse what the chosen loader cannot swap."""
+    from parity.formats import read_lora
+
+    pipe = _build(family, dtype, args)
+    components = family.components(pipe)
+    loras = [read_lora(path, components, strict=False) for path in args.lora]
+    del pipe, components
+    denoiser = family.denoiser
+    for lora in loras:
+        if denoiser not in lora.components():
+            raise ParityInputError(f"no {denoiser} keys: only the {denoiser} part of a file can be hotswapped",
+                                   path=lora.path)
+        others = [c for c in lora.components() if c != denoiser]
+        if level == "model" and lora.layout != "diffusers":
+            # load_lora_adapter converts no layout: a kohya file would load no adapter at all.
+            raise ParityInputError(f"{lora.layout} layout: --level model reads the diffusers layout only "
+                                   "(use --level pipeline)", path=lora.path)
+        if level == "pipeline" and others:
+            raise ParityInputError(f"has {', '.join(others)} keys: diffusers cannot hotswap text encoders "
+                                   f"(use --level model, which swaps only the {denoiser} part)", path=lora.path)
+    return loras
+
+
+def _target_rank(requested: int | None, loras: Sequence[Any], denoiser: str) -> int:
+    ranks = [_denoiser_rank(lora, denoiser) for lora in loras]
+    needed = max(ranks)
+    if requested is None:
+        return needed
+    if requested < needed:
+        widest = loras[ranks.index(needed)].path
+        raise ParityInputError(
+            f"--target-rank {requested} is below the largest {denoiser} rank in the files ({needed}, in {widest}): "
+            f"PEFT would grow the padded LoRA tensors on that swap, which always recompiles; use {needed} or more"
+        )
+    return requested
+
+
+def _plan_hotswap(args: argparse.Namespace) -> _HotswapPlan:
+    """Every input error surfaces here, before the first compile."""
+    from parity.compare import dtype_from_name
+    from parity.zoo import get_family
+
+    family = get_family(args.family)
+    if len(args.lora) < 2:
+        raise ParityInputError(f"hotswap needs at least two --lora files (got {len(args.lora)}): "
+                               "the first is loaded and compiled, the others are swapped in")
+    _check_device(args.device)
+    dtype = dtype_from_name(args.dtype)
+    level = _check_level(args.level)
+    backend, mode = _compile_options(args.compile_backend, args.compile_mode, args.device)
+    _check_json_target(args.json)
+    quiet_libraries()
+    warnings.filterwarnings("ignore")  # the CLI's stderr carries progress and at most one error line
+    loras = _read_hotswap_files(family, dtype, level, args)
+    target_rank = _target_rank(args.target_rank, loras, family.denoiser)
+    return _HotswapPlan(family, dtype, level, backend, mode, target_rank, loras)
+
+
+def _one_line_refusal(error: Exception, shorten: bool) -> str:
+    """The refusal as one line; ``shorten`` names only the first unexpected keys (JSON keeps them all)."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    head, sep, keys = text.partition("unexpected keys found: ")
+    if not shorten or not sep:
+        return text
+    names = keys.rstrip(".").split(", ")
+    more = len(names) - SHOWN_UNMATCHED
+    return head + sep + ", ".join(names[:SHOWN_UNMATCHED]) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _output_fields(check: Any) -> dict[str, Any]:
+    """The output check's numbers; one place to follow a change in ``SwapOutputReport``."""
+    if check is None:  # refused, or the call never ran
+        return {"vs_fresh": None, "vs_fresh_budget": None, "forward_error": None, "errors": {}, "budgets": {}}
+    return {
+        "vs_fresh": check.vs_fresh,
+        "vs_fresh_budget": check.fresh_budget,
+        # e_fwd: how far the dtype's own rounding moves a fresh load from float64; informational, no budget.
+        "forward_error": check.forward_error,
+        # float64: diffusers' LoRA forward of a fresh load against our reference merge of the file.
+        "errors": {"vs_reference": check.vs_reference},
+        "budgets": {"vs_reference": check.reference_budget},
+    }
+
+
+def _swap_record(
+    path: str, result: Any, check: Any, footprint: tuple[int, int], baseline: tuple[int, int]
+) -> dict[str, Any]:
+    watch = result.watch
+    record = {
+        "path": path,
+        "recompiled": watch.recompiled,
+        "new_graphs": watch.new_graphs,
+        "reasons": list(watch.reasons),
+        "refused": None if result.error is None else _one_line_refusal(result.error, shorten=False),
+        "swap_seconds": result.swap_seconds,
+        "call_seconds": result.call_seconds,
+        **_output_fields(check),
+        "params_delta": footprint[0] - baseline[0],
+        "bytes_delta": footprint[1] - baseline[1],
+    }
+    failures = []
+    if watch.recompiled:
+        failures.append(f"recompiled: {watch.summary()}")
+    if result.error is not None:
+        failures.append(f"refused: {_one_line_refusal(result.error, shorten=True)}")
+    if check is not None:
+        failures += check.failures()
+    if record["params_delta"] > 0:
+        # Growth means PEFT replaced a padded tensor by a wider one: the shapes the graph guards on changed.
+        failures.append(f"parameters grew by {record['params_delta']} ({record['bytes_delta']} bytes)")
+    record["failures"] = failures
+    record["ok"] = not failures
+    return record
+
+
+def _swap_one(session: Any, path: str, baseline: tuple[int, int]) -> dict[str, Any]:
+    from diffusers.utils import logging as diffusers_logging
+
+    from parity import hotswap as hs
+
+    # diffusers logs a refused swap at error level (twice) before raising; the report says it once.
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        result = hs.swap(session, path)
+    finally:
+        diffusers_logging.set_verbosity(level)
+    check = None if result.output is None else hs.check_swap_output(session, path, result.output)
+    return _swap_record(path, result, check, hs.parameter_footprint(session.denoiser), baseline)
+
+
+def _run_swaps(plan: _HotswapPlan, args: argparse.Namespace) -> dict[str, Any]:
+    from parity import hotswap as hs
+
+    first, rest = args.lora[0], args.lora[1:]
+    progress = _Progress(total=len(args.lora), enabled=not args.quiet)
+    with progress.step(f"load {os.path.basename(first)}, compile ({plan.backend}), warm up"):
+        session = hs.start(plan.family, first, plan.target_rank, level=plan.level, dtype=plan.dtype,
+                           device=args.device, backend=plan.backend, mode=plan.mode, model_path=args.model_path)
+    baseline = hs.parameter_footprint(session.denoiser)
+    swaps: list[dict[str, Any]] = []
+    for i, path in enumerate(rest):
+        with progress.step(f"swap {os.path.basename(path)}, check output") as outcome:
+            swaps.append(_swap_one(session, path, baseline))
+            outcome(swaps[-1]["ok"])
+        if hs.ADAPTER not in getattr(session.denoiser, "peft_config", {}):
+            # diffusers deletes the adapter when a hotswap fails: nothing is left to swap into.
+            return _hotswap_report(plan, args, session.compile_seconds, baseline, swaps, rest[i + 1:])
+    return _hotswap_report(plan, args, session.compile_seconds, baseline, swaps, [])
+
+
+def _hotswap_report(plan: _HotswapPlan, args: argparse.Namespace, compile_seconds: float,
+                    baseline: tuple[int, int], swaps: list[dict[str, Any]], skipped: list[str]) -> dict[str, Any]:
+    return {
+        "family": plan.family.name,
+        "model_path": args.model_path,
+        "level": plan.level,
+        "backend": plan.backend,
+        "mode": plan.mode,
+        "target_rank": plan.target_rank,
+        "device": args.device,
+        "dtype": str(plan.dtype).removeprefix("torch."),
+        "versions": _versions(),
+        "first": args.lora[0],
+        "ranks": {lora.path: _denoiser_rank(lora, plan.family.denoiser) for lora in plan.loras},
+        "compile_seconds": compile_seconds,
+        "parameters": baseline[0],
+        "swaps": swaps,
+        "skipped": skipped,
+        "ok": all(s["ok"] for s in swaps) and not skipped,
+    }
+
+
+def _fmt_error(value: float | None, budget: float | None) -> str:
+    if value is None or budget is None:
+        return "-"
+    return f"{value:.3g} (<= {budget:.3g})"
+
+
+def _recompile_cell(swap: dict[str, Any]) -> str:
+    if not swap["recompiled"]:
+        return "no"
+    # error_on_recompile stops dynamo before it builds the graph, so a caught recompile counts 0 graphs.
+    return f"yes ({swap['new_graphs']} new graph(s))" if swap["new_graphs"] else "yes"
+
+
+def _format_swaps(report: dict[str, Any]) -> list[str]:
+    compile_seconds = report["compile_seconds"]
+    rows = [["file", "rank", "recompile", "swap + call", "vs load+compile", "vs fresh load",
+             "float64 LoRA vs our merge", "params", "result"]]
+    for s in report["swaps"]:
+        seconds = s["swap_seconds"] + s["call_seconds"]
+        timed = seconds > 0 and s["refused"] is None and not s["recompiled"]
+        speedup = f"{compile_seconds / seconds:.0f}x faster" if timed else "-"
+        reference = _fmt_error(s["errors"].get("vs_reference"), s["budgets"].get("vs_reference"))
+        rows.append([
+            s["path"], str(report["ranks"][s["path"]]),
+            _recompile_cell(s),
+            f"{seconds:.2f} s" if s["refused"] is None else "-", speedup,
+            _fmt_error(s["vs_fresh"], s["vs_fresh_budget"]), reference,
+            f"{s['params_delta']:+d}", "ok" if s["ok"] else ("REFUSED" if s["refused"] else "FAIL"),
+        ])
+    return _table(rows)
+
+
+def _format_hotswap(report: dict[str, Any]) -> str:
+    v = report["versions"]
+    mode = f", mode {report['mode']}" if report["mode"] else ""
+    header = [
+        f"lora-parity hotswap: family {report['family']}, model {report['model_path'] or 'tiny (built-in, seed 0)'}, "
+        f"level {report['level']}, device {report['device']}, dtype {report['dtype']}",
+        f"versions: torch {v['torch']}, diffusers {v['diffusers']}, peft {v['peft']}, transformers {v['transformers']}",
+        f"first: {report['first']} (rank {report['ranks'][report['first']]}), target rank {report['target_rank']}: "
+        f"loaded, compiled ({report['backend']}{mode}) and warmed up in {report['compile_seconds']:.1f} s; "
+        f"{report['parameters']} parameters",
+    ]
+    lines = [*header, "", "Swaps (outputs: max |difference| (<= its budget); params: change since the first load)",
+             *_format_swaps(report)]
+    failures = [f"  {s['path']}: {failure}" for s in report["swaps"] for failure in s["failures"]]
+    if report["skipped"]:
+        skipped = ", ".join(report["skipped"])
+        failures.append(f"  not swapped (diffusers deleted the adapter after the refusal): {skipped}")
+    if failures:
+        lines += ["", "Failures", *failures]
+    verdict = "PASS: no recompile, no refusal, every output within budget" if report["ok"] else (
+        "FAIL: a hotswap parity check failed"
+    )
+    return "\n".join([*lines, "", verdict])
+
+
+def run_hotswap(args: argparse.Namespace) -> int:
+    """Validate, start a compiled session with the first file, swap each next one in and check it."""
+    from parity.dynamo import reset
+
+    plan = _plan_hotswap(args)
+    _strict_float32(args.device)
+    try:
+        report = _run_swaps(plan, args)
+    finally:
+        reset()  # an in-process caller's next compiled model must not meet this one's guards
+    print(_format_hotswap(report))
+    if args.json:
+        _write_json(report, args.json)
+    return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
 # ---------------------------------------------------------------- families
 
 
@@ -468,6 +829,8 @@ def _no_arguments(parser: argparse.ArgumentParser) -> None:
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("check", "merge parity and unfuse drift of LoRA files", add_check_arguments, run_check,
                CHECK_DESCRIPTION),
+    Subcommand("hotswap", "hotswap LoRA files into a compiled model: recompiles, refusals, output vs a fresh load",
+               add_hotswap_arguments, run_hotswap, HOTSWAP_DESCRIPTION),
     Subcommand("families", "list the model families, their LoRA components and file layouts", _no_arguments,
                run_families),
 )

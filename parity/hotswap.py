@@ -37,6 +37,7 @@ class HotswapSession:
     target_rank: int
     backend: str
     mode: str | None
+    model_path: str | None = None  # the user's model, so fresh loads and the truth use the same network
     seed: int = 0
     compile_seconds: float = 0.0  # first load + compile + first call
 
@@ -133,7 +134,7 @@ def start(
     fam = get_family(family) if isinstance(family, str) else family
     reset()
     pipe = build_pipeline(fam, dtype=dtype, device=device, model_path=model_path)
-    session = HotswapSession(fam, pipe, level, dtype, device, target_rank, backend, mode)
+    session = HotswapSession(fam, pipe, level, dtype, device, target_rank, backend, mode, model_path)
     t0 = time.perf_counter()
     prepare_for_hotswap(pipe, fam, level, target_rank)
     _load(pipe, fam, level, first_lora, hotswap=False)
@@ -258,11 +259,11 @@ def check_swap_output(session: HotswapSession, path: str, output: torch.Tensor) 
     The dtype's own forward rounding is measured, not assumed: e_fwd is how far a fresh load in the
     model dtype lands from the same fresh load run in float64 (same inputs, same latents).
     """
-    fam, level, dtype, device = session.family, session.level, session.dtype, session.device
-    prepared = fresh_output(fam, path, level, dtype, device, target_rank=session.target_rank)
+    fam, level, dtype, device, model = session.family, session.level, session.dtype, session.device, session.model_path
+    prepared = fresh_output(fam, path, level, dtype, device, target_rank=session.target_rank, model_path=model)
     replay = drawn_latents(fam, session.pipe, session.seed) if level == "pipeline" else None
-    fresh64 = fresh_output(fam, path, level, torch.float64, device, replay=replay).double()
-    truth = merged_output(fam, path, level, torch.float64, device, replay=replay).double()
+    fresh64 = fresh_output(fam, path, level, torch.float64, device, model_path=model, replay=replay).double()
+    truth = merged_output(fam, path, level, torch.float64, device, model_path=model, replay=replay).double()
     forward_error = float((prepared.double() - fresh64).abs().max())
     exact = session.backend == "eager" and level == "model"
     kind = "same-arithmetic" if exact else "reordered"

@@ -157,8 +157,8 @@ def test_changing_the_adapter_weight_after_hotswap_does_not_recompile(tmp_path):
     raises=ValueError,
     reason=(
         "finding: a refused hotswap (the new file targets modules the first did not) makes "
-        "load_lora_adapter delete the adapter's peft_config while its LoRA layers stay in the model; "
-        "a later, valid hotswap then fails with 'no existing adapter by that name'"
+        "load_lora_adapter delete the whole adapter, config and layers: the model silently runs "
+        "without the LoRA it had, and a later, valid hotswap fails with 'no existing adapter by that name'"
     ),
 )
 def test_a_refused_hotswap_leaves_the_adapter_hotswappable(tmp_path):
