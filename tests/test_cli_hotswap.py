@@ -160,10 +160,10 @@ def test_hotswap_reports_a_recompile_when_target_rank_is_too_small_or_missing(lo
         (["--lora", "{rank4}", "--lora", "{rank8}", "--compile-backend", "tvm"], ["tvm", "inductor"]),
         (["--lora", "{rank4}", "--lora", "{rank8}", "--compile-mode", "max-autotune"], ["inductor backend only"]),
         (["--lora", "{rank4}", "--lora", "{rank8}", "--level", "denoiser"], ["denoiser", "pipeline"]),
-        (["--lora", "{rank4}", "--lora", "{rank8}", "--model-path", "{tmp}"], ["--model-path", "not supported"]),
+        (["--lora", "{rank4}", "--lora", "{rank8}", "--model-path", "{tmp}"], ["model_index.json missing"]),
     ],
     ids=["unknown-family", "one-lora", "missing-file", "target-rank-too-small", "backend", "mode", "level",
-         "model-path"],
+         "model-path-not-a-pipeline"],
 )
 def test_hotswap_exits_2_on_bad_input(loras, tmp_path, capsys, args, needles):
     paths = {name: str(path) for name, path in loras.items()}
@@ -171,3 +171,17 @@ def test_hotswap_exits_2_on_bad_input(loras, tmp_path, capsys, args, needles):
     argv = [a.format(**paths) for a in args]
     family = [] if "--family" in argv else ["--family", "sd15"]
     assert_one_line_error(capsys, main(["hotswap", *family, *argv]), *needles)
+
+
+@pytest.mark.compile
+def test_hotswap_runs_on_a_model_folder_given_by_path(loras, tmp_path, capsys):
+    from parity.zoo import build_pipeline
+
+    build_pipeline("sd15").save_pretrained(tmp_path / "model")
+
+    code = main(["hotswap", "--family", "sd15", "--model-path", str(tmp_path / "model"), "-q",
+                 "--lora", str(loras["rank4"]), "--lora", str(loras["rank8"])])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert str(tmp_path / "model") in out and "PASS" in out
