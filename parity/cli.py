@@ -177,8 +177,13 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cycles", type=_positive_int, default=1, help="fuse/unfuse cycles for the drift check (default: 1)"
     )
-    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    _add_run_arguments(parser)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a subcommand runs and where its report goes: the same for every one of them."""
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -500,9 +505,7 @@ def add_hotswap_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--compile-mode", metavar="M", help="torch.compile mode, inductor only (default: none)")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    _add_run_arguments(parser)
 
 
 @dataclass
