@@ -41,7 +41,3 @@ def base_weights(model: nn.Module) -> dict[str, torch.Tensor]:
         out[canonical_name(name)] = tensor.detach().clone()
     return out
 
-
-def weight_of(model: nn.Module, module_name: str) -> torch.Tensor:
-    """The live base weight of ``module_name`` (canonical name), PEFT-wrapped or not."""
-    return lora_capable_modules(model)[module_name].weight
