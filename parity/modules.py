@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 LORA_CAPABLE = (nn.Linear, nn.Conv2d)
-_PEFT_PARTS = (".lora_", ".lora_magnitude_vector", ".base_layer")
 
 
 def canonical_name(name: str) -> str:
