@@ -812,6 +812,71 @@ def run_families(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- golden
+
+
+GOLDEN_DESCRIPTION = """\
+Render the golden cases (parity/golden.py: base, LoRA at 0.5/1.0, fused, two adapters, a per-step
+schedule, kohya and LoCon files) and compare them with the stored 8-bit images of this device class,
+or rewrite those images.
+
+update  renders each selected case twice, refuses non-finite or differing runs, measures its float64
+        error, writes the PNG and merges its manifest entry atomically, then verifies it; baselines of
+        cases not selected are never touched.
+verify  compares; on a mismatch writes <report-dir>/artifacts/<case>.png (expected | actual |
+        difference) and <report-dir>/index.html. A missing baseline fails and names the command.
+
+Exit codes: 0 every case passes, 1 a case failed or has no baseline, 2 bad input."""
+
+
+def add_golden_arguments(parser: argparse.ArgumentParser) -> None:
+    from parity.golden import DEFAULT_GOLDEN_DIR, DEFAULT_REPORT_DIR
+
+    parser.add_argument("action", choices=("update", "verify"))
+    parser.add_argument("--family", action="append", type=_comma_list, metavar="F",
+                        help="only these families (repeatable or comma-separated; default: all)")
+    parser.add_argument("--golden-dir", default=DEFAULT_GOLDEN_DIR, metavar="DIR",
+                        help=f"golden image root (default: {DEFAULT_GOLDEN_DIR})")
+    parser.add_argument("--golden-class", metavar="CLASS",
+                        help="device class folder (default: this device's, e.g. cpu or cuda-sm90)")
+    parser.add_argument("--report-dir", default=DEFAULT_REPORT_DIR, metavar="DIR",
+                        help=f"where mismatch images and index.html go (default: {DEFAULT_REPORT_DIR})")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def run_golden(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from parity import golden
+    from parity.zoo import get_family
+
+    families = [get_family(f).name for group in (args.family or []) for f in group]
+    _check_device(args.device)
+    quiet_libraries()
+    warnings.filterwarnings("ignore")
+    _strict_float32(args.device)
+    store = golden.GoldenStore(Path(args.golden_dir), args.golden_class or golden.device_class(args.device))
+    cases = golden.cases_for(families)
+    progress = _Progress(total=len(cases), enabled=not args.quiet)
+    failed = []
+    for case in cases:
+        with progress.step(f"{args.action} {case.id}") as outcome:
+            try:
+                result = golden.run_case(store, case, Path(args.report_dir), args.action == "update", args.device)
+            except golden.GoldenError as exc:  # an update refused (non-finite or unreproducible render)
+                result = golden.CaseOutcome(case.id, False, [str(exc)])
+            outcome(result.ok)
+        shown = [line for line in result.lines if "baseline written" not in line] if result.ok else result.lines[:1]
+        print(("ok    " if result.ok else "FAIL  ") + "\n      ".join(shown[0].splitlines()[:1] + shown[1:]))
+        if not result.ok:
+            failed.append(result)
+    for result in failed:
+        print("\n" + "\n".join(result.lines))
+    print(f"\n{len(cases) - len(failed)} passed, {len(failed)} failed ({store.dir})")
+    return EXIT_OK if not failed else EXIT_FAILED
+
+
 # ---------------------------------------------------------------- registry and entry point
 
 
@@ -834,6 +899,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                CHECK_DESCRIPTION),
     Subcommand("hotswap", "hotswap LoRA files into a compiled model: recompiles, refusals, output vs a fresh load",
                add_hotswap_arguments, run_hotswap, HOTSWAP_DESCRIPTION),
+    Subcommand("golden", "update or verify the golden images of the seeded pipeline cases", add_golden_arguments,
+               run_golden, GOLDEN_DESCRIPTION),
     Subcommand("families", "list the model families, their LoRA components and file layouts", _no_arguments,
                run_families),
 )

@@ -11,8 +11,6 @@ import torch
 
 from parity.quiet import quiet_libraries
 
-SUMMARY_KEYS = ("check", "case", "dtype", "max_ulps", "max_bound_ratio", "detail")
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lora-parity")
@@ -33,6 +31,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="torch.compile backend for hotswap checks (default: eager on CPU, inductor on CUDA)",
     )
     group.addoption("--compile-mode", default=None, help='torch.compile mode for inductor, e.g. "reduce-overhead"')
+    group.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite the golden baselines of the selected cases (others are left untouched)",
+    )
+    group.addoption("--golden-dir", default=None, help="golden image root (default: <rootdir>/golden)")
+    group.addoption(
+        "--golden-class",
+        default=None,
+        help="compare against this device class's folder (default: this device's, e.g. cpu or cuda-sm90)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,12 +79,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-def device_param(device: str) -> object:
-    """A pytest param for ``device`` carrying the gpu mark when it is CUDA."""
-    marks = [pytest.mark.gpu] if device == "cuda" else []
-    return pytest.param(device, marks=marks, id=device)
 
 
 @pytest.fixture(scope="session")
@@ -188,3 +192,23 @@ def _versions_line() -> str:
         f"torch {torch.__version__}, diffusers {diffusers.__version__}, peft {peft.__version__}, "
         f"transformers {transformers.__version__}, python {os.sys.version.split()[0]}"
     )
+
+
+@pytest.fixture(scope="session")
+def golden_config(request: pytest.FixtureRequest, device: str):
+    """Where golden images live for this run, whether to rewrite them, and where mismatches go."""
+    from parity.golden import DEFAULT_GOLDEN_DIR, DEFAULT_REPORT_DIR, GoldenStore, device_class
+
+    root = request.config.getoption("--golden-dir") or os.path.join(str(request.config.rootpath), DEFAULT_GOLDEN_DIR)
+    cls = request.config.getoption("--golden-class") or device_class(device)
+    return GoldenConfig(
+        store=GoldenStore(Path(root), cls),
+        update=request.config.getoption("--update-golden"),
+        report_dir=Path(request.config.rootpath) / DEFAULT_REPORT_DIR,
+        device=device,
+    )
+
+
+class GoldenConfig:
+    def __init__(self, store, update: bool, report_dir: Path, device: str) -> None:
+        self.store, self.update, self.report_dir, self.device = store, update, report_dir, device

@@ -1,0 +1,27 @@
+"""Seeded pipeline renders match the stored golden images of this device class.
+
+Cases are data (parity.golden.CASES: family × base / LoRA at 0.5 and 1.0 / fused / two adapters /
+per-step schedule / kohya file / LoCon); this is the one generic check over them. Thresholds:
+GOLDEN_TOLERANCES in parity/compare.py. ``--update-golden`` rewrites the selected baselines first;
+without it a missing baseline fails with the command that creates it. Mismatches write
+reports/golden/artifacts/<case>.png (expected | actual | amplified difference) and reports/golden/index.html.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from parity.golden import CASES, GoldenCase, run_case
+
+pytestmark = pytest.mark.golden
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+def test_golden(case: GoldenCase, golden_config, parity_record):
+    outcome = run_case(golden_config.store, case, golden_config.report_dir, golden_config.update,
+                       golden_config.device)
+    if outcome.result is not None:
+        m, t = outcome.result.metrics, outcome.result.thresholds
+        parity_record("golden", case.dtype, m["max_abs"] * 255, m["max_abs"] / t.max_abs,
+                      f"SSIM {m['ssim']:.5f}, PSNR {m['psnr']:.1f} dB")
+    assert outcome.ok, "\n".join(outcome.lines)
