@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from diffusers.utils import logging as diffusers_logging
 from peft.tuners.lora import LoraLayer, LoraModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
@@ -34,14 +33,6 @@ LEVELS = ("model", "pipeline")
 # (family, level): the UNet pipelines take seconds per image on CPU, so sd15 runs one denoiser step;
 # the transformer families also run a whole tiny image, which exercises the text encoder's LoRA.
 OUTPUT_CASES = [("sd15", "model"), ("flux", "model"), ("flux", "pipeline"), ("qwenimage", "model"), ("qwenimage", "pipeline")]
-
-
-@pytest.fixture(autouse=True)
-def _quiet_diffusers():
-    previous = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    yield
-    diffusers_logging.set_verbosity(previous)
 
 
 # ---------------------------------------------------------------- set-up shared by the checks

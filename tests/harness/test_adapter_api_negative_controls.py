@@ -25,16 +25,6 @@ from tests.test_adapter_api import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _quiet_diffusers():
-    from diffusers.utils import logging as diffusers_logging
-
-    previous = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    yield
-    diffusers_logging.set_verbosity(previous)
-
-
 def test_disable_check_fails_when_one_lora_layer_stays_active(tmp_path):
     fam = FAMILIES["flux"]
     base = hs.run(fam, build_pipeline(fam), "model")
