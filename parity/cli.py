@@ -150,12 +150,7 @@ Exit codes: 0 all checks pass, 1 a parity check failed, 2 bad input."""
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--family", required=True, help="model family (see `lora-parity families`)")
-    parser.add_argument(
-        "--model-path",
-        metavar="DIR",
-        help="local diffusers pipeline folder; default: the family's tiny deterministic model",
-    )
+    _add_model_arguments(parser)
     parser.add_argument(
         "--lora", action="append", required=True, metavar="FILE", help=".safetensors LoRA file (repeatable)"
     )
@@ -178,6 +173,16 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         "--cycles", type=_positive_int, default=1, help="fuse/unfuse cycles for the drift check (default: 1)"
     )
     _add_run_arguments(parser)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which model a subcommand checks: a zoo family, tiny or from the user's folder."""
+    parser.add_argument("--family", required=True, help="model family (see `lora-parity families`)")
+    parser.add_argument(
+        "--model-path",
+        metavar="DIR",
+        help="local diffusers pipeline folder; default: the family's tiny deterministic model",
+    )
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -473,12 +478,7 @@ Exit codes: 0 no recompile, no refusal and every output within its budget; 1 oth
 
 
 def add_hotswap_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--family", required=True, help="model family (see `lora-parity families`)")
-    parser.add_argument(
-        "--model-path",
-        metavar="DIR",
-        help="local diffusers pipeline folder; default: the family's tiny deterministic model",
-    )
+    _add_model_arguments(parser)
     parser.add_argument(
         "--lora",
         action="append",
