@@ -6,7 +6,7 @@ JOBS ?= 2
 PYTEST = $(VENV)/bin/python -m pytest --dist loadgroup
 STAMP = $(VENV)/.lora-parity-installed
 
-.PHONY: install parity test slow gpu clean
+.PHONY: install parity test slow gpu bench clean
 
 $(STAMP): pyproject.toml tools/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/bootstrap.sh
@@ -23,6 +23,11 @@ parity: $(STAMP)
 # Everything that runs by default: parity checks, the harness's own tests, benchmark smoke runs.
 test: $(STAMP)
 	$(PYTEST) -n $(JOBS) -m "not slow" $(ARGS)
+
+# Timed benchmarks (tiny zoo on this machine's device), then reports/bench/{run.json,index.html,report.md}.
+# On a GPU: make bench ARGS="--device cuda --bench-size full".
+bench: $(STAMP)
+	PYTHON=$(VENV)/bin/python bash tools/bench.sh $(ARGS)
 
 slow: $(STAMP)
 	$(PYTEST) -n $(JOBS) -m slow $(ARGS)

@@ -17,17 +17,16 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, NoReturn
 
 from parity.errors import ParityInputError
 from parity.quiet import quiet_libraries
+from parity.versions import library_versions
 
 PROG = "lora-parity"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 UNFUSE_LORA_SCALE = 1.0
 SHOWN_UNMATCHED = 3  # unmatched keys named in the text output; JSON lists them all
-VERSIONED_PACKAGES = ("torch", "diffusers", "peft", "transformers", "safetensors", "lora-parity")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,17 +43,6 @@ def _print_error(message: str) -> None:
 
 
 # ---------------------------------------------------------------- shared helpers
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    out["python"] = sys.version.split()[0]
-    return out
 
 
 def _comma_list(text: str) -> list[str]:
@@ -428,7 +416,7 @@ def run_check(args: argparse.Namespace) -> int:
         "family": family.name,
         "model_path": args.model_path,
         "device": args.device,
-        "versions": _versions(),
+        "versions": library_versions(),
         "weights": weights,
         "files": [_file_report(lora) for lora in loras],
         "results": results,
@@ -715,7 +703,7 @@ def _hotswap_report(plan: _HotswapPlan, args: argparse.Namespace, compile_second
         "target_rank": plan.target_rank,
         "device": args.device,
         "dtype": str(plan.dtype).removeprefix("torch."),
-        "versions": _versions(),
+        "versions": library_versions(),
         "first": args.lora[0],
         "ranks": {lora.path: _denoiser_rank(lora, plan.family.denoiser) for lora in plan.loras},
         "compile_seconds": compile_seconds,
@@ -877,6 +865,93 @@ def run_golden(args: argparse.Namespace) -> int:
     return EXIT_OK if not failed else EXIT_FAILED
 
 
+# ---------------------------------------------------------------- report and compare (benchmarks)
+
+
+REPORT_DESCRIPTION = """\
+Write the benchmark report of one pytest-benchmark run (--benchmark-json): report.md, a
+self-contained index.html and plots/*.png (latency per mode and dtype with IQR bars, ratio to the
+baseline mode beside the FLOP floor, LoRA operation times, peak memory). Every fused,
+fused+unloaded or compiled-fused ratio above the fused flag is marked and listed at the top.
+
+Exit codes: 0 report written, 2 bad input."""
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmark-json", required=True, metavar="RUN.json", help="pytest-benchmark JSON file")
+    parser.add_argument("--junit", metavar="JUNIT.xml", help="pytest --junitxml file: adds test outcome counts")
+    parser.add_argument("--out", default="reports/bench", metavar="DIR", help="output folder (default: reports/bench)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from parity.benchjson import read_run
+    from parity.report import read_junit, write_report
+
+    run = read_run(args.benchmark_json)
+    junit = read_junit(args.junit) if args.junit else None
+    report = write_report(run, args.out, junit, progress=not args.quiet)
+    print(f"wrote {report.html}, {report.markdown} and {len(report.plots)} plot(s) for {len(run.records)} benchmark(s)")
+    for flag in report.flags:
+        print(f"  flagged: {flag.record.fullname}: {flag.record.info.mode} ratio {flag.ratio:.3f}")
+    return EXIT_OK
+
+
+COMPARE_DESCRIPTION = """\
+Compare two pytest-benchmark runs benchmark by benchmark (matched by fullname) and gate on
+regressions. --fail-on mirrors pytest-benchmark's --benchmark-compare-fail: STAT:N% fails when
+new/old grows by more than N%, STAT:X or STAT:Xs when new - old exceeds X seconds (STAT: min, max,
+mean, median, iqr, stddev). ratio:N% compares each mode's within-run ratio to its baseline mode
+(compiled modes to compiled-base, others to base) between the runs: robust on noisy runners where
+every absolute time moves together. Without --fail-on nothing counts as a regression.
+
+Runs from different devices are refused unless --allow-cross-device.
+
+Exit codes: 0 no regression beyond the gates, 1 a regression, 2 bad input."""
+
+
+def _fail_on(text: str) -> Any:
+    from parity.runcompare import parse_fail_on
+
+    try:
+        return parse_fail_on(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("old", metavar="OLD.json", help="the reference run")
+    parser.add_argument("new", metavar="NEW.json", help="the run under test")
+    parser.add_argument("--fail-on", action="append", type=_fail_on, default=[], metavar="GATE",
+                        help="STAT:N%%, STAT:SECONDS or ratio:N%% (repeatable), e.g. median:10%%")
+    parser.add_argument("--allow-cross-device", action="store_true", help="compare runs from different devices")
+    parser.add_argument("--out", metavar="DIR", help="also write the table as DIR/compare.md")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from parity.benchjson import read_run
+    from parity.report import markdown_table
+    from parity.runcompare import compare_runs, table_cells, verdict_line
+
+    old, new = read_run(args.old), read_run(args.new)
+    comparison = compare_runs(old, new, args.fail_on, allow_cross_device=args.allow_cross_device)
+    cells = table_cells(comparison)
+    verdict = verdict_line(comparison)
+    print(f"{args.old} -> {args.new} ({'; '.join(comparison.new_devices)})")
+    print("\n".join(_table(cells)))
+    print(verdict)
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ParityInputError("exists and is not a directory", path=args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        md = [f"# {args.old} -> {args.new}", "", *markdown_table(cells), "", verdict]
+        (out / "compare.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    return EXIT_OK if comparison.ok else EXIT_FAILED
+
+
 # ---------------------------------------------------------------- registry and entry point
 
 
@@ -903,6 +978,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                run_golden, GOLDEN_DESCRIPTION),
     Subcommand("families", "list the model families, their LoRA components and file layouts", _no_arguments,
                run_families),
+    Subcommand("report", "markdown/HTML report with plots of a pytest-benchmark run", add_report_arguments,
+               run_report, REPORT_DESCRIPTION),
+    Subcommand("compare", "compare two pytest-benchmark runs and gate on regressions", add_compare_arguments,
+               run_compare, COMPARE_DESCRIPTION),
 )
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from parity.compare import FLOAT_DTYPES, GoldenThresholds, golden_thresholds, output_budget
+from parity.versions import library_versions
 
 DEFAULT_GOLDEN_DIR = "golden"
 DEFAULT_REPORT_DIR = os.path.join("reports", "golden")
@@ -228,15 +229,6 @@ def case_metadata(case: GoldenCase) -> dict[str, Any]:
     }
 
 
-def versions() -> dict[str, str]:
-    import diffusers
-    import peft
-    import transformers
-
-    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "peft": peft.__version__,
-            "transformers": transformers.__version__}
-
-
 # ---------------------------------------------------------------- pixels and metrics
 
 
@@ -413,7 +405,7 @@ def update_case(
     e_fwd = (error_fn or (lambda c, im: forward_error(c, im, device)))(case, first)
     if not math.isfinite(e_fwd):
         raise GoldenError(f"{case.id}: the float64 reference render is not finite; refusing to store")
-    entry = {**case_metadata(case), "device_class": store.cls, "float64_error": e_fwd, "versions": versions()}
+    entry = {**case_metadata(case), "device_class": store.cls, "float64_error": e_fwd, "versions": library_versions()}
     store.write(case, first, entry)
     return entry
 

@@ -39,6 +39,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--golden-dir", default=None, help="golden image root (default: <rootdir>/golden)")
     group.addoption(
+        "--bench-size",
+        default="tiny",
+        choices=("tiny", "full"),
+        help="benchmarks: tiny zoo models (seconds on a CPU) or full-size denoisers with real shapes (GPU)",
+    )
+    group.addoption(
+        "--bench-rounds", type=int, default=None, help="benchmarks: timed rounds per case (default: by size and kind)"
+    )
+    group.addoption(
+        "--bench-blocks",
+        type=int,
+        default=None,
+        help="benchmarks at full size: transformer blocks to build (default: a few; latency is linear in blocks)",
+    )
+    group.addoption(
         "--golden-class",
         default=None,
         help="compare against this device class's folder (default: this device's, e.g. cpu or cuda-sm90)",
@@ -184,14 +199,9 @@ def write_summary(out: Path, rows: list[dict], exitstatus: int) -> None:
 
 
 def _versions_line() -> str:
-    import diffusers
-    import peft
-    import transformers
+    from parity.versions import library_versions
 
-    return (
-        f"torch {torch.__version__}, diffusers {diffusers.__version__}, peft {peft.__version__}, "
-        f"transformers {transformers.__version__}, python {os.sys.version.split()[0]}"
-    )
+    return ", ".join(f"{name} {version}" for name, version in library_versions().items())
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,14 @@ from parity.errors import ParityInputError
 
 
 @dataclass(frozen=True)
+class InputShape:
+    """How big one denoiser call is: the latent grid side and the number of text tokens."""
+
+    grid: int  # UNets: latent height = width; transformers: packed-token rows = columns
+    seq: int  # text tokens the denoiser cross-attends to
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     pipeline_class: str  # diffusers pipeline class name, for messages and docs
@@ -27,8 +35,9 @@ class Family:
     layouts: tuple[str, ...]  # LoRA file layouts published for this family
     build_tiny: Callable[[int], Any]  # seed → pipeline in float32 on CPU
     load_pretrained: Callable[[str, torch.dtype], Any]  # local folder → pipeline
-    # kwargs for one denoiser forward: SDXL nests added_cond_kwargs, Qwen-Image passes img_shapes as a list
-    denoiser_inputs: Callable[[Any, int, torch.dtype], dict[str, Any]]
+    # kwargs for one denoiser forward: SDXL nests added_cond_kwargs, Qwen-Image passes img_shapes as a list.
+    # The shape defaults to the tiny one; benchmarks pass real ones (parity/zoo/fullsize.py).
+    denoiser_inputs: Callable[..., dict[str, Any]]
     pipeline_call_args: Callable[[int], dict[str, Any]]
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from parity.zoo.family import Family, from_pretrained, generator
+from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.sd15 import TEXT_DIM, TEXT_TARGETS, tiny_clip_text
 from parity.zoo.tokenizer import tiny_clip_tokenizer
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
@@ -120,18 +120,21 @@ def image_ids(height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
     return ids.reshape(height * width, 3).to(dtype)
 
 
-def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def denoiser_inputs(
+    pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape | None = None
+) -> dict[str, torch.Tensor]:
     config = pipe.transformer.config
-    n_img = LATENT_GRID * LATENT_GRID
+    grid = shape.grid if shape is not None else LATENT_GRID
+    seq = shape.seq if shape is not None else SEQ_LEN
     inputs = {
-        "hidden_states": deterministic_tensor(seed, "input/latents", (1, n_img, config.in_channels)).to(dtype),
+        "hidden_states": deterministic_tensor(seed, "input/latents", (1, grid * grid, config.in_channels)).to(dtype),
         "encoder_hidden_states": deterministic_tensor(
-            seed, "input/text", (1, SEQ_LEN, config.joint_attention_dim)
+            seed, "input/text", (1, seq, config.joint_attention_dim)
         ).to(dtype),
         "pooled_projections": deterministic_tensor(seed, "input/pooled", (1, config.pooled_projection_dim)).to(dtype),
         "timestep": torch.tensor([TIMESTEP], dtype=dtype),
-        "img_ids": image_ids(LATENT_GRID, LATENT_GRID, dtype),
-        "txt_ids": torch.zeros(SEQ_LEN, 3, dtype=dtype),
+        "img_ids": image_ids(grid, grid, dtype),
+        "txt_ids": torch.zeros(seq, 3, dtype=dtype),
     }
     if config.guidance_embeds:
         inputs["guidance"] = torch.tensor([GUIDANCE], dtype=dtype)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from parity.zoo.family import Family, from_pretrained, generator
+from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
 TEXT_DIM = 16  # joint_attention_dim: the width of the (absent) text encoder's hidden states
@@ -73,25 +73,26 @@ def load_pretrained(path: str, dtype: torch.dtype):
     return from_pretrained(QwenImagePipeline, path, dtype, text_encoder=None, tokenizer=None)
 
 
-def text_mask() -> torch.Tensor:
+def text_mask(seq: int = SEQ_LEN) -> torch.Tensor:
     """1 for real tokens, 0 for the trailing padding, as the Qwen tokenizer's attention mask."""
-    mask = torch.ones(1, SEQ_LEN, dtype=torch.long)
-    mask[:, SEQ_LEN - N_PADDING :] = 0
+    mask = torch.ones(1, seq, dtype=torch.long)
+    mask[:, seq - N_PADDING :] = 0
     return mask
 
 
-def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype) -> dict[str, Any]:
+def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape | None = None) -> dict[str, Any]:
     config = pipe.transformer.config
-    n_img = LATENT_GRID * LATENT_GRID
+    grid = shape.grid if shape is not None else LATENT_GRID
+    seq = shape.seq if shape is not None else SEQ_LEN
     return {
-        "hidden_states": deterministic_tensor(seed, "input/latents", (1, n_img, config.in_channels)).to(dtype),
+        "hidden_states": deterministic_tensor(seed, "input/latents", (1, grid * grid, config.in_channels)).to(dtype),
         "encoder_hidden_states": deterministic_tensor(
-            seed, "input/text", (1, SEQ_LEN, config.joint_attention_dim)
+            seed, "input/text", (1, seq, config.joint_attention_dim)
         ).to(dtype),
-        "encoder_hidden_states_mask": text_mask(),
+        "encoder_hidden_states_mask": text_mask(seq),
         "timestep": torch.tensor([TIMESTEP], dtype=dtype),
         # (frames, rows, cols) of the packed latent grid, per image of the batch
-        "img_shapes": [[(1, LATENT_GRID, LATENT_GRID)]],
+        "img_shapes": [[(1, grid, grid)]],
     }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from parity.zoo.family import Family, from_pretrained, generator
+from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.tokenizer import tiny_clip_tokenizer, tiny_vocab
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
@@ -93,17 +93,27 @@ def load_pretrained(path: str, dtype: torch.dtype):
     return from_pretrained(StableDiffusionPipeline, path, dtype, safety_checker=None)
 
 
-def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    unet = pipe.unet
-    size = unet.config.sample_size
+def unet_grid(config: Any, shape: InputShape | None) -> int:
+    """The latent side: the given shape's, else the config's sample size capped at 16 (tiny runs)."""
+    if shape is not None:
+        return shape.grid
+    size = config.sample_size
     if isinstance(size, (tuple, list)):
         size = size[0]
-    size = min(int(size), 16)
+    return min(int(size), 16)
+
+
+def denoiser_inputs(
+    pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape | None = None
+) -> dict[str, torch.Tensor]:
+    unet = pipe.unet
+    size = unet_grid(unet.config, shape)
+    seq = shape.seq if shape is not None else SEQ_LEN
     return {
         "sample": deterministic_tensor(seed, "input/sample", (1, unet.config.in_channels, size, size)).to(dtype),
         "timestep": torch.tensor([10]),
         "encoder_hidden_states": deterministic_tensor(
-            seed, "input/text", (1, SEQ_LEN, unet.config.cross_attention_dim)
+            seed, "input/text", (1, seq, unet.config.cross_attention_dim)
         ).to(dtype),
     }
 

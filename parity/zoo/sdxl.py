@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from parity.zoo.family import Family, from_pretrained, generator
-from parity.zoo.sd15 import CONV_TARGETS, TEXT_TARGETS, UNET_TARGETS, tiny_clip_text, tiny_unet, tiny_vae
+from parity.zoo.family import Family, InputShape, from_pretrained, generator
+from parity.zoo.sd15 import CONV_TARGETS, TEXT_TARGETS, UNET_TARGETS, tiny_clip_text, tiny_unet, tiny_vae, unet_grid
 from parity.zoo.tokenizer import tiny_clip_tokenizer
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
@@ -60,20 +60,17 @@ def load_pretrained(path: str, dtype: torch.dtype):
     return from_pretrained(StableDiffusionXLPipeline, path, dtype, add_watermarker=False)
 
 
-def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype) -> dict[str, Any]:
-    unet = pipe.unet
-    config = unet.config
-    size = config.sample_size
-    if isinstance(size, (tuple, list)):
-        size = size[0]
-    size = min(int(size), 16)
+def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape | None = None) -> dict[str, Any]:
+    config = pipe.unet.config
+    size = unet_grid(config, shape)
+    seq = shape.seq if shape is not None else SEQ_LEN
     # Derived from the config so a real SDXL checkpoint gets correctly shaped inputs too.
     pooled_dim = config.projection_class_embeddings_input_dim - N_TIME_IDS * config.addition_time_embed_dim
     return {
         "sample": deterministic_tensor(seed, "input/sample", (1, config.in_channels, size, size)).to(dtype),
         "timestep": torch.tensor([10]),
         "encoder_hidden_states": deterministic_tensor(
-            seed, "input/text", (1, SEQ_LEN, config.cross_attention_dim)
+            seed, "input/text", (1, seq, config.cross_attention_dim)
         ).to(dtype),
         "added_cond_kwargs": {
             "text_embeds": deterministic_tensor(seed, "input/pooled", (1, pooled_dim)).to(dtype),

@@ -1,0 +1,50 @@
+"""Latency of one denoiser forward and one pipeline call in each mode: base, unfused with 1/2/4
+adapters, fused, fused+unloaded, compiled base and fused, compiled and hotswap-ready padded to a rank.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from parity import benchrecord as rec
+from parity.benchmodes import MODES, Mode, Subject, enter, flop_fields, mode_info
+from parity.benchrun import rounds_for, time_target
+from parity.zoo import FAMILIES
+
+from .conftest import ALL_DTYPES, BenchCase
+
+CASES = [
+    pytest.param(
+        BenchCase(family, dtype, mode.name, mode.compiled),
+        id=f"{family}-{dtype}-{mode.name}",
+        marks=pytest.mark.xdist_group(f"bench-{family}"),
+    )
+    for family in FAMILIES
+    for dtype in ALL_DTYPES
+    for mode in MODES
+]
+MODE = {m.name: m for m in MODES}
+
+
+def _time_mode(benchmark, subject: Subject, mode: Mode, kind: str, rounds: int | None) -> None:
+    info = mode_info(subject, mode, kind)
+    if not benchmark.disabled:  # counting runs the call under FlopCounterMode: not for smoke runs
+        for key, value in flop_fields(subject, mode, kind).items():
+            setattr(info, key, value)
+    call = subject.forward if kind == rec.FORWARD else subject.pipeline_call
+    enter(subject, mode, warmup=call)
+    time_target(benchmark, info, call, subject.device, rounds_for(subject.size, kind, rounds))
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("case", CASES)
+def test_denoiser_forward_latency(benchmark, case: BenchCase, subject: Subject, bench_rounds: int | None) -> None:
+    _time_mode(benchmark, subject, MODE[case.name], rec.FORWARD, bench_rounds)
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("case", CASES)
+def test_pipeline_call_latency(benchmark, case: BenchCase, subject: Subject, bench_rounds: int | None) -> None:
+    if subject.size == "full":
+        pytest.skip("full size builds only the denoiser at full size; time a whole pipeline with --model-path")
+    _time_mode(benchmark, subject, MODE[case.name], rec.PIPELINE, bench_rounds)

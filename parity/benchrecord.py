@@ -1,0 +1,101 @@
+"""What one benchmark records in pytest-benchmark's ``extra_info``: the contract between the
+benchmark suites (writers) and the report and run comparison (readers).
+
+pytest-benchmark keeps the timings (``stats``: min, max, mean, stddev, median, iqr, rounds) and the
+machine; this adds what a reader needs to group, pair and explain them. Keys are flat JSON values so
+the JSON stays readable without this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+# kinds of timed thing
+FORWARD = "forward"  # one denoiser forward
+PIPELINE = "pipeline"  # one full (tiny) pipeline call
+OPERATION = "operation"  # a LoRA API call: load, fuse, unfuse, hotswap, set_adapters, first calls
+KINDS = (FORWARD, PIPELINE, OPERATION)
+
+# forward / pipeline modes, in the order reports list them
+BASE = "base"
+FUSED = "fused"
+FUSED_UNLOADED = "fused+unloaded"
+COMPILED_BASE = "compiled-base"
+COMPILED_FUSED = "compiled-fused"
+HOTSWAP_READY = "compiled-hotswap-ready"  # mode name gets "-r{target_rank}"
+
+
+def unfused_mode(adapters: int) -> str:
+    return f"unfused-{adapters}"
+
+
+def hotswap_ready_mode(target_rank: int) -> str:
+    return f"{HOTSWAP_READY}-r{target_rank}"
+
+
+def baseline_mode(mode: str) -> str:
+    """The mode a mode's latency is divided by: compiled modes against compiled base, others against base."""
+    return COMPILED_BASE if mode.startswith("compiled-") else BASE
+
+
+# operations (kind == OPERATION)
+OPERATIONS = (
+    "load_lora_weights",
+    "fuse_lora",
+    "unfuse_lora",
+    "hotswap",
+    "set_adapters",
+    "first-call-after-hotswap",
+    "first-call-after-reload",
+)
+
+# A fused model runs exactly the base arithmetic; above this ratio the report flags it.
+FUSED_RATIO_FLAG = 1.02
+
+
+@dataclass
+class BenchInfo:
+    kind: str
+    family: str
+    mode: str  # a forward/pipeline mode, or an operation name
+    dtype: str  # "float32", "float16", "bfloat16"
+    device: str  # "cpu" or "cuda"
+    device_name: str  # GPU name, or the CPU model
+    device_class: str  # "cpu" or "cuda-sm90": what golden/ and run comparison group by
+    size: str  # "tiny", "full", or "model-path"
+    rank: int = 0  # LoRA rank of each adapter (0: no LoRA)
+    adapters: int = 0  # adapters loaded and active
+    target_rank: int | None = None  # enable_lora_hotswap padding, hotswap-ready modes only
+    compiled: bool = False
+    backend: str | None = None  # torch.compile backend when compiled
+    # Arithmetic: FLOPs of one base call, and the extra FLOPs unfused LoRA adds to it
+    # (per targeted Linear 2·r·(in+out) per row against the layer's 2·in·out).
+    flops_base: float | None = None
+    flops_lora: float | None = None
+    peak_memory_bytes: int | None = None  # above what was allocated before the call
+    memory_kind: str | None = None  # "cuda-max-allocated" or "cpu-rss-peak"
+    versions: dict[str, str] = field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def flop_floor(self) -> float | None:
+        """The latency ratio against base that the arithmetic alone predicts (1 + extra/base)."""
+        if not self.flops_base or self.flops_lora is None:
+            return None
+        return 1.0 + self.flops_lora / self.flops_base
+
+    def to_extra_info(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["flop_floor"] = self.flop_floor
+        return out
+
+    @classmethod
+    def from_extra_info(cls, info: dict[str, Any]) -> BenchInfo:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in info.items() if k in known})
+
+
+def group_name(info: BenchInfo) -> str:
+    """pytest-benchmark's group: one table per family × dtype × device × kind."""
+    return f"{info.family}/{info.size}/{info.dtype}/{info.device}/{info.kind}"

@@ -1,0 +1,206 @@
+"""Run-vs-run comparison of two pytest-benchmark runs, and the regression gate over it.
+
+Gates mirror pytest-benchmark's ``--benchmark-compare-fail``: ``STAT:N%`` fails when
+``new/old - 1 > N%``, ``STAT:X`` / ``STAT:Xs`` when ``new - old > X`` seconds. ``ratio:N%`` instead
+compares each benchmark's within-run ratio to its baseline mode (``BenchRun.ratios``) between the
+runs: on a noisy shared runner every absolute time may move together, the ratio does not.
+
+Pure functions: ``compare_runs`` returns a ``Comparison``; callers (the CLI, an upgrade gate comparing
+a run under old against new diffusers/peft) format it and pick the exit code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from parity.benchjson import BenchRecord, BenchRun, format_seconds
+from parity.errors import ParityInputError
+
+TIME_STATS = ("min", "max", "mean", "median", "iqr", "stddev")
+RATIO = "ratio"
+OK, REGRESSION, FASTER, ONLY_OLD, ONLY_NEW = "ok", "REGRESSION", "faster", "only-in-old", "only-in-new"
+NOT_JUDGED = "-"  # matched, but no --fail-on gate to judge it by
+SHOWN_REGRESSIONS = 5  # names on the verdict line; the table lists every one
+
+_FAIL_ON = re.compile(
+    r"^(?P<stat>[a-z]+):(?:(?P<percent>[0-9]*\.?[0-9]+)%|(?P<seconds>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)s?)$"
+)
+
+
+@dataclass(frozen=True)
+class FailOn:
+    """One gate: ``stat`` is a pytest-benchmark time stat or ``ratio``."""
+
+    stat: str
+    threshold: float  # a fraction when relative (10% -> 0.10), else seconds
+    relative: bool
+    text: str
+
+    def change(self, old: float, new: float) -> float:
+        """What the threshold is held against: relative or absolute growth from old to new."""
+        if not self.relative:
+            return new - old
+        if old == 0:
+            return 0.0 if new == 0 else float("inf")
+        return new / old - 1.0
+
+
+def parse_fail_on(text: str) -> FailOn:
+    """``median:10%``, ``min:0.001`` or ``min:0.001s`` (seconds), ``ratio:5%``; ValueError otherwise."""
+    m = _FAIL_ON.match(text.strip())
+    if m is None or m["stat"] not in (*TIME_STATS, RATIO):
+        raise ValueError(f"--fail-on {text!r}: expected STAT:N% or STAT:SECONDS with STAT one of "
+                         f"{', '.join(TIME_STATS)}, or ratio:N%")
+    if m["percent"] is not None:
+        return FailOn(m["stat"], float(m["percent"]) / 100.0, True, text.strip())
+    if m["stat"] == RATIO:
+        raise ValueError(f"--fail-on {text!r}: ratio takes a percentage, e.g. ratio:5%")
+    return FailOn(m["stat"], float(m["seconds"]), False, text.strip())
+
+
+@dataclass(frozen=True)
+class Row:
+    """One benchmark, matched by fullname. ``old``/``new`` are None when it is in one run only."""
+
+    fullname: str
+    label: str  # what the table shows: the short name where unique, else the fullname
+    old: BenchRecord | None
+    new: BenchRecord | None
+    stat: str  # the time stat shown in the old/new columns
+    old_ratio: float | None = None  # within-run ratio to the baseline mode
+    new_ratio: float | None = None
+    failures: tuple[str, ...] = ()  # one text per gate it fails
+    verdict: str = OK
+
+    @property
+    def old_value(self) -> float | None:
+        return self.old.stat(self.stat) if self.old is not None else None
+
+    @property
+    def new_value(self) -> float | None:
+        return self.new.stat(self.stat) if self.new is not None else None
+
+    @property
+    def change(self) -> float | None:
+        """new/old of the shown stat."""
+        if self.old_value is None or self.new_value is None or self.old_value == 0:
+            return None
+        return self.new_value / self.old_value
+
+
+@dataclass(frozen=True)
+class Comparison:
+    old_path: str
+    new_path: str
+    old_devices: tuple[str, ...]
+    new_devices: tuple[str, ...]
+    checks: tuple[FailOn, ...]
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == REGRESSION]
+
+    @property
+    def ok(self) -> bool:
+        return not self.regressions
+
+    @property
+    def shows_ratios(self) -> bool:
+        return any(c.stat == RATIO for c in self.checks)
+
+
+def check_same_device(old: BenchRun, new: BenchRun) -> None:
+    """Timings from different devices say nothing about a regression: refuse them."""
+    if old.devices() != new.devices():
+        raise ParityInputError(
+            f"runs are from different devices: {old.path}: {'; '.join(old.devices())} vs "
+            f"{new.path}: {'; '.join(new.devices())} (pass --allow-cross-device to compare anyway)"
+        )
+
+
+def _judge(old: BenchRecord, new: BenchRecord, old_ratio: float | None, new_ratio: float | None,
+           checks: Sequence[FailOn]) -> tuple[tuple[str, ...], str]:
+    if not checks:
+        return (), NOT_JUDGED
+    failures, faster = [], False
+    for check in checks:
+        if check.stat == RATIO:
+            if old_ratio is None or new_ratio is None:
+                continue  # a baseline mode, an operation or a foreign benchmark: no ratio to gate
+            a, b = old_ratio, new_ratio
+        else:
+            a, b = old.stat(check.stat), new.stat(check.stat)
+        change = check.change(a, b)
+        if change > check.threshold:
+            grew = f"{change:+.1%}" if check.relative else f"+{format_seconds(change)}"
+            failures.append(f"{check.stat} {grew} > {check.text.split(':', 1)[1]}")
+        elif change < -check.threshold:
+            faster = True
+    verdict = REGRESSION if failures else (FASTER if faster else OK)
+    return tuple(failures), verdict
+
+
+def _labels(fullnames: Sequence[str], records: dict[str, BenchRecord]) -> dict[str, str]:
+    names = [records[f].name for f in fullnames]
+    return {f: (n if names.count(n) == 1 else f) for f, n in zip(fullnames, names)}
+
+
+def compare_runs(old: BenchRun, new: BenchRun, checks: Sequence[FailOn] = (),
+                 allow_cross_device: bool = False) -> Comparison:
+    """Match benchmarks by fullname (old's order, then those only in new) and judge each against every
+    gate; without gates nothing regresses and the rows only show the change."""
+    if not allow_cross_device:
+        check_same_device(old, new)
+    old_by, new_by = old.by_fullname(), new.by_fullname()
+    fullnames = list(old_by) + [f for f in new_by if f not in old_by]
+    labels = _labels(fullnames, {**new_by, **old_by})
+    time_stats = [c.stat for c in checks if c.stat != RATIO]
+    stat = time_stats[0] if time_stats else "median"
+    old_ratios, new_ratios = old.ratios(), new.ratios()
+    rows = []
+    for f in fullnames:
+        o, n = old_by.get(f), new_by.get(f)
+        row = Row(f, labels[f], o, n, stat, old_ratios.get(f), new_ratios.get(f))
+        if o is None or n is None:
+            rows.append(replace(row, verdict=ONLY_NEW if o is None else ONLY_OLD))
+            continue
+        failures, verdict = _judge(o, n, row.old_ratio, row.new_ratio, checks)
+        rows.append(replace(row, failures=failures, verdict=verdict))
+    return Comparison(old.path, new.path, old.devices(), new.devices(), tuple(checks), rows)
+
+
+def _ratio_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def table_cells(comparison: Comparison) -> list[list[str]]:
+    """The per-benchmark table as strings, header first: for the text table and compare.md alike."""
+    stat = comparison.rows[0].stat if comparison.rows else "median"
+    header = ["benchmark", f"old {stat}", f"new {stat}", "new/old"]
+    if comparison.shows_ratios:
+        header += ["old ratio", "new ratio"]
+    rows = [header + ["verdict"]]
+    for r in comparison.rows:
+        cells = [r.label, format_seconds(r.old_value), format_seconds(r.new_value),
+                 "-" if r.change is None else f"{r.change:.3f}"]
+        if comparison.shows_ratios:
+            cells += [_ratio_cell(r.old_ratio), _ratio_cell(r.new_ratio)]
+        verdict = r.verdict + (f" ({'; '.join(r.failures)})" if r.failures else "")
+        rows.append(cells + [verdict])
+    return rows
+
+
+def verdict_line(comparison: Comparison) -> str:
+    gates = ", ".join(c.text for c in comparison.checks)
+    if not comparison.checks:
+        return "no --fail-on gate given: nothing counts as a regression"
+    regressions = comparison.regressions
+    if not regressions:
+        return f"no regression beyond {gates}"
+    names = ", ".join(r.label for r in regressions[:SHOWN_REGRESSIONS])
+    more = len(regressions) - SHOWN_REGRESSIONS
+    noun = "regression" if len(regressions) == 1 else "regressions"
+    return f"{len(regressions)} {noun} beyond {gates}: {names}" + (f" (+{more} more)" if more > 0 else "")

@@ -1,0 +1,126 @@
+"""Full-size denoisers from their published configs, with deterministic weights: real shapes, no download.
+
+Benchmarks time these on a GPU so latencies reflect the layer sizes users run. Only the denoiser is
+full size (the text encoders and VAE are not in a denoiser forward); the transformers may be built
+with fewer blocks than published, since every block has the same shapes and latency is linear in
+the block count, while 12–20 B parameters would not fit beside a snapshot on one GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from parity.zoo.family import InputShape
+from parity.zoo.weights import fill_deterministic
+
+
+@dataclass(frozen=True)
+class FullSize:
+    build: Callable[[int | None], nn.Module]  # blocks (None: as published) → module, default init
+    shape: InputShape  # one denoiser call at the family's native resolution
+    published_blocks: int | None  # transformer blocks as released; None for UNets
+    bench_blocks: int | None  # blocks benchmarks build by default
+    note: str
+
+
+def sd15_unet(blocks: int | None = None) -> nn.Module:
+    from diffusers import UNet2DConditionModel
+
+    # runwayml/stable-diffusion-v1-5 unet/config.json
+    return UNet2DConditionModel(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+    )
+
+
+def sdxl_unet(blocks: int | None = None) -> nn.Module:
+    from diffusers import UNet2DConditionModel
+
+    # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json
+    return UNet2DConditionModel(
+        sample_size=128,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(320, 640, 1280),
+        layers_per_block=2,
+        transformer_layers_per_block=(1, 2, 10),
+        attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    )
+
+
+FLUX_DOUBLE, FLUX_SINGLE = 19, 38
+
+
+def flux_transformer(blocks: int | None = None) -> nn.Module:
+    """FLUX.1-dev; ``blocks`` double-stream blocks and twice as many single-stream ones (19 + 38 published)."""
+    from diffusers import FluxTransformer2DModel
+
+    double = FLUX_DOUBLE if blocks is None else blocks
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=double,
+        num_single_layers=FLUX_SINGLE if blocks is None else 2 * blocks,
+        attention_head_dim=128,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        pooled_projection_dim=768,
+        guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56),
+    )
+
+
+QWEN_LAYERS = 60
+
+
+def qwenimage_transformer(blocks: int | None = None) -> nn.Module:
+    from diffusers import QwenImageTransformer2DModel
+
+    # Qwen/Qwen-Image-Edit transformer/config.json
+    return QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=64,
+        out_channels=16,
+        num_layers=QWEN_LAYERS if blocks is None else blocks,
+        attention_head_dim=128,
+        num_attention_heads=24,
+        joint_attention_dim=3584,
+        guidance_embeds=False,
+        axes_dims_rope=(16, 56, 56),
+    )
+
+
+FULL: dict[str, FullSize] = {
+    "sd15": FullSize(sd15_unet, InputShape(grid=64, seq=77), None, None, "512x512, 77 CLIP tokens, batch 1"),
+    "sdxl": FullSize(sdxl_unet, InputShape(grid=128, seq=77), None, None, "1024x1024, 77 tokens, batch 1"),
+    # 1024x1024 → 128x128 latents → 64x64 packed tokens; 512 T5 tokens
+    "flux": FullSize(flux_transformer, InputShape(grid=64, seq=512), FLUX_DOUBLE, 4, "1024x1024, 512 T5 tokens"),
+    "qwenimage": FullSize(qwenimage_transformer, InputShape(grid=64, seq=256), QWEN_LAYERS, 8, "1024x1024, 256 text tokens"),
+}
+
+
+def full_denoiser(family: str, device: str | torch.device, seed: int = 0, blocks: int | None = None) -> nn.Module:
+    """The family's full-size denoiser on ``device`` with deterministic weights (float32)."""
+    spec = FULL[family]
+    # Built on the target device: default init of billions of parameters is slow on a CPU.
+    with torch.device(device):
+        model = spec.build(blocks if blocks is not None else spec.bench_blocks)
+    return fill_deterministic(model, seed, f"{family}/full/denoiser")

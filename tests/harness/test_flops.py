@@ -1,0 +1,70 @@
+"""The arithmetic floor: our per-layer LoRA FLOP formula against torch's own FLOP counter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from parity.flops import adapter_ranks, counted_flops, lora_extra_flops, lora_layer_flops
+from parity.synth import synth_lora
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.proj = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.conv(x).permute(0, 2, 3, 1))
+
+
+def _peft_counted_extra(rank: int) -> tuple[int, int, Net]:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    torch.manual_seed(0)
+    base, x = Net(), torch.randn(2, 3, 7, 5)
+    base_flops = counted_flops(lambda: base(x))
+    lora = inject_adapter_in_model(LoraConfig(r=rank, target_modules=["conv", "proj"]), Net())
+    return counted_flops(lambda: lora(x)) - base_flops, base_flops, base
+
+
+@pytest.mark.parametrize("rank", [1, 3, 8])
+def test_lora_extra_flops_matches_torch_flop_counter_on_peft_layers(rank: int) -> None:
+    counted, _, base = _peft_counted_extra(rank)
+    x = torch.randn(2, 3, 7, 5)
+    ours = lora_extra_flops(base, {"conv": [rank], "proj": [rank]}, lambda: base(x))
+    assert ours == counted
+
+
+def test_lora_extra_flops_detects_a_wrong_rank() -> None:
+    # negative control: the formula at rank 4 must not pass for a rank-3 PEFT adapter
+    counted, _, base = _peft_counted_extra(3)
+    x = torch.randn(2, 3, 7, 5)
+    assert lora_extra_flops(base, {"conv": [4], "proj": [4]}, lambda: base(x)) != counted
+
+
+def test_each_adapter_adds_its_own_flops() -> None:
+    layer = nn.Linear(10, 20)
+    assert lora_layer_flops(layer, 4, rows=3) == 2 * 3 * 4 * (10 + 20)
+    net = nn.Sequential(layer)
+    x = torch.randn(3, 10)
+    one = lora_extra_flops(net, {"0": [4]}, lambda: net(x))
+    two = lora_extra_flops(net, {"0": [4, 4]}, lambda: net(x))
+    assert two == 2 * one
+
+
+def test_unknown_module_is_named() -> None:
+    net = nn.Sequential(nn.Linear(2, 2))
+    with pytest.raises(KeyError, match="nope"):
+        lora_extra_flops(net, {"nope": [1]}, lambda: net(torch.randn(1, 2)))
+
+
+def test_adapter_ranks_pads_every_adapter_to_the_target_rank() -> None:
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    a = synth_lora({"m": net}, {"m": ("0", "1")}, seed=0, rank=2)
+    b = synth_lora({"m": net}, {"m": ("0",)}, seed=1, rank=3)
+    modules = [*a.modules.values(), *b.modules.values()]
+    assert adapter_ranks(modules) == {"0": [2, 3], "1": [2]}
+    assert adapter_ranks(modules, rank=8) == {"0": [8, 8], "1": [8]}
