@@ -6,7 +6,7 @@ JOBS ?= 2
 PYTEST = $(VENV)/bin/python -m pytest --dist loadgroup
 STAMP = $(VENV)/.lora-parity-installed
 
-.PHONY: install parity test slow gpu bench clean
+.PHONY: install parity test slow gpu bench gate clean
 
 $(STAMP): pyproject.toml tools/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/bootstrap.sh
@@ -28,6 +28,10 @@ test: $(STAMP)
 # On a GPU: make bench ARGS="--device cuda --bench-size full".
 bench: $(STAMP)
 	PYTHON=$(VENV)/bin/python bash tools/bench.sh $(ARGS)
+
+# Upgrade gate: old vs new diffusers/peft (tox.ini names the versions), one verdict in reports/gate/.
+gate: $(STAMP)
+	$(VENV)/bin/tox -e gate-old,gate-new
 
 slow: $(STAMP)
 	$(PYTEST) -n $(JOBS) -m slow $(ARGS)

@@ -886,7 +886,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from parity.benchjson import read_run
-    from parity.report import read_junit, write_report
+    from parity.junit import read_junit
+    from parity.report import write_report
 
     run = read_run(args.benchmark_json)
     junit = read_junit(args.junit) if args.junit else None
@@ -952,6 +953,43 @@ def run_compare(args: argparse.Namespace) -> int:
     return EXIT_OK if comparison.ok else EXIT_FAILED
 
 
+# ---------------------------------------------------------------- gate (upgrade gating)
+
+
+GATE_DESCRIPTION = """\
+One verdict on an upgrade from two results bundles (tools/gate.sh old|new, or tox -e gate-old and
+gate-new): checks that passed before and fail now, checks that no longer run, golden images that
+moved (with their side-by-side PNGs), parity errors that grew in ULPs, and benchmarks beyond the
+gate. Writes gate.md and gate.html to --out.
+
+Exit codes: 0 no regression, 1 a regression, 2 bad input."""
+
+# Within-run ratios (fused/base, unfused/base) move little between runs on one machine, while
+# absolute times on a shared runner drift together by tens of percent (docs/benchmarks/README.md).
+DEFAULT_GATE_BENCH = "ratio:25%"
+
+
+def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("old", metavar="OLD_BUNDLE", help="results bundle of the current versions")
+    parser.add_argument("new", metavar="NEW_BUNDLE", help="results bundle of the candidate versions")
+    parser.add_argument("--bench-fail-on", action="append", type=_fail_on, default=None, metavar="GATE",
+                        help=f"benchmark gate as for `compare` (repeatable; default {DEFAULT_GATE_BENCH})")
+    parser.add_argument("--allow-cross-device", action="store_true", help="bundles from different devices")
+    parser.add_argument("--out", default="reports/gate", metavar="DIR", help="gate.md and gate.html (default reports/gate)")
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    from parity.gate import judge, read_bundle
+    from parity.gatereport import terminal_lines, write_gate_report
+
+    gates = args.bench_fail_on if args.bench_fail_on is not None else [_fail_on(DEFAULT_GATE_BENCH)]
+    verdict = judge(read_bundle(args.old), read_bundle(args.new), gates, args.allow_cross_device)
+    print("\n".join(terminal_lines(verdict)))
+    md, page = write_gate_report(verdict, args.out)
+    print(f"report: {page} ({md})")
+    return EXIT_OK if verdict.ok else EXIT_FAILED
+
+
 # ---------------------------------------------------------------- registry and entry point
 
 
@@ -982,6 +1020,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                run_report, REPORT_DESCRIPTION),
     Subcommand("compare", "compare two pytest-benchmark runs and gate on regressions", add_compare_arguments,
                run_compare, COMPARE_DESCRIPTION),
+    Subcommand("gate", "one verdict on an upgrade from the old and new results bundles", add_gate_arguments,
+               run_gate, GATE_DESCRIPTION),
 )
 
 

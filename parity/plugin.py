@@ -54,6 +54,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="benchmarks at full size: transformer blocks to build (default: a few; latency is linear in blocks)",
     )
     group.addoption(
+        "--golden-report",
+        default=None,
+        help="where golden mismatches write side-by-side PNGs and index.html (default: <rootdir>/reports/golden)",
+    )
+    group.addoption(
         "--golden-class",
         default=None,
         help="compare against this device class's folder (default: this device's, e.g. cpu or cuda-sm90)",
@@ -214,7 +219,7 @@ def golden_config(request: pytest.FixtureRequest, device: str):
     return GoldenConfig(
         store=GoldenStore(Path(root), cls),
         update=request.config.getoption("--update-golden"),
-        report_dir=Path(request.config.rootpath) / DEFAULT_REPORT_DIR,
+        report_dir=Path(request.config.getoption("--golden-report") or Path(request.config.rootpath) / DEFAULT_REPORT_DIR),
         device=device,
     )
 

@@ -15,7 +15,6 @@ import os
 import re
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from parity.benchrecord import (
     group_name,
 )
 from parity.errors import ParityInputError
+from parity.junit import JunitSummary
 
 # Modes that run exactly the base arithmetic, so any ratio above the flag is overhead to explain.
 FLAGGED_MODES = (FUSED, FUSED_UNLOADED, COMPILED_FUSED)
@@ -46,47 +46,6 @@ NO_FLAGS = f"No fused mode above {FUSED_RATIO_FLAG:g}× its baseline."
 MIB = 2**20
 
 Panel = tuple[str, str, str]  # family, size, device: one set of figures each
-
-
-# ---------------------------------------------------------------- junit
-
-
-@dataclass(frozen=True)
-class JunitSummary:
-    path: str
-    passed: int
-    failed: int  # failures and errors
-    skipped: int
-    xfailed: int
-    failing: tuple[str, ...]  # classname::name of each failed or errored test
-
-
-def read_junit(path: str | os.PathLike) -> JunitSummary:
-    """Count outcomes in pytest's ``--junitxml`` file."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise ParityInputError("is a directory, not a JUnit XML file", path=path)
-    try:
-        root = ET.parse(path).getroot()
-    except OSError as exc:
-        raise ParityInputError(f"cannot read it ({exc.strerror or exc})", path=path) from None
-    except ET.ParseError as exc:
-        raise ParityInputError(f"not valid XML ({exc})", path=path) from None
-    if root.tag not in ("testsuites", "testsuite"):
-        raise ParityInputError(f"not a JUnit XML file (root element <{root.tag}>)", path=path)
-    counts = {"passed": 0, "failed": 0, "skipped": 0, "xfailed": 0}
-    failing = []
-    for case in root.iter("testcase"):
-        tags = {child.tag: child for child in case}
-        if "failure" in tags or "error" in tags:
-            counts["failed"] += 1
-            failing.append(f"{case.get('classname', '')}::{case.get('name', '')}".lstrip(":"))
-        elif "skipped" in tags:
-            # pytest writes an xfail as <skipped type="pytest.xfail">
-            counts["xfailed" if tags["skipped"].get("type") == "pytest.xfail" else "skipped"] += 1
-        else:
-            counts["passed"] += 1
-    return JunitSummary(path, failing=tuple(failing), **counts)
 
 
 # ---------------------------------------------------------------- derived values

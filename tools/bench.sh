@@ -7,7 +7,7 @@ PY=${PYTHON:-python}
 OUT=${BENCH_OUT:-reports/bench}
 mkdir -p "$OUT"
 # One process: parallel workers would time each other's work.
-"$PY" -m pytest benchmarks -p no:xdist -p no:randomly --benchmark-enable \
+"$PY" -m pytest benchmarks -n 0 -p no:randomly --benchmark-enable \
     --benchmark-json="$OUT/run.json" --junitxml="$OUT/junit.xml" "$@"
 status=$?
 if [ -s "$OUT/run.json" ]; then

@@ -1,0 +1,187 @@
+"""Upgrade gating: the same suite run under old and new library versions, each leaving a results
+bundle, compared into one verdict with its evidence.
+
+A bundle is a folder ``tools/gate.sh`` fills::
+
+    bundle.json              role (old/new), library versions, device, when, the command
+    junit.xml                every parity check's outcome
+    parity/summary.json      every check's largest error in ULPs and the share of its bound used
+    golden/<class>/          baselines rendered by the old versions (old bundle only)
+    golden-report/           side-by-side PNGs + index.json of images that moved (new bundle)
+    bench/run.json           pytest-benchmark JSON
+
+The verdict fails on: a check that passed before and fails now, a check that ran before and is
+skipped or missing now (the gate can no longer vouch for it), and a benchmark beyond its gate.
+Parity errors that grew without leaving their bound are evidence, not failures; a pinned finding
+(strict xfail) that no longer reproduces is reported as changed behaviour to review.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parity.benchjson import BenchRun, read_run
+from parity.errors import ParityInputError
+from parity.junit import FAILED, PASSED, SKIPPED, Outcome, read_outcomes
+from parity.runcompare import Comparison, FailOn, compare_runs
+
+MANIFEST = "bundle.json"
+JUNIT = "junit.xml"
+PARITY = os.path.join("parity", "summary.json")
+GOLDEN_ROOT = "golden"
+GOLDEN_REPORT = "golden-report"
+BENCH = os.path.join("bench", "run.json")
+ROLES = ("old", "new")
+
+
+def write_manifest(bundle: str | os.PathLike, role: str, command: Sequence[str] = ()) -> Path:
+    """``bundle.json``: which libraries and device produced this bundle."""
+    from parity.golden import device_class
+    from parity.versions import library_versions
+
+    if role not in ROLES:
+        raise ParityInputError(f"bundle role must be one of {', '.join(ROLES)}, not {role!r}")
+    path = Path(bundle) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "role": role,
+        "versions": library_versions(),
+        "device_class": device_class("cuda" if _cuda() else "cpu"),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": list(command) or sys.argv,
+    }
+    path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    outcomes: dict[str, Outcome]
+    parity: dict[tuple[str, str, str], dict[str, Any]]  # (check, case, dtype) → summary row
+    golden_moved: dict[str, dict[str, Any]]  # case → golden-report index entry
+    bench: BenchRun | None
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return self.manifest.get("versions", {})
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ParityInputError(f"cannot read it ({exc.strerror or exc})", path=str(path)) from None
+    except ValueError as exc:
+        raise ParityInputError(f"not valid JSON ({exc})", path=str(path)) from None
+
+
+def read_bundle(path: str | os.PathLike) -> Bundle:
+    """A bundle folder; bad input names the file that is missing or unreadable."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ParityInputError("not a results bundle folder", path=str(root))
+    manifest = _read_json(root / MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("role") not in ROLES:
+        raise ParityInputError("not a bundle manifest (no role old/new)", path=str(root / MANIFEST))
+    rows = _read_json(root / PARITY)
+    if not isinstance(rows, list):
+        raise ParityInputError("expected a list of summary rows", path=str(root / PARITY))
+    parity = {}
+    for i, row in enumerate(rows):
+        try:
+            parity[(row["check"], row["case"], row["dtype"])] = row
+        except (KeyError, TypeError):
+            raise ParityInputError("summary row without check/case/dtype", path=str(root / PARITY), key=str(i)) from None
+    index = root / GOLDEN_REPORT / "index.json"
+    golden_moved = _read_json(index) if index.exists() else {}
+    bench = read_run(root / BENCH) if (root / BENCH).exists() else None
+    return Bundle(root, manifest, read_outcomes(root / JUNIT), parity, golden_moved, bench)
+
+
+@dataclass(frozen=True)
+class TestChange:
+    test: str
+    old: str  # status before
+    new: str  # status now, "missing" when the test is gone
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ParityChange:
+    check: str
+    case: str
+    dtype: str
+    old_ulps: float
+    new_ulps: float
+    new_bound_ratio: float
+
+    @property
+    def growth(self) -> float:
+        return self.new_ulps - self.old_ulps
+
+
+@dataclass
+class Verdict:
+    old: Bundle
+    new: Bundle
+    regressions: list[TestChange] = field(default_factory=list)  # passed before, fail now
+    lost: list[TestChange] = field(default_factory=list)  # ran before, skipped or gone now
+    new_failures: list[TestChange] = field(default_factory=list)  # not in the old run, failing
+    findings_changed: list[TestChange] = field(default_factory=list)  # pinned findings that no longer reproduce
+    fixed: list[TestChange] = field(default_factory=list)  # failed before, pass now
+    parity_grew: list[ParityChange] = field(default_factory=list)
+    golden_moved: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bench: Comparison | None = None
+
+    @property
+    def ok(self) -> bool:
+        bench_ok = self.bench is None or self.bench.ok
+        return not (self.regressions or self.lost or self.new_failures) and bench_ok
+
+
+def judge(old: Bundle, new: Bundle, bench_gates: Sequence[FailOn] = (), allow_cross_device: bool = False) -> Verdict:
+    """Compare two bundles test by test, error by error, image by image and benchmark by benchmark."""
+    verdict = Verdict(old, new, golden_moved=dict(new.golden_moved))
+    for test, before in sorted(old.outcomes.items()):
+        now = new.outcomes.get(test)
+        if now is None:
+            if before.status == PASSED:
+                verdict.lost.append(TestChange(test, before.status, "missing"))
+            continue
+        change = TestChange(test, before.status, now.status, now.message)
+        if now.unexpectedly_passed:
+            verdict.findings_changed.append(change)
+        elif before.status == PASSED and now.status == FAILED:
+            verdict.regressions.append(change)
+        elif before.status == PASSED and now.status == SKIPPED:
+            verdict.lost.append(change)
+        elif before.status == FAILED and now.status == PASSED:
+            verdict.fixed.append(change)
+    for test, now in sorted(new.outcomes.items()):
+        if test not in old.outcomes and now.status == FAILED:
+            verdict.new_failures.append(TestChange(test, "absent", now.status, now.message))
+    for key, row in new.parity.items():
+        before_row = old.parity.get(key)
+        if before_row is not None and row["max_ulps"] > before_row["max_ulps"]:
+            verdict.parity_grew.append(
+                ParityChange(*key, before_row["max_ulps"], row["max_ulps"], row["max_bound_ratio"])
+            )
+    verdict.parity_grew.sort(key=lambda c: (-c.new_bound_ratio, -c.growth))
+    if old.bench is not None and new.bench is not None:
+        verdict.bench = compare_runs(old.bench, new.bench, bench_gates, allow_cross_device=allow_cross_device)
+    return verdict
