@@ -37,8 +37,10 @@ slow: $(STAMP)
 	$(PYTEST) -n $(JOBS) -m slow $(ARGS)
 
 # On a GPU machine: every check on CUDA, hotswap with inductor (CUDA graphs: ARGS="--compile-mode reduce-overhead").
+# With several GPUs, GPU_JOBS=N runs N workers, each pinned to its own device.
+GPU_JOBS ?= 1
 gpu: $(STAMP)
-	$(PYTEST) -n 1 --device cuda --compile-backend inductor $(ARGS)
+	$(PYTEST) -n $(GPU_JOBS) --device cuda --compile-backend inductor $(ARGS)
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .hypothesis

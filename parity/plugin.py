@@ -67,6 +67,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     quiet_libraries()
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if cuda_available():
+        index = worker_cuda_index(worker, torch.cuda.device_count())
+        if index is not None:
+            # "cuda" everywhere in the suite means the current device: each worker gets its own GPU.
+            torch.cuda.set_device(index)
+
+
+def worker_cuda_index(worker: str | None, device_count: int) -> int | None:
+    """The GPU an xdist worker ``gwN`` is pinned to: N mod the device count; None outside xdist
+    or with one GPU (nothing to choose)."""
+    if worker is None or device_count < 2 or not worker.startswith("gw") or not worker[2:].isdigit():
+        return None
+    return int(worker[2:]) % device_count
 
 
 def cuda_available() -> bool:

@@ -22,3 +22,4 @@ def test_summary_tables_put_the_worst_case_first_and_count_failures(tmp_path):
     assert merge_table.index("| b |") < merge_table.index("| a |")
     assert "| c | float16 | 1.00 | 1.00 | passed | x |" in text
     assert json.loads((tmp_path / "summary.json").read_text()) == ROWS
+

@@ -1,0 +1,12 @@
+"""Each xdist worker on a multi-GPU machine gets its own GPU."""
+
+from __future__ import annotations
+
+
+def test_xdist_workers_are_spread_over_the_gpus() -> None:
+    from parity.plugin import worker_cuda_index
+
+    assert [worker_cuda_index(f"gw{i}", 2) for i in range(4)] == [0, 1, 0, 1]
+    assert worker_cuda_index("gw3", 4) == 3
+    # nothing to pin outside xdist or with a single GPU
+    assert worker_cuda_index(None, 4) is None and worker_cuda_index("gw1", 1) is None
