@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 import torch
 
 from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.sd15 import TEXT_DIM, TEXT_TARGETS, tiny_clip_text
-from parity.zoo.tokenizer import tiny_clip_tokenizer
+from parity.zoo.tokenizer import tiny_clip_tokenizer, tiny_t5_tokenizer
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
 T5_DIM = 16
@@ -20,17 +19,6 @@ PROMPT_LEN = 32
 LATENT_GRID = 4  # denoiser_inputs use a 4x4 grid of packed latent tokens
 TIMESTEP = 0.5  # flow-matching sigma; the transformer scales it by 1000 itself
 GUIDANCE = 3.5
-
-
-def tiny_t5_tokenizer():
-    """A T5 (Unigram) tokenizer from an in-code vocabulary: every word splits into single characters."""
-    from transformers import T5Tokenizer
-
-    # T5's fixed head: <pad>=0, </s>=1, <unk>=2; then the word-start marker and the characters.
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    for ch in string.ascii_lowercase + string.digits + ".,!?'-":
-        vocab += [("▁" + ch, -3.0), (ch, -4.0)]
-    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)  # FluxPipeline's max_sequence_length cap
 
 
 def tiny_t5(vocab_size: int):

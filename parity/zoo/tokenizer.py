@@ -1,23 +1,76 @@
-"""A tiny CLIP tokenizer built in code: no vocabulary file is fetched."""
+"""Tiny CLIP and T5 tokenizers built in code: no vocabulary file is fetched.
+
+They must give the same ids under every transformers version a gate compares (golden images
+depend on them). transformers 5 builds both from in-memory vocabularies; transformers 4 wants
+files (CLIP) or a tokenizers object (T5), so the same vocabularies are handed over that way.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import string
-
-from transformers import CLIPTokenizer
+import tempfile
+from typing import Any
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+CHARS = string.ascii_lowercase + string.digits + ".,!?'-"
+T5_MAX_LENGTH = 512  # FluxPipeline's max_sequence_length cap
 
 
 def tiny_vocab() -> dict[str, int]:
     vocab = {BOS: 0, EOS: 1}
-    for ch in string.ascii_lowercase + string.digits + ".,!?'-":
+    for ch in CHARS:
         vocab.setdefault(ch, len(vocab))
         vocab.setdefault(ch + "</w>", len(vocab))
     return vocab
 
 
-def tiny_clip_tokenizer(max_length: int = 77) -> CLIPTokenizer:
+def _transformers_4() -> bool:
+    """transformers 4's tokenizers take files (or a tokenizers object), not vocabularies."""
+    import transformers
+
+    return int(transformers.__version__.split(".")[0]) < 5
+
+
+def tiny_clip_tokenizer(max_length: int = 77) -> Any:
     # Without merges BPE splits every word into characters: enough to turn prompts into stable ids.
-    merges: list[tuple[str, str]] = []
-    return CLIPTokenizer(vocab=tiny_vocab(), merges=merges, model_max_length=max_length)
+    from transformers import CLIPTokenizer
+
+    if not _transformers_4():
+        return CLIPTokenizer(vocab=tiny_vocab(), merges=[], model_max_length=max_length)
+    folder = tempfile.mkdtemp(prefix="lora-parity-clip-")
+    vocab_file, merges_file = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+    with open(vocab_file, "w", encoding="utf-8") as f:
+        json.dump(tiny_vocab(), f)
+    with open(merges_file, "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n")
+    return CLIPTokenizer(vocab_file, merges_file, model_max_length=max_length)
+
+
+def t5_vocab() -> list[tuple[str, float]]:
+    # T5's fixed head: <pad>=0, </s>=1, <unk>=2; then the word-start marker and the characters.
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    for ch in CHARS:
+        vocab += [("▁" + ch, -3.0), (ch, -4.0)]
+    return vocab
+
+
+def tiny_t5_tokenizer() -> Any:
+    """A T5 (Unigram) tokenizer: every word splits into single characters."""
+    if not _transformers_4():
+        from transformers import T5Tokenizer
+
+        return T5Tokenizer(vocab=t5_vocab(), extra_ids=0, model_max_length=T5_MAX_LENGTH)
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    # What transformers 5's T5Tokenizer assembles from a vocabulary, built by hand.
+    backend = Tokenizer(models.Unigram(t5_vocab(), unk_id=2, byte_fallback=False))
+    backend.normalizer = normalizers.Sequence([normalizers.Replace(" {2,}", " ")])
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return T5TokenizerFast(tokenizer_object=backend, extra_ids=0, model_max_length=T5_MAX_LENGTH)

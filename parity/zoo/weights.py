@@ -36,6 +36,13 @@ def _value_for(seed: int, name: str, shape: tuple[int, ...]) -> torch.Tensor:
     return deterministic_tensor(seed, name, shape, 1.0 / math.sqrt(fan_in))
 
 
+def stable_name(model: nn.Module, name: str) -> str:
+    """The parameter name as the newest library spells it, so a tiny model's weights do not change
+    with the library version that builds it: transformers 5 dropped CLIPTextModel's ``text_model.``
+    level (CLIPTextModelWithProjection keeps it)."""
+    return name.removeprefix("text_model.") if type(model).__name__ == "CLIPTextModel" else name
+
+
 def fill_deterministic(model: nn.Module, seed: int, namespace: str) -> nn.Module:
     """Overwrite every floating tensor of ``model`` (parameters and persistent buffers) in place."""
     state = model.state_dict()
@@ -43,6 +50,6 @@ def fill_deterministic(model: nn.Module, seed: int, namespace: str) -> nn.Module
     for name, tensor in state.items():
         if not torch.is_floating_point(tensor):
             continue
-        new[name] = _value_for(seed, f"{namespace}/{name}", tuple(tensor.shape)).to(tensor.dtype)
+        new[name] = _value_for(seed, f"{namespace}/{stable_name(model, name)}", tuple(tensor.shape)).to(tensor.dtype)
     model.load_state_dict(new, strict=False)
     return model
