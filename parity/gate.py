@@ -144,6 +144,7 @@ class Verdict:
     new_failures: list[TestChange] = field(default_factory=list)  # not in the old run, failing
     findings_changed: list[TestChange] = field(default_factory=list)  # pinned findings that no longer reproduce
     fixed: list[TestChange] = field(default_factory=list)  # failed before, pass now
+    still_failing: list[TestChange] = field(default_factory=list)  # failed before and now: not vouched for
     parity_grew: list[ParityChange] = field(default_factory=list)
     golden_moved: dict[str, dict[str, Any]] = field(default_factory=dict)
     bench: Comparison | None = None
@@ -172,6 +173,8 @@ def judge(old: Bundle, new: Bundle, bench_gates: Sequence[FailOn] = (), allow_cr
             verdict.lost.append(change)
         elif before.status == FAILED and now.status == PASSED:
             verdict.fixed.append(change)
+        elif before.status == FAILED and now.status == FAILED:
+            verdict.still_failing.append(change)
     for test, now in sorted(new.outcomes.items()):
         if test not in old.outcomes and now.status == FAILED:
             verdict.new_failures.append(TestChange(test, "absent", now.status, now.message))

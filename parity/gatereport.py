@@ -71,6 +71,7 @@ def _sections(verdict: Verdict) -> list[tuple[str, list[str], list[list[str]]]]:
         tests, changes(verdict.findings_changed),
     ))
     out.append(("Fixed: failed before, pass now", tests, changes(verdict.fixed)))
+    out.append(("Failing before and now: not compared, so not vouched for", tests, changes(verdict.still_failing)))
     return out
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from parity.formats import LoraFile, LoraModule
 from parity.modules import lora_capable_modules
 from parity.zoo.family import select_modules
-from parity.zoo.weights import deterministic_tensor
+from parity.zoo.weights import deterministic_tensor, stable_name
 
 RankFn = Callable[[int, str], int]
 
@@ -51,7 +51,8 @@ def synth_lora(
             out_f, in_f = weight.shape[0], weight.shape[1]
             kernel = tuple(weight.shape[2:])
             fan_in = in_f * math.prod(kernel)
-            tag = f"lora/{seed}/{component}/{name}"
+            # keyed by the stable name: the same file content whichever transformers builds the model
+            tag = f"lora/{seed}/{component}/{stable_name(components[component], name)}"
             down = deterministic_tensor(seed, tag + "/down", (r, in_f, *kernel), 1 / math.sqrt(fan_in))
             up = deterministic_tensor(seed, tag + "/up", (out_f, r, *(1,) * len(kernel)), 0.5 / math.sqrt(r))
             modules[(component, name)] = LoraModule(component, name, down.to(dtype), up.to(dtype), alpha_fn(r))

@@ -64,7 +64,32 @@ def tiny_clip_text(hidden: int = TEXT_DIM, projection: bool = False):
         projection_dim=hidden,
         max_position_embeddings=77,
     )
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+    return float64_safe(model)
+
+
+def float64_safe(model: torch.nn.Module) -> torch.nn.Module:
+    """transformers 4's CLIP builds its causal mask with ``torch.full(..., finfo(float64).min)`` in
+    the default dtype, which torch now refuses ("cannot be converted to type float without
+    overflow"): during a float64 forward the default dtype follows the model's. transformers 5 needs
+    nothing; float64 runs are the suite's ground truth, so both versions must run them."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return model
+    saved: list[torch.dtype] = []
+
+    def before(module: torch.nn.Module, args: Any) -> None:
+        saved.append(torch.get_default_dtype())
+        if next(module.parameters()).dtype == torch.float64:
+            torch.set_default_dtype(torch.float64)
+
+    def after(module: torch.nn.Module, args: Any, output: Any) -> None:
+        torch.set_default_dtype(saved.pop())
+
+    model.register_forward_pre_hook(before)
+    model.register_forward_hook(after)
+    return model
 
 
 def build_tiny(seed: int = 0):

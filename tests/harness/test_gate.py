@@ -95,17 +95,18 @@ def _handmade(path: Path, role: str, cases: dict[str, str], ulps: float = 1.0) -
 def test_each_kind_of_change_lands_in_its_section(tmp_path: Path) -> None:
     old = _handmade(tmp_path / "old", "old", {
         "t::regressed": "passed", "t::lost": "passed", "t::gone": "passed", "t::finding": "xfailed",
-        "t::fixed": "failed", "t::same": "passed",
+        "t::fixed": "failed", "t::same": "passed", "t::broken": "failed",
     })
     new = _handmade(tmp_path / "new", "new", {
         "t::regressed": "failed", "t::lost": "skipped", "t::finding": "xpass", "t::fixed": "passed",
-        "t::same": "passed", "t::brand_new": "failed",
+        "t::same": "passed", "t::brand_new": "failed", "t::broken": "failed",
     }, ulps=2.5)
     v = judge(read_bundle(old), read_bundle(new))
     assert [c.test for c in v.regressions] == ["t::regressed"]
     assert sorted(c.test for c in v.lost) == ["t::gone", "t::lost"]
     assert [c.test for c in v.findings_changed] == ["t::finding"]
     assert [c.test for c in v.fixed] == ["t::fixed"]
+    assert [c.test for c in v.still_failing] == ["t::broken"]
     assert [c.test for c in v.new_failures] == ["t::brand_new"]
     assert [(c.old_ulps, c.new_ulps) for c in v.parity_grew] == [(1.0, 2.5)]
     assert not v.ok
