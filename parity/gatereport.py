@@ -58,7 +58,7 @@ def _sections(verdict: Verdict) -> list[tuple[str, list[str], list[list[str]]]]:
     ))
     if verdict.bench is not None:
         bench_rows = table_cells(verdict.bench)
-        slower = [row for row in bench_rows[1:] if REGRESSION in row]
+        slower = [row for row in bench_rows[1:] if any(REGRESSION in cell for cell in row)]
         out.append(("Benchmarks beyond their gate", bench_rows[0], slower))
     out.append((
         "Parity errors that grew (still within their bound unless a check above failed)",
