@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from parity import benchrecord as rec
-from parity.benchmodes import MODES, Mode, Subject, enter, flop_fields, mode_info
+from parity.benchmodes import MODES, MODES_BY_NAME, Mode, Subject, call_of, enter, flop_fields, mode_info
 from parity.benchrun import rounds_for, time_target
 from parity.zoo import FAMILIES
 
@@ -23,7 +23,6 @@ CASES = [
     for dtype in ALL_DTYPES
     for mode in MODES
 ]
-MODE = {m.name: m for m in MODES}
 
 
 def _time_mode(benchmark, subject: Subject, mode: Mode, kind: str, rounds: int | None) -> None:
@@ -31,7 +30,7 @@ def _time_mode(benchmark, subject: Subject, mode: Mode, kind: str, rounds: int |
     if not benchmark.disabled:  # counting runs the call under FlopCounterMode: not for smoke runs
         for key, value in flop_fields(subject, mode, kind).items():
             setattr(info, key, value)
-    call = subject.forward if kind == rec.FORWARD else subject.pipeline_call
+    call = call_of(subject, kind)
     enter(subject, mode, warmup=call)
     time_target(benchmark, info, call, subject.device, rounds_for(subject.size, kind, rounds))
 
@@ -39,7 +38,7 @@ def _time_mode(benchmark, subject: Subject, mode: Mode, kind: str, rounds: int |
 @pytest.mark.benchmark
 @pytest.mark.parametrize("case", CASES)
 def test_denoiser_forward_latency(benchmark, case: BenchCase, subject: Subject, bench_rounds: int | None) -> None:
-    _time_mode(benchmark, subject, MODE[case.name], rec.FORWARD, bench_rounds)
+    _time_mode(benchmark, subject, MODES_BY_NAME[case.name], rec.FORWARD, bench_rounds)
 
 
 @pytest.mark.benchmark
@@ -47,4 +46,4 @@ def test_denoiser_forward_latency(benchmark, case: BenchCase, subject: Subject, 
 def test_pipeline_call_latency(benchmark, case: BenchCase, subject: Subject, bench_rounds: int | None) -> None:
     if subject.size == "full":
         pytest.skip("full size builds only the denoiser at full size; time a whole pipeline with --model-path")
-    _time_mode(benchmark, subject, MODE[case.name], rec.PIPELINE, bench_rounds)
+    _time_mode(benchmark, subject, MODES_BY_NAME[case.name], rec.PIPELINE, bench_rounds)

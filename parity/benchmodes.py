@@ -44,10 +44,6 @@ class Mode:
     compiled: bool = False
     target_rank: int | None = None  # enable_lora_hotswap(target_rank) before loading
 
-    @property
-    def id(self) -> str:
-        return self.name
-
 
 MODES: tuple[Mode, ...] = (
     Mode(rec.BASE),
@@ -133,7 +129,7 @@ def build_subject(
         path = save_lora(lora, os.path.join(directory, f"bench-{family.name}-{i}.safetensors"), "diffusers")
         paths.append(path)
         loras.append(read_lora(path, components))
-    inputs = family.denoiser_inputs(pipe, 0, dtype, shape) if shape else family.denoiser_inputs(pipe, 0, dtype)
+    inputs = family.denoiser_inputs(pipe, 0, dtype, shape)
     inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     subject = Subject(family, pipe, size, dtype, device, paths, loras, inputs, shape, backend=backend,
                       compile_mode=compile_mode, notes=notes)

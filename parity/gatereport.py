@@ -5,10 +5,10 @@ from __future__ import annotations
 import html
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 from parity.gate import GOLDEN_REPORT, Bundle, Verdict
+from parity.report import markdown_table
 from parity.runcompare import REGRESSION, table_cells
 
 SHOWN = 10  # rows per section on the terminal; the files list every row
@@ -94,14 +94,6 @@ def terminal_lines(verdict: Verdict) -> list[str]:
     return lines
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    def esc(cell: str) -> str:
-        return cell.replace("|", "\\|").replace("\n", " ")
-
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(esc(c) for c in row) + " |" for row in rows)]
-
-
 def _golden_images(verdict: Verdict, out: Path) -> dict[str, str]:
     """Copy the new bundle's side-by-side PNGs next to the report so it stands alone."""
     images = {}
@@ -127,7 +119,7 @@ def write_gate_report(verdict: Verdict, out: str | os.PathLike) -> tuple[Path, P
     for title, header, rows in _sections(verdict):
         if not rows:
             continue
-        md += ["", f"## {title} ({len(rows)})", "", *_md_table(header, rows)]
+        md += ["", f"## {title} ({len(rows)})", "", *markdown_table([header, *rows])]
         body.append(f"<h2>{html.escape(title)} ({len(rows)})</h2><table><tr>"
                     + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
                     + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)

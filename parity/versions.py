@@ -17,3 +17,11 @@ def library_versions() -> dict[str, str]:
             out[name] = "not installed"
     out["python"] = sys.version.split()[0]
     return out
+
+
+def major_version(package: str) -> int:
+    """The installed major version (0 when not installed): for code paths that differ across majors."""
+    try:
+        return int(metadata.version(package).split(".")[0])
+    except metadata.PackageNotFoundError:
+        return 0

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from parity.versions import major_version
 from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.tokenizer import tiny_clip_tokenizer, tiny_vocab
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
@@ -73,9 +74,7 @@ def float64_safe(model: torch.nn.Module) -> torch.nn.Module:
     the default dtype, which torch now refuses ("cannot be converted to type float without
     overflow"): during a float64 forward the default dtype follows the model's. transformers 5 needs
     nothing; float64 runs are the suite's ground truth, so both versions must run them."""
-    import transformers
-
-    if int(transformers.__version__.split(".")[0]) >= 5:
+    if major_version("transformers") >= 5:
         return model
     saved: list[torch.dtype] = []
 

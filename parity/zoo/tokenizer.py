@@ -13,6 +13,8 @@ import string
 import tempfile
 from typing import Any
 
+from parity.versions import major_version
+
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 CHARS = string.ascii_lowercase + string.digits + ".,!?'-"
 T5_MAX_LENGTH = 512  # FluxPipeline's max_sequence_length cap
@@ -28,9 +30,7 @@ def tiny_vocab() -> dict[str, int]:
 
 def _transformers_4() -> bool:
     """transformers 4's tokenizers take files (or a tokenizers object), not vocabularies."""
-    import transformers
-
-    return int(transformers.__version__.split(".")[0]) < 5
+    return major_version("transformers") < 5
 
 
 def tiny_clip_tokenizer(max_length: int = 77) -> Any:
