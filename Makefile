@@ -6,7 +6,7 @@ JOBS ?= 2
 PYTEST = $(VENV)/bin/python -m pytest --dist loadgroup
 STAMP = $(VENV)/.lora-parity-installed
 
-.PHONY: install parity test slow gpu bench gate clean
+.PHONY: install parity test slow gpu bench gate repeat clean
 
 $(STAMP): pyproject.toml tools/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/bootstrap.sh
@@ -14,24 +14,29 @@ $(STAMP): pyproject.toml tools/bootstrap.sh
 
 install: $(STAMP)
 
-# The parity checks on the built-in tiny models; JUnit XML + a readable summary in reports/parity/.
+# Outputs never overwrite a previous run's: each run gets a new folder reports/<kind>/<UTC time>-<id>/
+# and reports/<kind>/latest points at the newest (parity/rundir.py).
+
+# The parity checks on the built-in tiny models; JUnit XML + a readable summary in reports/parity/latest/.
 parity: $(STAMP)
-	$(PYTEST) tests -n $(JOBS) -m "not slow" --ignore=tests/harness \
-		--junitxml=reports/parity/junit.xml --parity-report=reports/parity $(ARGS)
-	@echo "summary: reports/parity/summary.md"
+	PYTHON=$(VENV)/bin/python JOBS=$(JOBS) bash tools/parity.sh $(ARGS)
 
 # Everything that runs by default: parity checks, the harness's own tests, benchmark smoke runs.
 test: $(STAMP)
 	$(PYTEST) -n $(JOBS) -m "not slow" $(ARGS)
 
-# Timed benchmarks (tiny zoo on this machine's device), then reports/bench/{run.json,index.html,report.md}.
+# Timed benchmarks (tiny zoo on this machine's device), then reports/bench/latest/{run.json,index.html,report.md}.
 # On a GPU: make bench ARGS="--device cuda --bench-size full".
 bench: $(STAMP)
 	PYTHON=$(VENV)/bin/python bash tools/bench.sh $(ARGS)
 
-# Upgrade gate: old vs new diffusers/peft (tox.ini names the versions), one verdict in reports/gate/.
+# Upgrade gate: old vs new diffusers/peft (tox.ini names the versions), one verdict in reports/gate/latest/.
 gate: $(STAMP)
 	$(VENV)/bin/tox -e gate-old,gate-new
+
+# Determinism: the default suite twice (the second in random order); the runs must agree exactly.
+repeat: $(STAMP)
+	PYTHON=$(VENV)/bin/python JOBS=$(JOBS) bash tools/repeat.sh $(ARGS)
 
 slow: $(STAMP)
 	$(PYTEST) -n $(JOBS) -m slow $(ARGS)

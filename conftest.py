@@ -1,1 +1,2 @@
-pytest_plugins = ["parity.plugin"]
+# pytester: tests/harness/test_run_folders.py runs the plugin on a throwaway project, in process.
+pytest_plugins = ["parity.plugin", "pytester"]

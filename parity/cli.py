@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -160,6 +161,7 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cycles", type=_positive_int, default=1, help="fuse/unfuse cycles for the drift check (default: 1)"
     )
+    _add_pickle_argument(parser)
     _add_run_arguments(parser)
 
 
@@ -173,11 +175,26 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_pickle_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read .bin/.pt/.pth/.ckpt LoRA files with torch.load(weights_only=True) (default: refuse them)",
+    )
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Where a subcommand runs and where its report goes: the same for every one of them."""
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT (a new file)")
+    _add_overwrite_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    # parity/rundir.py: a named output that holds a previous run's output is refused without this.
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a previous run's output at the named --json/--out/--report-dir")
 
 
 @dataclass
@@ -218,13 +235,16 @@ def _adapter_weights(weights: list[float] | None, n_files: int) -> list[float]:
     return weights
 
 
-def _check_json_target(path: str | None) -> None:
-    # Find out before a long run, not after it, that the report cannot be written.
+def _check_json_target(path: str | None, overwrite: bool) -> None:
+    # Find out before a long run, not after it, that the report cannot be written or would clobber one.
+    from parity.rundir import claim_file
+
     if path is None:
         return
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path) or not os.path.isdir(parent):
         raise ParityInputError("cannot write the JSON report here", path=path)
+    claim_file(path, overwrite)
 
 
 def _build(family: Any, dtype: Any, args: argparse.Namespace) -> Any:
@@ -255,6 +275,7 @@ def _failing_file(pipe: Any, paths: Sequence[str], loras: Sequence[Any]) -> str:
 def _with_adapters(pipe: Any, family: Any, paths: Sequence[str], loras: Sequence[Any], weights: list[float]) -> _Loaded:
     from diffusers.utils import logging as diffusers_logging
 
+    from parity.formats import diffusers_source
     from parity.fuse import load_adapters, snapshot
 
     components = family.components(pipe)
@@ -263,7 +284,8 @@ def _with_adapters(pipe: Any, family: Any, paths: Sequence[str], loras: Sequence
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
     try:
-        load_adapters(pipe, list(paths), weights)
+        # The tensors we read, not the path, for a pickle: diffusers must never unpickle a file itself.
+        load_adapters(pipe, [diffusers_source(lora) for lora in loras], weights)
     except ParityInputError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever diffusers/PEFT reject is a property of the file
@@ -398,14 +420,15 @@ def run_check(args: argparse.Namespace) -> int:
     dtypes = {name: dtype_from_name(name) for name in args.dtype}
     _check_device(args.device)
     weights = _adapter_weights(args.weights, len(args.lora))
-    _check_json_target(args.json)
+    _check_json_target(args.json, args.overwrite)
     quiet_libraries()
     warnings.filterwarnings("ignore")  # the CLI's stderr carries progress and at most one error line
     _strict_float32(args.device)
 
     # Every input error surfaces here, before the first progress line: model, files, diffusers' loader.
     first_pipe = _build(family, next(iter(dtypes.values())), args)
-    loras = [read_lora(path, family.components(first_pipe), strict=False) for path in args.lora]
+    loras = [read_lora(path, family.components(first_pipe), strict=False, allow_pickle=args.allow_pickle)
+             for path in args.lora]
     preloaded = [_with_adapters(first_pipe, family, args.lora, loras, weights)]
     del first_pipe
 
@@ -493,6 +516,7 @@ def add_hotswap_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--compile-mode", metavar="M", help="torch.compile mode, inductor only (default: none)")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
+    _add_pickle_argument(parser)
     _add_run_arguments(parser)
 
 
@@ -546,7 +570,7 @@ def _read_hotswap_files(family: Any, dtype: Any, level: str, args: argparse.Name
 
     pipe = _build(family, dtype, args)
     components = family.components(pipe)
-    loras = [read_lora(path, components, strict=False) for path in args.lora]
+    loras = [read_lora(path, components, strict=False, allow_pickle=args.allow_pickle) for path in args.lora]
     del pipe, components
     denoiser = family.denoiser
     for lora in loras:
@@ -591,7 +615,7 @@ def _plan_hotswap(args: argparse.Namespace) -> _HotswapPlan:
     dtype = dtype_from_name(args.dtype)
     level = _check_level(args.level)
     backend, mode = _compile_options(args.compile_backend, args.compile_mode, args.device)
-    _check_json_target(args.json)
+    _check_json_target(args.json, args.overwrite)
     quiet_libraries()
     warnings.filterwarnings("ignore")  # the CLI's stderr carries progress and at most one error line
     loras = _read_hotswap_files(family, dtype, level, args)
@@ -771,16 +795,44 @@ def _format_hotswap(report: dict[str, Any]) -> str:
     return "\n".join([*lines, "", verdict])
 
 
+def _renamed(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with every occurrence of each key of ``names`` replaced by its value, in every string."""
+    if isinstance(value, str):
+        for old, new in names.items():
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, dict):
+        return {_renamed(k, names): _renamed(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, names) for v in value]
+    return value
+
+
 def run_hotswap(args: argparse.Namespace) -> int:
     """Validate, start a compiled session with the first file, swap each next one in and check it."""
     from parity.dynamo import reset
+    from parity.formats import is_pickle_path, safetensors_copy
 
-    plan = _plan_hotswap(args)
-    _strict_float32(args.device)
-    try:
-        report = _run_swaps(plan, args)
-    finally:
-        reset()  # an in-process caller's next compiled model must not meet this one's guards
+    with tempfile.TemporaryDirectory(prefix="lora-parity-") as scratch:
+        # The session loads, re-reads and labels files by path: an allowed pickle goes in as a
+        # safetensors copy of its weights-only-read tensors, so nothing unpickles it; the report
+        # then names the original again.
+        originals = {safetensors_copy(p, scratch, f"{i}-"): p for i, p in enumerate(args.lora)
+                     if args.allow_pickle and is_pickle_path(p)}
+        copies = {p: c for c, p in originals.items()}
+        args.lora = [copies.get(p, p) for p in args.lora]
+        try:
+            plan = _plan_hotswap(args)
+            _strict_float32(args.device)
+            try:
+                report = _renamed(_run_swaps(plan, args), originals)
+            finally:
+                reset()  # an in-process caller's next compiled model must not meet this one's guards
+        except ParityInputError as exc:
+            raise ParityInputError(_renamed(exc.message, originals), path=_renamed(exc.path, originals),
+                                   key=exc.key) from None
+        finally:
+            args.lora = [originals.get(p, p) for p in args.lora]
     print(_format_hotswap(report))
     if args.json:
         _write_json(report, args.json)
@@ -827,8 +879,11 @@ def add_golden_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"golden image root (default: {DEFAULT_GOLDEN_DIR})")
     parser.add_argument("--golden-class", metavar="CLASS",
                         help="device class folder (default: this device's, e.g. cpu or cuda-sm90)")
-    parser.add_argument("--report-dir", default=DEFAULT_REPORT_DIR, metavar="DIR",
-                        help=f"where mismatch images and index.html go (default: {DEFAULT_REPORT_DIR})")
+    parser.add_argument("--report-dir", default=None, metavar="DIR",
+                        help="where mismatch images and index.html go (default: a new run folder "
+                             f"{DEFAULT_REPORT_DIR}/<time>-<id>/, made only on a mismatch; "
+                             f"{DEFAULT_REPORT_DIR}/latest)")
+    _add_overwrite_argument(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -837,6 +892,7 @@ def run_golden(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from parity import golden
+    from parity.rundir import adopt
     from parity.zoo import get_family
 
     families = [get_family(f).name for group in (args.family or []) for f in group]
@@ -844,25 +900,58 @@ def run_golden(args: argparse.Namespace) -> int:
     quiet_libraries()
     warnings.filterwarnings("ignore")
     _strict_float32(args.device)
-    store = golden.GoldenStore(Path(args.golden_dir), args.golden_class or golden.device_class(args.device))
+    update = args.action == "update"
+    # An update stages every baseline and commits them together: a killed run leaves the old ones.
+    store = golden.GoldenStore(Path(args.golden_dir), args.golden_class or golden.device_class(args.device),
+                               staging=golden.new_update_token() if update else None)
     cases = golden.cases_for(families)
+    report_dir = _golden_report_dir(args)
     progress = _Progress(total=len(cases), enabled=not args.quiet)
     failed = []
-    for case in cases:
-        with progress.step(f"{args.action} {case.id}") as outcome:
-            try:
-                result = golden.run_case(store, case, Path(args.report_dir), args.action == "update", args.device)
-            except golden.GoldenError as exc:  # an update refused (non-finite or unreproducible render)
-                result = golden.CaseOutcome(case.id, False, [str(exc)])
-            outcome(result.ok)
-        shown = [line for line in result.lines if "baseline written" not in line] if result.ok else result.lines[:1]
-        print(("ok    " if result.ok else "FAIL  ") + "\n      ".join(shown[0].splitlines()[:1] + shown[1:]))
-        if not result.ok:
-            failed.append(result)
+    try:
+        for case in cases:
+            with progress.step(f"{args.action} {case.id}") as outcome:
+                try:
+                    result = golden.run_case(store, case, report_dir, update, args.device)
+                except golden.GoldenError as exc:  # an update refused (non-finite or unreproducible render)
+                    result = golden.CaseOutcome(case.id, False, [str(exc)])
+                outcome(result.ok)
+            shown = [line for line in result.lines if "baseline written" not in line] if result.ok else result.lines[:1]
+            print(("ok    " if result.ok else "FAIL  ") + "\n      ".join(shown[0].splitlines()[:1] + shown[1:]))
+            if not result.ok:
+                failed.append(result)
+    except BaseException:
+        store.discard_update()
+        raise
+    if update:
+        store.commit_update()
     for result in failed:
         print("\n" + "\n".join(result.lines))
     print(f"\n{len(cases) - len(failed)} passed, {len(failed)} failed ({store.dir})")
+    if args.report_dir is None and adopt(report_dir, args.command_line):
+        print(f"mismatch report: {report_dir / 'index.html'}")
     return EXIT_OK if not failed else EXIT_FAILED
+
+
+def _golden_report_dir(args: argparse.Namespace) -> Any:
+    """A named --report-dir is claimed now; the default run folder is only named, since a run with no
+    mismatch writes nothing there (``adopt`` marks it if one did)."""
+    from parity.golden import DEFAULT_REPORT_DIR
+    from parity.rundir import OUTPUTS, claim_dir, fresh_run_dir
+
+    if args.report_dir is None:
+        return fresh_run_dir(DEFAULT_REPORT_DIR, args.command_line, create=False)
+    return claim_dir(args.report_dir, OUTPUTS["golden-report"], args.overwrite, command=args.command_line)
+
+
+def _output_dir(args: argparse.Namespace, writer: str, default_root: str | None = None) -> Any:
+    """``--out``: a named folder is claimed for ``writer`` (refused if it holds a previous run's output
+    unless --overwrite); without one, a new run folder under ``default_root`` (parity/rundir.py)."""
+    from parity.rundir import OUTPUTS, claim_dir, fresh_run_dir
+
+    if args.out is None:
+        return fresh_run_dir(default_root, args.command_line)
+    return claim_dir(args.out, OUTPUTS[writer], args.overwrite, command=args.command_line)
 
 
 # ---------------------------------------------------------------- report and compare (benchmarks)
@@ -877,10 +966,16 @@ fused+unloaded or compiled-fused ratio above the fused flag is marked and listed
 Exit codes: 0 report written, 2 bad input."""
 
 
+BENCH_ROOT = os.path.join("reports", "bench")
+
+
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark-json", required=True, metavar="RUN.json", help="pytest-benchmark JSON file")
     parser.add_argument("--junit", metavar="JUNIT.xml", help="pytest --junitxml file: adds test outcome counts")
-    parser.add_argument("--out", default="reports/bench", metavar="DIR", help="output folder (default: reports/bench)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help=f"output folder (default: a new run folder {BENCH_ROOT}/<time>-<id>/; "
+                             f"{BENCH_ROOT}/latest)")
+    _add_overwrite_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -891,7 +986,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     run = read_run(args.benchmark_json)
     junit = read_junit(args.junit) if args.junit else None
-    report = write_report(run, args.out, junit, progress=not args.quiet)
+    report = write_report(run, _output_dir(args, "bench-report", BENCH_ROOT), junit, progress=not args.quiet)
     print(f"wrote {report.html}, {report.markdown} and {len(report.plots)} plot(s) for {len(run.records)} benchmark(s)")
     for flag in report.flags:
         print(f"  flagged: {flag.record.fullname}: {flag.record.info.mode} ratio {flag.ratio:.3f}")
@@ -927,27 +1022,23 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                         help="STAT:N%%, STAT:SECONDS or ratio:N%% (repeatable), e.g. median:10%%")
     parser.add_argument("--allow-cross-device", action="store_true", help="compare runs from different devices")
     parser.add_argument("--out", metavar="DIR", help="also write the table as DIR/compare.md")
+    _add_overwrite_argument(parser)
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from parity.benchjson import read_run
     from parity.report import markdown_table
     from parity.runcompare import compare_runs, table_cells, verdict_line
 
     old, new = read_run(args.old), read_run(args.new)
+    out = _output_dir(args, "compare") if args.out else None  # refused before the table, not after it
     comparison = compare_runs(old, new, args.fail_on, allow_cross_device=args.allow_cross_device)
     cells = table_cells(comparison)
     verdict = verdict_line(comparison)
     print(f"{args.old} -> {args.new} ({'; '.join(comparison.new_devices)})")
     print("\n".join(_table(cells)))
     print(verdict)
-    if args.out:
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise ParityInputError("exists and is not a directory", path=args.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         md = [f"# {args.old} -> {args.new}", "", *markdown_table(cells), "", verdict]
         (out / "compare.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     return EXIT_OK if comparison.ok else EXIT_FAILED
@@ -967,6 +1058,7 @@ Exit codes: 0 no regression, 1 a regression, 2 bad input."""
 # Within-run ratios (fused/base, unfused/base) move little between runs on one machine, while
 # absolute times on a shared runner drift together by tens of percent (docs/benchmarks/README.md).
 DEFAULT_GATE_BENCH = "ratio:25%"
+GATE_ROOT = os.path.join("reports", "gate")
 
 
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -975,7 +1067,10 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bench-fail-on", action="append", type=_fail_on, default=None, metavar="GATE",
                         help=f"benchmark gate as for `compare` (repeatable; default {DEFAULT_GATE_BENCH})")
     parser.add_argument("--allow-cross-device", action="store_true", help="bundles from different devices")
-    parser.add_argument("--out", default="reports/gate", metavar="DIR", help="gate.md and gate.html (default reports/gate)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help=f"gate.md and gate.html (default: a new run folder {GATE_ROOT}/<time>-<id>/; "
+                             f"{GATE_ROOT}/latest)")
+    _add_overwrite_argument(parser)
 
 
 def run_gate(args: argparse.Namespace) -> int:
@@ -983,11 +1078,36 @@ def run_gate(args: argparse.Namespace) -> int:
     from parity.gatereport import terminal_lines, write_gate_report
 
     gates = args.bench_fail_on if args.bench_fail_on is not None else [_fail_on(DEFAULT_GATE_BENCH)]
-    verdict = judge(read_bundle(args.old), read_bundle(args.new), gates, args.allow_cross_device)
+    old, new = read_bundle(args.old), read_bundle(args.new)
+    out = _output_dir(args, "gate", GATE_ROOT)
+    verdict = judge(old, new, gates, args.allow_cross_device)
     print("\n".join(terminal_lines(verdict)))
-    md, page = write_gate_report(verdict, args.out)
+    md, page = write_gate_report(verdict, out)
     print(f"report: {page} ({md})")
     return EXIT_OK if verdict.ok else EXIT_FAILED
+
+
+# ---------------------------------------------------------------- agree (determinism)
+
+AGREE_DESCRIPTION = """\
+Two runs of the suite on one machine (each a folder with junit.xml from --junitxml and
+parity/summary.json from --parity-report; tools/repeat.sh makes both, the second in random order)
+must agree exactly: the same tests, the same outcomes, every measured error bit-for-bit the same.
+Exit 0 when they do, 1 with the differences when not, 2 on unreadable input.
+"""
+
+
+def add_agree_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("first", metavar="RUN1", help="the first run folder")
+    parser.add_argument("second", metavar="RUN2", help="the second run folder")
+
+
+def run_agree(args: argparse.Namespace) -> int:
+    from parity.agree import agree, format_agreement
+
+    result = agree(args.first, args.second)
+    print(format_agreement(result, args.first, args.second))
+    return EXIT_OK if result.identical else EXIT_FAILED
 
 
 # ---------------------------------------------------------------- registry and entry point
@@ -1022,6 +1142,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                run_compare, COMPARE_DESCRIPTION),
     Subcommand("gate", "one verdict on an upgrade from the old and new results bundles", add_gate_arguments,
                run_gate, GATE_DESCRIPTION),
+    Subcommand("agree", "do two runs of the suite give identical outcomes and numbers (determinism)",
+               add_agree_arguments, run_agree, AGREE_DESCRIPTION),
 )
 
 
@@ -1046,6 +1168,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed as one line)
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    # Run folders record the command that made them (parity/rundir.py).
+    args.command_line = [PROG, *(sys.argv[1:] if argv is None else argv)]
     try:
         return args.run(args)
     except ParityInputError as exc:

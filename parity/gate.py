@@ -90,6 +90,20 @@ def _read_json(path: Path) -> Any:
         raise ParityInputError(f"not valid JSON ({exc})", path=str(path)) from None
 
 
+def read_summary_rows(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """``--parity-report``'s summary.json, by (check, case, dtype)."""
+    rows = _read_json(path)
+    if not isinstance(rows, list):
+        raise ParityInputError("expected a list of summary rows", path=str(path))
+    parity = {}
+    for i, row in enumerate(rows):
+        try:
+            parity[(row["check"], row["case"], row["dtype"])] = row
+        except (KeyError, TypeError):
+            raise ParityInputError("summary row without check/case/dtype", path=str(path), key=str(i)) from None
+    return parity
+
+
 def read_bundle(path: str | os.PathLike) -> Bundle:
     """A bundle folder; bad input names the file that is missing or unreadable."""
     root = Path(path)
@@ -98,15 +112,7 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
     manifest = _read_json(root / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("role") not in ROLES:
         raise ParityInputError("not a bundle manifest (no role old/new)", path=str(root / MANIFEST))
-    rows = _read_json(root / PARITY)
-    if not isinstance(rows, list):
-        raise ParityInputError("expected a list of summary rows", path=str(root / PARITY))
-    parity = {}
-    for i, row in enumerate(rows):
-        try:
-            parity[(row["check"], row["case"], row["dtype"])] = row
-        except (KeyError, TypeError):
-            raise ParityInputError("summary row without check/case/dtype", path=str(root / PARITY), key=str(i)) from None
+    parity = read_summary_rows(root / PARITY)
     index = root / GOLDEN_REPORT / "index.json"
     golden_moved = _read_json(index) if index.exists() else {}
     bench = read_run(root / BENCH) if (root / BENCH).exists() else None

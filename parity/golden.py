@@ -4,6 +4,7 @@ Layout on disk::
 
     golden/<device class>/<case id>.png      8-bit RGB, no metadata that varies
     golden/<device class>/manifest.json      one entry per case: how and with which versions it was made
+    golden/<device class>/.update-<token>/   an update run's baselines until it commits (see GoldenStore)
 
 The device class is ``cpu`` or ``cuda-sm<major><minor>``; a run compares only against its own class
 unless told otherwise (``--golden-class``). Thresholds live in ``parity/compare.py``
@@ -19,6 +20,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -139,7 +141,7 @@ def _lora_file(fam: Any, pipe: Any, adapter: str, case: GoldenCase, workdir: str
 
 def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cpu") -> np.ndarray:
     """The case's image, float32 HxWx3 in [0, 1] as the pipeline returns it (``output_type="np"``)."""
-    from parity.fuse import fuse_components
+    from parity.fuse import fuse_all_or_nothing
     from parity.zoo import build_pipeline, get_family
 
     fam = get_family(case.family)
@@ -156,7 +158,7 @@ def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cp
             if case.op == "lora":
                 args[_scale_kwarg(pipe)] = {"scale": case.scale}
             elif case.op == "fused":
-                pipe.fuse_lora(components=fuse_components(pipe, fam.components(pipe)), lora_scale=case.scale)
+                fuse_all_or_nothing(pipe, fam.components(pipe), case.scale)
             else:
                 pipe.set_adapters(["a"], adapter_weights=[1.0])
 
@@ -326,6 +328,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; a baseline keeps the mode it had (new ones: rw-r--r--).
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -333,10 +337,27 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+STAGING_PREFIX = ".update-"  # golden/<class>/.update-<pid>-<hex>/: one --update-golden run's writes
+COMMIT_MARKER = "COMMIT"  # in a staging folder: its set is complete and its manifest.json is final
+
+
+def new_update_token() -> str:
+    """Names one update run's staging folder; the pid tells a live run's folder from an abandoned one."""
+    return f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
 @dataclass
 class GoldenStore:
+    """One device class's baselines. With ``staging`` (an update run's token) writes go to a staging
+    folder that readers of this store see first and ``commit_update`` moves into place; a run killed
+    before the commit leaves the committed baselines exactly as they were."""
+
     root: Path  # e.g. golden/
     cls: str  # device class folder, e.g. cpu
+    staging: str | None = None
+
+    def __post_init__(self) -> None:
+        self.recover()
 
     @property
     def dir(self) -> Path:
@@ -346,8 +367,17 @@ class GoldenStore:
     def manifest_path(self) -> Path:
         return self.dir / "manifest.json"
 
+    @property
+    def staging_dir(self) -> Path | None:
+        return None if self.staging is None else self.dir / f"{STAGING_PREFIX}{self.staging}"
+
+    def _staged(self, name: str) -> Path | None:
+        if self.staging_dir is None or not (self.staging_dir / name).exists():
+            return None
+        return self.staging_dir / name
+
     def png_path(self, case_id: str) -> Path:
-        return self.dir / f"{case_id}.png"
+        return self._staged(f"{case_id}.png") or self.dir / f"{case_id}.png"
 
     def manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
@@ -355,6 +385,9 @@ class GoldenStore:
         return json.loads(self.manifest_path.read_text())
 
     def entry(self, case_id: str) -> dict[str, Any] | None:
+        staged = self._staged(f"{case_id}.json")
+        if staged is not None:
+            return json.loads(staged.read_text())
         return self.manifest().get("entries", {}).get(case_id)
 
     def load(self, case: GoldenCase) -> tuple[np.ndarray, dict[str, Any]]:
@@ -364,18 +397,80 @@ class GoldenStore:
         return read_png(png), entry
 
     def write(self, case: GoldenCase, image: np.ndarray, entry: dict[str, Any]) -> Path:
-        """Store one baseline: the PNG, then the manifest merged with this entry, both atomically.
-        Other cases' PNGs and entries are left exactly as they were."""
+        """Store one baseline: the PNG, then the manifest merged with this entry, both atomically
+        (staged instead, under an update run). Other cases' PNGs and entries are left as they were."""
         refuse_non_finite(case.id, image)
-        png = self.png_path(case.id)
+        if self.staging_dir is not None:
+            atomic_write(self.staging_dir / f"{case.id}.png", png_bytes(quantise(image)))
+            atomic_write(self.staging_dir / f"{case.id}.json", json.dumps(entry, sort_keys=True).encode())
+            return self.staging_dir / f"{case.id}.png"
+        png = self.dir / f"{case.id}.png"
         atomic_write(png, png_bytes(quantise(image)))
         with _locked(self.dir):
-            manifest = self.manifest()
-            manifest["device_class"] = self.cls
-            manifest.setdefault("entries", {})[case.id] = entry
-            manifest["entries"] = dict(sorted(manifest["entries"].items()))
-            atomic_write(self.manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+            self._write_manifest({case.id: entry})
         return png
+
+    def _write_manifest(self, entries: dict[str, dict[str, Any]], to: Path | None = None) -> None:
+        manifest = self.manifest()
+        manifest["device_class"] = self.cls
+        manifest["entries"] = dict(sorted({**manifest.get("entries", {}), **entries}.items()))
+        atomic_write(to or self.manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+
+    def commit_update(self) -> list[str]:
+        """Move this run's staged baselines into place; returns the case ids committed.
+
+        The staged manifest and the COMMIT marker are written first, so a commit cut short (killed
+        between renames) is finished by the next store opened on this folder (``recover``)."""
+        staging = self.staging_dir
+        if staging is None or not staging.exists():
+            return []
+        with _locked(self.dir):
+            staged = {p.stem: json.loads(p.read_text()) for p in sorted(staging.glob("*.json"))
+                      if p.name != "manifest.json"}
+            staged = {case_id: e for case_id, e in staged.items() if (staging / f"{case_id}.png").exists()}
+            self._write_manifest(staged, to=staging / "manifest.json")
+            atomic_write(staging / COMMIT_MARKER, json.dumps(sorted(staged)).encode())
+            self._roll_forward(staging)
+        return sorted(staged)
+
+    def discard_update(self) -> None:
+        """Drop this run's staged baselines (an interrupted run): the committed ones stay as they were."""
+        if self.staging_dir is not None and self.staging_dir.exists():
+            shutil.rmtree(self.staging_dir, ignore_errors=True)
+
+    def _roll_forward(self, staging: Path) -> None:
+        for png in sorted(staging.glob("*.png")):
+            os.replace(png, self.dir / png.name)
+        if (staging / "manifest.json").exists():
+            os.replace(staging / "manifest.json", self.manifest_path)
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def recover(self) -> None:
+        """Finish commits that were cut short; remove staging folders of runs that died before theirs."""
+        if not self.dir.is_dir():
+            return
+        leftovers = [p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith(STAGING_PREFIX)]
+        if not leftovers:
+            return
+        with _locked(self.dir):
+            for staging in leftovers:
+                if not staging.exists():
+                    continue
+                if (staging / COMMIT_MARKER).exists():
+                    self._roll_forward(staging)
+                elif not _owner_alive(staging.name) and staging.name != f"{STAGING_PREFIX}{self.staging}":
+                    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _owner_alive(staging_name: str) -> bool:
+    try:
+        pid = int(staging_name.removeprefix(STAGING_PREFIX).split("-")[0])
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def refuse_non_finite(case_id: str, image: np.ndarray) -> None:
@@ -635,7 +730,7 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
     lines: list[str] = []
     if update:
         update_case(store, case, device)
-        lines.append(f"{case.id}: baseline written to {store.png_path(case.id)}")
+        lines.append(f"{case.id}: baseline written to {store.dir / (case.id + '.png')}")
     elif not store.png_path(case.id).exists() or store.entry(case.id) is None:
         return CaseOutcome(case.id, False, [how_to_create(case.id, case.family, store.root, store.cls)])
     image = render_cached(case, device)

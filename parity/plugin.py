@@ -11,19 +11,31 @@ import torch
 
 from parity.quiet import quiet_libraries
 
+# --update-golden as one transaction (staged, committed at session end); a backstop for hung tests
+pytest_plugins = ["parity.goldenrun", "parity.watchdog"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lora-parity")
     group.addoption("--family", action="append", default=None, help="run only these zoo families (repeatable)")
     group.addoption("--model-path", default=None, help="a local diffusers pipeline folder instead of the tiny model")
     group.addoption("--lora", action="append", default=[], help="a user LoRA file to check (repeatable)")
+    group.addoption("--allow-pickle", action="store_true", default=False,
+                    help="read .bin/.pt/.pth/.ckpt --lora files with torch.load(weights_only=True) (default: refuse)")
     group.addoption(
         "--device",
         default="cpu",
         choices=("cpu", "cuda", "auto"),
         help="cpu (default), cuda, or auto (cuda where available); CUDA cases skip without a GPU",
     )
-    group.addoption("--parity-report", default=None, help="write a readable summary (markdown + JSON) here")
+    group.addoption("--parity-report", default=None,
+                    help="write a readable summary (markdown + JSON) in this folder (new, or without a summary)")
+    group.addoption(
+        "--overwrite-reports",
+        action="store_true",
+        default=False,
+        help="replace a previous run's output in --parity-report / --golden-report instead of refusing",
+    )
     group.addoption(
         "--compile-backend",
         default=None,
@@ -56,7 +68,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--golden-report",
         default=None,
-        help="where golden mismatches write side-by-side PNGs and index.html (default: <rootdir>/reports/golden)",
+        help="where golden mismatches write side-by-side PNGs and index.html (default: a new run folder "
+        "<rootdir>/reports/golden/<time>-<id>/, made on the first mismatch; reports/golden/latest points at it)",
     )
     group.addoption(
         "--golden-class",
@@ -67,12 +80,51 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     quiet_libraries()
+    workerinput = getattr(config, "workerinput", None)
+    # xdist: the controller decides (and refuses) once; its workers write where it decided.
+    if workerinput is not None and _REPORT_DIRS_KEY in workerinput:
+        config.stash[_REPORT_DIRS] = workerinput[_REPORT_DIRS_KEY]
+    else:
+        config.stash[_REPORT_DIRS] = report_dirs(config)
     worker = getattr(config, "workerinput", {}).get("workerid")
     if cuda_available():
         index = worker_cuda_index(worker, torch.cuda.device_count())
         if index is not None:
             # "cuda" everywhere in the suite means the current device: each worker gets its own GPU.
             torch.cuda.set_device(index)
+
+
+_REPORT_DIRS_KEY = "lora_parity_report_dirs"
+_REPORT_DIRS = pytest.StashKey[dict]()
+
+
+def report_dirs(config: pytest.Config) -> dict[str, str | None]:
+    """Where this run's reports go (parity/rundir.py): a named folder holding a previous run's output
+    is a usage error unless --overwrite-reports; golden mismatches default to a new run folder."""
+    from parity.errors import ParityInputError
+    from parity.golden import DEFAULT_REPORT_DIR
+    from parity.rundir import OUTPUTS, claim_dir, fresh_run_dir
+
+    overwrite = config.getoption("--overwrite-reports")
+    command = ["pytest", *config.invocation_params.args]
+    parity, golden = config.getoption("--parity-report"), config.getoption("--golden-report")
+    try:
+        if golden:
+            claim_dir(golden, OUTPUTS["golden-report"], overwrite, "--overwrite-reports", command)
+        else:
+            golden = str(fresh_run_dir(config.rootpath / DEFAULT_REPORT_DIR, command, create=False))
+        if parity:
+            claim_dir(parity, OUTPUTS["parity-report"], overwrite, "--overwrite-reports", command)
+    except ParityInputError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    # Absolute: xdist workers need not share the controller's working folder.
+    return {"parity": parity and os.path.abspath(parity), "golden": os.path.abspath(golden),
+            "golden_is_default": not config.getoption("--golden-report"), "command": command}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # xdist controller, once per worker
+    node.workerinput[_REPORT_DIRS_KEY] = node.config.stash[_REPORT_DIRS]
 
 
 def worker_cuda_index(worker: str | None, device_count: int) -> int | None:
@@ -142,21 +194,12 @@ def model_path(request: pytest.FixtureRequest) -> str | None:
 
 @pytest.fixture(autouse=True)
 def restore_global_state():
-    """Every check starts from, and leaves, the same torch globals."""
-    default_dtype = torch.get_default_dtype()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    matmul_precision = torch.get_float32_matmul_precision()
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    rng = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    # Merge bounds assume float32 products; TF32 would carry a 2^-11 unit roundoff instead.
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.set_default_dtype(default_dtype)
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_float32_matmul_precision(matmul_precision)
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.random.set_rng_state(rng)
+    """Every check starts from the same seeds and torch settings, and leaves them as it found them
+    (parity/globalstate.py lists them: default dtype, dynamo config, deterministic algorithms, …)."""
+    from parity.globalstate import isolated
+
+    with isolated(seed=0):
+        yield
 
 
 @pytest.fixture
@@ -191,11 +234,29 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 _ROWS: list[dict] = []  # summary rows of this session (controller side under xdist)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _ROWS.clear()  # an in-process run (pytester) after another must not inherit its rows
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    out = session.config.getoption("--parity-report")
-    if not out or hasattr(session.config, "workerinput"):
+    if hasattr(session.config, "workerinput") or _REPORT_DIRS not in session.config.stash:
         return
-    write_summary(Path(out), _ROWS, exitstatus)
+    from parity.rundir import adopt
+
+    dirs = session.config.stash[_REPORT_DIRS]
+    if dirs["parity"]:
+        write_summary(Path(dirs["parity"]), _ROWS, exitstatus)
+    if dirs["golden_is_default"] and adopt(dirs["golden"], dirs["command"]):
+        session.config.stash[_GOLDEN_WRITTEN] = dirs["golden"]
+
+
+_GOLDEN_WRITTEN = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    # Runs after sessionfinish: name the run folder a mismatch was written to, since its name is new.
+    if _GOLDEN_WRITTEN in config.stash:
+        terminalreporter.write_line(f"golden mismatches: {Path(config.stash[_GOLDEN_WRITTEN]) / 'index.html'}")
 
 
 def write_summary(out: Path, rows: list[dict], exitstatus: int) -> None:
@@ -226,14 +287,14 @@ def _versions_line() -> str:
 @pytest.fixture(scope="session")
 def golden_config(request: pytest.FixtureRequest, device: str):
     """Where golden images live for this run, whether to rewrite them, and where mismatches go."""
-    from parity.golden import DEFAULT_GOLDEN_DIR, DEFAULT_REPORT_DIR, GoldenStore, device_class
+    from parity.golden import GoldenStore
+    from parity.goldenrun import golden_location, update_token
 
-    root = request.config.getoption("--golden-dir") or os.path.join(str(request.config.rootpath), DEFAULT_GOLDEN_DIR)
-    cls = request.config.getoption("--golden-class") or device_class(device)
+    root, cls = golden_location(request.config)
     return GoldenConfig(
-        store=GoldenStore(Path(root), cls),
+        store=GoldenStore(root, cls, staging=update_token(request.config)),
         update=request.config.getoption("--update-golden"),
-        report_dir=Path(request.config.getoption("--golden-report") or Path(request.config.rootpath) / DEFAULT_REPORT_DIR),
+        report_dir=Path(request.config.stash[_REPORT_DIRS]["golden"]),
         device=device,
     )
 
@@ -241,3 +302,15 @@ def golden_config(request: pytest.FixtureRequest, device: str):
 class GoldenConfig:
     def __init__(self, store, update: bool, report_dir: Path, device: str) -> None:
         self.store, self.update, self.report_dir, self.device = store, update, report_dir, device
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Bad input (a user's file, path or option) fails with its one line naming file and key, not a
+    traceback through the harness."""
+    outcome = yield
+    report = outcome.get_result()
+    from parity.errors import ParityInputError
+
+    if call.excinfo is not None and report.failed and call.excinfo.errisinstance(ParityInputError):
+        report.longrepr = f"bad input: {call.excinfo.value}"

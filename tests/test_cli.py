@@ -21,7 +21,8 @@ UNMATCHED_KEY = "unet.down_blocks.9.nowhere.to_q.lora_A.weight"
 
 @pytest.fixture(scope="module")
 def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """LoRA files for the tiny sd15 pipeline: good ones in both layouts, and broken ones."""
+    """LoRA files for the tiny sd15 pipeline: good ones in both layouts, and ones diffusers refuses.
+    Malformed files live in tests/test_bad_input.py's matrix."""
     d = tmp_path_factory.mktemp("loras")
     family = get_family("sd15")
     components = family.components(build_pipeline("sd15"))
@@ -37,20 +38,6 @@ def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files["unmatched"] = d / "extra_keys.safetensors"
     save_file(sd, str(files["unmatched"]), metadata=metadata)
 
-    files["nothing_matches"] = d / "other_model.safetensors"
-    save_file({"unet.nowhere.lora_A.weight": torch.zeros(2, 4), "unet.nowhere.lora_B.weight": torch.zeros(4, 2)},
-              str(files["nothing_matches"]))
-
-    files["truncated"] = d / "truncated.safetensors"
-    files["truncated"].write_bytes(files["diffusers"].read_bytes()[:300])
-    files["empty"] = d / "empty.safetensors"
-    files["empty"].write_bytes(b"")
-    files["pickle"] = d / "lora.pt"
-    torch.save({"unet.x.lora_A.weight": torch.zeros(2, 2)}, files["pickle"])
-    files["pickle_named_safetensors"] = d / "pickled.safetensors"
-    torch.save({"unet.x.lora_A.weight": torch.zeros(2, 2)}, files["pickle_named_safetensors"])
-    files["directory"] = d / "a_folder.safetensors"
-    files["directory"].mkdir()
     # Parses and matches, but diffusers cannot tell what it is: text-encoder-only kohya keys.
     te_only = synth_lora(components, {"text_encoder": ("q_proj",)}, seed=3)
     files["diffusers_refuses"] = Path(save_lora(te_only, d / "te_only.safetensors", "kohya"))
@@ -162,37 +149,7 @@ def test_check_exits_1_when_unfuse_leaves_the_delta_in(loras, monkeypatch, capsy
 
 
 # ---------------------------------------------------------------- bad input: exit 2, one line
-
-
-def test_check_exits_2_on_missing_file(tmp_path, capsys):
-    code = check("--lora", tmp_path / "absent.safetensors")
-    assert_one_line_error(capsys, code, "absent.safetensors", "no such file")
-
-
-def test_check_exits_2_on_truncated_safetensors(loras, capsys):
-    assert_one_line_error(capsys, check("--lora", loras["truncated"]), "truncated.safetensors")
-
-
-def test_check_exits_2_on_empty_file(loras, capsys):
-    assert_one_line_error(capsys, check("--lora", loras["empty"]), "empty.safetensors", "empty")
-
-
-def test_check_exits_2_on_pickle_file(loras, capsys):
-    assert_one_line_error(capsys, check("--lora", loras["pickle"]), "lora.pt", "pickle")
-
-
-def test_check_exits_2_on_pickle_file_named_safetensors(loras, capsys):
-    assert_one_line_error(capsys, check("--lora", loras["pickle_named_safetensors"]), "pickled.safetensors")
-
-
-def test_check_exits_2_on_directory(loras, capsys):
-    assert_one_line_error(capsys, check("--lora", loras["directory"]), "a_folder.safetensors", "directory")
-
-
-def test_check_exits_2_when_no_key_matches_the_model(loras, capsys):
-    assert_one_line_error(
-        capsys, check("--lora", loras["nothing_matches"]), "other_model.safetensors", "unet.nowhere.lora_A.weight"
-    )
+# Malformed files, unknown family/dtype and model paths: the matrix in tests/test_bad_input.py.
 
 
 def test_check_exits_2_naming_the_file_diffusers_cannot_load(loras, capsys):
@@ -201,25 +158,9 @@ def test_check_exits_2_naming_the_file_diffusers_cannot_load(loras, capsys):
     assert "style.safetensors" not in line
 
 
-def test_check_exits_2_on_unknown_family(loras, capsys):
-    code = main(["check", "--family", "sd14", "--lora", str(loras["diffusers"])])
-    assert_one_line_error(capsys, code, "sd14", "sd15")
-
-
-def test_check_exits_2_on_nonexistent_model_path(loras, tmp_path, capsys):
-    code = check("--lora", loras["diffusers"], "--model-path", tmp_path / "no_such_model")
-    assert_one_line_error(capsys, code, "no_such_model")
-
-
-def test_check_exits_2_on_model_path_without_model_index(loras, tmp_path, capsys):
-    code = check("--lora", loras["diffusers"], "--model-path", tmp_path)
-    assert_one_line_error(capsys, code, str(tmp_path), "model_index.json")
-
-
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--dtype", "float64"], "float64"),
         (["--weights", "0.5,0.5"], "--weights"),
         (["--weights", "half"], "--weights"),
         (["--cycles", "0"], "--cycles"),

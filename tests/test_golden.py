@@ -4,7 +4,8 @@ Cases are data (parity.golden.CASES: family × base / LoRA at 0.5 and 1.0 / fuse
 per-step schedule / kohya file / LoCon); this is the one generic check over them. Thresholds:
 GOLDEN_TOLERANCES in parity/compare.py. ``--update-golden`` rewrites the selected baselines first;
 without it a missing baseline fails with the command that creates it. Mismatches write
-reports/golden/artifacts/<case>.png (expected | actual | amplified difference) and reports/golden/index.html.
+artifacts/<case>.png (expected | actual | amplified difference) and index.html in this run's folder
+reports/golden/<UTC time>-<id>/ (reports/golden/latest), or in --golden-report DIR.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass
 
 import pytest
-import torch
 
 from parity import hotswap as hs
 from parity.dynamo import default_backend, reset

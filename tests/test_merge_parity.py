@@ -7,7 +7,7 @@ import pytest
 from parity.build import prepare
 from parity.cases import DTYPES, merge_cases
 from parity.compare import dtype_from_name
-from parity.formats import read_lora
+from parity.formats import diffusers_source, read_lora
 from parity.fuse import fuse_and_measure, load_adapters, snapshot
 from parity.zoo import build_pipeline, get_family
 
@@ -59,9 +59,9 @@ def test_user_lora_fuse_matches_reference_merge(user_lora, dtype, request, model
     family = get_family((request.config.getoption("--family") or ["sd15"])[0])
     pipe = build_pipeline(family, dtype=dtype_from_name(dtype), model_path=model_path)
     components = family.components(pipe)
-    lora = read_lora(user_lora, components, strict=False)
+    lora = read_lora(user_lora, components, strict=False, allow_pickle=request.config.getoption("--allow-pickle"))
     before = snapshot(components)
-    load_adapters(pipe, [user_lora])
+    load_adapters(pipe, [diffusers_source(lora)])  # a pickle goes in as the tensors we read weights-only
 
     result = fuse_and_measure(pipe, components, before, [lora], (1.0,), 1.0)
 

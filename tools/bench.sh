@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Timed benchmarks, then the report, even when a case failed (the report lists the failures);
 # exits with pytest's status. Used by `make bench` and `tox -e bench`; extra arguments go to pytest,
-# e.g. `tools/bench.sh --device cuda --bench-size full`. Output folder: $BENCH_OUT (reports/bench).
+# e.g. `tools/bench.sh --device cuda --bench-size full`.
+# Output folder: a new run folder reports/bench/<UTC time>-<id>/ (reports/bench/latest points at the
+# newest), or $BENCH_OUT, which is refused if it holds a previous run's output unless BENCH_OVERWRITE=1.
 set -uo pipefail
 PY=${PYTHON:-python}
-OUT=${BENCH_OUT:-reports/bench}
-mkdir -p "$OUT"
+if [ -n "${BENCH_OUT:-}" ]; then
+    overwrite=()
+    [ "${BENCH_OVERWRITE:-}" = 1 ] && overwrite=(--overwrite)
+    OUT=$("$PY" -m parity.rundir claim "$BENCH_OUT" --flag BENCH_OVERWRITE=1 --command "tools/bench.sh $*" \
+        --produces run.json,junit.xml,report.md,index.html,plots ${overwrite[@]+"${overwrite[@]}"}) || exit 2
+else
+    OUT=$("$PY" -m parity.rundir new reports/bench --command "tools/bench.sh $*") || exit 2
+fi
 # One process: parallel workers would time each other's work.
 "$PY" -m pytest benchmarks -n 0 -p no:randomly --benchmark-enable \
     --benchmark-json="$OUT/run.json" --junitxml="$OUT/junit.xml" "$@"

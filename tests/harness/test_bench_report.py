@@ -205,5 +205,5 @@ def test_report_progress_appears_on_stderr_once_the_work_is_long(capsys, tmp_pat
     assert code == 0
     assert stderr.splitlines()[0] == "[1/4] latency plot of sd15/tiny/cpu"
 
-    code, _, _, stderr = report(capsys, tmp_path, standard_benchmarks(), "-q")
+    code, _, _, stderr = report(capsys, tmp_path, standard_benchmarks(), "-q", "--overwrite")  # same folder again
     assert code == 0 and stderr == ""

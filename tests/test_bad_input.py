@@ -1,0 +1,515 @@
+"""The bad-input matrix: every malformed file or option is one ParityInputError naming the file and key.
+
+Each case is declared once, as data: how to write the bad input next to a good synthesised LoRA,
+the message fragment it must produce, and the key the message must name. Three generic checks run
+over every case: the library raises ParityInputError naming file and key; ``lora-parity check``
+exits 2 with exactly that one line on stderr; and reading leaves the file (and its folder) as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from parity.cli import main
+from parity.compare import dtype_from_name
+from parity.errors import ParityInputError
+from parity.formats import (
+    METADATA_KEY,
+    LoraFile,
+    load_tensors,
+    read_lora,
+    safetensors_copy,
+    save_lora,
+    to_state_dict,
+)
+from parity.synth import synth_lora
+from parity.zoo import build_pipeline, get_family
+from parity.zoo.family import pretrained_dir
+
+MODULE = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"  # a 16x16 Linear of the tiny sd15 unet
+KOHYA_STEM = "lora_unet_" + MODULE.replace(".", "_")
+DIFFUSERS_STEM = f"unet.{MODULE}"
+TE_MODULE = "encoder.layers.0.self_attn.q_proj"
+MARKER = "MARKER_created_by_unpickling"
+
+
+@dataclass(frozen=True)
+class Good:
+    """The tiny sd15 model's LoRA-capable components and a LoRA that fits them, plus LoRAs made for
+    other families (synthesised on those families' tiny models)."""
+
+    components: dict
+    lora: LoraFile
+    sdxl: LoraFile
+    flux: LoraFile
+
+    def state_dict(self, layout: str) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+        sd, metadata = to_state_dict(self.lora, layout)
+        return {k: v.clone() for k, v in sd.items()}, metadata
+
+
+Writer = Callable[[Good, Path], Path]
+
+
+@dataclass(frozen=True)
+class BadInput:
+    id: str
+    write: Writer  # writes the bad input into the folder, returns the path given as --lora
+    message: str  # fragment the error message must contain
+    key: str | None = None  # the key the message must name, where there is one
+    # A bad option rather than a bad file: the CLI options, and the library call the CLI makes for it.
+    options: Callable[[Path], list[str]] | None = None
+    library: Callable[[Good, Path], object] | None = None
+
+    @property
+    def names_file(self) -> bool:
+        return self.options is None
+
+
+# ---------------------------------------------------------------- writers
+
+
+def _save(d: Path, name: str, sd: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    save_file(sd, str(d / name), metadata=metadata)
+    return d / name
+
+
+def _edited(layout: str, edit: Callable[[dict[str, torch.Tensor]], None], name: str = "bad.safetensors") -> Writer:
+    """The good LoRA in ``layout`` with ``edit`` applied to its state dict (metadata kept)."""
+    def write(good: Good, d: Path) -> Path:
+        sd, metadata = good.state_dict(layout)
+        edit(sd)
+        return _save(d, name, sd, metadata)
+
+    return write
+
+
+def _metadata(edit: Callable[[dict], object]) -> Writer:
+    """The good diffusers-layout LoRA with its lora_adapter_metadata JSON replaced by edit(parsed)."""
+    def write(good: Good, d: Path) -> Path:
+        sd, metadata = good.state_dict("diffusers")
+        assert metadata is not None
+        metadata[METADATA_KEY] = json.dumps(edit(json.loads(metadata[METADATA_KEY])))
+        return _save(d, "bad.safetensors", sd, metadata)
+
+    return write
+
+
+def _metadata_text(text: str) -> Writer:
+    def write(good: Good, d: Path) -> Path:
+        sd, metadata = good.state_dict("diffusers")
+        return _save(d, "bad.safetensors", sd, {**(metadata or {}), METADATA_KEY: text})
+
+    return write
+
+
+def _bytes(content: bytes | Callable[[Good, Path], bytes], name: str = "bad.safetensors") -> Writer:
+    def write(good: Good, d: Path) -> Path:
+        (d / name).write_bytes(content(good, d) if callable(content) else content)
+        return d / name
+
+    return write
+
+
+def _raw_header(header: dict | bytes, data: bytes, length: int | None = None) -> bytes:
+    """A safetensors container by hand: 8-byte little-endian header length, JSON header, data."""
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(text) if length is None else length) + text + data
+
+
+def _f32(offsets: list[int], shape: list[int] | None = None) -> dict:
+    return {"dtype": "F32", "shape": shape or [(offsets[1] - offsets[0]) // 4], "data_offsets": offsets}
+
+
+def _good_bytes(good: Good, d: Path) -> bytes:
+    save_lora(good.lora, d / "good.tmp", "diffusers")
+    data = (d / "good.tmp").read_bytes()
+    (d / "good.tmp").unlink()
+    return data
+
+
+class _PlantsMarker:
+    """Unpickling this runs open(marker, "w"): proof, if the marker appears, that a pickle was executed."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _malicious_pickle(name: str) -> Writer:
+    def write(good: Good, d: Path) -> Path:
+        torch.save({f"{DIFFUSERS_STEM}.lora_A.weight": _PlantsMarker(str(d / MARKER))}, d / name)
+        return d / name
+
+    return write
+
+
+def _plain_pickle(name: str) -> Writer:
+    """The good LoRA's unet part, kohya layout (alpha as tensors: a pickle has no header metadata).
+    Unet only: diffusers 0.42 cannot convert kohya text-encoder keys for a transformers-5 CLIP at all."""
+    def write(good: Good, d: Path) -> Path:
+        sd = good.state_dict("kohya")[0]
+        torch.save({k: v for k, v in sd.items() if k.startswith("lora_unet_")}, d / name)
+        return d / name
+
+    return write
+
+
+def _other_family(attr: str) -> Writer:
+    def write(good: Good, d: Path) -> Path:
+        return Path(save_lora(getattr(good, attr), d / f"{attr}_lora.safetensors", "diffusers"))
+
+    return write
+
+
+def _directory(good: Good, d: Path) -> Path:
+    (d / "a_folder.safetensors").mkdir()
+    return d / "a_folder.safetensors"
+
+
+def _good_file(good: Good, d: Path) -> Path:
+    return Path(save_lora(good.lora, d / "good.safetensors", "diffusers"))
+
+
+def _set(key: str, value: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> Callable[[dict], None]:
+    return lambda sd: sd.__setitem__(key, value(sd))
+
+
+def _drop(key: str) -> Callable[[dict], None]:
+    return lambda sd: sd.pop(key)
+
+
+def _poke(key: str, value: float) -> Callable[[dict], None]:
+    def edit(sd: dict) -> None:
+        sd[key].view(-1)[0] = value
+
+    return edit
+
+
+A, B = f"{DIFFUSERS_STEM}.lora_A.weight", f"{DIFFUSERS_STEM}.lora_B.weight"
+DOWN, UP, ALPHA = f"{KOHYA_STEM}.lora_down.weight", f"{KOHYA_STEM}.lora_up.weight", f"{KOHYA_STEM}.alpha"
+NO_MODULE = "unet.down_blocks.1.attentions.0.proj_inn"
+
+
+def _only_pair(stem: str) -> Writer:
+    # Nothing else in the file: with some keys matching, the CLI (lenient) reports the rest and runs.
+    def write(good: Good, d: Path) -> Path:
+        return _save(d, "other_model.safetensors",
+                     {f"{stem}.lora_A.weight": torch.zeros(4, 16), f"{stem}.lora_B.weight": torch.zeros(16, 4)})
+
+    return write
+
+
+def _rename_all(old: str, new: str) -> Callable[[dict], None]:
+    def edit(sd: dict) -> None:
+        for key in list(sd):
+            sd[key.replace(old, new)] = sd.pop(key)
+
+    return edit
+
+
+def _same_module_twice(sd: dict) -> None:
+    # transformers 5 dropped CLIP's text_model. level; both spellings name the same module.
+    for part in ("lora_A", "lora_B"):
+        sd[f"text_encoder.text_model.{TE_MODULE}.{part}.weight"] = sd[f"text_encoder.{TE_MODULE}.{part}.weight"].clone()
+
+
+# ---------------------------------------------------------------- the matrix
+
+CASES = [
+    # -- not a readable safetensors container
+    BadInput("truncated", _bytes(lambda g, d: _good_bytes(g, d)[:300]), "not a readable safetensors file"),
+    BadInput("truncated_in_the_data", _bytes(lambda g, d: _good_bytes(g, d)[:-100]), "not a readable safetensors file"),
+    BadInput("offsets_beyond_the_file", _bytes(_raw_header({"t": _f32([0, 800], shape=[2])}, bytes(8))),
+             "invalid shape, data type, or offset"),
+    BadInput("offsets_overlapping", _bytes(_raw_header({"a": _f32([0, 8]), "b": _f32([4, 12])}, bytes(12))),
+             "invalid offset for tensor `b`"),
+    BadInput("offsets_not_covering_the_buffer", _bytes(_raw_header({"t": _f32([0, 8])}, bytes(16))),
+             "not fully covered"),
+    BadInput("header_length_beyond_the_file", _bytes(_raw_header({"t": _f32([0, 8])}, bytes(8), length=10_000)),
+             "invalid header length"),
+    BadInput("header_length_huge", _bytes(_raw_header({"t": _f32([0, 8])}, bytes(8), length=2**63)),
+             "header too large"),
+    BadInput("header_not_json", _bytes(_raw_header(b"{not json", b"")), "not a readable safetensors file"),
+    BadInput("unknown_safetensors_dtype",
+             _bytes(_raw_header({"t": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, bytes(8))),
+             "unknown variant `Q7`"),
+    BadInput("random_bytes", _bytes(random.Random(0).randbytes(256)), "not a readable safetensors file"),
+    BadInput("zero_bytes", _bytes(bytes(64)), "not a readable safetensors file"),
+    BadInput("text_file", _bytes(b"# my LoRA\ntrained for 10 epochs\n", name="notes.safetensors"),
+             "not a readable safetensors file"),
+    BadInput("empty_file", _bytes(b""), "file is empty"),
+    BadInput("directory", _directory, "is a directory"),
+    BadInput("missing_file", lambda g, d: d / "absent.safetensors", "no such file"),
+    BadInput("no_tensors", _bytes(_raw_header({"__metadata__": {"format": "pt"}}, b"")), "holds no tensors"),
+    # -- pickles: refused unread; the refusal names the opt-in
+    BadInput("pickle_pt", _malicious_pickle("lora.pt"), "--allow-pickle"),
+    BadInput("pickle_ckpt", _malicious_pickle("lora.ckpt"), "pickle checkpoints are refused"),
+    BadInput("pickle_bin", _plain_pickle("pytorch_lora_weights.bin"), "pickle checkpoints are refused"),
+    BadInput("pickle_named_safetensors", _malicious_pickle("pickled.safetensors"), "looks like a torch pickle"),
+    # -- halves without partners
+    BadInput("kohya_down_without_up", _edited("kohya", _drop(UP)), "without its up partner", DOWN),
+    BadInput("kohya_up_without_down", _edited("kohya", _drop(DOWN)), "without its down partner", UP),
+    BadInput("diffusers_A_without_B", _edited("diffusers", _drop(B)), "without its up partner", A),
+    BadInput("diffusers_B_without_A", _edited("diffusers", _drop(A)), "without its down partner", B),
+    # -- tensors that do not fit the module
+    BadInput("shape_mismatch_with_module", _edited("diffusers", _set(A, lambda sd: torch.zeros(4, 17))),
+             f"shape mismatch with module unet.{MODULE}", A),
+    BadInput("rank_mismatch_between_A_and_B", _edited("diffusers", _set(B, lambda sd: torch.zeros(16, 5))),
+             "down has rank 4, up has rank 5", B),
+    BadInput("rank_0", _edited("kohya", lambda sd: sd.update({DOWN: torch.zeros(0, 16), UP: torch.zeros(16, 0)})),
+             "rank 0", DOWN),
+    BadInput("one_d_down", _edited("kohya", _set(DOWN, lambda sd: torch.zeros(16))), "1-d (16,)", DOWN),
+    BadInput("int8_lora_A", _edited("diffusers", _set(A, lambda sd: sd[A].to(torch.int8))), "dtype int8", A),
+    BadInput("float8_lora_B", _edited("diffusers", _set(B, lambda sd: sd[B].to(torch.float8_e4m3fn))),
+             "dtype float8_e4m3fn", B),
+    BadInput("nan_in_lora_B", _edited("diffusers", _poke(B, float("nan"))), f"of unet.{MODULE} holds NaN", B),
+    BadInput("inf_in_lora_A", _edited("kohya", _poke(DOWN, float("inf"))), f"of unet.{MODULE} holds NaN or Inf",
+             DOWN),
+    BadInput("two_keys_for_one_module", _edited("diffusers", _same_module_twice), "already sets",
+             f"text_encoder.text_model.{TE_MODULE}.lora_A.weight"),
+    # -- keys that fit no module, or another family
+    BadInput("keys_match_no_module", _only_pair(NO_MODULE),
+             "no key matches a module of this model; closest module names: down_blocks.1.attentions.0.proj_in",
+             f"{NO_MODULE}.lora_A.weight"),
+    BadInput("no_lora_keys", _edited("diffusers", _rename_all("lora_", "lorx_")), "unrecognised LoRA layout"),
+    BadInput("sdxl_lora_for_sd15", _other_family("sdxl"), "made for sdxl ('text_encoder_2.' keys)"),
+    BadInput("flux_lora_for_sd15", _other_family("flux"), "made for flux ('single_transformer_blocks' keys)"),
+    # -- alpha tensors and header metadata
+    BadInput("alpha_empty", _edited("kohya", _set(ALPHA, lambda sd: torch.zeros(0))), "holds 0", ALPHA),
+    BadInput("alpha_several_elements", _edited("kohya", _set(ALPHA, lambda sd: torch.ones(2))), "holds 2", ALPHA),
+    BadInput("alpha_nan", _edited("kohya", _set(ALPHA, lambda sd: torch.tensor(float("nan")))),
+             "not a finite number", ALPHA),
+    BadInput("alpha_inf", _edited("kohya", _set(ALPHA, lambda sd: torch.tensor(float("inf")))),
+             "alpha is inf", ALPHA),
+    BadInput("metadata_not_json", _metadata_text("{unet.lora_alpha: 2"), "not JSON", METADATA_KEY),
+    BadInput("metadata_json_not_an_object", _metadata(lambda m: list(m)), "JSON list, not an object", METADATA_KEY),
+    BadInput("alpha_pattern_invalid_regex", _metadata(lambda m: {**m, "unet.alpha_pattern": {"to_q(": 1.0}}),
+             "not a valid regular expression", METADATA_KEY),
+    BadInput("lora_alpha_not_a_number", _metadata(lambda m: {**m, "unet.lora_alpha": "high"}),
+             "unet.lora_alpha is 'high'", METADATA_KEY),
+    # -- bad options (the file is good)
+    BadInput("nonexistent_model_path", _good_file, "no_such_model",
+             options=lambda f: ["--model-path", str(f.parent / "no_such_model")],
+             library=lambda good, f: pretrained_dir(str(f.parent / "no_such_model"))),
+    BadInput("model_path_without_model_index", _good_file, "model_index.json missing",
+             options=lambda f: ["--model-path", str(f.parent)], library=lambda good, f: pretrained_dir(str(f.parent))),
+    BadInput("unknown_family", _good_file, "unknown family 'sd14'",
+             options=lambda f: ["--family", "sd14"], library=lambda good, f: get_family("sd14")),
+    # float16 and bfloat16 run on this torch's CPU (matmul, addmm and fuse all work), so no rule
+    # refuses them there; float64 is refused everywhere because the tolerance table has no row for it.
+    BadInput("unknown_dtype", _good_file, "unsupported dtype 'float8'",
+             options=lambda f: ["--dtype", "float8"], library=lambda good, f: dtype_from_name("float8")),
+    BadInput("float64_dtype", _good_file, "unsupported dtype 'float64'",
+             options=lambda f: ["--dtype", "float64"], library=lambda good, f: dtype_from_name("float64")),
+]
+
+
+@pytest.fixture(scope="module")
+def good() -> Good:
+    def components(name: str) -> dict:
+        family = get_family(name)
+        return family.components(build_pipeline(family))
+
+    sd15 = components("sd15")
+    sdxl = components("sdxl")
+    flux = components("flux")
+    return Good(
+        components=sd15,
+        lora=synth_lora(sd15, {"unet": ("to_q", "conv1"), "text_encoder": ("q_proj",)}, seed=1, rank=4, alpha=2.0),
+        sdxl=synth_lora(sdxl, {"unet": ("to_q",), "text_encoder": ("q_proj",), "text_encoder_2": ("q_proj",)}, seed=2),
+        flux=synth_lora(flux, {"transformer": ("to_q",)}, seed=3),
+    )
+
+
+@pytest.fixture(params=CASES, ids=lambda c: c.id)
+def case(request: pytest.FixtureRequest) -> BadInput:
+    return request.param
+
+
+def _library_call(case: BadInput, good: Good, path: Path) -> object:
+    if case.library is not None:
+        return case.library(good, path)
+    return read_lora(path, good.components)
+
+
+def _cli(case: BadInput, path: Path) -> int:
+    extra = case.options(path) if case.options else []
+    return main(["check", "--family", "sd15", "--lora", str(path), *extra])
+
+
+def _expected_in_message(case: BadInput, path: Path) -> list[str]:
+    return [case.message, *([str(path)] if case.names_file else []), *([case.key] if case.key else [])]
+
+
+def _folder_state(d: Path) -> dict[str, str]:
+    """Every entry under ``d`` with a sha256 of each file's bytes ('dir' for folders)."""
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(d.rglob("*"))
+    }
+
+
+# ---------------------------------------------------------------- generic checks
+
+
+def test_library_raises_parity_input_error_naming_file_and_key(case, good, tmp_path):
+    path = case.write(good, tmp_path)
+
+    with pytest.raises(ParityInputError) as err:
+        _library_call(case, good, path)
+
+    for needle in _expected_in_message(case, path):
+        assert needle in str(err.value), (needle, str(err.value))
+    if case.names_file:
+        assert err.value.path == str(path)
+    if case.key is not None:
+        assert err.value.key == case.key
+
+
+def test_cli_check_exits_2_with_one_stderr_line_naming_file_and_key(case, good, tmp_path, capsys):
+    path = case.write(good, tmp_path)
+    capsys.readouterr()
+
+    code = _cli(case, path)
+
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert "Traceback" not in err + out
+    [line] = err.splitlines()
+    assert line.startswith("lora-parity: error: ")
+    for needle in _expected_in_message(case, path):
+        assert needle in line, (needle, line)
+
+
+def test_reading_leaves_the_bad_file_unchanged_and_creates_nothing(case, good, tmp_path, capsys):
+    path = case.write(good, tmp_path)
+    before = _folder_state(tmp_path)
+
+    with pytest.raises(ParityInputError):
+        _library_call(case, good, path)
+    _cli(case, path)
+
+    assert _folder_state(tmp_path) == before
+    assert not (tmp_path / MARKER).exists()  # no pickle was executed
+
+
+def test_matrix_ids_are_unique():
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids))
+
+
+# ---------------------------------------------------------------- pickle opt-in
+
+
+def test_allow_pickle_refuses_a_malicious_pickle_without_running_it(good, tmp_path, capsys):
+    path = _malicious_pickle("lora.pt")(good, tmp_path)
+
+    with pytest.raises(ParityInputError, match=r"weights_only=True\) refused it") as err:
+        read_lora(path, good.components, allow_pickle=True)
+    assert str(path) in str(err.value)
+    code = main(["check", "--family", "sd15", "--lora", str(path), "--allow-pickle"])
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert code == 2 and str(path) in line and "refused it" in line
+    assert not (tmp_path / MARKER).exists()
+
+
+def test_allow_pickle_reads_a_torch_saved_state_dict_like_the_safetensors_file(good, tmp_path):
+    path = _plain_pickle("lora.pt")(good, tmp_path)
+    save_file(torch.load(path, weights_only=True), tmp_path / "lora.safetensors")
+
+    pickled = read_lora(path, good.components, allow_pickle=True)
+    safetensors = read_lora(tmp_path / "lora.safetensors", good.components)
+
+    assert pickled.layout == safetensors.layout == "kohya"
+    assert set(pickled.modules) == set(safetensors.modules) == {k for k in good.lora.modules if k[0] == "unet"}
+    for key, m in safetensors.modules.items():
+        got = pickled.modules[key]
+        assert torch.equal(got.down, m.down) and torch.equal(got.up, m.up) and got.alpha == m.alpha
+
+
+def test_safetensors_copy_of_a_pickle_holds_the_same_tensors(good, tmp_path):
+    path = _plain_pickle("lora.pt")(good, tmp_path)
+
+    copy = safetensors_copy(str(path), str(tmp_path), "0-")
+
+    assert Path(copy).name == "0-lora.pt.safetensors"
+    original, copied = torch.load(path, weights_only=True), load_tensors(copy)[0]
+    assert original.keys() == copied.keys() and all(torch.equal(original[k], copied[k]) for k in original)
+
+
+def test_cli_allow_pickle_checks_a_torch_saved_lora_and_diffusers_never_unpickles(good, tmp_path, monkeypatch,
+                                                                                  capsys):
+    path = _plain_pickle("lora.pt")(good, tmp_path)
+    loads: list[tuple[str, object]] = []
+    real_load = torch.load
+
+    def spy(f, *args, **kwargs):
+        loads.append((str(f), kwargs.get("weights_only")))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    code = main(["check", "--family", "sd15", "--lora", str(path), "--allow-pickle", "--quiet"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "PASS" in out and "kohya" in out
+    # our one weights-only read; diffusers got the tensors, so it never opened the file
+    assert loads == [(str(path), True)]
+
+
+def _pickled_unet_loras(good: Good, d: Path) -> list[Path]:
+    """Two torch.save'd diffusers-layout unet LoRAs of ranks 4 and 8 (what hotswap --level model reads)."""
+    targets = get_family("sd15").default_targets["unet"]
+    paths = []
+    for seed, rank in ((1, 4), (2, 8)):
+        sd, _ = to_state_dict(synth_lora(good.components, {"unet": targets}, seed=seed, rank=rank), "diffusers")
+        torch.save(sd, d / f"rank{rank}.pt")
+        paths.append(d / f"rank{rank}.pt")
+    return paths
+
+
+def test_hotswap_refuses_pickles_without_the_flag_and_names_it(good, tmp_path, capsys):
+    first, second = _pickled_unet_loras(good, tmp_path)
+
+    code = main(["hotswap", "--family", "sd15", "--lora", str(first), "--lora", str(second)])
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert code == 2 and str(first) in line and "--allow-pickle" in line
+
+
+def test_hotswap_allow_pickle_refuses_a_malicious_pickle_naming_it(good, tmp_path, capsys):
+    first, _ = _pickled_unet_loras(good, tmp_path)
+    bad = _malicious_pickle("evil.pt")(good, tmp_path)
+
+    code = main(["hotswap", "--family", "sd15", "--lora", str(first), "--lora", str(bad), "--allow-pickle"])
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert code == 2 and str(bad) in line and "refused it" in line
+    assert not (tmp_path / MARKER).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.compile
+def test_hotswap_allow_pickle_swaps_torch_saved_loras_and_reports_the_original_names(good, tmp_path, capsys):
+    first, second = _pickled_unet_loras(good, tmp_path)
+
+    code = main(["hotswap", "--family", "sd15", "--lora", str(first), "--lora", str(second), "--allow-pickle"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert f"first: {first} (rank 4)" in out
+    assert any(line.lstrip().startswith(str(second)) for line in out.splitlines())
