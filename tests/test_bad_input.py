@@ -513,3 +513,23 @@ def test_hotswap_allow_pickle_swaps_torch_saved_loras_and_reports_the_original_n
     assert code == 0, out + err
     assert f"first: {first} (rank 4)" in out
     assert any(line.lstrip().startswith(str(second)) for line in out.splitlines())
+
+
+# ---------------------------------------------------------------- under pytest
+
+
+def test_pytest_reports_a_bad_lora_file_as_one_line_naming_it_not_a_traceback(good, tmp_path, pytester, monkeypatch):
+    # Without the plugin's report hook the failure would be a traceback through parity/formats.py.
+    monkeypatch.setattr("parity.plugin._ROWS", [])  # the inner run's summary rows stay out of this run's
+    plain = _plain_pickle("lora.pt")(good, tmp_path)
+    merge_parity = Path(__file__).with_name("test_merge_parity.py")
+
+    result = pytester.runpytest_inprocess(
+        f"{merge_parity}::test_user_lora_fuse_matches_reference_merge", "-k", "float32", "--lora", str(plain),
+        "-p", "no:cacheprovider", "-n", "0", "-q",
+    )
+
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert f"bad input: {plain}: pickle checkpoints are refused" in out
+    assert "Traceback" not in out and "formats.py" not in out

@@ -2,14 +2,16 @@
 # Determinism: the default suite twice on this machine, the second time in a random order (seed
 # printed), then `lora-parity agree` on the two runs: same tests, same outcomes, same numbers.
 # Usage: [REPEAT_OUT=DIR] [REPEAT_SEED=N] tools/repeat.sh [pytest args...]
-#        (REPEAT_OUT default: reports/repeat/<UTC time>; a new folder every time)
+#        (REPEAT_OUT default: a new run folder under reports/repeat/)
 # Exit: non-zero if either run failed or the runs disagree.
 set -uo pipefail
 PYTHON=${PYTHON:-python}
-OUT=${REPEAT_OUT:-reports/repeat/$(date -u +%Y%m%d-%H%M%S)}
-if [ -e "$OUT" ]; then
-  echo "tools/repeat.sh: $OUT already exists; a run does not overwrite another, choose a new folder" >&2
-  exit 2
+# A new run folder (reports/repeat/<UTC time>-<id>/, `latest` points at it), or REPEAT_OUT if it is
+# new or empty: a repeat never overwrites another one's runs.
+if [ -n "${REPEAT_OUT:-}" ]; then
+  OUT=$("$PYTHON" -m parity.rundir claim "$REPEAT_OUT" --produces run1,run2 --command "tools/repeat.sh $*") || exit 2
+else
+  OUT=$("$PYTHON" -m parity.rundir new reports/repeat --command "tools/repeat.sh $*") || exit 2
 fi
 SEED=${REPEAT_SEED:-$((RANDOM * 32768 + RANDOM))}
 run() {
