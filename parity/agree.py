@@ -4,6 +4,7 @@ A run folder holds ``junit.xml`` and ``parity/summary.json`` (``--junitxml`` and
 the same layout as a gate bundle). Two runs agree when the same tests ran with the same outcomes and
 every measured error (ULPs, share of bound, golden metrics) is identical: no tolerance, because the
 same code on the same inputs and machine must compute the same numbers, whatever the test order.
+Wall-clock figures (a row's ``timing``) are the one thing compared by neither.
 """
 
 from __future__ import annotations
@@ -32,9 +33,13 @@ class Agreement:
         return not (self.only_first or self.only_second or self.outcomes or self.numbers)
 
 
+# Summary-row fields that are measurements of time, not results: they differ between any two runs.
+NOT_RESULTS = ("timing",)
+
+
 def _row_differences(key: tuple[str, str, str], a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return [f"{' '.join(key)}: {name} {a.get(name)!r} → {b.get(name)!r}"
-            for name in sorted(set(a) | set(b)) if a.get(name) != b.get(name)]
+            for name in sorted((set(a) | set(b)) - set(NOT_RESULTS)) if a.get(name) != b.get(name)]
 
 
 def _run_files(run: Path) -> tuple[Path, Path]:

@@ -206,14 +206,18 @@ def restore_global_state():
 def parity_record(request: pytest.FixtureRequest, record_property):
     """Record one summary row: shows in JUnit properties and in the --parity-report summary."""
 
-    def record(check: str, dtype: str, max_ulps: float, max_bound_ratio: float, detail: str = "") -> None:
+    def record(check: str, dtype: str, max_ulps: float, max_bound_ratio: float, detail: str = "",
+               timing: str = "") -> None:
+        # ``timing``: wall-clock figures, kept apart from ``detail`` because they are not results: two
+        # runs of the same code agree on everything but them (parity/agree.py ignores this field).
         row = {
             "check": check,
             "case": request.node.callspec.id if hasattr(request.node, "callspec") else request.node.name,
             "dtype": dtype,
-            "max_ulps": round(float(max_ulps), 3),
-            "max_bound_ratio": round(float(max_bound_ratio), 3),
+            "max_ulps": float(max_ulps),  # unrounded: two runs are compared bit for bit (parity/agree.py)
+            "max_bound_ratio": float(max_bound_ratio),
             "detail": detail,
+            "timing": timing,
         }
         record_property("parity", json.dumps(row))
 
@@ -273,7 +277,7 @@ def write_summary(out: Path, rows: list[dict], exitstatus: int) -> None:
         for r in mine:
             lines.append(
                 f"| {r['case']} | {r['dtype']} | {r['max_ulps']:.2f} | {r['max_bound_ratio']:.2f} | "
-                f"{r['outcome']} | {r['detail']} |"
+                f"{r['outcome']} | {'; '.join(x for x in (r['detail'], r.get('timing', '')) if x)} |"
             )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 

@@ -47,6 +47,12 @@ def test_one_difference_makes_runs_disagree(tmp_path, capsys, cases, rows, needl
     assert needle in capsys.readouterr().out
 
 
+def test_wall_clock_timings_are_not_compared(tmp_path, capsys):
+    b = _run(tmp_path / "b", rows=({**ROW, "timing": "swap 9 ms vs compile 3.5 s"},))
+    assert main(["agree", str(_run(tmp_path / "a", rows=({**ROW, "timing": "swap 18 ms vs compile 2.7 s"},))),
+                 str(b)]) == 0
+
+
 def test_a_folder_without_runs_is_bad_input(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["agree", str(_run(tmp_path / "a")), str(tmp_path / "empty")]) == 2
