@@ -206,8 +206,11 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str
 
 
 def _pickle_hint(path: str) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(4)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:  # unreadable: the error being raised already says so
+        return ""
     if head.startswith(PICKLE_MAGIC):
         return "; it looks like a torch pickle: give it a .pt suffix and pass --allow-pickle, or convert it"
     return ""

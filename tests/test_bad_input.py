@@ -8,7 +8,6 @@ exits 2 with exactly that one line on stderr; and reading leaves the file (and i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import struct
@@ -35,6 +34,7 @@ from parity.formats import (
 from parity.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import pretrained_dir
+from tests.harness.filesnap import differences, snapshot
 
 MODULE = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"  # a 16x16 Linear of the tiny sd15 unet
 KOHYA_STEM = "lora_unet_" + MODULE.replace(".", "_")
@@ -354,14 +354,6 @@ def _expected_in_message(case: BadInput, path: Path) -> list[str]:
     return [case.message, *([str(path)] if case.names_file else []), *([case.key] if case.key else [])]
 
 
-def _folder_state(d: Path) -> dict[str, str]:
-    """Every entry under ``d`` with a sha256 of each file's bytes ('dir' for folders)."""
-    return {
-        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-        for p in sorted(d.rglob("*"))
-    }
-
-
 # ---------------------------------------------------------------- generic checks
 
 
@@ -396,13 +388,13 @@ def test_cli_check_exits_2_with_one_stderr_line_naming_file_and_key(case, good, 
 
 def test_reading_leaves_the_bad_file_unchanged_and_creates_nothing(case, good, tmp_path, capsys):
     path = case.write(good, tmp_path)
-    before = _folder_state(tmp_path)
+    before = snapshot(tmp_path)
 
     with pytest.raises(ParityInputError):
         _library_call(case, good, path)
     _cli(case, path)
 
-    assert _folder_state(tmp_path) == before
+    assert differences(before, snapshot(tmp_path)) == []
     assert not (tmp_path / MARKER).exists()  # no pickle was executed
 
 

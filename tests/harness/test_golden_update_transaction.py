@@ -6,7 +6,6 @@ by tests/harness/golden_kill_plugin.py), SIGKILL it at a chosen point, then look
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -20,6 +19,7 @@ import pytest
 
 from parity import golden as g
 from parity.golden import COMMIT_MARKER, STAGING_PREFIX, GoldenStore
+from tests.harness.filesnap import snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = ("sd15-base", "sd15-lora-0.5", "sd15-lora-1.0")
@@ -27,9 +27,9 @@ GREY = np.full((32, 32, 3), 0.25, np.float32)
 
 
 def tree_hashes(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` (staging folders included) → sha256."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file under ``folder`` (staging folders included) → sha256; folders' own mtimes change
+    when a staging folder comes and goes, so only file contents are compared."""
+    return {path: sha for path, (kind, sha, _, _) in snapshot(folder).items() if kind == "file"}
 
 
 @pytest.fixture
