@@ -32,7 +32,6 @@ from parity.zoo.fullsize import FULL, full_denoiser
 
 BENCH_RANK = 8  # rank of every benchmark adapter; hotswap-ready modes pad it to their target rank
 MAX_ADAPTERS = 4
-SIZES = ("tiny", "full")
 
 
 @dataclass(frozen=True)

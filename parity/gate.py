@@ -35,7 +35,6 @@ from parity.runcompare import Comparison, FailOn, compare_runs
 MANIFEST = "bundle.json"
 JUNIT = "junit.xml"
 PARITY = os.path.join("parity", "summary.json")
-GOLDEN_ROOT = "golden"
 GOLDEN_REPORT = "golden-report"
 BENCH = os.path.join("bench", "run.json")
 ROLES = ("old", "new")

@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -693,9 +693,6 @@ def variant(case: GoldenCase, **changes: Any) -> GoldenCase:
     """The same case with fields changed (negative controls: another seed, scale 1.05)."""
     return replace(case, **changes)
 
-
-def as_dict(case: GoldenCase) -> dict[str, Any]:
-    return asdict(case)
 
 
 # ---------------------------------------------------------------- one case, end to end

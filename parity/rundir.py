@@ -39,7 +39,6 @@ from parity.errors import ParityInputError
 MARKER = "lora-parity-run.json"
 LATEST_LINK = "latest"
 LATEST_FILE = "LATEST"
-REPORTS_ROOT = "reports"
 
 # What each writer puts in its folder: a marked folder holding none of these is free for that writer.
 OUTPUTS: dict[str, tuple[str, ...]] = {
