@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml tools/bootstrap.sh
 install: $(STAMP)
 
 # Outputs never overwrite a previous run's: each run gets a new folder reports/<kind>/<UTC time>-<id>/
-# and reports/<kind>/latest points at the newest (parity/rundir.py).
+# and reports/<kind>/latest points at the newest (parity/runs/folders.py).
 
 # The parity checks on the built-in tiny models; JUnit XML + a readable summary in reports/parity/latest/.
 parity: $(STAMP)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from parity import benchrecord as rec
-from parity.benchmodes import MODES, Subject, build_subject
-from parity.compare import dtype_from_name
-from parity.dynamo import default_backend
-from parity.plugin import cuda_available
+from parity.bench import record as rec
+from parity.bench.modes import MODES, Subject, build_subject
+from parity.tolerances import dtype_from_name
+from parity.checks.dynamo import default_backend
+from parity.pytest.plugin import cuda_available
 from parity.zoo import get_family
 
 # dtypes timed per device: CPUs have no fast float16 kernels, so float16 is a CUDA-only number.
@@ -116,7 +116,7 @@ def subject(
     compile_options,
 ) -> Subject:
     """The case's subject in its base state; whatever a case does to it is undone by ``leave``."""
-    from parity.benchmodes import leave
+    from parity.bench.modes import leave
 
     size = request.config.getoption("--bench-size")
     blocks = request.config.getoption("--bench-blocks")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from parity import benchrecord as rec
-from parity.benchmodes import MODES, MODES_BY_NAME, Mode, Subject, call_of, enter, flop_fields, mode_info
-from parity.benchrun import rounds_for, time_target
+from parity.bench import record as rec
+from parity.bench.modes import MODES, MODES_BY_NAME, Mode, Subject, call_of, enter, flop_fields, mode_info
+from parity.bench.run import rounds_for, time_target
 from parity.zoo import FAMILIES
 
 from .conftest import ALL_DTYPES, BenchCase

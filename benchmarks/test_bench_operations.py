@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from parity import benchrecord as rec
-from parity.benchmodes import BENCH_RANK, MODES_BY_NAME, Subject, enter, info, load, uncompile
-from parity.benchrun import rounds_for, time_target
-from parity.dynamo import compile_in_place
+from parity.bench import record as rec
+from parity.bench.modes import BENCH_RANK, MODES_BY_NAME, Subject, enter, info, load, uncompile
+from parity.bench.run import rounds_for, time_target
+from parity.checks.dynamo import compile_in_place
 from parity.zoo import FAMILIES
 
 from .conftest import ALL_DTYPES, BenchCase

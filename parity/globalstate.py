@@ -1,5 +1,5 @@
 """The process-wide settings a check may change, declared once: each test starts from, and leaves,
-the same values (``restore_global_state`` in parity/plugin.py runs every test inside ``isolated``).
+the same values (``restore_global_state`` in parity/pytest/plugin.py runs every test inside ``isolated``).
 
 A setting missing here can leak from one test into the next and make results depend on test
 order; tests/harness/test_globalstate.py changes each one and checks that it comes back.

@@ -3,8 +3,8 @@ weights, save/load round trips, prefix loads, and PEFT's add_weighted_adapter ag
 
 Outputs are compared bit-exactly where the computation is the same sequence of ops on the same
 tensors (a skipped LoRA branch is the base forward; a deleted adapter leaves the survivor's forward
-unchanged); weights go through parity.fuse's derived merge bounds; factor combinations through the
-bound derived in parity.weighted.
+unchanged); weights go through parity.checks.fuse's derived merge bounds; factor combinations through the
+bound derived in parity.reference.weighted.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
 from torch import nn
 
-from parity import hotswap as hs
-from parity import weighted
-from parity.compare import report_against_bound
-from parity.formats import load_tensors, read_lora, save_lora
-from parity.fuse import fuse_and_measure, snapshot
-from parity.synth import synth_lora
+from parity.checks import hotswap as hs
+from parity.reference import weighted
+from parity.tolerances import report_against_bound
+from parity.lora.formats import load_tensors, read_lora, save_lora
+from parity.checks.fuse import fuse_and_measure, snapshot
+from parity.lora.synth import synth_lora
 from parity.zoo import FAMILIES, build_pipeline
 
 FAMILY_NAMES = ("sd15", "flux", "qwenimage")  # sdxl adds ~60 s on 2 cores and no API path sd15 lacks

@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import save_file
 
 from parity.cli import main
-from parity.compare import dtype_from_name
+from parity.tolerances import dtype_from_name
 from parity.errors import ParityInputError
-from parity.formats import (
+from parity.lora.formats import (
     METADATA_KEY,
     LoraFile,
     load_tensors,
@@ -31,7 +31,7 @@ from parity.formats import (
     save_lora,
     to_state_dict,
 )
-from parity.synth import synth_lora
+from parity.lora.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import pretrained_dir
 from tests.harness.filesnap import differences, snapshot
@@ -511,8 +511,8 @@ def test_hotswap_allow_pickle_swaps_torch_saved_loras_and_reports_the_original_n
 
 
 def test_pytest_reports_a_bad_lora_file_as_one_line_naming_it_not_a_traceback(good, tmp_path, pytester, monkeypatch):
-    # Without the plugin's report hook the failure would be a traceback through parity/formats.py.
-    monkeypatch.setattr("parity.plugin._ROWS", [])  # the inner run's summary rows stay out of this run's
+    # Without the plugin's report hook the failure would be a traceback through parity/lora/formats.py.
+    monkeypatch.setattr("parity.pytest.plugin._ROWS", [])  # the inner run's summary rows stay out of this run's
     plain = _plain_pickle("lora.pt")(good, tmp_path)
     merge_parity = Path(__file__).with_name("test_merge_parity.py")
 

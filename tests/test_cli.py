@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from parity.cli import main
-from parity.formats import save_lora, to_state_dict
-from parity.synth import synth_lora
+from parity.lora.formats import save_lora, to_state_dict
+from parity.lora.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
 
 UNMATCHED_KEY = "unet.down_blocks.9.nowhere.to_q.lora_A.weight"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
-from parity.formats import save_lora
-from parity.synth import synth_lora
+from parity.lora.formats import save_lora
+from parity.lora.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
 from tests.test_cli import assert_one_line_error
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity.build import prepare
-from parity.cases import LayoutCase, LoraSpec
-from parity.formats import read_lora, save_lora
-from parity.fuse import fuse_and_measure, fuse_components, load_adapters, snapshot
-from parity.synth import synth_lora
+from parity.checks.prepare import prepare
+from parity.checks.cases import LayoutCase, LoraSpec
+from parity.lora.formats import read_lora, save_lora
+from parity.checks.fuse import fuse_and_measure, fuse_components, load_adapters, snapshot
+from parity.lora.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
 
 SPEC = (LoraSpec(seed=1, rank=4, alpha=2.0),)
@@ -133,7 +133,7 @@ def test_model_level_load_applies_the_alpha_in_the_file_header(tmp_path):
     ),
 )
 def test_changing_the_adapter_weight_after_hotswap_does_not_recompile(tmp_path):
-    from parity import hotswap as hs
+    from parity.checks import hotswap as hs
 
     first = _denoiser_lora("sd15", tmp_path, seed=42, rank=4)
     second = _denoiser_lora("sd15", tmp_path, seed=43, rank=8)
@@ -142,7 +142,7 @@ def test_changing_the_adapter_weight_after_hotswap_does_not_recompile(tmp_path):
     if swapped.error is not None or swapped.watch.recompiled:
         pytest.fail(f"the hotswap itself failed: {swapped.error or swapped.watch.summary()}")
 
-    from parity.dynamo import reset, watch_compiles
+    from parity.checks.dynamo import reset, watch_compiles
 
     with watch_compiles() as watch:
         session.pipe.set_adapters([hs.ADAPTER], adapter_weights=[0.5])
@@ -162,7 +162,7 @@ def test_changing_the_adapter_weight_after_hotswap_does_not_recompile(tmp_path):
     ),
 )
 def test_a_refused_hotswap_leaves_the_adapter_hotswappable(tmp_path):
-    from parity import hotswap as hs
+    from parity.checks import hotswap as hs
 
     family = get_family("sd15")
     pipe = build_pipeline(family)
@@ -213,7 +213,7 @@ def test_a_refused_text_encoder_hotswap_leaves_the_unet_unchanged(tmp_path):
     reason=(
         "finding: fuse_lora(safe_fusing=True) refuses a NaN adapter only when it reaches that layer; "
         "the layers fused before stay fused (12 of the tiny sd15's 48 with the NaN in the middle one) "
-        "and num_fused_loras stays 0. The suite fuses through parity.fuse.fuse_all_or_nothing"
+        "and num_fused_loras stays 0. The suite fuses through parity.checks.fuse.fuse_all_or_nothing"
     ),
 )
 def test_refused_safe_fuse_leaves_the_base_weights_as_they_were():

@@ -1,8 +1,8 @@
 """Seeded pipeline renders match the stored golden images of this device class.
 
-Cases are data (parity.golden.CASES: family × base / LoRA at 0.5 and 1.0 / fused / two adapters /
+Cases are data (parity.golden.cases.CASES: family × base / LoRA at 0.5 and 1.0 / fused / two adapters /
 per-step schedule / kohya file / LoCon); this is the one generic check over them. Thresholds:
-GOLDEN_TOLERANCES in parity/compare.py. ``--update-golden`` rewrites the selected baselines first;
+GOLDEN_TOLERANCES in parity/tolerances.py. ``--update-golden`` rewrites the selected baselines first;
 without it a missing baseline fails with the command that creates it. Mismatches write
 artifacts/<case>.png (expected | actual | amplified difference) and index.html in this run's folder
 reports/golden/<UTC time>-<id>/ (reports/golden/latest), or in --golden-report DIR.
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from parity.golden import CASES, GoldenCase, run_case
+from parity.golden.cases import CASES, GoldenCase
+from parity.golden.verify import run_case
 
 pytestmark = pytest.mark.golden
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from parity import hotswap as hs
-from parity.dynamo import default_backend, reset
-from parity.formats import save_lora
-from parity.synth import mixed_rank, synth_lora
+from parity.checks import hotswap as hs
+from parity.checks.dynamo import default_backend, reset
+from parity.lora.formats import save_lora
+from parity.lora.synth import mixed_rank, synth_lora
 from parity.zoo import FAMILIES, build_pipeline
 
 TARGET_RANK = 8

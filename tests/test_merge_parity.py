@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from parity.build import prepare
-from parity.cases import DTYPES, merge_cases
-from parity.compare import dtype_from_name
-from parity.formats import diffusers_source, read_lora
-from parity.fuse import fuse_and_measure, load_adapters, snapshot
+from parity.checks.prepare import prepare
+from parity.checks.cases import DTYPES, merge_cases
+from parity.tolerances import dtype_from_name
+from parity.lora.formats import diffusers_source, read_lora
+from parity.checks.fuse import fuse_and_measure, load_adapters, snapshot
 from parity.zoo import build_pipeline, get_family
 
 CASES = merge_cases()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from parity.build import prepare
-from parity.cases import ADAPTER_SPECS, DTYPES, layout_cases
-from parity.fuse import fuse_unfuse_cycles, load_adapters
+from parity.checks.prepare import prepare
+from parity.checks.cases import ADAPTER_SPECS, DTYPES, layout_cases
+from parity.checks.fuse import fuse_unfuse_cycles, load_adapters
 
 LAYOUTS = layout_cases()
 CYCLES = 20

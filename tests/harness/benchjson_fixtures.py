@@ -10,7 +10,7 @@ from typing import Any
 
 from pytest_benchmark.stats import Stats
 
-from parity.benchrecord import (
+from parity.bench.record import (
     BASE,
     COMPILED_BASE,
     COMPILED_FUSED,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-import parity.golden as g
+import parity.golden.render as rendering
+import parity.golden.store as store
 
 FAKE_VALUE = 0.25  # flat grey: unlike every committed baseline
 
@@ -25,11 +26,11 @@ def _pause() -> None:
 
 
 def pytest_configure(config) -> None:
-    g.render = lambda case, dtype=None, device="cpu": np.full((32, 32, 3), FAKE_VALUE, np.float32)
-    g.forward_error = lambda case, image, device="cpu": 0.0
+    rendering.render = lambda case, dtype=None, device="cpu": np.full((32, 32, 3), FAKE_VALUE, np.float32)
+    rendering.forward_error = lambda case, image, device="cpu": 0.0
     where = os.environ["GOLDEN_KILL_AT"]
     if where == "staged":
-        original, staged = g.GoldenStore.write, []
+        original, staged = store.GoldenStore.write, []
 
         def write(self, case, image, entry):
             path = original(self, case, image, entry)
@@ -38,7 +39,7 @@ def pytest_configure(config) -> None:
                 _pause()
             return path
 
-        g.GoldenStore.write = write
+        store.GoldenStore.write = write
     elif where == "commit":
         real_replace = os.replace
 
@@ -49,7 +50,7 @@ def pytest_configure(config) -> None:
             @staticmethod
             def replace(src, dst):
                 real_replace(src, dst)
-                if g.STAGING_PREFIX in str(src) and g.STAGING_PREFIX not in str(dst) and str(dst).endswith(".png"):
+                if store.STAGING_PREFIX in str(src) and store.STAGING_PREFIX not in str(dst) and str(dst).endswith(".png"):
                     _pause()
 
-        g.os = PausingOs()
+        store.os = PausingOs()

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from parity import hotswap as hs
-from parity import weighted
-from parity.formats import load_tensors
-from parity.fuse import fuse_and_measure
+from parity.checks import hotswap as hs
+from parity.reference import weighted
+from parity.lora.formats import load_tensors
+from parity.checks.fuse import fuse_and_measure
 from parity.zoo import FAMILIES, build_pipeline
 from tests.test_adapter_api import (
     WeightedCase,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from parity.benchjson import format_seconds, read_run
+from parity.bench.results import format_seconds, read_run
 from parity.cli import main
-from parity.report import FLAG_TEXT, NO_FLAGS
+from parity.bench.report import FLAG_TEXT, NO_FLAGS
 from tests.harness.benchjson_fixtures import CPU_NAME, bench, standard_benchmarks, stats, write_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -140,7 +140,7 @@ def test_unreadable_benchmark_json_or_junit_exits_2_with_one_line(capsys, tmp_pa
 
 BENCH_TEST = textwrap.dedent("""
     import pytest
-    from parity.benchrecord import BenchInfo, group_name
+    from parity.bench.record import BenchInfo, group_name
 
     def spin(n):
         return sum(i * i for i in range(n))
@@ -200,7 +200,7 @@ def test_end_to_end_on_pytest_benchmarks_own_json_and_junit_output(capsys, tmp_p
 
 
 def test_report_progress_appears_on_stderr_once_the_work_is_long(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr("parity.report.LONG_WORK_SECONDS", 0.0)  # every step counts as long
+    monkeypatch.setattr("parity.bench.report.LONG_WORK_SECONDS", 0.0)  # every step counts as long
     code, _, _, stderr = report(capsys, tmp_path, standard_benchmarks())
     assert code == 0
     assert stderr.splitlines()[0] == "[1/4] latency plot of sd15/tiny/cpu"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity import benchrecord as rec
-from parity.benchmodes import (
+from parity.bench import record as rec
+from parity.bench.modes import (
     BENCH_RANK,
     MODES,
     MODES_BY_NAME,
@@ -21,7 +21,7 @@ from parity.benchmodes import (
     flop_fields,
     leave,
 )
-from parity.flops import counted_flops
+from parity.bench.flops import counted_flops
 from parity.zoo import get_family
 
 CHEAP = [m for m in MODES if not m.compiled] + [MODES_BY_NAME[rec.COMPILED_FUSED], MODES_BY_NAME["compiled-hotswap-ready-r64"]]

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-from parity import benchrecord as rec
-from parity.benchrun import Rounds, rounds_for, time_target
-from parity.dynamo import reset
+from parity.bench import record as rec
+from parity.bench.run import Rounds, rounds_for, time_target
+from parity.checks.dynamo import reset
 
 
 class Pedantic:

@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity.cases import DEVICES, DTYPES
-from parity.compare import FLOAT_DTYPES, TOLERANCES, detectable_ulps, merge_bound, ulp
-from parity.merge import MergeStep
+from parity.checks.cases import DEVICES, DTYPES
+from parity.tolerances import FLOAT_DTYPES, TOLERANCES, detectable_ulps, merge_bound, ulp
+from parity.reference.merge import MergeStep
 
 # Spacing above 1.0 is 2^-(mantissa bits): 23 for float32, 10 for float16, 7 for bfloat16.
 KNOWN_ULPS = [
@@ -53,7 +53,7 @@ def test_a_correctly_rounded_merge_is_within_bound_and_a_few_ulps_are_not(dtype)
     b = torch.randn(64, 4, generator=gen, dtype=torch.float64) * 0.2
     exact = w.double() + b @ a
     steps = [MergeStep(b @ a, b.abs() @ a.abs(), 4, torch.float64)]
-    from parity.compare import tolerance
+    from parity.tolerances import tolerance
 
     bound = merge_bound(steps, w, dtype, tolerance("merge", "cpu", dtype))
     rounded = exact.to(dtype).double()  # the best any implementation can do

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_xdist_workers_are_spread_over_the_gpus() -> None:
-    from parity.plugin import worker_cuda_index
+    from parity.pytest.plugin import worker_cuda_index
 
     assert [worker_cuda_index(f"gw{i}", 2) for i in range(4)] == [0, 1, 0, 1]
     assert worker_cuda_index("gw3", 4) == 3

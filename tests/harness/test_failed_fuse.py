@@ -1,7 +1,7 @@
 """A fuse that fails leaves the model exactly as it was: no layer half-fused, no merge recorded.
 
 diffusers fuses layer by layer, so its own failure leaves the earlier layers fused (pinned in
-tests/test_findings.py); ``parity.fuse.fuse_all_or_nothing`` is what the suite fuses through.
+tests/test_findings.py); ``parity.checks.fuse.fuse_all_or_nothing`` is what the suite fuses through.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from peft.tuners.lora import LoraLayer
 from peft.tuners.lora import layer as lora_layer
 
 from parity.errors import ParityInputError
-from parity.formats import to_state_dict
-from parity.fuse import fuse_all_or_nothing, snapshot
-from parity.synth import synth_lora
+from parity.lora.formats import to_state_dict
+from parity.checks.fuse import fuse_all_or_nothing, snapshot
+from parity.lora.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-import parity.fuse
+import parity.checks.fuse
 from parity.errors import ParityInputError
-from parity.fuse import fuse_all_or_nothing, snapshot
+from parity.checks.fuse import fuse_all_or_nothing, snapshot
 from tests.harness.test_failed_fuse import _loaded, changed_tensors, merged_layers
 
 
 def test_without_the_write_back_a_refused_fuse_is_seen_half_applied(monkeypatch):
     loaded = _loaded(poison=True)
-    monkeypatch.setattr(parity.fuse, "_write_back", lambda saved: None)
+    monkeypatch.setattr(parity.checks.fuse, "_write_back", lambda saved: None)
 
     with pytest.raises(ParityInputError):
         fuse_all_or_nothing(loaded.pipe, loaded.components, safe_fusing=True)

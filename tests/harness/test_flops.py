@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from parity.flops import adapter_ranks, counted_flops, lora_extra_flops, lora_layer_flops
-from parity.synth import synth_lora
+from parity.bench.flops import adapter_ranks, counted_flops, lora_extra_flops, lora_layer_flops
+from parity.lora.synth import synth_lora
 
 
 class Net(nn.Module):

@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from parity.errors import ParityInputError
-from parity.familyguess import describe_guess, guess_family
-from parity.formats import LAYOUTS, read_lora, save_lora, to_state_dict
-from parity.synth import mixed_rank, synth_lora
+from parity.lora.familyguess import describe_guess, guess_family
+from parity.lora.formats import LAYOUTS, read_lora, save_lora, to_state_dict
+from parity.lora.synth import mixed_rank, synth_lora
 from parity.zoo import build_pipeline, get_family
 
 

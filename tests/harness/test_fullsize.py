@@ -34,7 +34,7 @@ def test_fewer_blocks_shrink_a_transformer_but_keep_its_block_shapes() -> None:
 
 @pytest.mark.slow
 def test_full_size_sd15_subject_runs_one_forward_at_its_native_shape(tmp_path) -> None:
-    from parity.benchmodes import build_subject
+    from parity.bench.modes import build_subject
     from parity.zoo import get_family
 
     subject = build_subject(get_family("sd15"), "full", torch.float32, "cpu", str(tmp_path))

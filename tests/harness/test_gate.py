@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
-from parity.gate import judge, read_bundle, write_manifest
+from parity.runs.gate import judge, read_bundle, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 # the module's bundles are built once, on one xdist worker

@@ -14,8 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity import golden as g
-from parity.golden import CASES_BY_ID, GoldenError, GoldenStore
+from parity.golden.cases import CASES_BY_ID, variant
+from parity.golden.mismatch import TILE
+from parity.golden.pixels import png_bytes, quantise, read_png
+from parity.golden.render import render, render_cached
+from parity.golden.store import GoldenError, GoldenStore, atomic_write, device_class
+from parity.golden.verify import run_case, update_case, verify_image
 
 BASE = CASES_BY_ID["sd15-base"]
 LORA = CASES_BY_ID["sd15-lora-1.0"]
@@ -28,7 +32,7 @@ def baselines(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("golden-src")
     store = GoldenStore(root, "cpu")
     for case in (BASE, LORA):
-        g.update_case(store, case)
+        update_case(store, case)
     return root
 
 
@@ -44,74 +48,74 @@ def hashes(folder: Path) -> dict[str, str]:
 
 
 def test_the_unchanged_baseline_passes(store, tmp_path):
-    outcome = g.run_case(store, BASE, tmp_path / "reports")
+    outcome = run_case(store, BASE, tmp_path / "reports")
     assert outcome.ok, "\n".join(outcome.lines)
     assert outcome.result.metrics["max_abs"] <= 0.5 / 255  # identical float image: quantisation only
 
 
 def test_a_changed_4x4_patch_fails_and_writes_the_side_by_side_and_the_index(store, tmp_path):
     png = store.png_path(BASE.id)
-    pixels = g.read_png(png).copy()
+    pixels = read_png(png).copy()
     patch = pixels[10:14, 12:16].astype(int)
     pixels[10:14, 12:16] = np.where(patch <= 253, patch + 2, patch - 2)  # 2/255: ≥ 1.5/255 off after rounding
-    g.atomic_write(png, g.png_bytes(pixels))
+    atomic_write(png, png_bytes(pixels))
     reports = tmp_path / "reports"
 
-    outcome = g.run_case(store, BASE, reports)
+    outcome = run_case(store, BASE, reports)
 
     assert not outcome.ok
     assert any("max-abs" in line for line in outcome.result.failures)
     artifact = reports / "artifacts" / f"{BASE.id}.png"
     assert artifact.exists() and outcome.result.artifact == str(artifact)
-    side = g.read_png(artifact)
-    assert side.shape == (32 * g.TILE, 3 * 32 * g.TILE + 8, 3)
-    diff_panel = side[:, 2 * (32 * g.TILE + 4):]
+    side = read_png(artifact)
+    assert side.shape == (32 * TILE, 3 * 32 * TILE + 8, 3)
+    diff_panel = side[:, 2 * (32 * TILE + 4):]
     red = (diff_panel[..., 0] > 0) & (diff_panel[..., 1] == 0) & (diff_panel[..., 2] == 0)
     bright = np.argwhere(red)
     # Only the patch is red in the difference panel (rows 10..13, columns 12..15, upscaled).
-    assert bright[:, 0].min() == 10 * g.TILE and bright[:, 0].max() == 14 * g.TILE - 1
-    assert bright[:, 1].min() == 12 * g.TILE and bright[:, 1].max() == 16 * g.TILE - 1
+    assert bright[:, 0].min() == 10 * TILE and bright[:, 0].max() == 14 * TILE - 1
+    assert bright[:, 1].min() == 12 * TILE and bright[:, 1].max() == 16 * TILE - 1
     index = (reports / "index.html").read_text()
     assert BASE.id in index and f"artifacts/{BASE.id}.png" in index and "SSIM" in index
 
 
 def test_a_passing_rerun_removes_the_case_from_the_index(store, tmp_path):
     reports = tmp_path / "reports"
-    good = g.read_png(store.png_path(BASE.id))
+    good = read_png(store.png_path(BASE.id))
     bad = good.copy()
     bad[0:4, 0:4] = 255 - bad[0:4, 0:4]
-    g.atomic_write(store.png_path(BASE.id), g.png_bytes(bad))
-    assert not g.run_case(store, BASE, reports).ok
-    g.atomic_write(store.png_path(BASE.id), g.png_bytes(good))
-    assert g.run_case(store, BASE, reports).ok
+    atomic_write(store.png_path(BASE.id), png_bytes(bad))
+    assert not run_case(store, BASE, reports).ok
+    atomic_write(store.png_path(BASE.id), png_bytes(good))
+    assert run_case(store, BASE, reports).ok
     assert BASE.id not in (reports / "index.html").read_text()
     assert not (reports / "artifacts" / f"{BASE.id}.png").exists()
 
 
 def test_a_different_seed_fails(store, tmp_path):
-    image = g.render(g.variant(BASE, seed=1))
-    result = g.verify_image(store, BASE, image, tmp_path / "reports")
+    image = render(variant(BASE, seed=1))
+    result = verify_image(store, BASE, image, tmp_path / "reports")
     assert not result.ok
     assert any("max-abs" in f for f in result.failures), result.message()
     assert (tmp_path / "reports" / "artifacts" / f"{BASE.id}.png").exists()
 
 
 def test_a_lora_at_scale_1_05_instead_of_1_fails(store, tmp_path):
-    image = g.render(g.variant(LORA, scale=1.05))
-    result = g.verify_image(store, LORA, image, tmp_path / "reports")
+    image = render(variant(LORA, scale=1.05))
+    result = verify_image(store, LORA, image, tmp_path / "reports")
     assert not result.ok, result.message()
     assert result.metrics["max_abs"] > result.thresholds.max_abs
 
 
 def test_a_changed_case_definition_fails_even_with_equal_pixels(store):
-    moved = g.variant(BASE, steps=3)  # the manifest says 2 steps
-    result = g.verify_image(store, moved, g.render_cached(BASE), None)
+    moved = variant(BASE, steps=3)  # the manifest says 2 steps
+    result = verify_image(store, moved, render_cached(BASE), None)
     assert not result.ok
     assert any("steps 2 -> 3" in f for f in result.failures)
 
 
 def test_a_missing_baseline_fails_with_the_command_that_creates_it(tmp_path):
-    outcome = g.run_case(GoldenStore(tmp_path / "golden", "cpu"), BASE, tmp_path / "reports")
+    outcome = run_case(GoldenStore(tmp_path / "golden", "cpu"), BASE, tmp_path / "reports")
     assert not outcome.ok
     message = "\n".join(outcome.lines)
     assert "--update-golden" in message and f"-k '{BASE.id}'" in message
@@ -130,7 +134,7 @@ def test_pytest_without_the_flag_fails_on_a_missing_baseline_and_with_it_creates
     run = subprocess.run([*args, "--update-golden"], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:]
     assert (golden / "cpu" / f"{BASE.id}.png").exists()
-    assert BASE.id in g.GoldenStore(golden, "cpu").manifest()["entries"]
+    assert BASE.id in GoldenStore(golden, "cpu").manifest()["entries"]
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -139,7 +143,7 @@ def test_an_update_refuses_non_finite_images(store, bad):
     image = np.full((32, 32, 3), 0.5, dtype=np.float32)
     image[3, 4, 1] = bad
     with pytest.raises(GoldenError, match="non-finite"):
-        g.update_case(store, LORA, renderer=lambda case: image, error_fn=lambda case, im: 0.0)
+        update_case(store, LORA, renderer=lambda case: image, error_fn=lambda case, im: 0.0)
     with pytest.raises(GoldenError, match="non-finite"):
         store.write(LORA, image, {})
     assert hashes(store.dir) == before
@@ -149,7 +153,7 @@ def test_an_update_refuses_two_runs_that_differ(store):
     before = hashes(store.dir)
     runs = iter([np.full((32, 32, 3), 0.5, np.float32), np.full((32, 32, 3), 0.5 + 2**-20, np.float32)])
     with pytest.raises(GoldenError, match="two consecutive runs differ"):
-        g.update_case(store, LORA, renderer=lambda case: next(runs), error_fn=lambda case, im: 0.0)
+        update_case(store, LORA, renderer=lambda case: next(runs), error_fn=lambda case, im: 0.0)
     assert hashes(store.dir) == before
 
 
@@ -158,8 +162,8 @@ def test_an_update_rewrites_only_its_case_and_merges_the_manifest(store):
     entries_before = store.manifest()["entries"]
     half = CASES_BY_ID["sd15-lora-0.5"]
 
-    g.update_case(store, half)
-    g.update_case(store, LORA)  # regenerated: same pixels, same bytes
+    update_case(store, half)
+    update_case(store, LORA)  # regenerated: same pixels, same bytes
 
     after = hashes(store.dir)
     assert after[f"{BASE.id}.png"] == before[f"{BASE.id}.png"]
@@ -177,7 +181,7 @@ def test_a_write_that_fails_midway_leaves_the_old_baseline_and_no_temp_file(stor
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(g.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         store.write(LORA, np.zeros((32, 32, 3), np.float32), {"case": LORA.id})
     assert hashes(store.dir) == before
@@ -185,12 +189,12 @@ def test_a_write_that_fails_midway_leaves_the_old_baseline_and_no_temp_file(stor
 
 
 def test_the_png_carries_no_varying_metadata(store):
-    image = g.render_cached(BASE)
-    assert g.png_bytes(g.quantise(image)) == store.png_path(BASE.id).read_bytes()
+    image = render_cached(BASE)
+    assert png_bytes(quantise(image)) == store.png_path(BASE.id).read_bytes()
 
 
 def test_the_device_class_is_computed_and_folders_never_mix(tmp_path, store):
-    assert g.device_class("cpu") == "cpu"
+    assert device_class("cpu") == "cpu"
     other = GoldenStore(store.root, "cuda-sm90")
-    outcome = g.run_case(other, BASE, None)
+    outcome = run_case(other, BASE, None)
     assert not outcome.ok and "cuda-sm90" in outcome.lines[0]

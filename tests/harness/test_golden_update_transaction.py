@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity import golden as g
-from parity.golden import COMMIT_MARKER, STAGING_PREFIX, GoldenStore
+from parity.golden.cases import CASES_BY_ID, GoldenCase
+from parity.golden.pixels import quantise, read_png
+from parity.golden.store import COMMIT_MARKER, STAGING_PREFIX, GoldenStore, new_update_token
 from tests.harness.filesnap import snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,13 +40,13 @@ def golden_copy(tmp_path) -> Path:
     return root
 
 
-def _case(case_id: str) -> g.GoldenCase:
-    return g.CASES_BY_ID[case_id]
+def _case(case_id: str) -> GoldenCase:
+    return CASES_BY_ID[case_id]
 
 
 def test_staged_baselines_are_invisible_until_committed(golden_copy):
     before = tree_hashes(golden_copy)
-    store = GoldenStore(golden_copy, "cpu", staging=g.new_update_token())
+    store = GoldenStore(golden_copy, "cpu", staging=new_update_token())
     store.write(_case("sd15-base"), GREY, {"float64_error": 0.0})
 
     assert tree_hashes(golden_copy).keys() - before.keys() == {
@@ -57,21 +58,21 @@ def test_staged_baselines_are_invisible_until_committed(golden_copy):
     assert store.commit_update() == ["sd15-base"]
 
     after = GoldenStore(golden_copy, "cpu")
-    assert np.array_equal(g.read_png(after.png_path("sd15-base")), g.quantise(GREY))
+    assert np.array_equal(read_png(after.png_path("sd15-base")), quantise(GREY))
     assert after.entry("sd15-base") == {"float64_error": 0.0}
     assert not any(STAGING_PREFIX in k for k in tree_hashes(golden_copy))
 
 
 def test_a_discarded_update_leaves_every_file_as_it_was(golden_copy):
     before = tree_hashes(golden_copy)
-    store = GoldenStore(golden_copy, "cpu", staging=g.new_update_token())
+    store = GoldenStore(golden_copy, "cpu", staging=new_update_token())
     store.write(_case("sd15-base"), GREY, {"float64_error": 0.0})
     store.discard_update()
     assert tree_hashes(golden_copy) == before
 
 
 def test_a_live_runs_staging_folder_is_left_alone_by_other_readers(golden_copy):
-    store = GoldenStore(golden_copy, "cpu", staging=g.new_update_token())  # this process: alive
+    store = GoldenStore(golden_copy, "cpu", staging=new_update_token())  # this process: alive
     store.write(_case("sd15-base"), GREY, {"float64_error": 0.0})
     GoldenStore(golden_copy, "cpu")
     assert store.staging_dir.exists()
@@ -121,7 +122,7 @@ def test_update_killed_mid_commit_is_completed_by_the_next_run(golden_copy, tmp_
 
     assert not any(p.name.startswith(STAGING_PREFIX) for p in (golden_copy / "cpu").iterdir())
     for case_id in CASES:
-        assert np.array_equal(g.read_png(store.png_path(case_id)), g.quantise(GREY)), case_id
+        assert np.array_equal(read_png(store.png_path(case_id)), quantise(GREY)), case_id
         assert store.entry(case_id)["float64_error"] == 0.0, case_id
     untouched = GoldenStore(REPO / "golden", "cpu")
     assert store.entry("sd15-fused-1.0") == untouched.entry("sd15-fused-1.0")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity import hotswap as hs
-from parity.dynamo import compile_in_place, reset, watch_compiles
-from parity.formats import save_lora
-from parity.synth import synth_lora
+from parity.checks import hotswap as hs
+from parity.checks.dynamo import compile_in_place, reset, watch_compiles
+from parity.lora.formats import save_lora
+from parity.lora.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
 
 FAMILY = get_family("sd15")

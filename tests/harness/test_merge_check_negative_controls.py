@@ -6,11 +6,11 @@ import pytest
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from parity.build import prepare
-from parity.cases import LayoutCase, LoraSpec
-from parity.compare import detectable_ulps, operand_magnitude, ulp
-from parity.fuse import fuse_and_measure, fuse_unfuse_cycles, load_adapters, measure_merge, snapshot
-from parity.merge import reference_merge
+from parity.checks.prepare import prepare
+from parity.checks.cases import LayoutCase, LoraSpec
+from parity.tolerances import detectable_ulps, operand_magnitude, ulp
+from parity.checks.fuse import fuse_and_measure, fuse_unfuse_cycles, load_adapters, measure_merge, snapshot
+from parity.reference.merge import reference_merge
 
 CASE = LayoutCase("sd15", "diffusers", "default")
 SPEC = (LoraSpec(seed=1, rank=4, alpha=2.0),)

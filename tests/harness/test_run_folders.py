@@ -1,4 +1,4 @@
-"""Nothing lost (parity/rundir.py): default outputs go to a new run folder per run and ``latest`` moves
+"""Nothing lost (parity/runs/folders.py): default outputs go to a new run folder per run and ``latest`` moves
 to it; a named folder or file holding a previous run's output is refused with one line (exit 2 from
 the CLI, a usage error from pytest) and left untouched, unless --overwrite / --overwrite-reports.
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity import rundir
-from parity.compare import GoldenThresholds
+from parity.runs import folders as rundir
+from parity.tolerances import GoldenThresholds
 from parity.cli import main
 from tests.harness.benchjson_fixtures import standard_benchmarks, write_run
 from tests.harness.filesnap import differences, snapshot
@@ -130,14 +130,14 @@ def test_check_json_refuses_an_existing_file_before_any_work_and_leaves_it_untou
 
 def test_golden_cli_mismatches_go_to_a_new_run_folder_per_run_and_a_clean_run_makes_none(in_tmp, monkeypatch,
                                                                                        capsys):
-    from parity import golden
+    from parity.golden import verify
 
     def mismatching_case(store, case, report_dir, update, device):  # rendering is not what is tested here
-        golden.compare_image(case.id, np.zeros((8, 8, 3), np.uint8), np.ones((8, 8, 3)),
+        verify.compare_image(case.id, np.zeros((8, 8, 3), np.uint8), np.ones((8, 8, 3)),
                              GoldenThresholds(0.01, 40.0, 0.99), report_dir)
-        return golden.CaseOutcome(case.id, False, ["mismatch"])
+        return verify.CaseOutcome(case.id, False, ["mismatch"])
 
-    monkeypatch.setattr(golden, "run_case", mismatching_case)
+    monkeypatch.setattr(verify, "run_case", mismatching_case)
     root = in_tmp / "reports" / "golden"
     assert main(["golden", "verify", "--family", "sd15", "-q"]) == 1
     [first] = run_folders(root)
@@ -147,7 +147,7 @@ def test_golden_cli_mismatches_go_to_a_new_run_folder_per_run_and_a_clean_run_ma
     assert differences(kept, snapshot(first)) == [] and rundir.latest(root) == second
     assert f"mismatch report: {second.relative_to(in_tmp) / 'index.html'}" in capsys.readouterr().out
 
-    monkeypatch.setattr(golden, "run_case", lambda store, case, *a: golden.CaseOutcome(case.id, True, ["ok"]))
+    monkeypatch.setattr(verify, "run_case", lambda store, case, *a: verify.CaseOutcome(case.id, True, ["ok"]))
     assert main(["golden", "verify", "--family", "sd15", "-q"]) == 0
     assert len(run_folders(root)) == 2 and rundir.latest(root) == second  # nothing to report, no folder
 
@@ -184,8 +184,8 @@ TEST_FILE = textwrap.dedent("""
     import numpy as np
     import pytest
 
-    from parity.compare import GoldenThresholds
-    from parity.golden import compare_image
+    from parity.tolerances import GoldenThresholds
+    from parity.golden.verify import compare_image
 
     @pytest.mark.parametrize("case", ["a", "b", "c", "d"])
     def test_a_golden_mismatch(case, golden_config, parity_record):
@@ -199,7 +199,7 @@ TEST_FILE = textwrap.dedent("""
 def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     # In process: the controller reuses this process's torch and diffusers imports (a fresh pytest
     # with the plugin takes ~7 s to start); xdist workers are still real processes.
-    return pytester.runpytest_inprocess("-p", "parity.plugin", "-p", "no:cacheprovider", "-p", "no:randomly", "-q",
+    return pytester.runpytest_inprocess("-p", "parity.pytest.plugin", "-p", "no:cacheprovider", "-p", "no:randomly", "-q",
                                         *args)
 
 
@@ -207,7 +207,7 @@ def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     pytester.makeini("[pytest]\n")  # rootdir: reports/ lands in the throwaway project
     pytester.makepyfile(test_demo=TEST_FILE)
-    monkeypatch.setattr("parity.plugin._ROWS", [])  # the inner runs' summary rows stay out of this run's
+    monkeypatch.setattr("parity.pytest.plugin._ROWS", [])  # the inner runs' summary rows stay out of this run's
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     return pytester
 

@@ -1,5 +1,5 @@
 """A test that hangs fails with its case named, and one that the timeout cannot interrupt (signal
-masked, as in a hang inside C code) is ended by the watchdog (parity/watchdog.py), still named."""
+masked, as in a hang inside C code) is ended by the watchdog (parity/pytest/watchdog.py), still named."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
     # Only the watchdog plugin, not the whole suite's: the run starts in about a second.
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "test_hanging.py", "-p", "parity.watchdog", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "test_hanging.py", "-p", "parity.pytest.watchdog", "-p", "no:cacheprovider",
          "--rootdir", str(folder), "-c", os.devnull, "--timeout", "1", "--hang-grace", "1", "-q", *args],
         cwd=folder, env=env, capture_output=True, text=True, timeout=120,
     )

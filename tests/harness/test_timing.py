@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from parity.timing import device_name, peak_memory, synced
+from parity.bench.timing import device_name, peak_memory, synced
 
 
 def test_peak_memory_on_cpu_sees_a_large_temporary_allocation() -> None:

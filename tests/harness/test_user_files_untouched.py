@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
-from parity.formats import save_lora
-from parity.synth import synth_lora
+from parity.lora.formats import save_lora
+from parity.lora.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
 from tests.harness.filesnap import differences, snapshot, watch_writes
 
@@ -88,7 +88,7 @@ def test_the_proof_catches_a_run_that_writes_under_the_user_s_folder(user):
 
 
 def test_a_pytest_run_with_model_path_and_lora_writes_nothing_under_them(user, pytester, monkeypatch):
-    monkeypatch.setattr("parity.plugin._ROWS", [])  # the inner run's summary rows stay out of this run's
+    monkeypatch.setattr("parity.pytest.plugin._ROWS", [])  # the inner run's summary rows stay out of this run's
     before = snapshot(user.root)
     with watch_writes(user.root) as attempts:
         result = pytester.runpytest_inprocess(

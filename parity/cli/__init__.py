@@ -192,7 +192,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
-    # parity/rundir.py: a named output that holds a previous run's output is refused without this.
+    # parity/runs/folders.py: a named output that holds a previous run's output is refused without this.
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a previous run's output at the named --json/--out/--report-dir")
 
@@ -237,7 +237,7 @@ def _adapter_weights(weights: list[float] | None, n_files: int) -> list[float]:
 
 def _check_json_target(path: str | None, overwrite: bool) -> None:
     # Find out before a long run, not after it, that the report cannot be written or would clobber one.
-    from parity.rundir import claim_file
+    from parity.runs.folders import claim_file
 
     if path is None:
         return
@@ -275,8 +275,8 @@ def _failing_file(pipe: Any, paths: Sequence[str], loras: Sequence[Any]) -> str:
 def _with_adapters(pipe: Any, family: Any, paths: Sequence[str], loras: Sequence[Any], weights: list[float]) -> _Loaded:
     from diffusers.utils import logging as diffusers_logging
 
-    from parity.formats import diffusers_source
-    from parity.fuse import load_adapters, snapshot
+    from parity.lora.formats import diffusers_source
+    from parity.checks.fuse import load_adapters, snapshot
 
     components = family.components(pipe)
     before = snapshot(components)
@@ -342,7 +342,7 @@ def _check_dtype(
     """Merge check on a pipeline with the adapters loaded, then unfuse cycles on a fresh one."""
     import torch
 
-    from parity.fuse import fuse_and_measure, fuse_unfuse_cycles
+    from parity.checks.fuse import fuse_and_measure, fuse_unfuse_cycles
 
     name = str(dtype).removeprefix("torch.")
     with progress.step(f"{name}: fuse at scale {args.scale:g}") as outcome:
@@ -412,8 +412,8 @@ def _format_check(report: dict[str, Any]) -> str:
 
 def run_check(args: argparse.Namespace) -> int:
     """Read the files, then per dtype: fuse and measure, and fuse/unfuse cycles on a fresh pipeline."""
-    from parity.compare import dtype_from_name
-    from parity.formats import read_lora
+    from parity.tolerances import dtype_from_name
+    from parity.lora.formats import read_lora
     from parity.zoo import get_family
 
     family = get_family(args.family)
@@ -530,11 +530,11 @@ class _HotswapPlan:
     backend: str
     mode: str | None
     target_rank: int
-    loras: list[Any]  # parity.formats.LoraFile, one per --lora
+    loras: list[Any]  # parity.lora.formats.LoraFile, one per --lora
 
 
 def _check_level(level: str) -> str:
-    from parity.hotswap import LEVELS
+    from parity.checks.hotswap import LEVELS
 
     if level not in LEVELS:
         raise ParityInputError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}")
@@ -542,7 +542,7 @@ def _check_level(level: str) -> str:
 
 
 def _compile_options(backend: str | None, mode: str | None, device: str) -> tuple[str, str | None]:
-    from parity.dynamo import BACKENDS, default_backend
+    from parity.checks.dynamo import BACKENDS, default_backend
 
     backend = backend or default_backend(device)
     if backend not in BACKENDS:
@@ -566,7 +566,7 @@ def _denoiser_rank(lora: Any, denoiser: str) -> int:
 
 def _read_hotswap_files(family: Any, dtype: Any, level: str, args: argparse.Namespace) -> list[Any]:
     """Parse every file against the model, and refuse what the chosen loader cannot swap."""
-    from parity.formats import read_lora
+    from parity.lora.formats import read_lora
 
     pipe = _build(family, dtype, args)
     components = family.components(pipe)
@@ -604,7 +604,7 @@ def _target_rank(requested: int | None, loras: Sequence[Any], denoiser: str) -> 
 
 def _plan_hotswap(args: argparse.Namespace) -> _HotswapPlan:
     """Every input error surfaces here, before the first compile."""
-    from parity.compare import dtype_from_name
+    from parity.tolerances import dtype_from_name
     from parity.zoo import get_family
 
     family = get_family(args.family)
@@ -683,7 +683,7 @@ def _swap_record(
 def _swap_one(session: Any, path: str, baseline: tuple[int, int]) -> dict[str, Any]:
     from diffusers.utils import logging as diffusers_logging
 
-    from parity import hotswap as hs
+    from parity.checks import hotswap as hs
 
     # diffusers logs a refused swap at error level (twice) before raising; the report says it once.
     level = diffusers_logging.get_verbosity()
@@ -697,7 +697,7 @@ def _swap_one(session: Any, path: str, baseline: tuple[int, int]) -> dict[str, A
 
 
 def _run_swaps(plan: _HotswapPlan, args: argparse.Namespace) -> dict[str, Any]:
-    from parity import hotswap as hs
+    from parity.checks import hotswap as hs
 
     first, rest = args.lora[0], args.lora[1:]
     progress = _Progress(total=len(args.lora), enabled=not args.quiet)
@@ -810,8 +810,8 @@ def _renamed(value: Any, names: dict[str, str]) -> Any:
 
 def run_hotswap(args: argparse.Namespace) -> int:
     """Validate, start a compiled session with the first file, swap each next one in and check it."""
-    from parity.dynamo import reset
-    from parity.formats import is_pickle_path, safetensors_copy
+    from parity.checks.dynamo import reset
+    from parity.lora.formats import is_pickle_path, safetensors_copy
 
     with tempfile.TemporaryDirectory(prefix="lora-parity-") as scratch:
         # The session loads, re-reads and labels files by path: an allowed pickle goes in as a
@@ -856,7 +856,7 @@ def run_families(args: argparse.Namespace) -> int:
 
 
 GOLDEN_DESCRIPTION = """\
-Render the golden cases (parity/golden.py: base, LoRA at 0.5/1.0, fused, two adapters, a per-step
+Render the golden cases (parity/golden/cases.py: base, LoRA at 0.5/1.0, fused, two adapters, a per-step
 schedule, kohya and LoCon files) and compare them with the stored 8-bit images of this device class,
 or rewrite those images.
 
@@ -870,7 +870,8 @@ Exit codes: 0 every case passes, 1 a case failed or has no baseline, 2 bad input
 
 
 def add_golden_arguments(parser: argparse.ArgumentParser) -> None:
-    from parity.golden import DEFAULT_GOLDEN_DIR, DEFAULT_REPORT_DIR
+    from parity.golden.mismatch import DEFAULT_REPORT_DIR
+    from parity.golden.store import DEFAULT_GOLDEN_DIR
 
     parser.add_argument("action", choices=("update", "verify"))
     parser.add_argument("--family", action="append", type=_comma_list, metavar="F",
@@ -891,8 +892,10 @@ def add_golden_arguments(parser: argparse.ArgumentParser) -> None:
 def run_golden(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from parity import golden
-    from parity.rundir import adopt
+    from parity.golden import cases as golden_cases
+    from parity.golden import store as golden_store
+    from parity.golden import verify
+    from parity.runs.folders import adopt
     from parity.zoo import get_family
 
     families = [get_family(f).name for group in (args.family or []) for f in group]
@@ -902,9 +905,9 @@ def run_golden(args: argparse.Namespace) -> int:
     _strict_float32(args.device)
     update = args.action == "update"
     # An update stages every baseline and commits them together: a killed run leaves the old ones.
-    store = golden.GoldenStore(Path(args.golden_dir), args.golden_class or golden.device_class(args.device),
-                               staging=golden.new_update_token() if update else None)
-    cases = golden.cases_for(families)
+    store = golden_store.GoldenStore(Path(args.golden_dir), args.golden_class or golden_store.device_class(args.device),
+                               staging=golden_store.new_update_token() if update else None)
+    cases = golden_cases.cases_for(families)
     report_dir = _golden_report_dir(args)
     progress = _Progress(total=len(cases), enabled=not args.quiet)
     failed = []
@@ -912,9 +915,9 @@ def run_golden(args: argparse.Namespace) -> int:
         for case in cases:
             with progress.step(f"{args.action} {case.id}") as outcome:
                 try:
-                    result = golden.run_case(store, case, report_dir, update, args.device)
-                except golden.GoldenError as exc:  # an update refused (non-finite or unreproducible render)
-                    result = golden.CaseOutcome(case.id, False, [str(exc)])
+                    result = verify.run_case(store, case, report_dir, update, args.device)
+                except golden_store.GoldenError as exc:  # an update refused (non-finite or unreproducible render)
+                    result = verify.CaseOutcome(case.id, False, [str(exc)])
                 outcome(result.ok)
             shown = [line for line in result.lines if "baseline written" not in line] if result.ok else result.lines[:1]
             print(("ok    " if result.ok else "FAIL  ") + "\n      ".join(shown[0].splitlines()[:1] + shown[1:]))
@@ -936,8 +939,8 @@ def run_golden(args: argparse.Namespace) -> int:
 def _golden_report_dir(args: argparse.Namespace) -> Any:
     """A named --report-dir is claimed now; the default run folder is only named, since a run with no
     mismatch writes nothing there (``adopt`` marks it if one did)."""
-    from parity.golden import DEFAULT_REPORT_DIR
-    from parity.rundir import OUTPUTS, claim_dir, fresh_run_dir
+    from parity.golden.mismatch import DEFAULT_REPORT_DIR
+    from parity.runs.folders import OUTPUTS, claim_dir, fresh_run_dir
 
     if args.report_dir is None:
         return fresh_run_dir(DEFAULT_REPORT_DIR, args.command_line, create=False)
@@ -946,8 +949,8 @@ def _golden_report_dir(args: argparse.Namespace) -> Any:
 
 def _output_dir(args: argparse.Namespace, writer: str, default_root: str | None = None) -> Any:
     """``--out``: a named folder is claimed for ``writer`` (refused if it holds a previous run's output
-    unless --overwrite); without one, a new run folder under ``default_root`` (parity/rundir.py)."""
-    from parity.rundir import OUTPUTS, claim_dir, fresh_run_dir
+    unless --overwrite); without one, a new run folder under ``default_root`` (parity/runs/folders.py)."""
+    from parity.runs.folders import OUTPUTS, claim_dir, fresh_run_dir
 
     if args.out is None:
         return fresh_run_dir(default_root, args.command_line)
@@ -980,9 +983,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from parity.benchjson import read_run
-    from parity.junit import read_junit
-    from parity.report import write_report
+    from parity.bench.results import read_run
+    from parity.runs.junit import read_junit
+    from parity.bench.report import write_report
 
     run = read_run(args.benchmark_json)
     junit = read_junit(args.junit) if args.junit else None
@@ -1007,7 +1010,7 @@ Exit codes: 0 no regression beyond the gates, 1 a regression, 2 bad input."""
 
 
 def _fail_on(text: str) -> Any:
-    from parity.runcompare import parse_fail_on
+    from parity.bench.compare import parse_fail_on
 
     try:
         return parse_fail_on(text)
@@ -1026,9 +1029,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from parity.benchjson import read_run
-    from parity.report import markdown_table
-    from parity.runcompare import compare_runs, table_cells, verdict_line
+    from parity.bench.results import read_run
+    from parity.bench.report import markdown_table
+    from parity.bench.compare import compare_runs, table_cells, verdict_line
 
     old, new = read_run(args.old), read_run(args.new)
     out = _output_dir(args, "compare") if args.out else None  # refused before the table, not after it
@@ -1074,8 +1077,8 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_gate(args: argparse.Namespace) -> int:
-    from parity.gate import judge, read_bundle
-    from parity.gatereport import terminal_lines, write_gate_report
+    from parity.runs.gate import judge, read_bundle
+    from parity.runs.gatereport import terminal_lines, write_gate_report
 
     gates = args.bench_fail_on if args.bench_fail_on is not None else [_fail_on(DEFAULT_GATE_BENCH)]
     old, new = read_bundle(args.old), read_bundle(args.new)
@@ -1103,7 +1106,7 @@ def add_agree_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_agree(args: argparse.Namespace) -> int:
-    from parity.agree import agree, format_agreement
+    from parity.runs.agree import agree, format_agreement
 
     result = agree(args.first, args.second)
     print(format_agreement(result, args.first, args.second))
@@ -1168,7 +1171,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed as one line)
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
-    # Run folders record the command that made them (parity/rundir.py).
+    # Run folders record the command that made them (parity/runs/folders.py).
     args.command_line = [PROG, *(sys.argv[1:] if argv is None else argv)]
     try:
         return args.run(args)
@@ -1176,6 +1179,3 @@ def main(argv: list[str] | None = None) -> int:
         _print_error(str(exc))
         return EXIT_BAD_INPUT
 
-
-if __name__ == "__main__":
-    sys.exit(main())

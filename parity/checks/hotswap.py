@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from parity.compare import output_budget
-from parity.dynamo import CompileWatch, compile_in_place, reset, watch_compiles
-from parity.formats import read_lora
-from parity.merge import reference_merge
+from parity.tolerances import output_budget
+from parity.checks.dynamo import CompileWatch, compile_in_place, reset, watch_compiles
+from parity.lora.formats import read_lora
+from parity.reference.merge import reference_merge
 from parity.modules import base_weights, lora_capable_modules
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from parity.errors import ParityInputError
-from parity.familyguess import describe_guess
+from parity.lora.familyguess import describe_guess
 from parity.modules import lora_capable_modules
 
 LAYOUTS = ("diffusers", "kohya", "diffusion_model")

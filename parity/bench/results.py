@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from parity.benchrecord import FORWARD, KINDS, PIPELINE, BenchInfo, baseline_mode, group_name
+from parity.bench.record import FORWARD, KINDS, PIPELINE, BenchInfo, baseline_mode, group_name
 from parity.errors import ParityInputError
 
 # The stats every reader relies on; pytest-benchmark writes these since 3.x.

@@ -16,7 +16,7 @@ A folder is ours when it holds ``MARKER`` (run id, time, command). With ``--over
 folder's previous outputs are removed first, so no stale file of the old run mixes with the new one;
 an unmarked folder is written into but nothing in it is deleted: we only delete what we made.
 
-Shell scripts use the same rule: ``python -m parity.rundir new|latest|claim`` (see ``main``).
+Shell scripts use the same rule: ``python -m parity.runs.folders new|latest|claim`` (see ``main``).
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def claim_file(path: str | os.PathLike, overwrite: bool, flag: str = "--overwrit
 def main(argv: list[str] | None = None) -> int:
     """For shell scripts: ``new ROOT`` and ``latest ROOT`` print a run folder; ``claim DIR`` checks an
     explicit one. Exit 2 with one line on stderr when refused."""
-    parser = argparse.ArgumentParser(prog="python -m parity.rundir")
+    parser = argparse.ArgumentParser(prog="python -m parity.runs.folders")
     sub = parser.add_subparsers(dest="action", required=True)
     new = sub.add_parser("new", help="create a fresh run folder under ROOT and print it")
     new.add_argument("root")

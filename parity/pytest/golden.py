@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.golden import DEFAULT_GOLDEN_DIR, GoldenStore, device_class, new_update_token
+from parity.golden.store import DEFAULT_GOLDEN_DIR, GoldenStore, device_class, new_update_token
 
 _TOKEN = pytest.StashKey[str]()
 _OUTCOME = pytest.StashKey[str]()
@@ -21,7 +21,7 @@ WORKER_KEY = "lora_parity_golden_token"
 
 def golden_location(config: pytest.Config) -> tuple[Path, str]:
     """The golden root and device class folder this run reads and writes."""
-    from parity.plugin import resolve_device
+    from parity.pytest.plugin import resolve_device
 
     root = config.getoption("--golden-dir") or os.path.join(str(config.rootpath), DEFAULT_GOLDEN_DIR)
     cls = config.getoption("--golden-class") or device_class(resolve_device(config.getoption("--device")))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from parity.merge import MergeStep
+    from parity.reference.merge import MergeStep
 
 FLOAT_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from parity.formats import LoraFile, LoraModule
+from parity.lora.formats import LoraFile, LoraModule
 from parity.modules import lora_capable_modules
 from parity.zoo.family import select_modules
 from parity.zoo.weights import deterministic_tensor, stable_name

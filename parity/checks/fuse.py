@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from parity.compare import (
+from parity.tolerances import (
     TensorReport,
     merge_bound,
     operand_magnitude,
@@ -22,8 +22,8 @@ from parity.compare import (
     unfuse_bound,
 )
 from parity.errors import ParityInputError
-from parity.formats import LoraFile
-from parity.merge import MergeReference, reference_merge
+from parity.lora.formats import LoraFile
+from parity.reference.merge import MergeReference, reference_merge
 from parity.modules import base_weights, canonical_name
 
 Snapshot = dict[str, dict[str, torch.Tensor]]

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from parity.errors import ParityInputError
-from parity.gate import JUNIT, PARITY, read_summary_rows
-from parity.junit import read_outcomes
+from parity.runs.gate import JUNIT, PARITY, read_summary_rows
+from parity.runs.junit import read_outcomes
 
 
 @dataclass

@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from parity import benchrecord as rec
-from parity.dynamo import compile_in_place, reset
-from parity.flops import adapter_ranks, counted_flops, lora_extra_flops
-from parity.formats import LoraFile, read_lora, save_lora
-from parity.golden import device_class
+from parity.bench import record as rec
+from parity.checks.dynamo import compile_in_place, reset
+from parity.bench.flops import adapter_ranks, counted_flops, lora_extra_flops
+from parity.lora.formats import LoraFile, read_lora, save_lora
+from parity.golden.store import device_class
 from parity.modules import lora_capable_modules
-from parity.synth import synth_lora
-from parity.timing import device_name, driver_versions
+from parity.lora.synth import synth_lora
+from parity.bench.timing import device_name, driver_versions
 from parity.versions import library_versions
 from parity.zoo import build_pipeline
 from parity.zoo.family import Family, InputShape

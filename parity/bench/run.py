@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from parity.benchrecord import BenchInfo, group_name
-from parity.dynamo import watch_compiles
-from parity.timing import peak_memory, synchronize, synced
+from parity.bench.record import BenchInfo, group_name
+from parity.checks.dynamo import watch_compiles
+from parity.bench.timing import peak_memory, synchronize, synced
 
 
 @dataclass(frozen=True)

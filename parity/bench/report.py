@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from parity.benchjson import BenchRecord, BenchRun, format_seconds
-from parity.benchrecord import (
+from parity.bench.results import BenchRecord, BenchRun, format_seconds
+from parity.bench.record import (
     BASE,
     COMPILED_BASE,
     COMPILED_FUSED,
@@ -36,7 +36,7 @@ from parity.benchrecord import (
     group_name,
 )
 from parity.errors import ParityInputError
-from parity.junit import JunitSummary
+from parity.runs.junit import JunitSummary
 
 # Modes that run exactly the base arithmetic, so any ratio above the flag is overhead to explain.
 FLAGGED_MODES = (FUSED, FUSED_UNLOADED, COMPILED_FUSED)

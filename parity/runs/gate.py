@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from parity.benchjson import BenchRun, read_run
+from parity.bench.results import BenchRun, read_run
 from parity.errors import ParityInputError
-from parity.junit import FAILED, PASSED, SKIPPED, Outcome, read_outcomes
-from parity.runcompare import Comparison, FailOn, compare_runs
+from parity.runs.junit import FAILED, PASSED, SKIPPED, Outcome, read_outcomes
+from parity.bench.compare import Comparison, FailOn, compare_runs
 
 MANIFEST = "bundle.json"
 JUNIT = "junit.xml"
@@ -42,7 +42,7 @@ ROLES = ("old", "new")
 
 def write_manifest(bundle: str | os.PathLike, role: str, command: Sequence[str] = ()) -> Path:
     """``bundle.json``: which libraries and device produced this bundle."""
-    from parity.golden import device_class
+    from parity.golden.store import device_class
     from parity.versions import library_versions
 
     if role not in ROLES:

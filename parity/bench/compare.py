@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from parity.benchjson import BenchRecord, BenchRun, format_seconds
+from parity.bench.results import BenchRecord, BenchRun, format_seconds
 from parity.errors import ParityInputError
 
 TIME_STATS = ("min", "max", "mean", "median", "iqr", "stddev")

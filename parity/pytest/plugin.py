@@ -12,7 +12,7 @@ import torch
 from parity.quiet import quiet_libraries
 
 # --update-golden as one transaction (staged, committed at session end); a backstop for hung tests
-pytest_plugins = ["parity.goldenrun", "parity.watchdog"]
+pytest_plugins = ["parity.pytest.golden", "parity.pytest.watchdog"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -99,11 +99,11 @@ _REPORT_DIRS = pytest.StashKey[dict]()
 
 
 def report_dirs(config: pytest.Config) -> dict[str, str | None]:
-    """Where this run's reports go (parity/rundir.py): a named folder holding a previous run's output
+    """Where this run's reports go (parity/runs/folders.py): a named folder holding a previous run's output
     is a usage error unless --overwrite-reports; golden mismatches default to a new run folder."""
     from parity.errors import ParityInputError
-    from parity.golden import DEFAULT_REPORT_DIR
-    from parity.rundir import OUTPUTS, claim_dir, fresh_run_dir
+    from parity.golden.mismatch import DEFAULT_REPORT_DIR
+    from parity.runs.folders import OUTPUTS, claim_dir, fresh_run_dir
 
     overwrite = config.getoption("--overwrite-reports")
     command = ["pytest", *config.invocation_params.args]
@@ -209,12 +209,12 @@ def parity_record(request: pytest.FixtureRequest, record_property):
     def record(check: str, dtype: str, max_ulps: float, max_bound_ratio: float, detail: str = "",
                timing: str = "") -> None:
         # ``timing``: wall-clock figures, kept apart from ``detail`` because they are not results: two
-        # runs of the same code agree on everything but them (parity/agree.py ignores this field).
+        # runs of the same code agree on everything but them (parity/runs/agree.py ignores this field).
         row = {
             "check": check,
             "case": request.node.callspec.id if hasattr(request.node, "callspec") else request.node.name,
             "dtype": dtype,
-            "max_ulps": float(max_ulps),  # unrounded: two runs are compared bit for bit (parity/agree.py)
+            "max_ulps": float(max_ulps),  # unrounded: two runs are compared bit for bit (parity/runs/agree.py)
             "max_bound_ratio": float(max_bound_ratio),
             "detail": detail,
             "timing": timing,
@@ -245,7 +245,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(session.config, "workerinput") or _REPORT_DIRS not in session.config.stash:
         return
-    from parity.rundir import adopt
+    from parity.runs.folders import adopt
 
     dirs = session.config.stash[_REPORT_DIRS]
     if dirs["parity"]:
@@ -291,8 +291,8 @@ def _versions_line() -> str:
 @pytest.fixture(scope="session")
 def golden_config(request: pytest.FixtureRequest, device: str):
     """Where golden images live for this run, whether to rewrite them, and where mismatches go."""
-    from parity.golden import GoldenStore
-    from parity.goldenrun import golden_location, update_token
+    from parity.golden.store import GoldenStore
+    from parity.pytest.golden import golden_location, update_token
 
     root, cls = golden_location(request.config)
     return GoldenConfig(

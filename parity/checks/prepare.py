@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from parity.cases import LayoutCase, LoraSpec
-from parity.compare import dtype_from_name
-from parity.formats import LoraFile, read_lora, save_lora
-from parity.fuse import Snapshot, snapshot
-from parity.synth import mixed_rank, synth_lora
+from parity.checks.cases import LayoutCase, LoraSpec
+from parity.tolerances import dtype_from_name
+from parity.lora.formats import LoraFile, read_lora, save_lora
+from parity.checks.fuse import Snapshot, snapshot
+from parity.lora.synth import mixed_rank, synth_lora
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
 

@@ -1,0 +1,1 @@
+"""Benchmarks: modes, timing, records, results files, report, run comparison, FLOP floor."""

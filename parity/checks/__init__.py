@@ -1,0 +1,1 @@
+"""The case table and one implementation of each check, which the CLI and the tests both call."""

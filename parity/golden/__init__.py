@@ -1,0 +1,1 @@
+"""Golden images: render, pixels, store (with its update transaction), mismatch artifacts, verify."""

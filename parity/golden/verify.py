@@ -1,0 +1,159 @@
+"""One golden case end to end: update (render twice, refuse what is not reproducible, store), then
+verify its pixels against the baseline and its relation to another case. Thresholds live in
+``parity/tolerances.py`` (``GOLDEN_TOLERANCES``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from parity.golden import render as rendering
+from parity.golden.cases import CASES_BY_ID, GoldenCase
+from parity.golden.mismatch import GoldenResult, clear_mismatch, record_mismatch
+from parity.golden.pixels import metrics, to_float
+from parity.golden.store import GoldenError, GoldenStore, device_kind, how_to_create, refuse_non_finite
+from parity.tolerances import FLOAT_DTYPES, GoldenThresholds, golden_thresholds, output_budget
+from parity.versions import library_versions
+
+
+def update_case(
+    store: GoldenStore,
+    case: GoldenCase,
+    device: str = "cpu",
+    renderer: Callable[[GoldenCase], np.ndarray] | None = None,
+    error_fn: Callable[[GoldenCase, np.ndarray], float] | None = None,
+) -> dict[str, Any]:
+    """Render twice, refuse non-finite or differing runs (as peft's regression tests do), measure e_fwd
+    against float64, store. Returns the manifest entry written."""
+    renderer = renderer or (lambda c: rendering.render(c, device=device))
+    first = renderer(case)
+    refuse_non_finite(case.id, first)
+    second = renderer(case)
+    refuse_non_finite(case.id, second)
+    if not np.array_equal(first, second):
+        diff = float(np.abs(np.asarray(first, np.float64) - np.asarray(second, np.float64)).max())
+        raise GoldenError(f"{case.id}: two consecutive runs differ (max |diff| {diff:.3g}); refusing to store "
+                          "a baseline that is not reproducible")
+    e_fwd = (error_fn or (lambda c, im: rendering.forward_error(c, im, device)))(case, first)
+    if not math.isfinite(e_fwd):
+        raise GoldenError(f"{case.id}: the float64 reference render is not finite; refusing to store")
+    entry = {**rendering.case_metadata(case), "device_class": store.cls, "float64_error": e_fwd, "versions": library_versions()}
+    store.write(case, first, entry)
+    return entry
+
+
+def compare_image(
+    case_id: str, expected_u8: np.ndarray, actual: np.ndarray, thresholds: GoldenThresholds,
+    report_dir: Path | None, extra_failures: Sequence[str] = (),
+) -> GoldenResult:
+    """Compare a float render with a stored 8-bit baseline; on mismatch write the artifacts."""
+    expected = to_float(expected_u8)
+    m = metrics(expected, actual)
+    failures = list(extra_failures)
+    if np.asarray(actual).shape != expected.shape:
+        failures.append(f"shape {np.asarray(actual).shape} != baseline {expected.shape}")
+    elif not np.isfinite(np.asarray(actual, np.float64)).all():
+        failures.append("the render has non-finite pixel values")
+    else:
+        if m["max_abs"] > thresholds.max_abs:
+            failures.append(f"max-abs {m['max_abs']:.3g} > {thresholds.max_abs:.3g}")
+        if m["psnr"] < thresholds.psnr:
+            failures.append(f"PSNR {m['psnr']:.2f} < {thresholds.psnr:.2f} dB")
+        if m["ssim"] < thresholds.ssim:
+            failures.append(f"SSIM {m['ssim']:.5f} < {thresholds.ssim:.5f}")
+    result = GoldenResult(case_id, not failures, m, thresholds, failures)
+    if report_dir is not None:
+        if result.ok:
+            clear_mismatch(Path(report_dir), case_id)
+        elif np.asarray(actual).shape == expected.shape:
+            result.artifact = str(record_mismatch(Path(report_dir), result, expected, actual))
+    return result
+
+
+def verify_image(store: GoldenStore, case: GoldenCase, image: np.ndarray, report_dir: Path | None) -> GoldenResult:
+    """Compare ``image`` with the stored baseline of ``case`` (GoldenError when there is none)."""
+    expected, entry = store.load(case)
+    changed = [
+        f"case definition changed since the baseline: {k} {entry.get(k)!r} -> {v!r} (regenerate it)"
+        for k, v in rendering.case_metadata(case).items()
+        if k != "lora" and entry.get(k) != v
+    ]
+    thresholds = golden_thresholds(device_kind(store.cls), case.dtype, float(entry["float64_error"]))
+    return compare_image(case.id, expected, image, thresholds, report_dir, changed)
+
+
+@dataclass
+class RelationResult:
+    ok: bool
+    max_abs: float
+    budget: float
+    detail: str
+
+
+def check_relation(case: GoldenCase, image: np.ndarray, other: np.ndarray, store: GoldenStore) -> RelationResult:
+    """``case`` must reproduce ``case.same_as``'s render (fresh renders, no quantisation) within
+    OUTPUT_TOLERANCES[case.relation]; e_fwd is the other case's stored float64 error."""
+    other_id = f"{case.family}-{case.same_as}"
+    diff = float(np.abs(np.asarray(image, np.float64) - np.asarray(other, np.float64)).max())
+    if not math.isfinite(diff):
+        return RelationResult(False, math.inf, 0.0, f"{case.id} vs {other_id}: non-finite pixels")
+    if case.relation == "same-arithmetic":
+        budget = 0.0
+    else:
+        entry = store.entry(other_id)
+        if entry is None:
+            raise GoldenError(how_to_create(other_id, case.family, store.root, store.cls))
+        budget = output_budget(float(entry["float64_error"]), torch.from_numpy(np.asarray(other, np.float64)),
+                               FLOAT_DTYPES[case.dtype], case.relation)
+    ok = diff <= budget
+    return RelationResult(ok, diff, budget,
+                          f"{case.id} vs {other_id} ({case.relation}): max |diff| {diff:.3g} <= {budget:.3g}"
+                          + ("" if ok else "  FAILED"))
+
+
+@dataclass
+class CaseOutcome:
+    case: str
+    ok: bool
+    lines: list[str]
+    result: GoldenResult | None = None
+    updated: bool = False
+
+
+def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, update: bool = False,
+             device: str = "cpu") -> CaseOutcome:
+    """Update (if asked) then verify one case: pixels against the baseline, then its relation (fused ≈
+    unfused, kohya = diffusers) and, for a schedule, that the schedule changed the image at all.
+    A missing baseline without ``update`` is a failure carrying the command that creates it."""
+    lines: list[str] = []
+    if update:
+        update_case(store, case, device)
+        lines.append(f"{case.id}: baseline written to {store.dir / (case.id + '.png')}")
+    elif not store.png_path(case.id).exists() or store.entry(case.id) is None:
+        return CaseOutcome(case.id, False, [how_to_create(case.id, case.family, store.root, store.cls)])
+    image = rendering.render_cached(case, device)
+    try:
+        result = verify_image(store, case, image, report_dir)
+    except GoldenError as exc:
+        return CaseOutcome(case.id, False, [str(exc)], None, update)
+    ok = result.ok
+    lines.append(result.message())
+    if case.same_as is not None:
+        rel = check_relation(case, image, rendering.render_cached(CASES_BY_ID[f"{case.family}-{case.same_as}"], device), store)
+        ok &= rel.ok
+        lines.append(rel.detail)
+    if case.op == "schedule":
+        constant = rendering.render_cached(replace(case, op="lora", scale=1.0), device)
+        moved = float(np.abs(np.asarray(image, np.float64) - constant).max())
+        distinct = moved > result.thresholds.max_abs
+        ok &= distinct
+        lines.append(f"{case.id}: schedule vs constant weight 1.0: max |diff| {moved:.3g} "
+                     f"{'>' if distinct else '<='} {result.thresholds.max_abs:.3g}"
+                     + ("" if distinct else "  FAILED: the weight change in callback_on_step_end had no effect"))
+    return CaseOutcome(case.id, ok, lines, result, update)

@@ -1,0 +1,1 @@
+"""LoRA files: layouts (reading and writing), the format-neutral form, synthesis."""

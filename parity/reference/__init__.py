@@ -1,0 +1,1 @@
+"""Our own math, independent of PEFT: the reference merge and weighted-adapter combinations."""

@@ -1,0 +1,1 @@
+"""Whole runs: run folders, JUnit outcomes, upgrade-gate bundles and verdicts, determinism (agree)."""
