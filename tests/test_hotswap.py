@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from parity.checks import hotswap as hs
+from parity.checks.swaps import swap_and_check
 from parity.checks.dynamo import default_backend, reset
 from parity.lora.formats import save_lora
 from parity.lora.synth import mixed_rank, synth_lora
@@ -90,20 +91,21 @@ def session(request, tmp_path_factory, compile_options, device):
 
 @pytest.mark.parametrize("spec", SWAPS, ids=[s.name for s in SWAPS])
 def test_hotswap_does_not_recompile_and_matches_a_fresh_load(session, spec, parity_record):
+    # The per-swap check of `lora-parity hotswap` (parity.checks.swaps.swap_and_check).
     live, directory = session
     path = write_lora(live.family.name, spec, directory)
 
-    result = hs.swap(live, path)
+    record = swap_and_check(live, path, hs.parameter_footprint(live.denoiser))
 
-    assert result.error is None, f"hotswap refused: {result.error}"
-    assert not result.watch.recompiled, result.watch.summary()
-    report = hs.check_swap_output(live, path, result.output)
+    assert record.refused is None and not record.recompiled, "; ".join(record.failures)
+    budget = record.vs_fresh_budget
     parity_record(
-        "hotswap", "float32", report.vs_fresh, report.vs_fresh / report.fresh_budget if report.fresh_budget else 0.0,
-        f"{live.backend}; e_fwd {report.forward_error:.2g}; LoRA forward vs our merge (float64) {report.vs_reference:.2g}",
-        timing=f"swap {1000 * result.swap_seconds:.0f} ms vs compile {live.compile_seconds:.1f} s",
+        "hotswap", "float32", record.vs_fresh, record.vs_fresh / budget if budget else 0.0,
+        f"{live.backend}; e_fwd {record.forward_error:.2g}; "
+        f"LoRA forward vs our merge (float64) {record.errors['vs_reference']:.2g}",
+        timing=f"swap {1000 * record.swap_seconds:.0f} ms vs compile {live.compile_seconds:.1f} s",
     )
-    assert report.ok, "; ".join(report.failures())
+    assert record.ok, "; ".join(record.failures)
 
 
 def test_ten_swaps_of_mixed_ranks_never_recompile_nor_grow(session):

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from parity.checks.prepare import prepare
 from parity.checks.cases import DTYPES, merge_cases
-from parity.tolerances import dtype_from_name
-from parity.lora.formats import diffusers_source, read_lora
-from parity.checks.fuse import fuse_and_measure, load_adapters, snapshot
-from parity.zoo import build_pipeline, get_family
+from parity.checks.check import CheckRequest, run_check
+from parity.checks.fuse import fuse_and_measure, load_adapters
+from parity.checks.prepare import prepare
 
 CASES = merge_cases()
 
@@ -55,15 +53,15 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_user_lora_fuse_matches_reference_merge(user_lora, dtype, request, model_path, parity_record):
-    family = get_family((request.config.getoption("--family") or ["sd15"])[0])
-    pipe = build_pipeline(family, dtype=dtype_from_name(dtype), model_path=model_path)
-    components = family.components(pipe)
-    lora = read_lora(user_lora, components, strict=False, allow_pickle=request.config.getoption("--allow-pickle"))
-    before = snapshot(components)
-    load_adapters(pipe, [diffusers_source(lora)])  # a pickle goes in as the tensors we read weights-only
+def test_user_lora_fuse_matches_reference_merge(user_lora, dtype, request, device, model_path, parity_record):
+    # The check `lora-parity check` runs: merge parity, then one fuse/unfuse cycle on a fresh pipeline.
+    family = (request.config.getoption("--family") or ["sd15"])[0]
+    check = CheckRequest(family, (user_lora,), dtypes=(dtype,), device=device, model_path=model_path,
+                         allow_pickle=request.config.getoption("--allow-pickle"))
 
-    result = fuse_and_measure(pipe, components, before, [lora], (1.0,), 1.0)
+    report = run_check(check)
 
-    parity_record("merge-user", dtype, result.max_ulps, result.max_bound_ratio, f"{len(lora.unmatched)} keys unmatched")
-    assert result.ok, "fused weights differ from the reference merge:\n  " + "\n  ".join(result.failures())
+    [result] = report.results
+    parity_record("merge-user", dtype, result.max_ulps, result.max_bound_ratio,
+                  f"{len(report.files[0].unmatched)} keys unmatched")
+    assert result.ok, "fused weights differ from the reference merge:\n  " + "\n  ".join(result.failures)

@@ -9,10 +9,10 @@ PY=${PYTHON:-python}
 if [ -n "${BENCH_OUT:-}" ]; then
     overwrite=()
     [ "${BENCH_OVERWRITE:-}" = 1 ] && overwrite=(--overwrite)
-    OUT=$("$PY" -m parity.runs.folders claim "$BENCH_OUT" --flag BENCH_OVERWRITE=1 --command "tools/bench.sh $*" \
+    OUT=$("$PY" -m parity.cli runs claim "$BENCH_OUT" --flag BENCH_OVERWRITE=1 --command "tools/bench.sh $*" \
         --produces run.json,junit.xml,report.md,index.html,plots ${overwrite[@]+"${overwrite[@]}"}) || exit 2
 else
-    OUT=$("$PY" -m parity.runs.folders new reports/bench --command "tools/bench.sh $*") || exit 2
+    OUT=$("$PY" -m parity.cli runs new reports/bench --command "tools/bench.sh $*") || exit 2
 fi
 # One process: parallel workers would time each other's work.
 "$PY" -m pytest benchmarks -n 0 -p no:randomly --benchmark-enable \

@@ -20,9 +20,9 @@ ROLE=${1:?$USAGE}
 PY=${PYTHON:-python}
 JOBS=${JOBS:-2}
 ROOT=reports/gate
-latest() { "$PY" -m parity.runs.folders latest "$ROOT"; }
+latest() { "$PY" -m parity.cli runs latest "$ROOT"; }
 case "$ROLE" in
-    old) if [ $# -ge 2 ]; then B=$2; else RUN=$("$PY" -m parity.runs.folders new "$ROOT" --command "tools/gate.sh $*") || exit 2; B=$RUN/old; fi
+    old) if [ $# -ge 2 ]; then B=$2; else RUN=$("$PY" -m parity.cli runs new "$ROOT" --command "tools/gate.sh $*") || exit 2; B=$RUN/old; fi
          GOLDEN=(--update-golden --golden-dir "$B/golden") ;;
     new) if [ $# -ge 3 ]; then B=$2; OLD=$3
          elif [ $# -eq 1 ]; then RUN=$(latest) || exit 2; B=$RUN/new; OLD=$RUN/old
@@ -35,9 +35,9 @@ case "$ROLE" in
 esac
 overwrite=()
 [ "${GATE_OVERWRITE:-}" = 1 ] && overwrite=(--overwrite)
-"$PY" -m parity.runs.folders claim "$B" --flag GATE_OVERWRITE=1 --command "tools/gate.sh $*" ${overwrite[@]+"${overwrite[@]}"} >/dev/null || exit 2
+"$PY" -m parity.cli runs claim "$B" --flag GATE_OVERWRITE=1 --command "tools/gate.sh $*" ${overwrite[@]+"${overwrite[@]}"} >/dev/null || exit 2
 mkdir -p "$B/bench"
-"$PY" -c "import sys; from parity.runs.gate import write_manifest; write_manifest(sys.argv[1], sys.argv[2])" "$B" "$ROLE" || exit 2
+"$PY" -m parity.cli runs bundle "$B" "$ROLE" || exit 2
 echo "gate: $ROLE bundle $B: parity checks"
 # shellcheck disable=SC2086
 "$PY" -m pytest tests -n "$JOBS" --dist loadgroup -m "not slow" --ignore=tests/harness -q -p no:randomly \

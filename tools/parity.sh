@@ -6,7 +6,7 @@
 set -uo pipefail
 PY=${PYTHON:-python}
 JOBS=${JOBS:-2}
-OUT=$("$PY" -m parity.runs.folders new reports/parity --command "tools/parity.sh $*") || exit 2
+OUT=$("$PY" -m parity.cli runs new reports/parity --command "tools/parity.sh $*") || exit 2
 # loadgroup: a compiled hotswap session stays on one worker, so it compiles once.
 "$PY" -m pytest tests -n "$JOBS" --dist loadgroup -m "not slow" --ignore=tests/harness \
     --junitxml="$OUT/junit.xml" --parity-report="$OUT" "$@"

@@ -9,9 +9,9 @@ PYTHON=${PYTHON:-python}
 # A new run folder (reports/repeat/<UTC time>-<id>/, `latest` points at it), or REPEAT_OUT if it is
 # new or empty: a repeat never overwrites another one's runs.
 if [ -n "${REPEAT_OUT:-}" ]; then
-  OUT=$("$PYTHON" -m parity.runs.folders claim "$REPEAT_OUT" --produces run1,run2 --command "tools/repeat.sh $*") || exit 2
+  OUT=$("$PYTHON" -m parity.cli runs claim "$REPEAT_OUT" --produces run1,run2 --command "tools/repeat.sh $*") || exit 2
 else
-  OUT=$("$PYTHON" -m parity.runs.folders new reports/repeat --command "tools/repeat.sh $*") || exit 2
+  OUT=$("$PYTHON" -m parity.cli runs new reports/repeat --command "tools/repeat.sh $*") || exit 2
 fi
 SEED=${REPEAT_SEED:-$((RANDOM * 32768 + RANDOM))}
 run() {

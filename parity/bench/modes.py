@@ -21,7 +21,7 @@ from parity.bench import record as rec
 from parity.checks.dynamo import compile_in_place, reset
 from parity.bench.flops import adapter_ranks, counted_flops, lora_extra_flops
 from parity.lora.formats import LoraFile, read_lora, save_lora
-from parity.golden.store import device_class
+from parity.devices import device_class
 from parity.modules import lora_capable_modules
 from parity.lora.synth import synth_lora
 from parity.bench.timing import device_name, driver_versions

@@ -22,7 +22,7 @@ from parity.tolerances import (
     unfuse_bound,
 )
 from parity.errors import ParityInputError
-from parity.lora.formats import LoraFile
+from parity.lora.formats import LoraFile, diffusers_source
 from parity.reference.merge import MergeReference, reference_merge
 from parity.modules import base_weights, canonical_name
 
@@ -101,14 +101,57 @@ def measure_merge(
     return MergeResult(dtype, reports, changed, missing)
 
 
-def load_adapters(pipe: Any, paths: Sequence[str], weights: Sequence[float] | None = None) -> list[str]:
-    """Load each file as its own adapter (a0, a1, …) and activate them with ``weights``."""
-    names = [f"a{i}" for i in range(len(paths))]
-    for path, name in zip(paths, names):
-        pipe.load_lora_weights(path, adapter_name=name)
+def load_adapters(pipe: Any, sources: Sequence[Any], weights: Sequence[float] | None = None) -> list[str]:
+    """Load each file (a path, or a state dict) as its own adapter (a0, a1, …) and activate them with
+    ``weights``."""
+    names = [f"a{i}" for i in range(len(sources))]
+    for source, name in zip(sources, names):
+        pipe.load_lora_weights(source, adapter_name=name)
     if weights is not None:
         pipe.set_adapters(names, adapter_weights=list(weights))
     return names
+
+
+@dataclass
+class Loaded:
+    """A pipeline with the adapters loaded, and its base weights from before loading."""
+
+    pipe: Any
+    components: dict[str, nn.Module]
+    before: Snapshot
+
+
+def _failing_file(pipe: Any, loras: Sequence[LoraFile]) -> str:
+    """The file whose adapter did not finish loading: load_adapters loads a0, a1, … in order and
+    diffusers removes a failed adapter, so the first one missing from any of its components."""
+    loaded = pipe.get_list_adapters()
+    for i, lora in enumerate(loras):
+        if any(f"a{i}" not in loaded.get(c, []) for c in lora.components()):
+            return str(lora.path)
+    return ", ".join(str(lora.path) for lora in loras)
+
+
+def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Sequence[float]) -> Loaded:
+    """Load the files (read by our reader) as adapters a0, a1, … at ``weights``, as a user would; what
+    diffusers or PEFT refuse is bad input naming the file."""
+    from diffusers.utils import logging as diffusers_logging
+
+    components = family.components(pipe)
+    before = snapshot(components)
+    # diffusers logs a failed load at error level before raising; we report it as our one line.
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        # The tensors we read, not the path, for a pickle: diffusers must never unpickle a file itself.
+        load_adapters(pipe, [diffusers_source(lora) for lora in loras], weights)
+    except ParityInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever diffusers/PEFT reject is a property of the file
+        raise ParityInputError(f"diffusers could not load it as a LoRA ({type(exc).__name__}: {exc})",
+                               path=_failing_file(pipe, loras)) from None
+    finally:
+        diffusers_logging.set_verbosity(level)
+    return Loaded(pipe, components, before)
 
 
 def fuse_components(pipe: Any, components: Mapping[str, nn.Module]) -> list[str]:

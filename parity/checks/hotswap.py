@@ -17,7 +17,7 @@ import torch
 
 from parity.tolerances import output_budget
 from parity.checks.dynamo import CompileWatch, compile_in_place, reset, watch_compiles
-from parity.lora.formats import read_lora
+from parity.lora.formats import LoraFile, diffusers_source, read_lora
 from parity.reference.merge import reference_merge
 from parity.modules import base_weights, lora_capable_modules
 from parity.zoo import build_pipeline, get_family
@@ -25,6 +25,13 @@ from parity.zoo.family import Family
 
 ADAPTER = "hot"
 LEVELS = ("model", "pipeline")
+# A LoRA to swap: a file's path, or a file our reader parsed (a pickle read weights-only goes to
+# diffusers as its tensors, so nothing downstream unpickles it).
+Source = str | LoraFile
+
+
+def _for_diffusers(source: Source) -> Any:
+    return diffusers_source(source) if isinstance(source, LoraFile) else source
 
 
 @dataclass
@@ -46,15 +53,16 @@ class HotswapSession:
         return getattr(self.pipe, self.family.denoiser)
 
 
-def _load(pipe: Any, family: Family, level: str, path: str, hotswap: bool) -> None:
+def _load(pipe: Any, family: Family, level: str, source: Source, hotswap: bool) -> None:
     if level == "model":
         # use_safetensors=True: without it load_lora_adapter drops the file's lora_adapter_metadata
         # header and with it the alpha (tests/test_findings.py pins this).
         getattr(pipe, family.denoiser).load_lora_adapter(
-            path, prefix=family.denoiser, adapter_name=ADAPTER, hotswap=hotswap, use_safetensors=True
+            _for_diffusers(source), prefix=family.denoiser, adapter_name=ADAPTER, hotswap=hotswap,
+            use_safetensors=True,
         )
     else:
-        pipe.load_lora_weights(path, adapter_name=ADAPTER, hotswap=hotswap)
+        pipe.load_lora_weights(_for_diffusers(source), adapter_name=ADAPTER, hotswap=hotswap)
 
 
 def run(family: Family, pipe: Any, level: str, seed: int = 0, replay: Any = None) -> torch.Tensor:
@@ -121,7 +129,7 @@ def prepare_for_hotswap(pipe: Any, family: Family, level: str, target_rank: int)
 
 def start(
     family: Family | str,
-    first_lora: str,
+    first_lora: Source,
     target_rank: int,
     level: str = "model",
     dtype: torch.dtype = torch.float32,
@@ -155,14 +163,14 @@ class SwapResult:
     error: Exception | None = None
 
 
-def swap(session: HotswapSession, path: str) -> SwapResult:
-    """Hotswap ``path`` in and call once, under the recompile guard."""
+def swap(session: HotswapSession, source: Source) -> SwapResult:
+    """Hotswap ``source`` in and call once, under the recompile guard."""
     output, error = None, None
     swap_seconds = call_seconds = 0.0
     with watch_compiles() as watch:
         try:
             t0 = time.perf_counter()
-            _load(session.pipe, session.family, session.level, path, hotswap=True)
+            _load(session.pipe, session.family, session.level, source, hotswap=True)
             swap_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
             output = run(session.family, session.pipe, session.level, session.seed)
@@ -178,7 +186,7 @@ def swap(session: HotswapSession, path: str) -> SwapResult:
 
 def fresh_output(
     family: Family,
-    path: str,
+    source: Source,
     level: str,
     dtype: torch.dtype,
     device: str = "cpu",
@@ -186,31 +194,31 @@ def fresh_output(
     model_path: str | None = None,
     replay: Any = None,
 ) -> torch.Tensor:
-    """An eager pipeline freshly loaded with only ``path`` (prepared for hotswap if ``target_rank``)."""
+    """An eager pipeline freshly loaded with only ``source`` (prepared for hotswap if ``target_rank``)."""
     pipe = build_pipeline(family, dtype=dtype, device=device, model_path=model_path)
     if target_rank is not None:
         prepare_for_hotswap(pipe, family, level, target_rank)
-    _load(pipe, family, level, path, hotswap=False)
+    _load(pipe, family, level, source, hotswap=False)
     return run(family, pipe, level, replay=replay)
 
 
 def merged_output(
     family: Family,
-    path: str,
+    source: Source,
     level: str,
     dtype: torch.dtype,
     device: str = "cpu",
     model_path: str | None = None,
     replay: Any = None,
 ) -> torch.Tensor:
-    """The base pipeline with our reference merge of ``path`` written into its weights (no PEFT).
+    """The base pipeline with our reference merge of ``source`` written into its weights (no PEFT).
 
     In float64 this is the ground truth: the function the LoRA is supposed to add, computed without
     diffusers or PEFT touching the weights.
     """
     pipe = build_pipeline(family, dtype=torch.float32, device=device, model_path=model_path)
     components = family.components(pipe)
-    lora = read_lora(path, components)
+    lora = source if isinstance(source, LoraFile) else read_lora(source, components)
     before = {c: base_weights(m) for c, m in components.items()}
     refs = reference_merge(before, [(lora, 1.0)])
     pipe.to(dtype=dtype)
@@ -253,17 +261,17 @@ class SwapOutputReport:
         return out
 
 
-def check_swap_output(session: HotswapSession, path: str, output: torch.Tensor) -> SwapOutputReport:
-    """Compare a swapped output with fresh eager loads of ``path`` and with our reference merge of it.
+def check_swap_output(session: HotswapSession, source: Source, output: torch.Tensor) -> SwapOutputReport:
+    """Compare a swapped output with fresh eager loads of ``source`` and with our reference merge of it.
 
     The dtype's own forward rounding is measured, not assumed: e_fwd is how far a fresh load in the
     model dtype lands from the same fresh load run in float64 (same inputs, same latents).
     """
     fam, level, dtype, device, model = session.family, session.level, session.dtype, session.device, session.model_path
-    prepared = fresh_output(fam, path, level, dtype, device, target_rank=session.target_rank, model_path=model)
+    prepared = fresh_output(fam, source, level, dtype, device, target_rank=session.target_rank, model_path=model)
     replay = drawn_latents(fam, session.pipe, session.seed) if level == "pipeline" else None
-    fresh64 = fresh_output(fam, path, level, torch.float64, device, model_path=model, replay=replay).double()
-    truth = merged_output(fam, path, level, torch.float64, device, model_path=model, replay=replay).double()
+    fresh64 = fresh_output(fam, source, level, torch.float64, device, model_path=model, replay=replay).double()
+    truth = merged_output(fam, source, level, torch.float64, device, model_path=model, replay=replay).double()
     forward_error = float((prepared.double() - fresh64).abs().max())
     exact = session.backend == "eager" and level == "model"
     kind = "same-arithmetic" if exact else "reordered"

@@ -24,29 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from parity.golden.cases import GoldenCase
 from parity.golden.pixels import png_bytes, quantise, read_png
 
 
 DEFAULT_GOLDEN_DIR = "golden"
-
-
-def device_class(device: str | torch.device = "cpu") -> str:
-    """``cpu``, or ``cuda-sm<major><minor>`` from the device's compute capability."""
-    dev = torch.device(device)
-    if dev.type == "cpu":
-        return "cpu"
-    if dev.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(dev)
-        return f"cuda-sm{major}{minor}"
-    raise ValueError(f"no golden device class for {dev}")
-
-
-def device_kind(cls: str) -> str:
-    """The tolerance-table kind of a device class: ``cpu`` or ``cuda``."""
-    return cls.split("-", 1)[0]
 
 
 class GoldenError(Exception):

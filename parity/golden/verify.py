@@ -17,7 +17,9 @@ from parity.golden import render as rendering
 from parity.golden.cases import CASES_BY_ID, GoldenCase
 from parity.golden.mismatch import GoldenResult, clear_mismatch, record_mismatch
 from parity.golden.pixels import metrics, to_float
-from parity.golden.store import GoldenError, GoldenStore, device_kind, how_to_create, refuse_non_finite
+from parity.checks.progress import SILENT, Progress
+from parity.devices import device_kind
+from parity.golden.store import GoldenError, GoldenStore, how_to_create, refuse_non_finite
 from parity.tolerances import FLOAT_DTYPES, GoldenThresholds, golden_thresholds, output_budget
 from parity.versions import library_versions
 
@@ -157,3 +159,28 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
                      f"{'>' if distinct else '<='} {result.thresholds.max_abs:.3g}"
                      + ("" if distinct else "  FAILED: the weight change in callback_on_step_end had no effect"))
     return CaseOutcome(case.id, ok, lines, result, update)
+
+
+def run_cases(store: GoldenStore, cases: Sequence[GoldenCase], report_dir: Path | None, update: bool = False,
+              device: str = "cpu", progress: Progress = SILENT,
+              on_outcome: Callable[[CaseOutcome], None] = lambda outcome: None) -> list[CaseOutcome]:
+    """``run_case`` over ``cases`` in turn; an update is one transaction: its baselines are committed
+    together after the last case, and discarded if the run is interrupted (``store`` stages them)."""
+    progress.plan(len(cases))
+    outcomes = []
+    try:
+        for case in cases:
+            with progress.step(f"{'update' if update else 'verify'} {case.id}") as outcome:
+                try:
+                    result = run_case(store, case, report_dir, update, device)
+                except GoldenError as exc:  # an update refused (non-finite or unreproducible render)
+                    result = CaseOutcome(case.id, False, [str(exc)])
+                outcome(result.ok)
+            on_outcome(result)
+            outcomes.append(result)
+    except BaseException:
+        store.discard_update()
+        raise
+    if update:
+        store.commit_update()
+    return outcomes

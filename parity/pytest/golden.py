@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from parity.golden.store import DEFAULT_GOLDEN_DIR, GoldenStore, device_class, new_update_token
+from parity.devices import device_class
+from parity.golden.store import DEFAULT_GOLDEN_DIR, GoldenStore, new_update_token
 
 _TOKEN = pytest.StashKey[str]()
 _OUTCOME = pytest.StashKey[str]()

@@ -16,12 +16,11 @@ A folder is ours when it holds ``MARKER`` (run id, time, command). With ``--over
 folder's previous outputs are removed first, so no stale file of the old run mixes with the new one;
 an unmarked folder is written into but nothing in it is deleted: we only delete what we made.
 
-Shell scripts use the same rule: ``python -m parity.runs.folders new|latest|claim`` (see ``main``).
+Shell scripts use the same rule: ``lora-parity runs new|latest|claim`` (parity/cli/runs.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import json
@@ -195,6 +194,25 @@ def claim_dir(
     return folder
 
 
+def output_folder(
+    named: str | os.PathLike | None,
+    writer: str,
+    overwrite: bool,
+    command: Sequence[str] | str | None = None,
+    default_root: str | os.PathLike | None = None,
+    flag: str = "--overwrite",
+    create: bool = True,
+) -> Path | None:
+    """Where ``writer`` (a key of ``OUTPUTS``) puts its outputs: the folder the user named, claimed
+    (``claim_dir``); else a new run folder under ``default_root`` (``fresh_run_dir``; with ``create=False``
+    only named, for outputs written on demand), or None where the writer has no default."""
+    if named is not None:
+        return claim_dir(named, OUTPUTS[writer], overwrite, flag, command)
+    if default_root is None:
+        return None
+    return fresh_run_dir(default_root, command, create=create)
+
+
 def claim_file(path: str | os.PathLike, overwrite: bool, flag: str = "--overwrite") -> Path:
     """An output file the user named: refused when it exists (unless ``overwrite``) or is a folder."""
     path = Path(path)
@@ -206,40 +224,3 @@ def claim_file(path: str | os.PathLike, overwrite: bool, flag: str = "--overwrit
         raise ParityInputError(f"already exists; name a new file, or use {flag} to replace it", path=str(path))
     return path
 
-
-def main(argv: list[str] | None = None) -> int:
-    """For shell scripts: ``new ROOT`` and ``latest ROOT`` print a run folder; ``claim DIR`` checks an
-    explicit one. Exit 2 with one line on stderr when refused."""
-    parser = argparse.ArgumentParser(prog="python -m parity.runs.folders")
-    sub = parser.add_subparsers(dest="action", required=True)
-    new = sub.add_parser("new", help="create a fresh run folder under ROOT and print it")
-    new.add_argument("root")
-    new.add_argument("--command", default=None, help="the command the folder is for, as its marker records it")
-    sub.add_parser("latest", help="print ROOT's newest run folder").add_argument("root")
-    claim = sub.add_parser("claim", help="check an explicit output folder (and mark it)")
-    claim.add_argument("folder")
-    claim.add_argument("--produces", default=None,
-                       help=f"a writer ({', '.join(OUTPUTS)}) or comma-separated names written there (default: all)")
-    claim.add_argument("--overwrite", action="store_true")
-    claim.add_argument("--flag", default="--overwrite", help="how the refusal names the override")
-    claim.add_argument("--command", default=None, help="the command the folder is for, as its marker records it")
-    args = parser.parse_args(argv)
-    try:
-        if args.action == "new":
-            print(fresh_run_dir(args.root, args.command))
-        elif args.action == "latest":
-            found = latest(args.root)
-            if found is None:
-                raise ParityInputError("holds no run folder (no latest pointer)", path=args.root)
-            print(found)
-        else:
-            produces = OUTPUTS.get(args.produces) or args.produces.split(",") if args.produces else None
-            print(claim_dir(args.folder, produces, args.overwrite, args.flag, args.command))
-    except ParityInputError as exc:
-        print(f"lora-parity: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

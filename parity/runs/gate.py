@@ -42,7 +42,7 @@ ROLES = ("old", "new")
 
 def write_manifest(bundle: str | os.PathLike, role: str, command: Sequence[str] = ()) -> Path:
     """``bundle.json``: which libraries and device produced this bundle."""
-    from parity.golden.store import device_class
+    from parity.devices import device_class, requested
     from parity.versions import library_versions
 
     if role not in ROLES:
@@ -52,18 +52,12 @@ def write_manifest(bundle: str | os.PathLike, role: str, command: Sequence[str] 
     manifest = {
         "role": role,
         "versions": library_versions(),
-        "device_class": device_class("cuda" if _cuda() else "cpu"),
+        "device_class": device_class(requested("auto")),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": list(command) or sys.argv,
     }
     path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return path
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 
 from parity.errors import ParityInputError
 from parity.zoo import flux, qwenimage, sd15, sdxl
-from parity.zoo.family import Family
+from parity.zoo.family import Family, pretrained_dir
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY, sdxl.FAMILY, flux.FAMILY, qwenimage.FAMILY)}
 
@@ -30,7 +30,12 @@ def build_pipeline(
     """The family's tiny pipeline (deterministic weights) or the user's model from ``model_path``."""
     fam = get_family(family) if isinstance(family, str) else family
     if model_path is not None:
-        pipe = fam.load_pretrained(model_path, dtype)
+        pretrained_dir(model_path)  # missing folder / no model_index.json: its own clear message
+        try:
+            pipe = fam.load_pretrained(model_path, dtype)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ParityInputError(f"diffusers could not load the model ({type(exc).__name__}: {exc})",
+                                   path=model_path) from None
     else:
         pipe = fam.build_tiny(seed)
         pipe.to(dtype=dtype)

@@ -18,7 +18,8 @@ from parity.golden.cases import CASES_BY_ID, variant
 from parity.golden.mismatch import TILE
 from parity.golden.pixels import png_bytes, quantise, read_png
 from parity.golden.render import render, render_cached
-from parity.golden.store import GoldenError, GoldenStore, atomic_write, device_class
+from parity.devices import device_class
+from parity.golden.store import GoldenError, GoldenStore, atomic_write
 from parity.golden.verify import run_case, update_case, verify_image
 
 BASE = CASES_BY_ID["sd15-base"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.runs import folders as rundir
+from parity.runs import folders as runfolders
 from parity.tolerances import GoldenThresholds
 from parity.cli import main
 from tests.harness.benchjson_fixtures import standard_benchmarks, write_run
@@ -51,7 +51,7 @@ def test_two_report_runs_with_defaults_land_in_two_folders_and_the_first_stays_b
     root = in_tmp / "reports" / "bench"
     assert main(["report", "--benchmark-json", str(bench_json), "-q"]) == 0
     [first] = run_folders(root)
-    assert rundir.latest(root) == first and (first / "index.html").is_file() and rundir.read_marker(first)
+    assert runfolders.latest(root) == first and (first / "index.html").is_file() and runfolders.read_marker(first)
     kept = snapshot(first)
 
     assert main(["report", "--benchmark-json", str(bench_json), "-q"]) == 0
@@ -59,8 +59,8 @@ def test_two_report_runs_with_defaults_land_in_two_folders_and_the_first_stays_b
     assert len(folders) == 2 and first in folders
     [second] = [f for f in folders if f != first]
     assert differences(kept, snapshot(first)) == []
-    assert rundir.latest(root) == second  # the pointer moved
-    assert rundir.read_marker(second)["lora_parity_run"] != rundir.read_marker(first)["lora_parity_run"]
+    assert runfolders.latest(root) == second  # the pointer moved
+    assert runfolders.read_marker(second)["lora_parity_run"] != runfolders.read_marker(first)["lora_parity_run"]
     assert str(second.relative_to(in_tmp)) in capsys.readouterr().out  # the new folder is named
 
 
@@ -82,17 +82,17 @@ def test_report_into_a_folder_holding_a_previous_report_exits_2_with_one_line_an
 def test_report_with_overwrite_replaces_the_previous_report_and_its_stale_files(tmp_path, bench_json):
     out = tmp_path / "mine"
     assert main(["report", "--benchmark-json", str(bench_json), "--out", str(out), "-q"]) == 0
-    old_run = rundir.read_marker(out)["lora_parity_run"]
+    old_run = runfolders.read_marker(out)["lora_parity_run"]
     (out / "plots" / "from-the-old-run.png").write_bytes(b"stale")
 
     assert main(["report", "--benchmark-json", str(bench_json), "--out", str(out), "-q", "--overwrite"]) == 0
-    assert rundir.read_marker(out)["lora_parity_run"] != old_run
+    assert runfolders.read_marker(out)["lora_parity_run"] != old_run
     assert (out / "index.html").is_file() and not (out / "plots" / "from-the-old-run.png").exists()
 
 
 def test_a_run_folder_holding_only_another_command_s_output_is_accepted(tmp_path, bench_json, capsys):
     # tools/bench.sh: pytest writes run.json into the run folder, then the report goes beside it.
-    run = rundir.fresh_run_dir(tmp_path / "bench")
+    run = runfolders.fresh_run_dir(tmp_path / "bench")
     (run / "run.json").write_bytes(bench_json.read_bytes())
     assert main(["report", "--benchmark-json", str(run / "run.json"), "--out", str(run), "-q"]) == 0
     assert main(["compare", str(bench_json), str(run / "run.json"), "--out", str(run)]) == 0
@@ -144,36 +144,36 @@ def test_golden_cli_mismatches_go_to_a_new_run_folder_per_run_and_a_clean_run_ma
     kept = snapshot(first)
     assert main(["golden", "verify", "--family", "sd15", "-q"]) == 1
     [second] = [f for f in run_folders(root) if f != first]
-    assert differences(kept, snapshot(first)) == [] and rundir.latest(root) == second
+    assert differences(kept, snapshot(first)) == [] and runfolders.latest(root) == second
     assert f"mismatch report: {second.relative_to(in_tmp) / 'index.html'}" in capsys.readouterr().out
 
     monkeypatch.setattr(verify, "run_case", lambda store, case, *a: verify.CaseOutcome(case.id, True, ["ok"]))
     assert main(["golden", "verify", "--family", "sd15", "-q"]) == 0
-    assert len(run_folders(root)) == 2 and rundir.latest(root) == second  # nothing to report, no folder
+    assert len(run_folders(root)) == 2 and runfolders.latest(root) == second  # nothing to report, no folder
 
 
 def test_latest_falls_back_to_a_text_file_where_symlinks_fail(tmp_path, monkeypatch):
-    first = rundir.fresh_run_dir(tmp_path)
+    first = runfolders.fresh_run_dir(tmp_path)
 
     def no_symlinks(*args, **kwargs):
         raise OSError("symlinks not permitted")
 
     monkeypatch.setattr(os, "symlink", no_symlinks)
-    second = rundir.fresh_run_dir(tmp_path)
-    assert (tmp_path / rundir.LATEST_FILE).read_text().strip() == second.name
-    (tmp_path / rundir.LATEST_LINK).unlink()  # the stale link to the first would otherwise win
-    assert rundir.latest(tmp_path) == second != first
+    second = runfolders.fresh_run_dir(tmp_path)
+    assert (tmp_path / runfolders.LATEST_FILE).read_text().strip() == second.name
+    (tmp_path / runfolders.LATEST_LINK).unlink()  # the stale link to the first would otherwise win
+    assert runfolders.latest(tmp_path) == second != first
 
 
 def test_shell_entry_point_makes_a_run_folder_finds_it_and_refuses_a_used_one(tmp_path, capsys):
-    assert rundir.main(["new", str(tmp_path / "gate")]) == 0
+    assert main(["runs", "new", str(tmp_path / "gate")]) == 0
     made = Path(capsys.readouterr().out.strip())
-    assert rundir.main(["latest", str(tmp_path / "gate")]) == 0
+    assert main(["runs", "latest", str(tmp_path / "gate")]) == 0
     assert Path(capsys.readouterr().out.strip()) == made
     (made / "old").mkdir()
-    assert rundir.main(["claim", str(made)]) == 2  # whole-folder claim: it holds a bundle already
+    assert main(["runs", "claim", str(made)]) == 2  # whole-folder claim: it holds a bundle already
     assert str(made) in one_error_line(capsys.readouterr().err)
-    assert rundir.main(["latest", str(tmp_path / "nothing")]) == 2
+    assert main(["runs", "latest", str(tmp_path / "nothing")]) == 2
 
 
 # ---------------------------------------------------------------- pytest plugin
@@ -222,7 +222,7 @@ def test_pytest_default_golden_reports_land_in_one_run_folder_per_run_shared_by_
     assert sorted(p.name for p in (first / "artifacts").iterdir()) == [f"{c}.png" for c in "abcd"]
     workers = {row["detail"] for row in json.loads((project.path / "summary" / "summary.json").read_text())}
     assert workers == {"gw0"}
-    assert rundir.latest(root) == first and rundir.read_marker(first)
+    assert runfolders.latest(root) == first and runfolders.read_marker(first)
     assert f"golden mismatches: {first / 'index.html'}" in first_run.outlines
     kept = snapshot(first)
 
@@ -230,14 +230,14 @@ def test_pytest_default_golden_reports_land_in_one_run_folder_per_run_shared_by_
     assert second_run.ret == 0, second_run.outlines[-30:] + second_run.errlines[-30:]
     [second] = [f for f in run_folders(root) if f != first]
     assert differences(kept, snapshot(first)) == []
-    assert rundir.latest(root) == second
+    assert runfolders.latest(root) == second
 
 
 def test_pytest_parity_report_into_a_previous_run_s_folder_is_a_usage_error_unless_overwrite_reports(project):
     out = project.path / "kept-summary"
     one_case = "test_demo.py::test_a_golden_mismatch[a]"
     assert run_pytest(project, one_case, "--parity-report", str(out)).ret == 0
-    kept, first_run = snapshot(out), rundir.read_marker(out)["lora_parity_run"]
+    kept, first_run = snapshot(out), runfolders.read_marker(out)["lora_parity_run"]
     assert (out / "summary.md").is_file()
 
     refused = run_pytest(project, one_case, "--parity-report", str(out))
@@ -248,5 +248,5 @@ def test_pytest_parity_report_into_a_previous_run_s_folder_is_a_usage_error_unle
 
     replaced = run_pytest(project, one_case, "--parity-report", str(out), "--overwrite-reports")
     assert replaced.ret == 0, replaced.outlines[-30:] + replaced.errlines[-30:]
-    assert rundir.read_marker(out)["lora_parity_run"] != first_run
+    assert runfolders.read_marker(out)["lora_parity_run"] != first_run
     assert len(json.loads((out / "summary.json").read_text())) == 1

@@ -1,0 +1,270 @@
+"""The check ``lora-parity hotswap`` runs, as one function: load the first file into a denoiser
+prepared for hotswap, compile and warm up, then swap every next file into the same adapter and check
+each swap (no recompile, no refusal, the output of a fresh load, no parameter growth).
+
+The per-swap check, :func:`swap_and_check`, is what tests/test_hotswap.py asserts on too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from parity.checks import hotswap as hs
+from parity.checks.dynamo import BACKENDS, default_backend, reset
+from parity.checks.progress import SILENT, Progress
+from parity.devices import resolve, strict_float32
+from parity.errors import ParityInputError
+from parity.lora.formats import LoraFile, read_lora
+from parity.tolerances import dtype_from_name
+from parity.versions import library_versions
+from parity.zoo import build_pipeline, get_family
+from parity.zoo.family import Family
+
+SHOWN_KEYS = 3  # unexpected keys a refusal's failure line names; the JSON keeps them all
+
+
+@dataclass(frozen=True)
+class HotswapRequest:
+    """Files to swap one after another: the first is loaded and compiled, the others swapped in."""
+
+    family: str
+    loras: tuple[str, ...]
+    target_rank: int | None = None  # None: the largest denoiser rank in the files
+    level: str = "model"
+    compile_backend: str | None = None  # None: the device's default
+    compile_mode: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    model_path: str | None = None
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class HotswapPlan:
+    """A request whose options are all valid; no file or model has been read yet."""
+
+    request: HotswapRequest
+    family: Family
+    device: str
+    dtype: torch.dtype
+    level: str
+    backend: str
+    mode: str | None
+
+
+def _compile_options(backend: str | None, mode: str | None, device: str) -> tuple[str, str | None]:
+    backend = backend or default_backend(device)
+    if backend not in BACKENDS:
+        raise ParityInputError(f"unknown compile backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if mode is None:
+        return backend, None
+    if backend != "inductor":
+        # compile_in_place drops the mode for other backends; say so instead of ignoring it.
+        raise ParityInputError(f"--compile-mode {mode!r} applies to the inductor backend only, not {backend!r}")
+    import torch._inductor
+
+    modes = list(torch._inductor.list_mode_options())
+    if mode not in modes:
+        raise ParityInputError(f"unknown compile mode {mode!r}; choose from {', '.join(modes)}")
+    return backend, mode
+
+
+def plan_hotswap(request: HotswapRequest) -> HotswapPlan:
+    """Validate every option (ParityInputError naming the first bad one), reading nothing."""
+    family = get_family(request.family)
+    if len(request.loras) < 2:
+        raise ParityInputError(f"hotswap needs at least two --lora files (got {len(request.loras)}): "
+                               "the first is loaded and compiled, the others are swapped in")
+    device = resolve(request.device)
+    dtype = dtype_from_name(request.dtype)
+    if request.level not in hs.LEVELS:
+        raise ParityInputError(f"unknown level {request.level!r}; choose from {', '.join(hs.LEVELS)}")
+    backend, mode = _compile_options(request.compile_backend, request.compile_mode, device)
+    return HotswapPlan(request, family, device, dtype, request.level, backend, mode)
+
+
+def denoiser_rank(lora: LoraFile, denoiser: str) -> int:
+    return max(m.rank for (component, _), m in lora.modules.items() if component == denoiser)
+
+
+def _read_files(plan: HotswapPlan) -> list[LoraFile]:
+    """Parse every file against the model, and refuse what the chosen loader cannot swap."""
+    request, family = plan.request, plan.family
+    pipe = build_pipeline(family, dtype=plan.dtype, device=plan.device, model_path=request.model_path)
+    components = family.components(pipe)
+    loras = [read_lora(path, components, strict=False, allow_pickle=request.allow_pickle) for path in request.loras]
+    del pipe, components
+    denoiser = family.denoiser
+    for lora in loras:
+        if denoiser not in lora.components():
+            raise ParityInputError(f"no {denoiser} keys: only the {denoiser} part of a file can be hotswapped",
+                                   path=lora.path)
+        others = [c for c in lora.components() if c != denoiser]
+        if plan.level == "model" and lora.layout != "diffusers":
+            # load_lora_adapter converts no layout: a kohya file would load no adapter at all.
+            raise ParityInputError(f"{lora.layout} layout: --level model reads the diffusers layout only "
+                                   "(use --level pipeline)", path=lora.path)
+        if plan.level == "pipeline" and others:
+            raise ParityInputError(f"has {', '.join(others)} keys: diffusers cannot hotswap text encoders "
+                                   f"(use --level model, which swaps only the {denoiser} part)", path=lora.path)
+    return loras
+
+
+def _target_rank(requested: int | None, loras: Sequence[LoraFile], denoiser: str) -> int:
+    ranks = [denoiser_rank(lora, denoiser) for lora in loras]
+    needed = max(ranks)
+    if requested is None:
+        return needed
+    if requested < needed:
+        widest = loras[ranks.index(needed)].path
+        raise ParityInputError(
+            f"--target-rank {requested} is below the largest {denoiser} rank in the files ({needed}, in {widest}): "
+            f"PEFT would grow the padded LoRA tensors on that swap, which always recompiles; use {needed} or more"
+        )
+    return requested
+
+
+def one_line_refusal(error: Exception, shorten: bool) -> str:
+    """The refusal as one line; ``shorten`` names only the first unexpected keys."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    head, sep, keys = text.partition("unexpected keys found: ")
+    if not shorten or not sep:
+        return text
+    names = keys.rstrip(".").split(", ")
+    more = len(names) - SHOWN_KEYS
+    return head + sep + ", ".join(names[:SHOWN_KEYS]) + (f" (+{more} more)" if more > 0 else "")
+
+
+@dataclass(frozen=True)
+class SwapRecord:
+    """One swap: what dynamo and diffusers did, the output against its budgets, the parameter change."""
+
+    path: str
+    recompiled: bool
+    new_graphs: int
+    reasons: list[str]
+    refused: str | None  # diffusers' refusal, one line
+    swap_seconds: float
+    call_seconds: float
+    vs_fresh: float | None  # None: refused, or the call never ran
+    vs_fresh_budget: float | None
+    forward_error: float | None  # e_fwd: the dtype's own rounding on a fresh load; informational
+    errors: dict[str, float]  # float64: diffusers' LoRA forward of a fresh load against our reference merge
+    budgets: dict[str, float]
+    params_delta: int
+    bytes_delta: int
+    failures: list[str]
+    ok: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _output_fields(check: hs.SwapOutputReport | None) -> dict[str, Any]:
+    if check is None:
+        return {"vs_fresh": None, "vs_fresh_budget": None, "forward_error": None, "errors": {}, "budgets": {}}
+    return {
+        "vs_fresh": check.vs_fresh,
+        "vs_fresh_budget": check.fresh_budget,
+        "forward_error": check.forward_error,
+        "errors": {"vs_reference": check.vs_reference},
+        "budgets": {"vs_reference": check.reference_budget},
+    }
+
+
+def swap_and_check(session: hs.HotswapSession, source: hs.Source, baseline: tuple[int, int],
+                   label: str | None = None) -> SwapRecord:
+    """Hotswap ``source`` in, then check the swap; ``baseline`` is the parameter footprint before the
+    first swap, ``label`` what the record calls the file (default: its path)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    # diffusers logs a refused swap at error level (twice) before raising; the record says it once.
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        result = hs.swap(session, source)
+    finally:
+        diffusers_logging.set_verbosity(level)
+    check = None if result.output is None else hs.check_swap_output(session, source, result.output)
+    params, nbytes = hs.parameter_footprint(session.denoiser)
+    watch = result.watch
+    failures = []
+    if watch.recompiled:
+        failures.append(f"recompiled: {watch.summary()}")
+    if result.error is not None:
+        failures.append(f"refused: {one_line_refusal(result.error, shorten=True)}")
+    if check is not None:
+        failures += check.failures()
+    if params > baseline[0]:
+        # Growth means PEFT replaced a padded tensor by a wider one: the shapes the graph guards on changed.
+        failures.append(f"parameters grew by {params - baseline[0]} ({nbytes - baseline[1]} bytes)")
+    path = label if label is not None else str(source.path if isinstance(source, LoraFile) else source)
+    refused = None if result.error is None else one_line_refusal(result.error, shorten=False)
+    return SwapRecord(path, watch.recompiled, watch.new_graphs, list(watch.reasons), refused, result.swap_seconds,
+                      result.call_seconds, **_output_fields(check), params_delta=params - baseline[0],
+                      bytes_delta=nbytes - baseline[1], failures=failures, ok=not failures)
+
+
+@dataclass(frozen=True)
+class HotswapReport:
+    family: str
+    model_path: str | None
+    level: str
+    backend: str
+    mode: str | None
+    target_rank: int
+    device: str
+    dtype: str
+    versions: dict[str, str]
+    first: str
+    ranks: dict[str, int]  # path → the file's largest denoiser rank
+    compile_seconds: float  # first load + compile + first call
+    parameters: int  # the denoiser's, after the first load
+    swaps: list[SwapRecord]
+    skipped: list[str]  # files not swapped: diffusers deleted the adapter after a refusal
+    ok: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ok", all(s.ok for s in self.swaps) and not self.skipped)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILENT) -> HotswapReport:
+    """Validate and read everything, start a compiled session with the first file, swap each next one in."""
+    plan = request if isinstance(request, HotswapPlan) else plan_hotswap(request)
+    request, family = plan.request, plan.family
+    loras = _read_files(plan)  # every input error surfaces before the first compile
+    target_rank = _target_rank(request.target_rank, loras, family.denoiser)
+    strict_float32(plan.device)
+    first, rest = loras[0], list(zip(request.loras[1:], loras[1:]))
+    progress.plan(len(loras))
+    swaps: list[SwapRecord] = []
+    skipped: list[str] = []
+    try:
+        with progress.step(f"load {os.path.basename(request.loras[0])}, compile ({plan.backend}), warm up"):
+            session = hs.start(family, first, target_rank, level=plan.level, dtype=plan.dtype, device=plan.device,
+                               backend=plan.backend, mode=plan.mode, model_path=request.model_path)
+        baseline = hs.parameter_footprint(session.denoiser)
+        for i, (path, lora) in enumerate(rest):
+            with progress.step(f"swap {os.path.basename(path)}, check output") as outcome:
+                swaps.append(swap_and_check(session, lora, baseline, label=path))
+                outcome(swaps[-1].ok)
+            if hs.ADAPTER not in getattr(session.denoiser, "peft_config", {}):
+                # diffusers deletes the adapter when a hotswap fails: nothing is left to swap into.
+                skipped = [p for p, _ in rest[i + 1:]]
+                break
+    finally:
+        reset()  # an in-process caller's next compiled model must not meet this one's guards
+    return HotswapReport(
+        family.name, request.model_path, plan.level, plan.backend, plan.mode, target_rank, plan.device,
+        str(plan.dtype).removeprefix("torch."), library_versions(), request.loras[0],
+        {path: denoiser_rank(lora, family.denoiser) for path, lora in zip(request.loras, loras)},
+        session.compile_seconds, baseline[0], swaps, skipped,
+    )

@@ -1,0 +1,94 @@
+"""Argument parsing shared by the verbs: the parser whose usage errors are one line, value types,
+and the argument groups several verbs take."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import NoReturn
+
+from parity.cli.output import EXIT_BAD_INPUT, print_error
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is the same single stderr line as every other input error."""
+
+    def error(self, message: str) -> NoReturn:
+        print_error(f"{message} (see '{self.prog} --help')")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def comma_list(text: str) -> list[str]:
+    items = [part.strip() for part in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"empty item in {text!r}")
+    return items
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def float_list(text: str) -> list[float]:
+    return [finite_float(item) for item in comma_list(text)]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def fail_on(text: str):  # -> parity.bench.compare.FailOn
+    from parity.bench.compare import parse_fail_on
+
+    try:
+        return parse_fail_on(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which model a verb checks: a zoo family, tiny or from the user's folder."""
+    parser.add_argument("--family", required=True, help="model family (see `lora-parity families`)")
+    parser.add_argument(
+        "--model-path",
+        metavar="DIR",
+        help="local diffusers pipeline folder; default: the family's tiny deterministic model",
+    )
+
+
+def add_pickle_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read .bin/.pt/.pth/.ckpt LoRA files with torch.load(weights_only=True) (default: refuse them)",
+    )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a verb runs and where its report goes: the same for every one of them."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto: cuda where there is a GPU (default: cpu)")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT (a new file)")
+    add_overwrite_argument(parser)
+    add_quiet_argument(parser)
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    # parity/runs/folders.py: a named output that holds a previous run's output is refused without this.
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a previous run's output at the named --json/--out/--report-dir")
+
+
+def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")

@@ -1,0 +1,83 @@
+"""``lora-parity golden``: update or verify the golden images (parity.golden.verify)."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+from parity.cli.arguments import add_overwrite_argument, add_quiet_argument, comma_list
+from parity.cli.output import EXIT_FAILED, EXIT_OK, StderrProgress
+from parity.golden.mismatch import DEFAULT_REPORT_DIR
+from parity.golden.store import DEFAULT_GOLDEN_DIR
+from parity.quiet import quiet_libraries
+
+NAME = "golden"
+HELP = "update or verify the golden images of the seeded pipeline cases"
+DESCRIPTION = """\
+Render the golden cases (parity/golden/cases.py: base, LoRA at 0.5/1.0, fused, two adapters, a per-step
+schedule, kohya and LoCon files) and compare them with the stored 8-bit images of this device class,
+or rewrite those images.
+
+update  renders each selected case twice, refuses non-finite or differing runs, measures its float64
+        error, writes the PNG and merges its manifest entry atomically, then verifies it; baselines of
+        cases not selected are never touched.
+verify  compares; on a mismatch writes <report-dir>/artifacts/<case>.png (expected | actual |
+        difference) and <report-dir>/index.html. A missing baseline fails and names the command.
+
+Exit codes: 0 every case passes, 1 a case failed or has no baseline, 2 bad input."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("update", "verify"))
+    parser.add_argument("--family", action="append", type=comma_list, metavar="F",
+                        help="only these families (repeatable or comma-separated; default: all)")
+    parser.add_argument("--golden-dir", default=DEFAULT_GOLDEN_DIR, metavar="DIR",
+                        help=f"golden image root (default: {DEFAULT_GOLDEN_DIR})")
+    parser.add_argument("--golden-class", metavar="CLASS",
+                        help="device class folder (default: this device's, e.g. cpu or cuda-sm90)")
+    parser.add_argument("--report-dir", default=None, metavar="DIR",
+                        help="where mismatch images and index.html go (default: a new run folder "
+                             f"{DEFAULT_REPORT_DIR}/<time>-<id>/, made only on a mismatch; "
+                             f"{DEFAULT_REPORT_DIR}/latest)")
+    add_overwrite_argument(parser)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto: cuda where there is a GPU (default: cpu)")
+    add_quiet_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from parity.devices import device_class, resolve, strict_float32
+    from parity.golden import verify
+    from parity.golden.cases import cases_for
+    from parity.golden.store import GoldenStore, new_update_token
+    from parity.runs.folders import adopt, output_folder
+    from parity.zoo import get_family
+
+    families = [get_family(f).name for group in (args.family or []) for f in group]
+    device = resolve(args.device)
+    quiet_libraries()
+    warnings.filterwarnings("ignore")
+    strict_float32(device)
+    update = args.action == "update"
+    # An update stages every baseline and commits them together: a killed run leaves the old ones.
+    store = GoldenStore(Path(args.golden_dir), args.golden_class or device_class(device),
+                        staging=new_update_token() if update else None)
+    cases = cases_for(families)
+    # A named --report-dir is claimed now; the default run folder is only named, since a run with no
+    # mismatch writes nothing there (``adopt`` marks it if one did).
+    report_dir = output_folder(args.report_dir, "golden-report", args.overwrite, args.command_line,
+                               DEFAULT_REPORT_DIR, create=False)
+
+    def show(result: verify.CaseOutcome) -> None:
+        shown = [line for line in result.lines if "baseline written" not in line] if result.ok else result.lines[:1]
+        print(("ok    " if result.ok else "FAIL  ") + "\n      ".join(shown[0].splitlines()[:1] + shown[1:]))
+
+    outcomes = verify.run_cases(store, cases, report_dir, update, device, StderrProgress(enabled=not args.quiet),
+                                on_outcome=show)
+    failed = [result for result in outcomes if not result.ok]
+    for result in failed:
+        print("\n" + "\n".join(result.lines))
+    print(f"\n{len(cases) - len(failed)} passed, {len(failed)} failed ({store.dir})")
+    if args.report_dir is None and adopt(report_dir, args.command_line):
+        print(f"mismatch report: {report_dir / 'index.html'}")
+    return EXIT_OK if not failed else EXIT_FAILED
