@@ -7,22 +7,12 @@ from __future__ import annotations
 import pytest
 
 from parity.bench import record as rec
-from parity.bench.modes import MODES, MODES_BY_NAME, Mode, Subject, call_of, enter, flop_fields, mode_info
+from parity.bench.modes import MODES, MODES_BY_NAME, PADDINGS_BELOW_LARGEST, Mode, Subject, call_of, enter, flop_fields, mode_info
 from parity.bench.run import rounds_for, time_target
-from parity.zoo import FAMILIES
+from parity.checks.cases import BenchCase, bench_cases
+from parity.pytest.cases import params
 
-from .conftest import ALL_DTYPES, BenchCase
-
-CASES = [
-    pytest.param(
-        BenchCase(family, dtype, mode.name, mode.compiled),
-        id=f"{family}-{dtype}-{mode.name}",
-        marks=pytest.mark.xdist_group(f"bench-{family}"),
-    )
-    for family in FAMILIES
-    for dtype in ALL_DTYPES
-    for mode in MODES
-]
+CASES = params(bench_cases({m.name: m.compiled for m in MODES}, padded=PADDINGS_BELOW_LARGEST))
 
 
 def _time_mode(benchmark, subject: Subject, mode: Mode, kind: str, rounds: int | None) -> None:

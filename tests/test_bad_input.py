@@ -22,44 +22,23 @@ from safetensors.torch import save_file
 from parity.cli import main
 from parity.tolerances import dtype_from_name
 from parity.errors import ParityInputError
-from parity.lora.formats import (
-    METADATA_KEY,
-    LoraFile,
-    load_tensors,
-    read_lora,
-    safetensors_copy,
-    save_lora,
-    to_state_dict,
-)
-from parity.lora.synth import synth_lora
-from parity.zoo import build_pipeline, get_family
+from parity.lora.layouts import METADATA_KEY, save_lora
+from parity.lora.reader import read_lora
+from parity.zoo import get_family
 from parity.zoo.family import pretrained_dir
-from tests.harness.filesnap import differences, snapshot
-
-MODULE = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"  # a 16x16 Linear of the tiny sd15 unet
-KOHYA_STEM = "lora_unet_" + MODULE.replace(".", "_")
-DIFFUSERS_STEM = f"unet.{MODULE}"
-TE_MODULE = "encoder.layers.0.self_attn.q_proj"
-MARKER = "MARKER_created_by_unpickling"
-
-
-@dataclass(frozen=True)
-class Good:
-    """The tiny sd15 model's LoRA-capable components and a LoRA that fits them, plus LoRAs made for
-    other families (synthesised on those families' tiny models)."""
-
-    components: dict
-    lora: LoraFile
-    sdxl: LoraFile
-    flux: LoraFile
-
-    def state_dict(self, layout: str) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
-        sd, metadata = to_state_dict(self.lora, layout)
-        return {k: v.clone() for k, v in sd.items()}, metadata
-
-
-Writer = Callable[[Good, Path], Path]
-
+from tests.support.badfiles import (
+    DIFFUSERS_STEM,
+    KOHYA_STEM,
+    MARKER,
+    MODULE,
+    TE_MODULE,
+    Good,
+    Writer,
+    good_files,
+    malicious_pickle,
+    plain_pickle,
+)
+from tests.support.filesnap import differences, snapshot
 
 @dataclass(frozen=True)
 class BadInput:
@@ -136,35 +115,6 @@ def _good_bytes(good: Good, d: Path) -> bytes:
     data = (d / "good.tmp").read_bytes()
     (d / "good.tmp").unlink()
     return data
-
-
-class _PlantsMarker:
-    """Unpickling this runs open(marker, "w"): proof, if the marker appears, that a pickle was executed."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def _malicious_pickle(name: str) -> Writer:
-    def write(good: Good, d: Path) -> Path:
-        torch.save({f"{DIFFUSERS_STEM}.lora_A.weight": _PlantsMarker(str(d / MARKER))}, d / name)
-        return d / name
-
-    return write
-
-
-def _plain_pickle(name: str) -> Writer:
-    """The good LoRA's unet part, kohya layout (alpha as tensors: a pickle has no header metadata).
-    Unet only: diffusers 0.42 cannot convert kohya text-encoder keys for a transformers-5 CLIP at all."""
-    def write(good: Good, d: Path) -> Path:
-        sd = good.state_dict("kohya")[0]
-        torch.save({k: v for k, v in sd.items() if k.startswith("lora_unet_")}, d / name)
-        return d / name
-
-    return write
 
 
 def _other_family(attr: str) -> Writer:
@@ -255,10 +205,10 @@ CASES = [
     BadInput("missing_file", lambda g, d: d / "absent.safetensors", "no such file"),
     BadInput("no_tensors", _bytes(_raw_header({"__metadata__": {"format": "pt"}}, b"")), "holds no tensors"),
     # -- pickles: refused unread; the refusal names the opt-in
-    BadInput("pickle_pt", _malicious_pickle("lora.pt"), "--allow-pickle"),
-    BadInput("pickle_ckpt", _malicious_pickle("lora.ckpt"), "pickle checkpoints are refused"),
-    BadInput("pickle_bin", _plain_pickle("pytorch_lora_weights.bin"), "pickle checkpoints are refused"),
-    BadInput("pickle_named_safetensors", _malicious_pickle("pickled.safetensors"), "looks like a torch pickle"),
+    BadInput("pickle_pt", malicious_pickle("lora.pt"), "--allow-pickle"),
+    BadInput("pickle_ckpt", malicious_pickle("lora.ckpt"), "pickle checkpoints are refused"),
+    BadInput("pickle_bin", plain_pickle("pytorch_lora_weights.bin"), "pickle checkpoints are refused"),
+    BadInput("pickle_named_safetensors", malicious_pickle("pickled.safetensors"), "looks like a torch pickle"),
     # -- halves without partners
     BadInput("kohya_down_without_up", _edited("kohya", _drop(UP)), "without its up partner", DOWN),
     BadInput("kohya_up_without_down", _edited("kohya", _drop(DOWN)), "without its down partner", UP),
@@ -319,19 +269,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def good() -> Good:
-    def components(name: str) -> dict:
-        family = get_family(name)
-        return family.components(build_pipeline(family))
-
-    sd15 = components("sd15")
-    sdxl = components("sdxl")
-    flux = components("flux")
-    return Good(
-        components=sd15,
-        lora=synth_lora(sd15, {"unet": ("to_q", "conv1"), "text_encoder": ("q_proj",)}, seed=1, rank=4, alpha=2.0),
-        sdxl=synth_lora(sdxl, {"unet": ("to_q",), "text_encoder": ("q_proj",), "text_encoder_2": ("q_proj",)}, seed=2),
-        flux=synth_lora(flux, {"transformer": ("to_q",)}, seed=3),
-    )
+    return good_files()
 
 
 @pytest.fixture(params=CASES, ids=lambda c: c.id)
@@ -403,117 +341,13 @@ def test_matrix_ids_are_unique():
     assert len(ids) == len(set(ids))
 
 
-# ---------------------------------------------------------------- pickle opt-in
-
-
-def test_allow_pickle_refuses_a_malicious_pickle_without_running_it(good, tmp_path, capsys):
-    path = _malicious_pickle("lora.pt")(good, tmp_path)
-
-    with pytest.raises(ParityInputError, match=r"weights_only=True\) refused it") as err:
-        read_lora(path, good.components, allow_pickle=True)
-    assert str(path) in str(err.value)
-    code = main(["check", "--family", "sd15", "--lora", str(path), "--allow-pickle"])
-
-    [line] = capsys.readouterr().err.splitlines()
-    assert code == 2 and str(path) in line and "refused it" in line
-    assert not (tmp_path / MARKER).exists()
-
-
-def test_allow_pickle_reads_a_torch_saved_state_dict_like_the_safetensors_file(good, tmp_path):
-    path = _plain_pickle("lora.pt")(good, tmp_path)
-    save_file(torch.load(path, weights_only=True), tmp_path / "lora.safetensors")
-
-    pickled = read_lora(path, good.components, allow_pickle=True)
-    safetensors = read_lora(tmp_path / "lora.safetensors", good.components)
-
-    assert pickled.layout == safetensors.layout == "kohya"
-    assert set(pickled.modules) == set(safetensors.modules) == {k for k in good.lora.modules if k[0] == "unet"}
-    for key, m in safetensors.modules.items():
-        got = pickled.modules[key]
-        assert torch.equal(got.down, m.down) and torch.equal(got.up, m.up) and got.alpha == m.alpha
-
-
-def test_safetensors_copy_of_a_pickle_holds_the_same_tensors(good, tmp_path):
-    path = _plain_pickle("lora.pt")(good, tmp_path)
-
-    copy = safetensors_copy(str(path), str(tmp_path), "0-")
-
-    assert Path(copy).name == "0-lora.pt.safetensors"
-    original, copied = torch.load(path, weights_only=True), load_tensors(copy)[0]
-    assert original.keys() == copied.keys() and all(torch.equal(original[k], copied[k]) for k in original)
-
-
-def test_cli_allow_pickle_checks_a_torch_saved_lora_and_diffusers_never_unpickles(good, tmp_path, monkeypatch,
-                                                                                  capsys):
-    path = _plain_pickle("lora.pt")(good, tmp_path)
-    loads: list[tuple[str, object]] = []
-    real_load = torch.load
-
-    def spy(f, *args, **kwargs):
-        loads.append((str(f), kwargs.get("weights_only")))
-        return real_load(f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", spy)
-    code = main(["check", "--family", "sd15", "--lora", str(path), "--allow-pickle", "--quiet"])
-
-    out, err = capsys.readouterr()
-    assert code == 0, out + err
-    assert "PASS" in out and "kohya" in out
-    # our one weights-only read; diffusers got the tensors, so it never opened the file
-    assert loads == [(str(path), True)]
-
-
-def _pickled_unet_loras(good: Good, d: Path) -> list[Path]:
-    """Two torch.save'd diffusers-layout unet LoRAs of ranks 4 and 8 (what hotswap --level model reads)."""
-    targets = get_family("sd15").default_targets["unet"]
-    paths = []
-    for seed, rank in ((1, 4), (2, 8)):
-        sd, _ = to_state_dict(synth_lora(good.components, {"unet": targets}, seed=seed, rank=rank), "diffusers")
-        torch.save(sd, d / f"rank{rank}.pt")
-        paths.append(d / f"rank{rank}.pt")
-    return paths
-
-
-def test_hotswap_refuses_pickles_without_the_flag_and_names_it(good, tmp_path, capsys):
-    first, second = _pickled_unet_loras(good, tmp_path)
-
-    code = main(["hotswap", "--family", "sd15", "--lora", str(first), "--lora", str(second)])
-
-    [line] = capsys.readouterr().err.splitlines()
-    assert code == 2 and str(first) in line and "--allow-pickle" in line
-
-
-def test_hotswap_allow_pickle_refuses_a_malicious_pickle_naming_it(good, tmp_path, capsys):
-    first, _ = _pickled_unet_loras(good, tmp_path)
-    bad = _malicious_pickle("evil.pt")(good, tmp_path)
-
-    code = main(["hotswap", "--family", "sd15", "--lora", str(first), "--lora", str(bad), "--allow-pickle"])
-
-    [line] = capsys.readouterr().err.splitlines()
-    assert code == 2 and str(bad) in line and "refused it" in line
-    assert not (tmp_path / MARKER).exists()
-
-
-@pytest.mark.slow
-@pytest.mark.compile
-def test_hotswap_allow_pickle_swaps_torch_saved_loras_and_reports_the_original_names(good, tmp_path, capsys):
-    first, second = _pickled_unet_loras(good, tmp_path)
-
-    code = main(["hotswap", "--family", "sd15", "--lora", str(first), "--lora", str(second), "--allow-pickle"])
-
-    out, err = capsys.readouterr()
-    assert code == 0, out + err
-    assert f"first: {first} (rank 4)" in out
-    assert any(line.lstrip().startswith(str(second)) for line in out.splitlines())
-
-
 # ---------------------------------------------------------------- under pytest
 
 
 def test_pytest_reports_a_bad_lora_file_as_one_line_naming_it_not_a_traceback(good, tmp_path, pytester, monkeypatch):
-    # Without the plugin's report hook the failure would be a traceback through parity/lora/formats.py.
-    monkeypatch.setattr("parity.pytest.plugin._ROWS", [])  # the inner run's summary rows stay out of this run's
-    plain = _plain_pickle("lora.pt")(good, tmp_path)
+    # Without the plugin's report hook the failure would be a traceback through parity/lora/reader.py.
+    monkeypatch.setattr("parity.pytest.reports._ROWS", [])  # the inner run's summary rows stay out of this run's
+    plain = plain_pickle("lora.pt")(good, tmp_path)
     merge_parity = Path(__file__).with_name("test_merge_parity.py")
 
     result = pytester.runpytest_inprocess(
@@ -524,4 +358,4 @@ def test_pytest_reports_a_bad_lora_file_as_one_line_naming_it_not_a_traceback(go
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     assert f"bad input: {plain}: pickle checkpoints are refused" in out
-    assert "Traceback" not in out and "formats.py" not in out
+    assert "Traceback" not in out and "reader.py" not in out

@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from parity.cli import main
-from parity.lora.formats import save_lora, to_state_dict
-from parity.lora.synth import synth_lora
+from tests.support.cli import assert_one_line_error
+from parity.lora.layouts import save_lora, to_state_dict
+from parity.lora.synth import synth_lora, write_lora
 from parity.zoo import build_pipeline, get_family
 
 UNMATCHED_KEY = "unet.down_blocks.9.nowhere.to_q.lora_A.weight"
@@ -29,7 +30,7 @@ def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     lora = synth_lora(components, {"unet": ("to_q", "to_v"), "text_encoder": ("q_proj",)}, seed=1, rank=4, alpha=2.0)
     files = {
         "diffusers": Path(save_lora(lora, d / "style.safetensors", "diffusers")),
-        "kohya": Path(save_lora(synth_lora(components, {"unet": ("to_k",)}, seed=2), d / "kohya.safetensors", "kohya")),
+        "kohya": Path(write_lora(components, {"unet": ("to_k",)}, d / "kohya.safetensors", "kohya", seed=2)),
     }
 
     sd, metadata = to_state_dict(lora, "diffusers")
@@ -39,25 +40,13 @@ def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_file(sd, str(files["unmatched"]), metadata=metadata)
 
     # Parses and matches, but diffusers cannot tell what it is: text-encoder-only kohya keys.
-    te_only = synth_lora(components, {"text_encoder": ("q_proj",)}, seed=3)
-    files["diffusers_refuses"] = Path(save_lora(te_only, d / "te_only.safetensors", "kohya"))
+    files["diffusers_refuses"] = Path(write_lora(components, {"text_encoder": ("q_proj",)}, d / "te_only.safetensors",
+                                                 "kohya", seed=3))
     return files
 
 
 def check(*args: str | Path, dtype: str = "float32") -> int:
     return main(["check", "--family", "sd15", "--dtype", dtype, *map(str, args)])
-
-
-def assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> str:
-    out, err = capsys.readouterr()
-    assert code == 2
-    assert "Traceback" not in err and "Traceback" not in out
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("lora-parity: error: ")
-    for needle in needles:
-        assert needle in lines[0]
-    return lines[0]
 
 
 # ---------------------------------------------------------------- passing runs

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
-from parity.lora.formats import save_lora
-from parity.lora.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
-from tests.test_cli import assert_one_line_error
+from parity.lora.synth import write_lora
+from tests.support.cli import assert_one_line_error
 
 FAMILY = get_family("sd15")
 
@@ -31,8 +30,8 @@ def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     targets = FAMILY.default_targets["unet"]
 
     def write(name: str, seed: int, rank: int, alpha: float, extra: tuple[str, ...] = ()) -> Path:
-        lora = synth_lora(components, {"unet": (*targets, *extra)}, seed=seed, rank=rank, alpha=alpha)
-        return Path(save_lora(lora, d / f"{name}.safetensors", "diffusers"))
+        return Path(write_lora(components, {"unet": (*targets, *extra)}, d / f"{name}.safetensors", seed=seed,
+                               rank=rank, alpha=alpha))
 
     return {
         "rank4": write("rank4", 1, 4, 8.0),

@@ -1,24 +1,25 @@
 """Seeded pipeline renders match the stored golden images of this device class.
 
-Cases are data (parity.golden.cases.CASES: family × base / LoRA at 0.5 and 1.0 / fused / two adapters /
-per-step schedule / kohya file / LoCon); this is the one generic check over them. Thresholds:
-GOLDEN_TOLERANCES in parity/tolerances.py. ``--update-golden`` rewrites the selected baselines first;
-without it a missing baseline fails with the command that creates it. Mismatches write
-artifacts/<case>.png (expected | actual | amplified difference) and index.html in this run's folder
-reports/golden/<UTC time>-<id>/ (reports/golden/latest), or in --golden-report DIR.
+Cases are data (parity.checks.cases.golden_cases: family × base / LoRA at 0.5 and 1.0 / fused / two
+adapters / per-step schedule / kohya file / LoCon); this is the one generic check over them.
+Thresholds: GOLDEN_TOLERANCES in parity/tolerances.py. ``--update-golden`` rewrites the selected
+baselines first; without it a missing baseline fails with the command that creates it. Mismatches
+write artifacts/<case>.png (expected | actual | amplified difference) and index.html in this run's
+folder reports/golden/<UTC time>-<id>/ (reports/golden/latest), or in --golden-report DIR.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from parity.golden.cases import CASES, GoldenCase
+from parity.checks.cases import GoldenCase, golden_cases
 from parity.golden.verify import run_case
+from parity.pytest.cases import params
 
 pytestmark = pytest.mark.golden
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+@pytest.mark.parametrize("case", params(golden_cases()))
 def test_golden(case: GoldenCase, golden_config, parity_record):
     outcome = run_case(golden_config.store, case, golden_config.report_dir, golden_config.update,
                        golden_config.device)

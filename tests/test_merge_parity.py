@@ -6,23 +6,20 @@ import pytest
 
 from parity.checks.cases import DTYPES, merge_cases
 from parity.checks.check import CheckRequest, run_check
-from parity.checks.fuse import fuse_and_measure, load_adapters
-from parity.checks.prepare import prepare
+from parity.checks.fuse import fuse_and_measure, fuse_components
+from parity.pytest.cases import params
 
 CASES = merge_cases()
 
 
-def _params():
-    return [
-        pytest.param(case, id=case.id, marks=[pytest.mark.gpu] if case.device == "cuda" else [])
-        for case in CASES
-    ]
-
-
-@pytest.mark.parametrize("case", _params())
-def test_fuse_matches_reference_merge(case, tmp_path, model_path, parity_record):
-    prep = prepare(case.layout, case.specs, case.dtype, case.device, str(tmp_path), model_path)
-    load_adapters(prep.pipe, prep.paths, case.weights if case.adapters > 1 else None)
+@pytest.mark.parametrize("case", params(CASES))
+def test_fuse_matches_reference_merge(case, prepared, parity_record):
+    prep = prepared.get(case.layout, case.specs, case.weights, case.dtype, case.device)
+    if case.prior_fuse:
+        first = fuse_and_measure(prep.pipe, prep.components, prep.before, prep.loras, case.weights, case.lora_scale)
+        if not first.ok:  # pytest.fail is no AssertionError: a broken first fuse must not pass as a finding
+            pytest.fail(f"the first fuse already differs: {first.failures()}")
+        prep.pipe.unfuse_lora(components=fuse_components(prep.pipe, prep.components))
 
     result = fuse_and_measure(prep.pipe, prep.components, prep.before, prep.loras, case.weights, case.lora_scale)
 
@@ -31,10 +28,9 @@ def test_fuse_matches_reference_merge(case, tmp_path, model_path, parity_record)
     assert result.ok, "fused weights differ from the reference merge:\n  " + "\n  ".join(result.failures())
 
 
-@pytest.mark.parametrize("case", [c for c in _params() if c.values[0].lora_scale == 0.0 and c.values[0].device == "cpu"])
-def test_fuse_at_scale_zero_leaves_every_weight_bit_identical(case, tmp_path, model_path):
-    prep = prepare(case.layout, case.specs, case.dtype, case.device, str(tmp_path), model_path)
-    load_adapters(prep.pipe, prep.paths, case.weights if case.adapters > 1 else None)
+@pytest.mark.parametrize("case", params(c for c in CASES if c.lora_scale == 0.0 and c.device == "cpu"))
+def test_fuse_at_scale_zero_leaves_every_weight_bit_identical(case, prepared):
+    prep = prepared.get(case.layout, case.specs, case.weights, case.dtype, case.device)
 
     result = fuse_and_measure(prep.pipe, prep.components, prep.before, prep.loras, case.weights, 0.0)
 

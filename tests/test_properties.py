@@ -9,7 +9,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from parity.tolerances import FLOAT_DTYPES, merge_bound, report_against_bound, tolerance
-from parity.lora.formats import LoraFile, LoraModule
+from parity.lora.neutral import LoraFile, LoraModule
 from parity.reference.merge import reference_merge
 from parity.zoo.weights import deterministic_tensor
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from parity.lora.formats import LoraModule
+from parity.lora.neutral import LoraModule
 from parity.modules import lora_capable_modules
 
 

@@ -1,20 +1,62 @@
-"""The case matrix, declared once as data (PyTorch OpInfo style); checks are generic over it.
+"""The case table: every case every check runs, declared once as data (PyTorch OpInfo style).
 
-A case is family × layout × target set × dtype × device (× lora_scale × adapter count for merges).
-Adding a family or a layout is one registry entry in parity/zoo; no test file changes.
+Tests, golden images and benchmarks draw their cases from here, and every table is derived from the
+registries: the model families in parity/zoo (each with the LoRA layouts diffusers reads for it, its
+targets and its Conv2d modules) and the layout writers in parity/lora/layouts.py. Adding a family or a
+layout is one registry entry and changes no test file (tests/harness/test_case_table.py adds a
+throwaway of each and collects the suite).
+
+A case carries its marks as data (parity/pytest/cases.py turns them into pytest marks):
+
+- ``slow``: outside the representative combinations the default run (`make test`) takes; `make slow`
+  runs the rest of the product. Each table says which combinations represent it, and why.
+- ``known``: a known departure of diffusers/PEFT from the reference, a finding. The generic check is
+  expected to fail on that case (a strict xfail), so an upgrade that changes the behaviour shows.
+
+Over 500 lines because it is the one table: splitting it by check would bring back the spread-out
+case lists it replaced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
+from parity.checks.hotswap import LEVELS
 from parity.zoo import FAMILIES
+from parity.zoo.family import Family
 
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Known:
+    """A finding: what diffusers/PEFT does instead of what the check demands."""
+
+    reason: str
+    raises: type[BaseException] = AssertionError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Marks:
+    slow: bool = False
+    known: Known | None = None
+
+
+def _families(families: Iterable[str] | None) -> list[Family]:
+    return [fam for name, fam in FAMILIES.items() if families is None or name in families]
+
+
+def _has_text_encoder(family: Family) -> bool:
+    return any(c.startswith("text_encoder") for c in family.lora_components)
+
+
+# ---------------------------------------------------------------- LoRA files of the merge and unfuse checks
+
 LORA_SCALES = (0.0, 0.5, 1.0, 1.3)
-ADAPTER_WEIGHTS = {1: (1.0,), 2: (0.7, 0.8)}  # the two-adapter weights the issue names
+ADAPTER_WEIGHTS = {1: (1.0,), 2: (0.7, 0.8)}  # set_adapters weights of a one- and a two-adapter case
 
 
 @dataclass(frozen=True)
@@ -31,28 +73,108 @@ class LoraSpec:
 ADAPTER_SPECS = (LoraSpec(seed=1, rank=4, alpha=2.0), LoraSpec(seed=2, rank=(2, 8), alpha=None))
 
 
+def _default_targets(family: Family) -> dict[str, tuple[str, ...]]:
+    return {c: tuple(s) for c, s in family.default_targets.items()}
+
+
+def _locon_targets(family: Family) -> dict[str, tuple[str, ...]]:
+    out = _default_targets(family)
+    for c, s in family.conv_targets.items():
+        out[c] = out.get(c, ()) + tuple(s)
+    return out
+
+
+def _denoiser_only(family: Family) -> dict[str, tuple[str, ...]]:
+    return {family.denoiser: tuple(family.default_targets[family.denoiser])}
+
+
+def _q_proj_only(family: Family) -> dict[str, tuple[str, ...]]:
+    return {family.denoiser: ("to_q",), "text_encoder": ("q_proj",)}
+
+
+# What a case's LoRA files target, by name: "default" (attention, feed-forward, projections) and
+# "locon" (those plus the family's Conv2d modules) for every family; others pin a finding.
+TARGET_SETS = {"default": _default_targets, "locon": _locon_targets, "denoiser": _denoiser_only,
+               "q_proj-only": _q_proj_only}
+
+
+def targets_for(family: Family, targets: str) -> dict[str, tuple[str, ...]]:
+    return TARGET_SETS[targets](family)
+
+
 @dataclass(frozen=True)
 class LayoutCase:
+    """LoRA files of one layout on one family's modules; ``known`` maps a check name to its finding."""
+
     family: str
     layout: str
-    targets: str  # "default" or "locon" (default + Conv2d targets)
+    targets: str = "default"
+    known: tuple[tuple[str, Known], ...] = ()
 
     @property
     def id(self) -> str:
         return f"{self.family}-{self.layout}" + ("" if self.targets == "default" else f"-{self.targets}")
 
+    def known_for(self, check: str) -> Known | None:
+        return dict(self.known).get(check)
+
+
+FLUX_DIFFUSION_MODEL = Known(
+    "finding: FluxLoraLoaderMixin reads `diffusion_model.` only inside kohya files with BFL names "
+    "(lora_conversion_utils: renamed to lora_unet_); a diffusion_model.<diffusers name>.lora_A file loses "
+    "every key to the `transformer.` prefix filter and load_lora_weights only logs a warning"
+)
+KOHYA_Q_PROJ_ONLY = Known(
+    "finding: a kohya text-encoder LoRA on q_proj only fails to load ('Could not automatically infer state "
+    "dict type'): convert_state_dict_to_diffusers recognises the old format only by a to_out_lora key, "
+    "which such a file does not have",
+    raises=ValueError,
+)
+# Files users publish that diffusers gets wrong: layout cases like the others, whose merge check
+# is expected to fail with the finding. They take no part in the checks that assume a file loaded.
+FINDING_LAYOUTS = (
+    LayoutCase("flux", "diffusion_model", "denoiser", known=(("merge", FLUX_DIFFUSION_MODEL),)),
+    LayoutCase("sd15", "kohya", "q_proj-only", known=(("merge", KOHYA_Q_PROJ_ONLY),)),
+)
+
+
+def layout_cases(families: Iterable[str] | None = None) -> list[LayoutCase]:
+    """Every layout each family publishes, on its default targets; kohya files (LoCon) also on its
+    Conv2d modules, one layout carrying them being enough."""
+    out = []
+    for fam in _families(families):
+        for layout in fam.layouts:
+            out.append(LayoutCase(fam.name, layout))
+            if layout == "kohya" and fam.conv_targets:
+                out.append(LayoutCase(fam.name, layout, "locon"))
+    return out
+
+
+# ---------------------------------------------------------------- merge parity
+
+SECOND_FUSE = Known(
+    "finding: diffusers' _fuse_lora_apply calls peft scale_layer(lora_scale) on every fuse and unfuse_lora "
+    "never undoes it, so fuse(0.5) → unfuse → fuse(0.5) merges 0.25·δ"
+)
+
 
 @dataclass(frozen=True)
-class MergeCase:
+class MergeCase(Marks):
     layout: LayoutCase
     dtype: str
     device: str
     lora_scale: float
     adapters: int
+    prior_fuse: bool = False  # fuse and unfuse once at lora_scale before the fuse that is measured
+
+    @property
+    def family(self) -> str:
+        return self.layout.family
 
     @property
     def id(self) -> str:
-        return f"{self.layout.id}-{self.dtype}-{self.device}-s{self.lora_scale:g}-x{self.adapters}"
+        prior = "-after-refuse" if self.prior_fuse else ""
+        return f"{self.layout.id}-{self.dtype}-{self.device}-s{self.lora_scale:g}-x{self.adapters}{prior}"
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -62,30 +184,400 @@ class MergeCase:
     def specs(self) -> tuple[LoraSpec, ...]:
         return ADAPTER_SPECS[: self.adapters]
 
+    @property
+    def group(self) -> str:
+        return loaded_group(self.layout, self.dtype, self.device, self.adapters)
 
-def layout_cases(families: Iterable[str] | None = None) -> list[LayoutCase]:
-    out = []
-    for name, fam in FAMILIES.items():
-        if families is not None and name not in families:
-            continue
-        for layout in fam.layouts:
-            out.append(LayoutCase(name, layout, "default"))
-            # LoCon files are kohya files with conv modules; one layout carrying them is enough.
-            if layout == "kohya" and fam.conv_targets:
-                out.append(LayoutCase(name, layout, "locon"))
-    return out
+
+def loaded_group(layout: LayoutCase, dtype: str, device: str, adapters: int) -> str:
+    """The cases that load the same files into the same pipeline share one xdist worker, where the
+    load is done once (tests/support/prepared.py)."""
+    return f"loaded-{layout.id}-{dtype}-{device}-x{adapters}"
 
 
 def merge_cases(
     families: Iterable[str] | None = None,
-    dtypes: Iterable[str] = DTYPES,
-    devices: Iterable[str] = DEVICES,
+    dtypes: Sequence[str] = DTYPES,
+    devices: Sequence[str] = DEVICES,
 ) -> list[MergeCase]:
-    return [
-        MergeCase(lc, dtype, device, scale, n)
-        for lc in layout_cases(families)
-        for device in devices
-        for dtype in dtypes
-        for scale in LORA_SCALES
-        for n in ADAPTER_WEIGHTS
+    """layout × dtype × device × lora_scale × adapter count, and the finding cases. The whole product
+    is representative: the cases sharing a load (all but scale and device) load once."""
+    out = []
+    for lc in layout_cases(families):
+        for device in devices:
+            for dtype in dtypes:
+                for scale in LORA_SCALES:
+                    for n in ADAPTER_WEIGHTS:
+                        out.append(MergeCase(lc, dtype, device, scale, n))
+    # The finding layouts and the second fuse need one combination each to show.
+    for lc in FINDING_LAYOUTS:
+        if families is None or lc.family in families:
+            out.append(MergeCase(lc, "float32", "cpu", 1.0, 1, known=lc.known_for("merge")))
+    if families is None or "sd15" in families:
+        refuse = LayoutCase("sd15", "diffusers")
+        out.append(MergeCase(refuse, "float32", "cpu", 0.5, 1, prior_fuse=True, known=SECOND_FUSE))
+        out.append(MergeCase(refuse, "float32", "cpu", 1.0, 1, prior_fuse=True))  # scale_layer(1) is harmless
+    return out
+
+
+# ---------------------------------------------------------------- unfuse identity
+
+MANY_CYCLES = 20
+
+
+@dataclass(frozen=True)
+class UnfuseCase(Marks):
+    layout: LayoutCase
+    dtype: str
+    cycles: int
+    adapters: int
+
+    @property
+    def family(self) -> str:
+        return self.layout.family
+
+    @property
+    def id(self) -> str:
+        return f"{self.layout.id}-{self.dtype}" if self.cycles == 1 else f"{self.family}-{self.dtype}"
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return ADAPTER_WEIGHTS[self.adapters]
+
+    @property
+    def specs(self) -> tuple[LoraSpec, ...]:
+        return ADAPTER_SPECS[: self.adapters]
+
+    @property
+    def group(self) -> str:
+        return loaded_group(self.layout, self.dtype, "cpu", self.adapters)
+
+
+def unfuse_cases(families: Iterable[str] | None = None) -> list[UnfuseCase]:
+    """One fuse/unfuse cycle with both adapters on every layout × dtype, and MANY_CYCLES with one
+    adapter on each family's first layout × dtype. All representative: they share the merge cases'
+    loads."""
+    out = []
+    for fam in _families(families):
+        cases = layout_cases([fam.name])
+        out += [UnfuseCase(lc, dtype, 1, 2) for lc in cases for dtype in DTYPES]
+        out += [UnfuseCase(cases[0], dtype, MANY_CYCLES, 1) for dtype in DTYPES]
+    return out
+
+
+# ---------------------------------------------------------------- golden images
+
+GOLDEN_LORA_RANK, GOLDEN_LORA_ALPHA = 4, 2.0  # α/r = 0.5: a file whose alpha is dropped renders visibly differently
+GOLDEN_LORA_SEEDS = {"a": 1, "b": 2}
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    """One seeded render. ``op``: base | lora (unfused, scale via the attention kwargs) | fused |
+    two (adapters a, b at weights 0.5, 1.0) | schedule (a at 1.0, set to 0.5 after step 0)."""
+
+    family: str
+    name: str
+    op: str
+    scale: float = 1.0
+    layout: str = "diffusers"
+    conv: bool = False  # LoCon: also target the family's Conv2d modules
+    seed: int = 0
+    dtype: str = "float32"
+    steps: int | None = None  # None: the family's default (2)
+    same_as: str | None = None  # another case's name this one must reproduce …
+    relation: str | None = None  # … within OUTPUT_TOLERANCES[relation] ("same-arithmetic", "reordered")
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}-{self.name}"
+
+
+def _golden_family_cases(family: Family) -> list[GoldenCase]:
+    name = family.name
+    cases = [
+        GoldenCase(name, "base", "base"),
+        GoldenCase(name, "lora-0.5", "lora", scale=0.5),
+        GoldenCase(name, "lora-1.0", "lora", scale=1.0),
+        GoldenCase(name, "fused-1.0", "fused", scale=1.0, same_as="lora-1.0", relation="reordered"),
+        GoldenCase(name, "two-adapters", "two"),
+        # 3 steps: with 2, the step after the switch is DDIM's last (t=1) and moves sd15 by < 1/255.
+        GoldenCase(name, "schedule", "schedule", steps=3),
     ]
+    if "kohya" in family.layouts:
+        cases.append(GoldenCase(name, "kohya-1.0", "lora", layout="kohya", same_as="lora-1.0",
+                                relation="same-arithmetic"))
+        if family.conv_targets:
+            cases.append(GoldenCase(name, "locon-kohya", "lora", layout="kohya", conv=True))
+    return cases
+
+
+def golden_cases(families: Iterable[str] | None = None) -> list[GoldenCase]:
+    """Per family: base, LoRA at 0.5 and 1.0, fused (≈ unfused), two adapters, a per-step schedule; a
+    kohya file (= the diffusers file) and LoCon where the family publishes kohya files. All of them
+    are representative: a render is a fraction of a second."""
+    return [c for fam in _families(families) for c in _golden_family_cases(fam)]
+
+
+def golden_case(case_id: str) -> GoldenCase:
+    return {c.id: c for c in golden_cases()}[case_id]
+
+
+def variant(case: Any, **changes: Any) -> Any:
+    """The same case with fields changed (negative controls: another seed, scale 1.05)."""
+    return replace(case, **changes)
+
+
+# ---------------------------------------------------------------- hotswap
+
+HOTSWAP_TARGET_RANK = 8
+SUBSET_TARGETS = ("to_q", "to_k")
+
+
+@dataclass(frozen=True)
+class SwapSpec:
+    name: str
+    seed: int
+    rank: int | tuple[int, int]
+    alpha: float
+    subset: bool = False  # target only SUBSET_TARGETS of the first LoRA's modules
+
+
+FIRST_SWAP = SwapSpec("first", seed=1, rank=4, alpha=8.0)
+SWAPS = (
+    SwapSpec("same-rank", seed=11, rank=4, alpha=2.0),  # new weights and alpha
+    SwapSpec("rank-up", seed=12, rank=8, alpha=16.0),  # 4 -> 8 = target_rank
+    SwapSpec("rank-down", seed=13, rank=2, alpha=1.0),  # below the first rank
+    SwapSpec("subset", seed=14, rank=4, alpha=4.0, subset=True),
+)
+SEQUENCE = tuple(SwapSpec(f"seq{i}", seed=100 + i, rank=r, alpha=float(2 * r))
+                 for i, r in enumerate((1, 8, 3, 8, 2, 5, 4, 7, 6, 1)))
+
+
+@dataclass(frozen=True)
+class HotswapCase(Marks):
+    """One compiled session (family × level) and what is swapped into it: one spec, or SEQUENCE."""
+
+    family: str
+    level: str
+    swap: SwapSpec | None = None  # None: the ten-swap SEQUENCE
+
+    @property
+    def session(self) -> str:
+        return f"{self.family}-{self.level}"
+
+    @property
+    def id(self) -> str:
+        return self.session if self.swap is None else f"{self.session}-{self.swap.name}"
+
+    @property
+    def group(self) -> str:
+        """One xdist worker per session, so it compiles once."""
+        return f"hotswap-{self.session}"
+
+
+def hotswap_cases(families: Iterable[str] | None = None, sequence: bool = False) -> list[HotswapCase]:
+    """Each swap spec (or the ten-swap sequence) into each family × level. Representative: every spec
+    at model level (one denoiser step per output); at pipeline level (a whole tiny image, three more
+    for each output check) the first family runs every spec and the sequence, the others one spec
+    each, rotating."""
+    out = []
+    for f, fam in enumerate(_families(families)):
+        for level in LEVELS:
+            if sequence:
+                out.append(HotswapCase(fam.name, level, slow=level == "pipeline" and f > 0))
+                continue
+            for k, spec in enumerate(SWAPS):
+                representative = level == "model" or f == 0 or k == f % len(SWAPS)
+                out.append(HotswapCase(fam.name, level, spec, slow=not representative))
+    return out
+
+
+def text_encoder_families() -> list[str]:
+    return [name for name, fam in FAMILIES.items() if _has_text_encoder(fam)]
+
+
+# ---------------------------------------------------------------- the adapter API
+
+# sdxl is a UNet family like sd15 with one more text encoder: no adapter-API path that sd15 lacks,
+# and a minute on 2 cores. Its cases run in `make slow`.
+API_SLOW_FAMILIES = ("sdxl",)
+
+
+@dataclass(frozen=True)
+class ApiCase(Marks):
+    """One family for an adapter-API check, at ``level`` where the check compares outputs."""
+
+    family: str
+    level: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.family if self.level is None else f"{self.family}-{self.level}"
+
+
+def _api_case(fam: Family, level: str | None = None, known: Known | None = None) -> ApiCase:
+    return ApiCase(fam.name, level, slow=fam.name in API_SLOW_FAMILIES, known=known)
+
+
+def api_output_cases(families: Iterable[str] | None = None) -> list[ApiCase]:
+    """Outputs compared at model level for every family; a UNet pipeline takes seconds per image on a
+    CPU, so only the transformer families also run a whole tiny image (their text encoder's LoRA too)."""
+    out = []
+    for fam in _families(families):
+        out.append(_api_case(fam, "model"))
+        pipeline = _api_case(fam, "pipeline")
+        out.append(replace(pipeline, slow=True) if fam.denoiser == "unet" else pipeline)
+    return out
+
+
+def api_unload_cases(families: Iterable[str] | None = None) -> list[ApiCase]:
+    """Unload, once per family: UNet families at model level, transformer families through a whole image."""
+    return [_api_case(fam, "model" if fam.denoiser == "unet" else "pipeline") for fam in _families(families)]
+
+
+def api_family_cases(families: Iterable[str] | None = None, text_encoder: bool = False,
+                     known: Known | None = None) -> list[ApiCase]:
+    """One case per family; with ``text_encoder`` only the families whose text encoder takes a LoRA."""
+    return [_api_case(fam, known=known) for fam in _families(families) if not text_encoder or _has_text_encoder(fam)]
+
+
+UNLOAD_AFTER_FUSE = Known(
+    "finding: unload_lora_weights after fuse_lora does not restore the base weights — "
+    "diffusers.utils.peft_utils.recurse_remove_peft_layers replaces each LoRA layer by "
+    "target.get_base_layer() without unmerge(), so the fused W + δ stays (call unfuse_lora first)"
+)
+ACTIVE_ADAPTERS = Known(
+    "finding: get_active_adapters() returns the active list of the first LoRA layer of the *last* "
+    "component that has one (lora_base.py get_active_adapters: the break leaves only the inner loop), "
+    "so after loading a (unet+text_encoder) then b (unet only) it reports ['a'] while the unet runs b"
+)
+
+
+@dataclass(frozen=True)
+class UnloadCase(Marks):
+    family: str
+    level: str
+    after_fuse: bool
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}-{self.level}" + ("-after-fuse" if self.after_fuse else "")
+
+
+def unload_cases(families: Iterable[str] | None = None) -> list[UnloadCase]:
+    """Unload, on loaded adapters and after a fuse (the finding: the fused weights stay)."""
+    out = []
+    for case in api_unload_cases(families):
+        out.append(UnloadCase(case.family, case.level, False, slow=case.slow))
+        out.append(UnloadCase(case.family, case.level, True, slow=case.slow or case.family != "sd15",
+                              known=UNLOAD_AFTER_FUSE))
+    return out
+
+
+SET_ADAPTERS_WEIGHTS = ((0.0,), (0.25,), (1.0,), (-0.5,), (2.0,), (0.7, -0.3))
+
+
+@dataclass(frozen=True)
+class WeightsCase(Marks):
+    family: str
+    weights: tuple[float, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}-{','.join(map(str, self.weights))}"
+
+
+def set_adapters_cases(families: Iterable[str] | None = None) -> list[WeightsCase]:
+    return [WeightsCase(case.family, w, slow=case.slow) for case in api_family_cases(families, text_encoder=True)
+            for w in SET_ADAPTERS_WEIGHTS]
+
+
+@dataclass(frozen=True)
+class WeightedCase(Marks):
+    """PEFT's add_weighted_adapter on adapters a and b of ``family``."""
+
+    family: str
+    combination: str
+    weights: tuple[float, float]
+    density: float | None = None
+
+    @property
+    def id(self) -> str:
+        return (f"{self.family}-{self.combination}-{self.weights[0]},{self.weights[1]}"
+                + (f"-d{self.density}" if self.density else ""))
+
+
+WEIGHTED_COMBINATIONS = (
+    ("linear", (0.7, 0.4), None),
+    ("linear", (1.0, -0.6), None),
+    ("ties", (0.7, 0.4), 0.5),
+    ("ties", (1.0, -0.6), 0.3),
+    ("dare_linear", (0.7, 0.4), 0.5),
+    ("dare_linear", (1.0, -0.6), 0.8),
+)
+
+
+def weighted_cases(families: Iterable[str] | None = None) -> list[WeightedCase]:
+    return [WeightedCase(case.family, c, w, d, slow=case.slow) for case in api_family_cases(families, text_encoder=True)
+            for c, w, d in WEIGHTED_COMBINATIONS]
+
+
+# ---------------------------------------------------------------- benchmarks
+
+# dtypes timed per device: CPUs have no fast float16 kernels, so float16 is a CUDA-only number.
+BENCH_DTYPES = {"cpu": ("float32", "bfloat16"), "cuda": ("float32", "float16", "bfloat16")}
+SMOKE_DTYPE = "float32"
+# The cheapest tiny model: compiled cases and whole-pipeline calls smoke-run on it only (every family's
+# pipeline call runs in the golden and hotswap checks anyway).
+SMOKE_FAMILY = "flux"
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    family: str
+    dtype: str
+    name: str  # a mode (parity.bench.modes) or an operation (parity.bench.operations)
+    compiled: bool = False
+    padded: bool = False  # a hotswap-ready mode below the largest padding
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}-{self.dtype}-{self.name}"
+
+    @property
+    def group(self) -> str:
+        return f"bench-{self.family}"  # one worker builds each family's subject once
+
+    def in_smoke_run(self, whole_pipeline: bool = False) -> bool:
+        """Benchmarks untimed (`make test`) run once each so none rots: float32, the largest hotswap
+        padding only, and compiled cases and whole-pipeline calls on the cheapest family only."""
+        if self.dtype != SMOKE_DTYPE or self.padded:
+            return False
+        return not (self.compiled or whole_pipeline) or self.family == SMOKE_FAMILY
+
+
+def bench_cases(names: Mapping[str, bool], padded: Sequence[str] = (),
+                families: Iterable[str] | None = None) -> list[BenchCase]:
+    """family × dtype × mode or operation; ``names`` maps each to whether it runs compiled, ``padded``
+    lists the hotswap-ready modes the smoke run leaves out."""
+    return [BenchCase(fam.name, dtype, name, compiled, name in padded)
+            for fam in _families(families) for dtype in DTYPES for name, compiled in names.items()]
+
+
+# ---------------------------------------------------------------- every table, for the throwaway check
+
+def all_tables() -> dict[str, list[Any]]:
+    """Every family-derived table (benchmarks aside: their names come from parity.bench)."""
+    return {
+        "merge": merge_cases(),
+        "unfuse": unfuse_cases(),
+        "golden": golden_cases(),
+        "hotswap": hotswap_cases(),
+        "hotswap-sequence": hotswap_cases(sequence=True),
+        "api-output": api_output_cases(),
+        "unload": unload_cases(),
+        "set-adapters": set_adapters_cases(),
+        "weighted": weighted_cases(),
+    }
+

@@ -20,7 +20,8 @@ from parity.checks.fuse import Loaded, fuse_and_measure, fuse_unfuse_cycles, loa
 from parity.checks.progress import SILENT, Progress
 from parity.devices import resolve, strict_float32
 from parity.errors import ParityInputError
-from parity.lora.formats import LoraFile, read_lora
+from parity.lora.neutral import LoraFile
+from parity.lora.reader import read_lora
 from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family

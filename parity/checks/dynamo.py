@@ -65,6 +65,27 @@ def watch_compiles(raise_on_recompile: bool = False) -> Iterator[CompileWatch]:
         watch.recompiled = watch.recompiled or watch.new_graphs > 0
 
 
+def compile_options(backend: str | None, mode: str | None, device: str) -> tuple[str, str | None]:
+    """(backend, mode) to compile with: the device's default backend where none is named; a name torch
+    does not know, or a mode for a backend other than inductor, is bad input."""
+    from parity.errors import ParityInputError
+
+    backend = backend or default_backend(device)
+    if backend not in BACKENDS:
+        raise ParityInputError(f"unknown compile backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if mode is None:
+        return backend, None
+    if backend != "inductor":
+        # compile_in_place drops the mode for other backends; say so instead of ignoring it.
+        raise ParityInputError(f"--compile-mode {mode!r} applies to the inductor backend only, not {backend!r}")
+    import torch._inductor
+
+    modes = list(torch._inductor.list_mode_options())
+    if mode not in modes:
+        raise ParityInputError(f"unknown compile mode {mode!r}; choose from {', '.join(modes)}")
+    return backend, mode
+
+
 def compile_in_place(model: nn.Module, backend: str, mode: str | None = None) -> nn.Module:
     """``model.compile(...)``: in place, so pipelines keep seeing their ModelMixin, not an OptimizedModule.
 

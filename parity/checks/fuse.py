@@ -22,7 +22,8 @@ from parity.tolerances import (
     unfuse_bound,
 )
 from parity.errors import ParityInputError
-from parity.lora.formats import LoraFile, diffusers_source
+from parity.lora.neutral import LoraFile
+from parity.lora.tensors import diffusers_source
 from parity.reference.merge import MergeReference, reference_merge
 from parity.modules import base_weights, canonical_name
 

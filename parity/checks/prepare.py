@@ -10,11 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from parity.checks.cases import LayoutCase, LoraSpec
-from parity.tolerances import dtype_from_name
-from parity.lora.formats import LoraFile, read_lora, save_lora
+from parity.checks.cases import LayoutCase, LoraSpec, targets_for
 from parity.checks.fuse import Snapshot, snapshot
-from parity.lora.synth import mixed_rank, synth_lora
+from parity.lora.neutral import LoraFile
+from parity.lora.reader import read_lora
+from parity.lora.synth import write_lora
+from parity.tolerances import dtype_from_name
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
 
@@ -29,24 +30,13 @@ class Prepared:
     loras: list[LoraFile]  # parsed back from the files: the reference reads these
 
 
-def targets_for(family: Family, targets: str) -> dict[str, tuple[str, ...]]:
-    out = {c: tuple(s) for c, s in family.default_targets.items()}
-    if targets == "locon":
-        for c, s in family.conv_targets.items():
-            out[c] = out.get(c, ()) + tuple(s)
-    return out
-
-
 def write_case_loras(
     case: LayoutCase, components: dict[str, nn.Module], specs: Sequence[LoraSpec], directory: str
 ) -> list[str]:
-    family = get_family(case.family)
-    paths = []
-    for i, spec in enumerate(specs):
-        rank = spec.rank if isinstance(spec.rank, int) else mixed_rank(*spec.rank)
-        lora = synth_lora(components, targets_for(family, case.targets), seed=spec.seed, rank=rank, alpha=spec.alpha)
-        paths.append(save_lora(lora, os.path.join(directory, f"{case.id}-{i}.safetensors"), case.layout))
-    return paths
+    targets = targets_for(get_family(case.family), case.targets)
+    return [write_lora(components, targets, os.path.join(directory, f"{case.id}-{i}.safetensors"), case.layout,
+                       seed=spec.seed, rank=spec.rank, alpha=spec.alpha)
+            for i, spec in enumerate(specs)]
 
 
 def prepare(

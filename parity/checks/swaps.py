@@ -15,11 +15,12 @@ from typing import Any
 import torch
 
 from parity.checks import hotswap as hs
-from parity.checks.dynamo import BACKENDS, default_backend, reset
+from parity.checks.dynamo import compile_options, reset
 from parity.checks.progress import SILENT, Progress
 from parity.devices import resolve, strict_float32
 from parity.errors import ParityInputError
-from parity.lora.formats import LoraFile, read_lora
+from parity.lora.neutral import LoraFile
+from parity.lora.reader import read_lora
 from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
@@ -57,23 +58,6 @@ class HotswapPlan:
     mode: str | None
 
 
-def _compile_options(backend: str | None, mode: str | None, device: str) -> tuple[str, str | None]:
-    backend = backend or default_backend(device)
-    if backend not in BACKENDS:
-        raise ParityInputError(f"unknown compile backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if mode is None:
-        return backend, None
-    if backend != "inductor":
-        # compile_in_place drops the mode for other backends; say so instead of ignoring it.
-        raise ParityInputError(f"--compile-mode {mode!r} applies to the inductor backend only, not {backend!r}")
-    import torch._inductor
-
-    modes = list(torch._inductor.list_mode_options())
-    if mode not in modes:
-        raise ParityInputError(f"unknown compile mode {mode!r}; choose from {', '.join(modes)}")
-    return backend, mode
-
-
 def plan_hotswap(request: HotswapRequest) -> HotswapPlan:
     """Validate every option (ParityInputError naming the first bad one), reading nothing."""
     family = get_family(request.family)
@@ -84,7 +68,7 @@ def plan_hotswap(request: HotswapRequest) -> HotswapPlan:
     dtype = dtype_from_name(request.dtype)
     if request.level not in hs.LEVELS:
         raise ParityInputError(f"unknown level {request.level!r}; choose from {', '.join(hs.LEVELS)}")
-    backend, mode = _compile_options(request.compile_backend, request.compile_mode, device)
+    backend, mode = compile_options(request.compile_backend, request.compile_mode, device)
     return HotswapPlan(request, family, device, dtype, request.level, backend, mode)
 
 

@@ -8,6 +8,7 @@ import math
 from typing import NoReturn
 
 from parity.cli.output import EXIT_BAD_INPUT, print_error
+from parity.options import ALLOW_PICKLE, DEVICE, MODEL_PATH
 
 
 class Parser(argparse.ArgumentParser):
@@ -61,24 +62,16 @@ def fail_on(text: str):  # -> parity.bench.compare.FailOn
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Which model a verb checks: a zoo family, tiny or from the user's folder."""
     parser.add_argument("--family", required=True, help="model family (see `lora-parity families`)")
-    parser.add_argument(
-        "--model-path",
-        metavar="DIR",
-        help="local diffusers pipeline folder; default: the family's tiny deterministic model",
-    )
+    MODEL_PATH.add_to(parser)
 
 
 def add_pickle_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="read .bin/.pt/.pth/.ckpt LoRA files with torch.load(weights_only=True) (default: refuse them)",
-    )
+    ALLOW_PICKLE.add_to(parser)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Where a verb runs and where its report goes: the same for every one of them."""
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto: cuda where there is a GPU (default: cpu)")
+    DEVICE.add_to(parser)
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT (a new file)")
     add_overwrite_argument(parser)
     add_quiet_argument(parser)

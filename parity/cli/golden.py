@@ -10,12 +10,13 @@ from parity.cli.arguments import add_overwrite_argument, add_quiet_argument, com
 from parity.cli.output import EXIT_FAILED, EXIT_OK, StderrProgress
 from parity.golden.mismatch import DEFAULT_REPORT_DIR
 from parity.golden.store import DEFAULT_GOLDEN_DIR
+from parity.options import DEVICE, GOLDEN_CLASS
 from parity.quiet import quiet_libraries
 
 NAME = "golden"
 HELP = "update or verify the golden images of the seeded pipeline cases"
 DESCRIPTION = """\
-Render the golden cases (parity/golden/cases.py: base, LoRA at 0.5/1.0, fused, two adapters, a per-step
+Render the golden cases (parity/checks/cases.py: base, LoRA at 0.5/1.0, fused, two adapters, a per-step
 schedule, kohya and LoCon files) and compare them with the stored 8-bit images of this device class,
 or rewrite those images.
 
@@ -34,21 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only these families (repeatable or comma-separated; default: all)")
     parser.add_argument("--golden-dir", default=DEFAULT_GOLDEN_DIR, metavar="DIR",
                         help=f"golden image root (default: {DEFAULT_GOLDEN_DIR})")
-    parser.add_argument("--golden-class", metavar="CLASS",
-                        help="device class folder (default: this device's, e.g. cpu or cuda-sm90)")
+    GOLDEN_CLASS.add_to(parser)
     parser.add_argument("--report-dir", default=None, metavar="DIR",
                         help="where mismatch images and index.html go (default: a new run folder "
                              f"{DEFAULT_REPORT_DIR}/<time>-<id>/, made only on a mismatch; "
                              f"{DEFAULT_REPORT_DIR}/latest)")
     add_overwrite_argument(parser)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto: cuda where there is a GPU (default: cpu)")
+    DEVICE.add_to(parser)
     add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from parity.devices import device_class, resolve, strict_float32
     from parity.golden import verify
-    from parity.golden.cases import cases_for
+    from parity.checks.cases import golden_cases
     from parity.golden.store import GoldenStore, new_update_token
     from parity.runs.folders import adopt, output_folder
     from parity.zoo import get_family
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     # An update stages every baseline and commits them together: a killed run leaves the old ones.
     store = GoldenStore(Path(args.golden_dir), args.golden_class or device_class(device),
                         staging=new_update_token() if update else None)
-    cases = cases_for(families)
+    cases = golden_cases(families or None)
     # A named --report-dir is claimed now; the default run folder is only named, since a run with no
     # mismatch writes nothing there (``adopt`` marks it if one did).
     report_dir = output_folder(args.report_dir, "golden-report", args.overwrite, args.command_line,

@@ -9,6 +9,7 @@ import warnings
 from parity.checks.swaps import HotswapReport, HotswapRequest, SwapRecord, plan_hotswap, run_hotswap
 from parity.cli.arguments import add_model_arguments, add_pickle_argument, add_run_arguments, positive_int
 from parity.cli.output import EXIT_FAILED, EXIT_OK, StderrProgress, check_json_target, table, versions_line, write_json
+from parity.options import COMPILE_BACKEND, COMPILE_MODE
 from parity.quiet import quiet_libraries
 
 NAME = "hotswap"
@@ -59,12 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model: the denoiser's own loader and one denoiser step (default); pipeline: load_lora_weights "
         "and one tiny image",
     )
-    parser.add_argument(
-        "--compile-backend",
-        metavar="B",
-        help="eager, aot_eager or inductor (default: eager on cpu, inductor on cuda)",
-    )
-    parser.add_argument("--compile-mode", metavar="M", help="torch.compile mode, inductor only (default: none)")
+    COMPILE_BACKEND.add_to(parser)
+    COMPILE_MODE.add_to(parser)
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
     add_pickle_argument(parser)
     add_run_arguments(parser)

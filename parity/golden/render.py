@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from parity.golden.cases import LORA_ALPHA, LORA_RANK, LORA_SEEDS, GoldenCase
+from parity.checks.cases import GOLDEN_LORA_ALPHA, GOLDEN_LORA_RANK, GOLDEN_LORA_SEEDS, GoldenCase, targets_for
 from parity.tolerances import FLOAT_DTYPES
 
 
@@ -27,16 +27,12 @@ def _scale_kwarg(pipe: Any) -> str:
 
 
 def _lora_file(fam: Any, pipe: Any, adapter: str, case: GoldenCase, workdir: str) -> str:
-    from parity.lora.formats import save_lora
-    from parity.lora.synth import synth_lora
+    from parity.lora.synth import write_lora
 
-    targets = {c: tuple(s) for c, s in fam.default_targets.items()}
-    if case.conv:
-        for c, s in fam.conv_targets.items():
-            targets[c] = targets.get(c, ()) + tuple(s)
-    lora = synth_lora(fam.components(pipe), targets, seed=LORA_SEEDS[adapter], rank=LORA_RANK, alpha=LORA_ALPHA)
+    targets = targets_for(fam, "locon" if case.conv else "default")
     path = os.path.join(workdir, f"{fam.name}-{adapter}-{case.layout}{'-conv' if case.conv else ''}.safetensors")
-    return save_lora(lora, path, case.layout)
+    return write_lora(fam.components(pipe), targets, path, case.layout, seed=GOLDEN_LORA_SEEDS[adapter],
+                      rank=GOLDEN_LORA_RANK, alpha=GOLDEN_LORA_ALPHA)
 
 
 def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cpu") -> np.ndarray:
@@ -127,7 +123,7 @@ def case_metadata(case: GoldenCase) -> dict[str, Any]:
         "steps": case.steps or call["num_inference_steps"],
         "size": [call["height"], call["width"]],
         "dtype": case.dtype,
-        "lora": {"rank": LORA_RANK, "alpha": LORA_ALPHA, "seeds": LORA_SEEDS},
+        "lora": {"rank": GOLDEN_LORA_RANK, "alpha": GOLDEN_LORA_ALPHA, "seeds": GOLDEN_LORA_SEEDS},
     }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.golden.cases import GoldenCase
+from parity.checks.cases import GoldenCase
 from parity.golden.pixels import png_bytes, quantise, read_png
 
 

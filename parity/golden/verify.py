@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from parity.golden import render as rendering
-from parity.golden.cases import CASES_BY_ID, GoldenCase
+from parity.checks.cases import GoldenCase, golden_case
 from parity.golden.mismatch import GoldenResult, clear_mismatch, record_mismatch
 from parity.golden.pixels import metrics, to_float
 from parity.checks.progress import SILENT, Progress
@@ -147,7 +147,7 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
     ok = result.ok
     lines.append(result.message())
     if case.same_as is not None:
-        rel = check_relation(case, image, rendering.render_cached(CASES_BY_ID[f"{case.family}-{case.same_as}"], device), store)
+        rel = check_relation(case, image, rendering.render_cached(golden_case(f"{case.family}-{case.same_as}"), device), store)
         ok &= rel.ok
         lines.append(rel.detail)
     if case.op == "schedule":

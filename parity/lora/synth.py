@@ -1,19 +1,24 @@
-"""Synthesised LoRA adapters for the built-in zoo: deterministic, sized so the delta is visible."""
+"""Synthesised LoRA adapters for the built-in zoo: deterministic, sized so the delta is visible, and
+written to disk in any layout by :func:`write_lora`, the one way the suite writes one."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from parity.lora.formats import LoraFile, LoraModule
+from parity.lora.layouts import save_lora
+from parity.lora.neutral import LoraFile, LoraModule
 from parity.modules import lora_capable_modules
 from parity.zoo.family import select_modules
 from parity.zoo.weights import deterministic_tensor, stable_name
 
 RankFn = Callable[[int, str], int]
+# A rank: one for every module, (low, high) alternating per module, or a function of (index, name).
+Rank = int | tuple[int, int] | RankFn
 
 
 def uniform_rank(rank: int) -> RankFn:
@@ -29,7 +34,7 @@ def synth_lora(
     components: Mapping[str, nn.Module],
     targets: Mapping[str, Sequence[str]],
     seed: int,
-    rank: int | RankFn = 4,
+    rank: Rank = 4,
     alpha: float | None | Callable[[int], float | None] = None,
     dtype: torch.dtype = torch.float32,
 ) -> LoraFile:
@@ -38,7 +43,7 @@ def synth_lora(
     A ~ N(0, 1/fan_in) and B ~ N(0, 0.25/r) put |ΔW| at about half of |W| for α = r: large enough
     that a dropped or doubled scale is far outside any rounding bound.
     """
-    rank_fn = uniform_rank(rank) if isinstance(rank, int) else rank
+    rank_fn = uniform_rank(rank) if isinstance(rank, int) else mixed_rank(*rank) if isinstance(rank, tuple) else rank
     alpha_fn = alpha if callable(alpha) else (lambda r: alpha)
     modules: dict[tuple[str, str], LoraModule] = {}
     for component, suffixes in targets.items():
@@ -59,3 +64,16 @@ def synth_lora(
     if not modules:
         raise ValueError(f"targets {dict(targets)} match no module")
     return LoraFile(modules=modules, layout="synthetic")
+
+
+def write_lora(
+    components: Mapping[str, nn.Module],
+    targets: Mapping[str, Sequence[str]],
+    path: str | os.PathLike,
+    layout: str = "diffusers",
+    seed: int = 0,
+    rank: Rank = 4,
+    alpha: float | None = None,
+) -> str:
+    """Synthesise a LoRA on ``targets`` (see ``synth_lora``) and save it at ``path`` in ``layout``."""
+    return save_lora(synth_lora(components, targets, seed=seed, rank=rank, alpha=alpha), path, layout)

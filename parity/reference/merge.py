@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from parity.lora.formats import LoraFile, LoraModule
+from parity.lora.neutral import LoraFile, LoraModule
 
 
 def delta_from_factors(m: LoraModule, scale: float = 1.0) -> torch.Tensor:

@@ -10,11 +10,11 @@ from safetensors.torch import save_file
 
 from parity.checks import hotswap as hs
 from parity.reference import weighted
-from parity.lora.formats import load_tensors
+from parity.lora.tensors import load_tensors
 from parity.checks.fuse import fuse_and_measure
 from parity.zoo import FAMILIES, build_pipeline
-from tests.test_adapter_api import (
-    WeightedCase,
+from parity.checks.cases import WeightedCase
+from tests.support.adapters import (
     add_weighted,
     assert_same_tensors,
     compare_weighted,
@@ -72,8 +72,8 @@ def test_round_trip_check_fails_on_a_file_with_one_tensor_one_ulp_off(tmp_path):
 @pytest.fixture(scope="module")
 def weighted_runs(tmp_path_factory):
     out = {}
-    for case in (WeightedCase("linear", (0.7, 0.4)), WeightedCase("ties", (0.7, 0.4), 0.5)):
-        out[case.combination] = (case, *add_weighted("sd15", case, tmp_path_factory.mktemp(case.combination)))
+    for case in (WeightedCase("sd15", "linear", (0.7, 0.4)), WeightedCase("sd15", "ties", (0.7, 0.4), 0.5)):
+        out[case.combination] = (case, *add_weighted(case, tmp_path_factory.mktemp(case.combination)))
     return out
 
 
@@ -108,8 +108,8 @@ def test_weighted_check_fails_when_the_ties_majority_sign_is_flipped(weighted_ru
 
 
 def test_weighted_check_fails_when_dare_masks_come_from_another_seed(tmp_path):
-    case = WeightedCase("dare_linear", (0.7, 0.4), 0.5)
-    snapshot_ab, new, rng = add_weighted("sd15", case, tmp_path)
+    case = WeightedCase("sd15", "dare_linear", (0.7, 0.4), 0.5)
+    snapshot_ab, new, rng = add_weighted(case, tmp_path)
     other = torch.Generator().manual_seed(12345).get_state()
 
     reports = compare_weighted(new, ours_for(snapshot_ab, case, other), "dare_linear")

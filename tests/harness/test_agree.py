@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
-from tests.harness.test_gate import _junit
+from tests.support.junit import junit_xml
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = {"tests.test_a::test_x[sd15]": "passed", "tests.test_a::test_y": "skipped", "tests.test_b::test_z": "xfailed"}
@@ -22,7 +22,7 @@ ROW = {"check": "merge", "case": "sd15-a", "dtype": "float32", "max_ulps": 1.25,
 
 def _run(path: Path, cases: dict[str, str] = CASES, rows: list[dict] = (ROW,)) -> Path:
     (path / "parity").mkdir(parents=True)
-    (path / "junit.xml").write_text(_junit(cases))
+    (path / "junit.xml").write_text(junit_xml(cases))
     (path / "parity" / "summary.json").write_text(json.dumps(list(rows)))
     return path
 

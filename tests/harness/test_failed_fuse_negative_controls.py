@@ -7,11 +7,11 @@ import pytest
 import parity.checks.fuse
 from parity.errors import ParityInputError
 from parity.checks.fuse import fuse_all_or_nothing, snapshot
-from tests.harness.test_failed_fuse import _loaded, changed_tensors, merged_layers
+from tests.support.failed_fuse import changed_tensors, loaded_sd15, merged_layers
 
 
 def test_without_the_write_back_a_refused_fuse_is_seen_half_applied(monkeypatch):
-    loaded = _loaded(poison=True)
+    loaded = loaded_sd15(poison=True)
     monkeypatch.setattr(parity.checks.fuse, "_write_back", lambda saved: None)
 
     with pytest.raises(ParityInputError):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.filesnap import differences, snapshot, watch_writes
+from tests.support.filesnap import differences, snapshot, watch_writes
 
 
 @pytest.fixture

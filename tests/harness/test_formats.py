@@ -8,7 +8,8 @@ from safetensors.torch import save_file
 
 from parity.errors import ParityInputError
 from parity.lora.familyguess import describe_guess, guess_family
-from parity.lora.formats import LAYOUTS, read_lora, save_lora, to_state_dict
+from parity.lora.layouts import LAYOUTS, save_lora, to_state_dict
+from parity.lora.reader import read_lora
 from parity.lora.synth import mixed_rank, synth_lora
 from parity.zoo import build_pipeline, get_family
 

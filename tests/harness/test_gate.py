@@ -1,7 +1,7 @@
 """The upgrade gate: a broken "new" fails it with the evidence, an unchanged one passes.
 
 End to end, on real bundles: the same parity and golden checks run twice in subprocesses, the
-second time either unchanged or with PEFT's fuse broken (``tests/harness/broken_fuse.py``: merged
+second time either unchanged or with PEFT's fuse broken (``tests/support/broken_fuse.py``: merged
 deltas lose alpha/rank), then ``lora-parity gate`` judges the pair. The rest uses small hand-made
 bundles to pin each kind of evidence.
 """
@@ -18,18 +18,19 @@ import pytest
 
 from parity.cli import main
 from parity.runs.gate import judge, read_bundle, write_manifest
+from tests.support.junit import junit_xml
 
 REPO = Path(__file__).resolve().parents[2]
 # the module's bundles are built once, on one xdist worker
 pytestmark = pytest.mark.xdist_group("gate-bundles")
 # A small slice of the suite that fusing touches: merge parity and the fused golden image, flux only.
-SLICE = ["tests/test_merge_parity.py", "tests/test_golden.py", "-k", "flux and (float32 or fused)"]
+SLICE = ["tests/test_merge_parity.py", "tests/test_golden.py", "-k", "flux-diffusers-float32-cpu-s1 or flux-fused-1.0"]
 
 
 def _bundle(path: Path, role: str, old: Path | None = None, broken: bool = False) -> Path:
     write_manifest(path, role)
     golden = ["--update-golden", "--golden-dir", str(path / "golden")] if old is None else ["--golden-dir", str(old / "golden")]
-    plugin = ["-p", "tests.harness.broken_fuse"] if broken else []
+    plugin = ["-p", "tests.support.broken_fuse"] if broken else []
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", *SLICE, "-q", "-p", "no:cacheprovider", "-n", "0", *plugin,
@@ -67,24 +68,9 @@ def test_an_unchanged_new_version_passes_the_gate(old_bundle: Path, tmp_path: Pa
 # ---------------------------------------------------------------- hand-made bundles
 
 
-def _junit(cases: dict[str, str]) -> str:
-    body = []
-    for test, status in cases.items():
-        cls, name = test.split("::")
-        inner = {
-            "passed": "",
-            "failed": "<failure message='assert 1 == 2'>boom</failure>",
-            "xpass": "<failure message='[XPASS(strict)] finding'/>",
-            "skipped": "<skipped type='pytest.skip' message='no GPU'/>",
-            "xfailed": "<skipped type='pytest.xfail' message='finding'/>",
-        }[status]
-        body.append(f"<testcase classname='{cls}' name='{name}'>{inner}</testcase>")
-    return f"<testsuites><testsuite name='pytest'>{''.join(body)}</testsuite></testsuites>"
-
-
 def _handmade(path: Path, role: str, cases: dict[str, str], ulps: float = 1.0) -> Path:
     write_manifest(path, role)
-    (path / "junit.xml").write_text(_junit(cases))
+    (path / "junit.xml").write_text(junit_xml(cases))
     (path / "parity").mkdir()
     row = {"check": "merge", "case": "flux-a", "dtype": "float32", "max_ulps": ulps, "max_bound_ratio": ulps / 4,
            "detail": "", "outcome": "passed"}

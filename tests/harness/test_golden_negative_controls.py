@@ -7,14 +7,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from parity.golden.cases import CASES_BY_ID, variant
+from parity.checks.cases import golden_case, variant
 from parity.golden.mismatch import TILE
 from parity.golden.pixels import png_bytes, quantise, read_png
 from parity.golden.render import render, render_cached
@@ -22,8 +20,8 @@ from parity.devices import device_class
 from parity.golden.store import GoldenError, GoldenStore, atomic_write
 from parity.golden.verify import run_case, update_case, verify_image
 
-BASE = CASES_BY_ID["sd15-base"]
-LORA = CASES_BY_ID["sd15-lora-1.0"]
+BASE = golden_case("sd15-base")
+LORA = golden_case("sd15-lora-1.0")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -123,17 +121,19 @@ def test_a_missing_baseline_fails_with_the_command_that_creates_it(tmp_path):
     assert f"lora-parity golden update --family sd15 --golden-dir {tmp_path / 'golden'}" in message
 
 
-def test_pytest_without_the_flag_fails_on_a_missing_baseline_and_with_it_creates_it(tmp_path):
+def test_pytest_without_the_flag_fails_on_a_missing_baseline_and_with_it_creates_it(tmp_path, pytester, monkeypatch):
+    monkeypatch.setattr("parity.pytest.reports._ROWS", [])  # the inner runs' summary rows stay out of this run's
     golden = tmp_path / "golden"
-    args = [sys.executable, "-m", "pytest", "tests/test_golden.py", "-q", "-p", "no:cacheprovider",
-            "--golden-dir", str(golden), "-k", BASE.id]
-    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 1, run.stdout[-3000:]
-    assert f"--update-golden --golden-dir {golden} --golden-class cpu -k '{BASE.id}'" in run.stdout
+    # In process: a fresh pytest with the plugin takes seconds to start.
+    args = [str(ROOT / "tests" / "test_golden.py"), "-q", "-n", "0", "-p", "no:cacheprovider", "--golden-dir",
+            str(golden), "--golden-report", str(tmp_path / "mismatches"), "-k", BASE.id]
+    run = pytester.runpytest_inprocess(*args)
+    assert run.ret == 1, run.outlines[-30:]
+    assert f"--update-golden --golden-dir {golden} --golden-class cpu -k '{BASE.id}'" in run.stdout.str()
     assert not (golden / "cpu" / f"{BASE.id}.png").exists()
 
-    run = subprocess.run([*args, "--update-golden"], cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stdout[-3000:]
+    run = pytester.runpytest_inprocess(*args, "--update-golden")
+    assert run.ret == 0, run.outlines[-30:]
     assert (golden / "cpu" / f"{BASE.id}.png").exists()
     assert BASE.id in GoldenStore(golden, "cpu").manifest()["entries"]
 
@@ -161,7 +161,7 @@ def test_an_update_refuses_two_runs_that_differ(store):
 def test_an_update_rewrites_only_its_case_and_merges_the_manifest(store):
     before = hashes(store.dir)
     entries_before = store.manifest()["entries"]
-    half = CASES_BY_ID["sd15-lora-0.5"]
+    half = golden_case("sd15-lora-0.5")
 
     update_case(store, half)
     update_case(store, LORA)  # regenerated: same pixels, same bytes

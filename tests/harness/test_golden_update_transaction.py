@@ -1,7 +1,7 @@
 """An interrupted --update-golden leaves the old baselines intact; a cut-short commit is finished.
 
 The kill tests run the real ``pytest --update-golden`` in a subprocess (renders faked to flat grey
-by tests/harness/golden_kill_plugin.py), SIGKILL it at a chosen point, then look at the folder.
+by tests/support/golden_kill_plugin.py), SIGKILL it at a chosen point, then look at the folder.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.golden.cases import CASES_BY_ID, GoldenCase
+from parity.checks.cases import GoldenCase, golden_case
 from parity.golden.pixels import quantise, read_png
 from parity.golden.store import COMMIT_MARKER, STAGING_PREFIX, GoldenStore, new_update_token
-from tests.harness.filesnap import snapshot
+from tests.support.filesnap import snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = ("sd15-base", "sd15-lora-0.5", "sd15-lora-1.0")
@@ -41,7 +41,7 @@ def golden_copy(tmp_path) -> Path:
 
 
 def _case(case_id: str) -> GoldenCase:
-    return CASES_BY_ID[case_id]
+    return golden_case(case_id)
 
 
 def test_staged_baselines_are_invisible_until_committed(golden_copy):
@@ -82,7 +82,7 @@ def _run_update_until_paused(golden_root: Path, where: str, tmp_path: Path) -> N
     ready = tmp_path / "ready"
     env = {**os.environ, "GOLDEN_KILL_AT": where, "GOLDEN_KILL_READY": str(ready), "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "pytest", "tests/test_golden.py", "-q", "-n", "0", "-p", "no:cacheprovider",
-           "-p", "tests.harness.golden_kill_plugin", "--update-golden", "--golden-dir", str(golden_root),
+           "-p", "tests.support.golden_kill_plugin", "--update-golden", "--golden-dir", str(golden_root),
            "--golden-report", str(tmp_path / "report"), "--timeout", "120",
            "-k", " or ".join(CASES)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -7,9 +7,8 @@ import torch
 
 from parity.checks import hotswap as hs
 from parity.checks.dynamo import compile_in_place, reset, watch_compiles
-from parity.lora.formats import save_lora
-from parity.lora.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
+from parity.lora.synth import write_lora
 
 FAMILY = get_family("sd15")
 pytestmark = [pytest.mark.compile, pytest.mark.xdist_group("hotswap-negative-controls")]
@@ -21,8 +20,8 @@ def lora_files(tmp_path):
     targets = {"unet": FAMILY.default_targets["unet"]}
 
     def write(seed: int, rank: int) -> str:
-        lora = synth_lora(components, targets, seed=seed, rank=rank, alpha=2.0 * rank)
-        return save_lora(lora, tmp_path / f"{seed}-r{rank}.safetensors", "diffusers")
+        return write_lora(components, targets, tmp_path / f"{seed}-r{rank}.safetensors", seed=seed, rank=rank,
+                          alpha=2.0 * rank)
 
     yield write
     reset()

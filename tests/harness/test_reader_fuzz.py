@@ -3,7 +3,7 @@
 Two properties: random safetensors containers (header length, JSON header, data) through
 ``load_tensors``, and random LoRA-ish key sets with random small tensors through ``read_lora``
 against the tiny sd15 model. Derandomized, so CI explores the same examples every run; a crash
-it finds is a bug in parity/lora/formats.py, and the bad-input matrix (tests/test_bad_input.py) is
+it finds is a bug in parity/lora/reader.py, and the bad-input matrix (tests/test_bad_input.py) is
 where its case then goes. A negative control shows the property does catch a crashing reader.
 """
 
@@ -23,7 +23,9 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from parity.errors import ParityInputError
-from parity.lora.formats import METADATA_KEY, load_tensors, read_lora
+from parity.lora.layouts import METADATA_KEY
+from parity.lora.reader import read_lora
+from parity.lora.tensors import load_tensors
 from parity.modules import lora_capable_modules
 from parity.zoo import build_pipeline, get_family
 

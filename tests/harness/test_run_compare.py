@@ -12,7 +12,7 @@ from parity.bench.results import read_run
 from parity.bench.record import COMPILED_BASE, COMPILED_FUSED, FUSED, FUSED_UNLOADED, unfused_mode
 from parity.cli import main
 from parity.bench.compare import REGRESSION, compare_runs, parse_fail_on
-from tests.harness.benchjson_fixtures import (
+from tests.support.benchruns import (
     GPU_NAME,
     MACHINE_INFO,
     bench,

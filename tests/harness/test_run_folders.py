@@ -18,8 +18,8 @@ import pytest
 from parity.runs import folders as runfolders
 from parity.tolerances import GoldenThresholds
 from parity.cli import main
-from tests.harness.benchjson_fixtures import standard_benchmarks, write_run
-from tests.harness.filesnap import differences, snapshot
+from tests.support.benchruns import standard_benchmarks, write_run
+from tests.support.filesnap import differences, snapshot
 
 
 def run_folders(root: Path) -> list[Path]:
@@ -207,7 +207,7 @@ def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     pytester.makeini("[pytest]\n")  # rootdir: reports/ lands in the throwaway project
     pytester.makepyfile(test_demo=TEST_FILE)
-    monkeypatch.setattr("parity.pytest.plugin._ROWS", [])  # the inner runs' summary rows stay out of this run's
+    monkeypatch.setattr("parity.pytest.reports._ROWS", [])  # the inner runs' summary rows stay out of this run's
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     return pytester
 

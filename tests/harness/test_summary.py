@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from parity.pytest.plugin import write_summary
+from parity.runs.summary import write_summary
 
 ROWS = [
     {"check": "merge", "case": "a", "dtype": "float32", "max_ulps": 1.2, "max_bound_ratio": 0.4, "detail": "", "outcome": "passed"},

@@ -23,10 +23,9 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
-from parity.lora.formats import save_lora
-from parity.lora.synth import synth_lora
 from parity.zoo import build_pipeline, get_family
-from tests.harness.filesnap import differences, snapshot, watch_writes
+from parity.lora.synth import write_lora
+from tests.support.filesnap import differences, snapshot, watch_writes
 
 FAMILY = get_family("sd15")
 REPO = Path(__file__).resolve().parents[2]
@@ -48,8 +47,8 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> UserFiles:
     targets = FAMILY.default_targets["unet"]
     (root / "loras").mkdir()
     loras = tuple(
-        Path(save_lora(synth_lora(components, {"unet": targets}, seed=seed, rank=rank, alpha=alpha),
-                       root / "loras" / f"rank{rank}.safetensors", "diffusers"))
+        Path(write_lora(components, {"unet": targets}, root / "loras" / f"rank{rank}.safetensors", seed=seed,
+                        rank=rank, alpha=alpha))
         for seed, rank, alpha in ((1, 4, 8.0), (2, 8, 4.0))
     )
     return UserFiles(root, root / "sd15-model", loras)
@@ -88,7 +87,7 @@ def test_the_proof_catches_a_run_that_writes_under_the_user_s_folder(user):
 
 
 def test_a_pytest_run_with_model_path_and_lora_writes_nothing_under_them(user, pytester, monkeypatch):
-    monkeypatch.setattr("parity.pytest.plugin._ROWS", [])  # the inner run's summary rows stay out of this run's
+    monkeypatch.setattr("parity.pytest.reports._ROWS", [])  # the inner run's summary rows stay out of this run's
     before = snapshot(user.root)
     with watch_writes(user.root) as attempts:
         result = pytester.runpytest_inprocess(

@@ -1,6 +1,6 @@
 """A pytest plugin that breaks PEFT's fuse on purpose: merged deltas lose their alpha/rank scale.
 
-Loaded with ``-p tests.harness.broken_fuse`` it stands in for a "new" library version with a fuse
+Loaded with ``-p tests.support.broken_fuse`` it stands in for a "new" library version with a fuse
 bug, so the upgrade gate's negative control can show that such a version fails the gate. The
 unfused forward is untouched: only what fuse_lora writes into the weights changes.
 """

@@ -1,279 +1,47 @@
-"""LoRA file layouts, written and read through one format-neutral representation.
+"""Reading a LoRA file into the neutral form, against the model it is meant for: every key resolved
+against the real module tree, every tensor checked before the merge relies on it, and every problem
+a ParityInputError naming the file and the key.
 
-Layouts
-  diffusers        ``unet.<module>.lora_A.weight`` / ``lora_B`` (also ``text_encoder.``, ``text_encoder_2.``,
-                   ``transformer.``); alpha, when given, in the safetensors header under
-                   ``lora_adapter_metadata`` as diffusers writes it (LoraConfig kwargs per component).
-  kohya            ``lora_unet_<module_with_underscores>.lora_down.weight`` / ``lora_up`` / ``.alpha``;
-                   text encoders ``lora_te_`` (``lora_te1_``/``lora_te2_`` with two). LoCon conv LoRAs are
-                   the same layout on Conv2d modules (3x3 or 1x1 down, 1x1 up).
-  diffusion_model  ``diffusion_model.<module>.lora_A.weight`` / ``lora_B`` / ``.alpha`` (ComfyUI, ai-toolkit)
-                   for transformer families whose loader strips the prefix (Qwen-Image); not Flux.1, whose
-                   loader converts ``diffusion_model.`` only in kohya files with BFL module names.
-
-Reading resolves every key against the real module tree. kohya names replace dots by underscores,
-which is ambiguous (``to_out_0`` vs ``proj_in``), so a name is resolved by looking it up among the
-model's own module names, never by guessing where dots were.
+kohya names replace dots by underscores, which is ambiguous (``to_out_0`` vs ``proj_in``), so a name
+is resolved by looking it up among the model's own module names, never by guessing where dots were.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import json
 
 import torch
 from torch import nn
 
 from parity.errors import ParityInputError
 from parity.lora.familyguess import describe_guess
+from parity.lora.layouts import METADATA_KEY, TEXT_MODEL_PREFIX, detect_layout, kohya_prefixes
+from parity.lora.neutral import LoraFile, LoraModule
+from parity.lora.tensors import is_pickle_path, load_tensors
 from parity.modules import lora_capable_modules
 
-LAYOUTS = ("diffusers", "kohya", "diffusion_model")
-METADATA_KEY = "lora_adapter_metadata"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-# transformers 5 flattened CLIPTextModel (no ``text_model.`` level); every published file still has it.
-TEXT_MODEL_PREFIX = "text_model."
-
-
-@dataclass(frozen=True)
-class LoraModule:
-    """One LoRA pair on one module: ΔW = (alpha/rank) · up @ down."""
-
-    component: str
-    module: str  # canonical module name inside the component
-    down: torch.Tensor  # A: (r, in) or (r, in, kh, kw)
-    up: torch.Tensor  # B: (out, r) or (out, r, 1, 1)
-    alpha: float | None = None
-
-    @property
-    def rank(self) -> int:
-        return int(self.down.shape[0])
-
-    @property
-    def effective_alpha(self) -> float:
-        return float(self.rank if self.alpha is None else self.alpha)
-
-    @property
-    def is_conv(self) -> bool:
-        return self.down.ndim == 4
-
-
-@dataclass
-class LoraFile:
-    modules: dict[tuple[str, str], LoraModule]
-    layout: str
-    path: str | None = None
-    unmatched: list[str] = field(default_factory=list)
-    # The tensors as torch.load(weights_only=True) returned them, for a pickle read with allow_pickle:
-    # handed to diffusers instead of the path, so diffusers never unpickles the file itself.
-    raw: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-
-    def components(self) -> list[str]:
-        return sorted({c for c, _ in self.modules})
-
-
-def kohya_prefixes(components: list[str]) -> dict[str, str]:
-    """Component → kohya key prefix; SDXL's two text encoders become te1/te2."""
-    two_te = "text_encoder_2" in components
-    out = {"unet": "lora_unet", "transformer": "lora_transformer"}
-    out["text_encoder"] = "lora_te1" if two_te else "lora_te"
-    out["text_encoder_2"] = "lora_te2"
-    return {c: out[c] for c in components if c in out}
-
-
-# ---------------------------------------------------------------- writing
-
-
-def _kohya_module_name(component: str, module: str) -> str:
-    if component.startswith("text_encoder") and not module.startswith(TEXT_MODEL_PREFIX):
-        module = TEXT_MODEL_PREFIX + module
-    return module.replace(".", "_")
-
-
-def _diffusers_metadata(lora: LoraFile) -> dict[str, str] | None:
-    if all(m.alpha is None for m in lora.modules.values()):
-        return None
-    packed: dict[str, object] = {}
-    for component in lora.components():
-        mods = [m for (c, _), m in sorted(lora.modules.items()) if c == component]
-        ranks = [m.rank for m in mods]
-        alphas = [m.effective_alpha for m in mods]
-        r = max(set(ranks), key=ranks.count)
-        a = max(set(alphas), key=alphas.count)
-        packed[f"{component}.r"] = r
-        packed[f"{component}.lora_alpha"] = a
-        packed[f"{component}.target_modules"] = [m.module for m in mods]
-        packed[f"{component}.rank_pattern"] = {re.escape(m.module): m.rank for m in mods if m.rank != r}
-        packed[f"{component}.alpha_pattern"] = {
-            re.escape(m.module): m.effective_alpha for m in mods if m.effective_alpha != a
-        }
-    return {METADATA_KEY: json.dumps(packed), "format": "pt"}
-
-
-def to_state_dict(lora: LoraFile, layout: str) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
-    """The tensors (and safetensors header metadata) ``layout`` stores for ``lora``."""
-    sd: dict[str, torch.Tensor] = {}
-    metadata = None
-    if layout == "diffusers":
-        for (component, module), m in lora.modules.items():
-            sd[f"{component}.{module}.lora_A.weight"] = m.down
-            sd[f"{component}.{module}.lora_B.weight"] = m.up
-        metadata = _diffusers_metadata(lora)
-    elif layout == "kohya":
-        prefixes = kohya_prefixes(lora.components())
-        for (component, module), m in lora.modules.items():
-            if component not in prefixes:
-                raise ValueError(f"kohya layout has no prefix for component {component!r}")
-            stem = f"{prefixes[component]}_{_kohya_module_name(component, module)}"
-            sd[f"{stem}.lora_down.weight"] = m.down
-            sd[f"{stem}.lora_up.weight"] = m.up
-            if m.alpha is not None:
-                sd[f"{stem}.alpha"] = torch.tensor(float(m.alpha), dtype=m.down.dtype)
-    elif layout == "diffusion_model":
-        for (component, module), m in lora.modules.items():
-            if component != "transformer":
-                raise ValueError("the diffusion_model layout holds transformer LoRAs only")
-            sd[f"diffusion_model.{module}.lora_A.weight"] = m.down
-            sd[f"diffusion_model.{module}.lora_B.weight"] = m.up
-            if m.alpha is not None:
-                sd[f"diffusion_model.{module}.alpha"] = torch.tensor(float(m.alpha), dtype=m.down.dtype)
-    else:
-        raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUTS}")
-    return {k: v.contiguous() for k, v in sd.items()}, metadata
-
-
-def save_lora(lora: LoraFile, path: str | os.PathLike, layout: str) -> str:
-    from safetensors.torch import save_file
-
-    sd, metadata = to_state_dict(lora, layout)
-    save_file(sd, str(path), metadata=metadata)
-    return str(path)
-
-
-# ---------------------------------------------------------------- reading
 
 # What a LoRA weight may be stored as: the dtypes diffusers/PEFT train and save in, and that the
 # float64 reference merge can upcast exactly. float8/float4, integers, bool and complex are refused.
 LORA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 # kohya trainers sometimes store alpha as an integer; any exact real scalar will do.
 ALPHA_DTYPES = (*LORA_DTYPES, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
 # The components a LoRA file can address in some zoo family; a key for one the model lacks means
 # the file was made for another family (SDXL's text_encoder_2, a transformer on a UNet model).
 KNOWN_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
+
+
 KOHYA_COMPONENT_PREFIXES = {"lora_unet_": "unet", "lora_te2_": "text_encoder_2", "lora_transformer_": "transformer"}
-PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip container, a bare pickle protocol 2+
-
-
-def is_pickle_path(path: str | os.PathLike) -> bool:
-    return str(path).endswith(PICKLE_SUFFIXES)
-
-
-def _load_pickle(path: str) -> dict[str, torch.Tensor]:
-    """A torch.save'd state dict through torch's weights-only unpickler: it rebuilds tensors and
-    containers and refuses every other global, so a malicious __reduce__ never runs."""
-    try:
-        obj = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError...: all say "not loadable"
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise ParityInputError(
-            f"torch.load(weights_only=True) refused it ({type(exc).__name__}: {first_line})", path=path
-        ) from None
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise ParityInputError("is not a state dict of named tensors", path=path)
-    return obj
-
-
-def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ParityInputError(f"not a readable safetensors file ({exc}){_pickle_hint(path)}", path=path) from None
-    except BaseException as exc:
-        # A Rust panic surfaces as pyo3's PanicException, which derives from BaseException and is
-        # not importable by name; anything else (KeyboardInterrupt, SystemExit) goes on up.
-        if type(exc).__name__ != "PanicException":
-            raise
-        raise ParityInputError(f"not a readable safetensors file (reader panicked: {exc})", path=path) from None
-    return tensors, metadata
-
-
-def _pickle_hint(path: str) -> str:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError:  # unreadable: the error being raised already says so
-        return ""
-    if head.startswith(PICKLE_MAGIC):
-        return "; it looks like a torch pickle: give it a .pt suffix and pass --allow-pickle, or convert it"
-    return ""
-
-
-def load_tensors(
-    path: str | os.PathLike, allow_pickle: bool = False
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and header metadata of a safetensors file (or, with ``allow_pickle``, of a
-    .bin/.pt/.pth/.ckpt/.pkl loaded weights-only); every failure is a ParityInputError naming the file."""
-    path = str(path)
-    if os.path.isdir(path):
-        raise ParityInputError("is a directory, expected a .safetensors file", path=path)
-    if not os.path.exists(path):
-        raise ParityInputError("no such file", path=path)
-    if os.path.getsize(path) == 0:
-        raise ParityInputError("file is empty", path=path)
-    if is_pickle_path(path):
-        if not allow_pickle:
-            raise ParityInputError(
-                "pickle checkpoints are refused (unpickling runs arbitrary code); convert it to .safetensors, "
-                "or pass --allow-pickle to load it with torch.load(weights_only=True)",
-                path=path,
-            )
-        tensors, metadata = _load_pickle(path), {}
-    else:
-        tensors, metadata = _read_safetensors(path)
-    if not tensors:
-        raise ParityInputError("holds no tensors", path=path)
-    return tensors, metadata
-
-
-def safetensors_copy(path: str, folder: str, tag: str = "") -> str:
-    """A pickle read weights-only and written back as ``folder/<tag><name>.safetensors``: for code that
-    can only take paths, so that nothing downstream ever unpickles the original."""
-    from safetensors.torch import save_file
-
-    tensors, _ = load_tensors(path, allow_pickle=True)
-    out = os.path.join(folder, f"{tag}{os.path.basename(path)}.safetensors")
-    # torch.save keeps views and shared storage; safetensors wants each tensor on its own.
-    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, out)
-    return out
-
-
-def diffusers_source(lora: LoraFile) -> str | dict[str, torch.Tensor]:
-    """What to hand diffusers' loader for ``lora``: the path of a safetensors file, or a copy of the
-    weights-only-loaded tensors of a pickle (a copy: diffusers' kohya conversion pops keys)."""
-    if lora.raw is not None:
-        return dict(lora.raw)
-    if lora.path is None:
-        raise ValueError("a LoraFile read from a state dict has no source to hand diffusers")
-    return lora.path
-
-
-def detect_layout(keys: list[str], path: str | None = None) -> str:
-    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_transformer_")) for k in keys):
-        return "kohya"
-    if any(k.startswith("diffusion_model.") for k in keys):
-        return "diffusion_model"
-    if any(".lora_A." in k or ".lora_B." in k for k in keys):
-        return "diffusers"
-    raise ParityInputError("unrecognised LoRA layout (no lora_A/lora_B or lora_down/lora_up keys)"
-                           + describe_guess(keys), path=path, key=sorted(keys)[0] if keys else None)
 
 
 class _Resolver:

@@ -1,0 +1,35 @@
+"""The options the CLI and the pytest plugin both take, declared once: the same flag, metavar, help and
+meaning on both front ends. Each front end still adds them where they belong (an argparse parser, or
+the plugin module that owns the option); both validate them through the same function
+(parity.devices.resolve, parity.checks.dynamo.compile_options)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def add_to(self, parser: Any, **overrides: Any) -> None:
+        """Add to an argparse parser (``add_argument``) or a pytest option group (``addoption``)."""
+        add = getattr(parser, "add_argument", None) or parser.addoption
+        add(self.flag, **{**self.kwargs, **overrides})
+
+
+MODEL_PATH = Option("--model-path", dict(
+    metavar="DIR", default=None, help="local diffusers pipeline folder; default: the family's tiny deterministic model"))
+ALLOW_PICKLE = Option("--allow-pickle", dict(
+    action="store_true", default=False,
+    help="read .bin/.pt/.pth/.ckpt LoRA files with torch.load(weights_only=True) (default: refuse them)"))
+DEVICE = Option("--device", dict(
+    default="cpu", help="cpu, cuda, or auto: cuda where there is a GPU (default: cpu)"))
+COMPILE_BACKEND = Option("--compile-backend", dict(
+    metavar="B", default=None, help="eager, aot_eager or inductor (default: eager on cpu, inductor on cuda)"))
+COMPILE_MODE = Option("--compile-mode", dict(
+    metavar="M", default=None, help="torch.compile mode, inductor only (default: none)"))
+GOLDEN_CLASS = Option("--golden-class", dict(
+    metavar="CLASS", default=None, help="device class folder (default: this device's, e.g. cpu or cuda-sm90)"))

@@ -1,0 +1,24 @@
+"""The benchmark suites' options (benchmarks/conftest.py reads them)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lora-parity")
+    group.addoption(
+        "--bench-size",
+        default="tiny",
+        choices=("tiny", "full"),
+        help="benchmarks: tiny zoo models (seconds on a CPU) or full-size denoisers with real shapes (GPU)",
+    )
+    group.addoption(
+        "--bench-rounds", type=int, default=None, help="benchmarks: timed rounds per case (default: by size and kind)"
+    )
+    group.addoption(
+        "--bench-blocks",
+        type=int,
+        default=None,
+        help="benchmarks at full size: transformer blocks to build (default: a few; latency is linear in blocks)",
+    )

@@ -1,0 +1,47 @@
+"""Which models and LoRA files a run checks: --family (a filter over the case table), --model-path
+(the user's pipeline folder instead of the tiny model), --lora and --allow-pickle (the user's files)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from parity.options import ALLOW_PICKLE, MODEL_PATH
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lora-parity")
+    group.addoption("--family", action="append", default=None, help="run only these zoo families (repeatable)")
+    MODEL_PATH.add_to(group)
+    group.addoption("--lora", action="append", default=[], help="a user LoRA file to check (repeatable)")
+    ALLOW_PICKLE.add_to(group)
+
+
+def case_family(item: pytest.Item) -> str | None:
+    """The family a collected test runs on: a ``family`` parameter, or a case's ``family``."""
+    for name, value in getattr(getattr(item, "callspec", None), "params", {}).items():
+        if name == "family" and isinstance(value, str):
+            return value
+        family: Any = getattr(value, "family", None)
+        if isinstance(family, str):
+            return family
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    families = config.getoption("--family")
+    if not families:
+        return
+    keep, drop = [], []
+    for item in items:
+        family = case_family(item)
+        (drop if family is not None and family not in families else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture
+def model_path(request: pytest.FixtureRequest) -> str | None:
+    return request.config.getoption("--model-path")

@@ -1,0 +1,51 @@
+"""Prepared pipelines for the merge and unfuse cases, loaded once and handed out as deep copies.
+
+A case's pipeline is its family's tiny model with the case's LoRA files loaded (set_adapters at the
+case's weights when there is more than one); the cases that differ only in what they then do with
+it (lora_scale, a fuse/unfuse cycle, drift over cycles) share one load. A deep copy is the loaded
+pipeline as a fresh load leaves it: measured bit-identical fused weights against a fresh load, at a
+sixth of its cost. The user's own model (--model-path) is never copied: it is prepared afresh.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from parity.checks.cases import LayoutCase, LoraSpec
+from parity.checks.fuse import load_adapters
+from parity.checks.prepare import Prepared, prepare
+
+
+class PreparedCache:
+    def __init__(self, directory: Path, model_path: str | None) -> None:
+        self.directory, self.model_path = directory, model_path
+        self.loaded: dict[tuple, Prepared] = {}
+
+    def _prepare(self, layout: LayoutCase, specs: tuple[LoraSpec, ...], weights: tuple[float, ...], dtype: str,
+                 device: str) -> Prepared:
+        folder = self.directory / f"{layout.id}-{dtype}-{device}-x{len(specs)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        prep = prepare(layout, specs, dtype, device, str(folder), self.model_path)
+        load_adapters(prep.pipe, prep.paths, weights if len(specs) > 1 else None)
+        return prep
+
+    def get(self, layout: LayoutCase, specs: tuple[LoraSpec, ...], weights: tuple[float, ...], dtype: str,
+            device: str) -> Prepared:
+        """The case's pipeline with its files loaded: a fresh load's equal, for the caller to change."""
+        if self.model_path is not None:
+            return self._prepare(layout, specs, weights, dtype, device)
+        key = (layout, specs, weights, dtype, device)
+        if key not in self.loaded:
+            self.loaded[key] = self._prepare(layout, specs, weights, dtype, device)
+        template = self.loaded[key]
+        pipe = copy.deepcopy(template.pipe)
+        return replace(template, pipe=pipe, components=template.family.components(pipe))
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> PreparedCache:
+    return PreparedCache(tmp_path_factory.mktemp("prepared"), request.config.getoption("--model-path"))
