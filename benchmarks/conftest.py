@@ -65,11 +65,6 @@ def subject_cache(tmp_path_factory: pytest.TempPathFactory) -> SubjectCache:
 
 
 @pytest.fixture
-def bench_size(request: pytest.FixtureRequest, model_path: str | None) -> str:
-    return "model-path" if model_path else request.config.getoption("--bench-size")
-
-
-@pytest.fixture
 def bench_rounds(request: pytest.FixtureRequest) -> int | None:
     return request.config.getoption("--bench-rounds")
 

@@ -7,7 +7,17 @@ from __future__ import annotations
 import pytest
 
 from parity.bench import record as rec
-from parity.bench.modes import MODES, MODES_BY_NAME, PADDINGS_BELOW_LARGEST, Mode, Subject, call_of, enter, flop_fields, mode_info
+from parity.bench.modes import (
+    MODES,
+    MODES_BY_NAME,
+    PADDINGS_BELOW_LARGEST,
+    Mode,
+    Subject,
+    call_of,
+    enter,
+    flop_fields,
+    mode_info,
+)
 from parity.bench.run import rounds_for, time_target
 from parity.checks.cases import BenchCase, bench_cases
 from parity.pytest.cases import params

@@ -345,7 +345,7 @@ def unfuse_bound(
 
 # ---------------------------------------------------------------- golden images
 #
-# The third part of the one table: stored 8-bit golden images (parity/golden.py) against a fresh
+# The third part of the one table: stored 8-bit golden images (parity/golden/) against a fresh
 # render. Pixel values are floats in [0, 1] (the pipeline's clamp((x+1)/2, 0, 1), output_type="np").
 #
 # Notation: x_A the float image that made the baseline, q_A = round(255·x_A) the stored PNG, x_B the

@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import save_file
 
 from parity.cli import main
-from parity.tolerances import dtype_from_name
 from parity.errors import ParityInputError
 from parity.lora.layouts import METADATA_KEY, save_lora
 from parity.lora.reader import read_lora
+from parity.tolerances import dtype_from_name
 from parity.zoo import get_family
 from parity.zoo.family import pretrained_dir
 from tests.support.badfiles import (
@@ -39,6 +39,7 @@ from tests.support.badfiles import (
     plain_pickle,
 )
 from tests.support.filesnap import differences, snapshot
+
 
 @dataclass(frozen=True)
 class BadInput:

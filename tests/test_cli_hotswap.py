@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
-from parity.zoo import build_pipeline, get_family
 from parity.lora.synth import write_lora
+from parity.zoo import build_pipeline, get_family
 from tests.support.cli import assert_one_line_error
 
 FAMILY = get_family("sd15")

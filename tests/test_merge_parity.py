@@ -14,7 +14,7 @@ CASES = merge_cases()
 
 @pytest.mark.parametrize("case", params(CASES))
 def test_fuse_matches_reference_merge(case, prepared, parity_record):
-    prep = prepared.get(case.layout, case.specs, case.weights, case.dtype, case.device)
+    prep = prepared.get(case)
     if case.prior_fuse:
         first = fuse_and_measure(prep.pipe, prep.components, prep.before, prep.loras, case.weights, case.lora_scale)
         if not first.ok:  # pytest.fail is no AssertionError: a broken first fuse must not pass as a finding
@@ -30,7 +30,7 @@ def test_fuse_matches_reference_merge(case, prepared, parity_record):
 
 @pytest.mark.parametrize("case", params(c for c in CASES if c.lora_scale == 0.0 and c.device == "cpu"))
 def test_fuse_at_scale_zero_leaves_every_weight_bit_identical(case, prepared):
-    prep = prepared.get(case.layout, case.specs, case.weights, case.dtype, case.device)
+    prep = prepared.get(case)
 
     result = fuse_and_measure(prep.pipe, prep.components, prep.before, prep.loras, case.weights, 0.0)
 

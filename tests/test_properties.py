@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from parity.tolerances import FLOAT_DTYPES, merge_bound, report_against_bound, tolerance
 from parity.lora.neutral import LoraFile, LoraModule
 from parity.reference.merge import reference_merge
+from parity.tolerances import FLOAT_DTYPES, merge_bound, report_against_bound, tolerance
 from parity.zoo.weights import deterministic_tensor
 
 LAYERS = st.sampled_from(["linear", "conv1x1", "conv3x3"])

@@ -14,7 +14,7 @@ MANY_CYCLES = [c for c in unfuse_cases() if c.cycles > 1]
 
 @pytest.mark.parametrize("case", params(ONE_CYCLE))
 def test_unfuse_restores_base_within_bound(case, prepared, parity_record):
-    prep = prepared.get(case.layout, case.specs, case.weights, case.dtype, "cpu")
+    prep = prepared.get(case)
 
     result = fuse_unfuse_cycles(prep.pipe, prep.components, prep.before, prep.loras, case.weights, cycles=1)
 
@@ -29,7 +29,7 @@ def test_unfuse_restores_base_within_bound(case, prepared, parity_record):
 
 @pytest.mark.parametrize("case", params(MANY_CYCLES))
 def test_drift_over_many_cycles_stays_within_linear_bound(case, prepared, parity_record):
-    prep = prepared.get(case.layout, case.specs, case.weights, case.dtype, "cpu")
+    prep = prepared.get(case)
 
     result = fuse_unfuse_cycles(prep.pipe, prep.components, prep.before, prep.loras, case.weights,
                                 cycles=case.cycles)

@@ -18,18 +18,18 @@ import torch
 from torch import nn
 
 from parity.bench import record as rec
-from parity.checks.dynamo import compile_in_place, reset
 from parity.bench.flops import adapter_ranks, counted_flops, lora_extra_flops
+from parity.bench.timing import device_name, driver_versions
+from parity.checks.dynamo import compile_in_place, reset
+from parity.devices import device_class
 from parity.lora.neutral import LoraFile
 from parity.lora.reader import read_lora
-from parity.devices import device_class
+from parity.lora.synth import write_lora
 from parity.modules import lora_capable_modules
-from parity.bench.timing import device_name, driver_versions
 from parity.versions import library_versions
 from parity.zoo import build_pipeline
 from parity.zoo.family import Family, InputShape
 from parity.zoo.fullsize import FULL, full_denoiser
-from parity.lora.synth import write_lora
 
 BENCH_RANK = 8  # rank of every benchmark adapter; hotswap-ready modes pad it to their target rank
 MAX_ADAPTERS = 4

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from parity.bench.results import BenchRecord, BenchRun, format_seconds
 from parity.bench.record import (
     BASE,
     COMPILED_BASE,
@@ -35,6 +34,7 @@ from parity.bench.record import (
     PIPELINE,
     group_name,
 )
+from parity.bench.results import BenchRecord, BenchRun, format_seconds
 from parity.errors import ParityInputError
 from parity.runs.junit import JunitSummary
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from parity.bench.record import BenchInfo, group_name
+from parity.bench.timing import peak_memory, synced, synchronize
 from parity.checks.dynamo import watch_compiles
-from parity.bench.timing import peak_memory, synchronize, synced
 
 
 @dataclass(frozen=True)

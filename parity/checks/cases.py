@@ -158,23 +158,18 @@ SECOND_FUSE = Known(
 )
 
 
-@dataclass(frozen=True)
-class MergeCase(Marks):
+class LoadsFiles:
+    """A case that loads ``adapters`` of ADAPTER_SPECS in ``layout`` into its family's pipeline in
+    ``dtype`` on ``device``, at ADAPTER_WEIGHTS[adapters]."""
+
     layout: LayoutCase
     dtype: str
     device: str
-    lora_scale: float
     adapters: int
-    prior_fuse: bool = False  # fuse and unfuse once at lora_scale before the fuse that is measured
 
     @property
     def family(self) -> str:
         return self.layout.family
-
-    @property
-    def id(self) -> str:
-        prior = "-after-refuse" if self.prior_fuse else ""
-        return f"{self.layout.id}-{self.dtype}-{self.device}-s{self.lora_scale:g}-x{self.adapters}{prior}"
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -186,13 +181,24 @@ class MergeCase(Marks):
 
     @property
     def group(self) -> str:
-        return loaded_group(self.layout, self.dtype, self.device, self.adapters)
+        """The cases that load the same files into the same pipeline share one xdist worker, where
+        the load is done once (tests/support/prepared.py)."""
+        return f"loaded-{self.layout.id}-{self.dtype}-{self.device}-x{self.adapters}"
 
 
-def loaded_group(layout: LayoutCase, dtype: str, device: str, adapters: int) -> str:
-    """The cases that load the same files into the same pipeline share one xdist worker, where the
-    load is done once (tests/support/prepared.py)."""
-    return f"loaded-{layout.id}-{dtype}-{device}-x{adapters}"
+@dataclass(frozen=True)
+class MergeCase(LoadsFiles, Marks):
+    layout: LayoutCase
+    dtype: str
+    device: str
+    lora_scale: float
+    adapters: int
+    prior_fuse: bool = False  # fuse and unfuse once at lora_scale before the fuse that is measured
+
+    @property
+    def id(self) -> str:
+        prior = "-after-refuse" if self.prior_fuse else ""
+        return f"{self.layout.id}-{self.dtype}-{self.device}-s{self.lora_scale:g}-x{self.adapters}{prior}"
 
 
 def merge_cases(
@@ -226,31 +232,16 @@ MANY_CYCLES = 20
 
 
 @dataclass(frozen=True)
-class UnfuseCase(Marks):
+class UnfuseCase(LoadsFiles, Marks):
     layout: LayoutCase
     dtype: str
     cycles: int
     adapters: int
-
-    @property
-    def family(self) -> str:
-        return self.layout.family
+    device: str = "cpu"
 
     @property
     def id(self) -> str:
         return f"{self.layout.id}-{self.dtype}" if self.cycles == 1 else f"{self.family}-{self.dtype}"
-
-    @property
-    def weights(self) -> tuple[float, ...]:
-        return ADAPTER_WEIGHTS[self.adapters]
-
-    @property
-    def specs(self) -> tuple[LoraSpec, ...]:
-        return ADAPTER_SPECS[: self.adapters]
-
-    @property
-    def group(self) -> str:
-        return loaded_group(self.layout, self.dtype, "cpu", self.adapters)
 
 
 def unfuse_cases(families: Iterable[str] | None = None) -> list[UnfuseCase]:

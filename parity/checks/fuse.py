@@ -12,6 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from parity.errors import ParityInputError
+from parity.lora.neutral import LoraFile
+from parity.lora.tensors import diffusers_source
+from parity.modules import base_weights, canonical_name
+from parity.reference.merge import MergeReference, reference_merge
 from parity.tolerances import (
     TensorReport,
     merge_bound,
@@ -21,11 +26,6 @@ from parity.tolerances import (
     ulp,
     unfuse_bound,
 )
-from parity.errors import ParityInputError
-from parity.lora.neutral import LoraFile
-from parity.lora.tensors import diffusers_source
-from parity.reference.merge import MergeReference, reference_merge
-from parity.modules import base_weights, canonical_name
 
 Snapshot = dict[str, dict[str, torch.Tensor]]
 

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from parity.tolerances import output_budget
 from parity.checks.dynamo import CompileWatch, compile_in_place, reset, watch_compiles
 from parity.lora.neutral import LoraFile
 from parity.lora.reader import read_lora
 from parity.lora.tensors import diffusers_source
-from parity.reference.merge import reference_merge
 from parity.modules import base_weights, lora_capable_modules
+from parity.reference.merge import reference_merge
+from parity.tolerances import output_budget
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 
 from parity.checks.check import UNFUSE_LORA_SCALE, CheckReport, CheckRequest, plan_check, run_check
 from parity.cli.arguments import (
@@ -15,17 +14,7 @@ from parity.cli.arguments import (
     float_list,
     positive_int,
 )
-from parity.cli.output import (
-    EXIT_FAILED,
-    EXIT_OK,
-    StderrProgress,
-    check_json_target,
-    fmt,
-    table,
-    versions_line,
-    write_json,
-)
-from parity.quiet import quiet_libraries
+from parity.cli.output import fmt, report_run, table, versions_line
 
 NAME = "check"
 HELP = "merge parity and unfuse drift of LoRA files"
@@ -76,15 +65,7 @@ def run(args: argparse.Namespace) -> int:
         weights=None if args.weights is None else tuple(args.weights), cycles=args.cycles, device=args.device,
         model_path=args.model_path, allow_pickle=args.allow_pickle,
     )
-    plan = plan_check(request)
-    check_json_target(args.json, args.overwrite)
-    quiet_libraries()
-    warnings.filterwarnings("ignore")  # the CLI's stderr carries progress and at most one error line
-    report = run_check(plan, StderrProgress(enabled=not args.quiet))
-    print(format_check(report))
-    if args.json:
-        write_json(report.to_json(), args.json)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return report_run(args, plan_check(request), run_check, format_check)
 
 
 def _format_files(report: CheckReport) -> list[str]:

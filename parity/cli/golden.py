@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from parity.checks.cases import golden_cases
     from parity.devices import device_class, resolve, strict_float32
     from parity.golden import verify
-    from parity.checks.cases import golden_cases
     from parity.golden.store import GoldenStore, new_update_token
     from parity.runs.folders import adopt, output_folder
     from parity.zoo import get_family

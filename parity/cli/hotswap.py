@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 
 from parity.checks.swaps import HotswapReport, HotswapRequest, SwapRecord, plan_hotswap, run_hotswap
 from parity.cli.arguments import add_model_arguments, add_pickle_argument, add_run_arguments, positive_int
-from parity.cli.output import EXIT_FAILED, EXIT_OK, StderrProgress, check_json_target, table, versions_line, write_json
+from parity.cli.output import report_run, table, versions_line
 from parity.options import COMPILE_BACKEND, COMPILE_MODE
-from parity.quiet import quiet_libraries
 
 NAME = "hotswap"
 HELP = "hotswap LoRA files into a compiled model: recompiles, refusals, output vs a fresh load"
@@ -73,15 +71,7 @@ def run(args: argparse.Namespace) -> int:
         compile_backend=args.compile_backend, compile_mode=args.compile_mode, dtype=args.dtype, device=args.device,
         model_path=args.model_path, allow_pickle=args.allow_pickle,
     )
-    plan = plan_hotswap(request)
-    check_json_target(args.json, args.overwrite)
-    quiet_libraries()
-    warnings.filterwarnings("ignore")  # the CLI's stderr carries progress and at most one error line
-    report = run_hotswap(plan, StderrProgress(enabled=not args.quiet))
-    print(format_hotswap(report))
-    if args.json:
-        write_json(report.to_json(), args.json)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return report_run(args, plan_hotswap(request), run_hotswap, format_hotswap)
 
 
 def _fmt_error(value: float | None, budget: float | None) -> str:

@@ -78,6 +78,23 @@ def check_json_target(path: str | None, overwrite: bool) -> None:
     claim_file(path, overwrite)
 
 
+def report_run(args: Any, plan: Any, run: Callable[[Any, Any], Any], format_report: Callable[[Any], str]) -> int:
+    """A check's run as the CLI shows it: the JSON report's file claimed before the long work, the
+    libraries quiet, progress on stderr, the report on stdout (and as JSON), its verdict as the exit code."""
+    import warnings
+
+    from parity.quiet import quiet_libraries
+
+    check_json_target(args.json, args.overwrite)
+    quiet_libraries()
+    warnings.filterwarnings("ignore")  # the CLI's stderr carries progress and at most one error line
+    report = run(plan, StderrProgress(enabled=not args.quiet))
+    print(format_report(report))
+    if args.json:
+        write_json(report.to_json(), args.json)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def _json_safe(value: Any) -> Any:
     # inf/nan are not JSON; an element that overflowed reads as null (and its result is not ok).
     if isinstance(value, float) and not math.isfinite(value):

@@ -19,7 +19,6 @@ from parity.golden.pixels import png_bytes, quantise
 from parity.golden.store import _locked, atomic_write
 from parity.tolerances import GoldenThresholds
 
-
 DEFAULT_REPORT_DIR = os.path.join("reports", "golden")
 
 

@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 
-
 SSIM_WIN = 7  # odd, ≤ 32: fits the 32x32 zoo images (skimage's own default, passed explicitly)
 
 

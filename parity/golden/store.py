@@ -28,7 +28,6 @@ import numpy as np
 from parity.checks.cases import GoldenCase
 from parity.golden.pixels import png_bytes, quantise, read_png
 
-
 DEFAULT_GOLDEN_DIR = "golden"
 
 

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from parity.golden import render as rendering
 from parity.checks.cases import GoldenCase, golden_case
-from parity.golden.mismatch import GoldenResult, clear_mismatch, record_mismatch
-from parity.golden.pixels import metrics, to_float
 from parity.checks.progress import SILENT, Progress
 from parity.devices import device_kind
+from parity.golden import render as rendering
+from parity.golden.mismatch import GoldenResult, clear_mismatch, record_mismatch
+from parity.golden.pixels import metrics, to_float
 from parity.golden.store import GoldenError, GoldenStore, how_to_create, refuse_non_finite
 from parity.tolerances import FLOAT_DTYPES, GoldenThresholds, golden_thresholds, output_budget
 from parity.versions import library_versions
@@ -125,7 +125,6 @@ class CaseOutcome:
     ok: bool
     lines: list[str]
     result: GoldenResult | None = None
-    updated: bool = False
 
 
 def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, update: bool = False,
@@ -143,7 +142,7 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
     try:
         result = verify_image(store, case, image, report_dir)
     except GoldenError as exc:
-        return CaseOutcome(case.id, False, [str(exc)], None, update)
+        return CaseOutcome(case.id, False, [str(exc)])
     ok = result.ok
     lines.append(result.message())
     if case.same_as is not None:
@@ -158,7 +157,7 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
         lines.append(f"{case.id}: schedule vs constant weight 1.0: max |diff| {moved:.3g} "
                      f"{'>' if distinct else '<='} {result.thresholds.max_abs:.3g}"
                      + ("" if distinct else "  FAILED: the weight change in callback_on_step_end had no effect"))
-    return CaseOutcome(case.id, ok, lines, result, update)
+    return CaseOutcome(case.id, ok, lines, result)
 
 
 def run_cases(store: GoldenStore, cases: Sequence[GoldenCase], report_dir: Path | None, update: bool = False,

@@ -28,7 +28,6 @@ from parity.errors import ParityInputError
 from parity.lora.familyguess import describe_guess
 from parity.lora.neutral import LoraFile
 
-
 METADATA_KEY = "lora_adapter_metadata"
 
 

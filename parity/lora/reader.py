@@ -8,13 +8,12 @@ is resolved by looking it up among the model's own module names, never by guessi
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import json
 
 import torch
 from torch import nn
@@ -25,7 +24,6 @@ from parity.lora.layouts import METADATA_KEY, TEXT_MODEL_PREFIX, detect_layout, 
 from parity.lora.neutral import LoraFile, LoraModule
 from parity.lora.tensors import is_pickle_path, load_tensors
 from parity.modules import lora_capable_modules
-
 
 # What a LoRA weight may be stored as: the dtypes diffusers/PEFT train and save in, and that the
 # float64 reference merge can upcast exactly. float8/float4, integers, bool and complex are refused.

@@ -10,7 +10,6 @@ import torch
 from parity.errors import ParityInputError
 from parity.lora.neutral import LoraFile
 
-
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parity.bench.compare import Comparison, FailOn, compare_runs
 from parity.bench.results import BenchRun, read_run
 from parity.errors import ParityInputError
 from parity.runs.junit import FAILED, PASSED, SKIPPED, Outcome, read_outcomes
-from parity.bench.compare import Comparison, FailOn, compare_runs
 
 MANIFEST = "bundle.json"
 JUNIT = "junit.xml"

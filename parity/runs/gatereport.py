@@ -7,9 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from parity.runs.gate import GOLDEN_REPORT, Bundle, Verdict
-from parity.bench.report import markdown_table
 from parity.bench.compare import REGRESSION, table_cells
+from parity.bench.report import markdown_table
+from parity.runs.gate import GOLDEN_REPORT, Bundle, Verdict
 
 SHOWN = 10  # rows per section on the terminal; the files list every row
 

@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import save_file
 
 from parity.checks import hotswap as hs
-from parity.reference import weighted
-from parity.lora.tensors import load_tensors
-from parity.checks.fuse import fuse_and_measure
-from parity.zoo import FAMILIES, build_pipeline
 from parity.checks.cases import WeightedCase
+from parity.checks.fuse import fuse_and_measure
+from parity.lora.tensors import load_tensors
+from parity.reference import weighted
+from parity.zoo import FAMILIES, build_pipeline
 from tests.support.adapters import (
     add_weighted,
     assert_same_tensors,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from parity.bench.report import FLAG_TEXT, NO_FLAGS
 from parity.bench.results import format_seconds, read_run
 from parity.cli import main
-from parity.bench.report import FLAG_TEXT, NO_FLAGS
 from tests.support.benchruns import CPU_NAME, bench, standard_benchmarks, stats, write_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

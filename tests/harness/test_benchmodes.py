@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from parity.bench import record as rec
+from parity.bench.flops import counted_flops
 from parity.bench.modes import (
     BENCH_RANK,
     MODES,
@@ -21,7 +22,6 @@ from parity.bench.modes import (
     flop_fields,
     leave,
 )
-from parity.bench.flops import counted_flops
 from parity.zoo import get_family
 
 CHEAP = [m for m in MODES if not m.compiled] + [MODES_BY_NAME[rec.COMPILED_FUSED], MODES_BY_NAME["compiled-hotswap-ready-r64"]]

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parity.checks.cases import DEVICES, DTYPES
-from parity.tolerances import FLOAT_DTYPES, TOLERANCES, detectable_ulps, merge_bound, ulp
 from parity.reference.merge import MergeStep
+from parity.tolerances import FLOAT_DTYPES, TOLERANCES, detectable_ulps, merge_bound, ulp
 
 # Spacing above 1.0 is 2^-(mantissa bits): 23 for float32, 10 for float16, 7 for bfloat16.
 KNOWN_ULPS = [

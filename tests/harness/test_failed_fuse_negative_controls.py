@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import parity.checks.fuse
-from parity.errors import ParityInputError
 from parity.checks.fuse import fuse_all_or_nothing, snapshot
+from parity.errors import ParityInputError
 from tests.support.failed_fuse import changed_tensors, loaded_sd15, merged_layers
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from parity.checks.cases import golden_case, variant
+from parity.devices import device_class
 from parity.golden.mismatch import TILE
 from parity.golden.pixels import png_bytes, quantise, read_png
 from parity.golden.render import render, render_cached
-from parity.devices import device_class
 from parity.golden.store import GoldenError, GoldenStore, atomic_write
 from parity.golden.verify import run_case, update_case, verify_image
 

@@ -7,8 +7,8 @@ import torch
 
 from parity.checks import hotswap as hs
 from parity.checks.dynamo import compile_in_place, reset, watch_compiles
-from parity.zoo import build_pipeline, get_family
 from parity.lora.synth import write_lora
+from parity.zoo import build_pipeline, get_family
 
 FAMILY = get_family("sd15")
 pytestmark = [pytest.mark.compile, pytest.mark.xdist_group("hotswap-negative-controls")]

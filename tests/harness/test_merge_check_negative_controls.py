@@ -6,11 +6,11 @@ import pytest
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from parity.checks.prepare import prepare
 from parity.checks.cases import LayoutCase, LoraSpec
-from parity.tolerances import detectable_ulps, operand_magnitude, ulp
 from parity.checks.fuse import fuse_and_measure, fuse_unfuse_cycles, load_adapters, measure_merge, snapshot
+from parity.checks.prepare import prepare
 from parity.reference.merge import reference_merge
+from parity.tolerances import detectable_ulps, operand_magnitude, ulp
 
 CASE = LayoutCase("sd15", "diffusers", "default")
 SPEC = (LoraSpec(seed=1, rank=4, alpha=2.0),)

@@ -8,10 +8,10 @@ import json
 import pytest
 from pytest_benchmark.utils import parse_compare_fail
 
-from parity.bench.results import read_run
-from parity.bench.record import COMPILED_BASE, COMPILED_FUSED, FUSED, FUSED_UNLOADED, unfused_mode
-from parity.cli import main
 from parity.bench.compare import REGRESSION, compare_runs, parse_fail_on
+from parity.bench.record import COMPILED_BASE, COMPILED_FUSED, FUSED, FUSED_UNLOADED, unfused_mode
+from parity.bench.results import read_run
+from parity.cli import main
 from tests.support.benchruns import (
     GPU_NAME,
     MACHINE_INFO,

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parity.cli import main
 from parity.runs import folders as runfolders
 from parity.tolerances import GoldenThresholds
-from parity.cli import main
 from tests.support.benchruns import standard_benchmarks, write_run
 from tests.support.filesnap import differences, snapshot
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
-from parity.zoo import build_pipeline, get_family
 from parity.lora.synth import write_lora
+from parity.zoo import build_pipeline, get_family
 from tests.support.filesnap import differences, snapshot, watch_writes
 
 FAMILY = get_family("sd15")

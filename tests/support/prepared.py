@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.checks.cases import LayoutCase, LoraSpec
+from parity.checks.cases import LoadsFiles
 from parity.checks.fuse import load_adapters
 from parity.checks.prepare import Prepared, prepare
 
@@ -25,23 +25,20 @@ class PreparedCache:
         self.directory, self.model_path = directory, model_path
         self.loaded: dict[tuple, Prepared] = {}
 
-    def _prepare(self, layout: LayoutCase, specs: tuple[LoraSpec, ...], weights: tuple[float, ...], dtype: str,
-                 device: str) -> Prepared:
-        folder = self.directory / f"{layout.id}-{dtype}-{device}-x{len(specs)}"
+    def _prepare(self, case: LoadsFiles) -> Prepared:
+        folder = self.directory / case.group
         folder.mkdir(parents=True, exist_ok=True)
-        prep = prepare(layout, specs, dtype, device, str(folder), self.model_path)
-        load_adapters(prep.pipe, prep.paths, weights if len(specs) > 1 else None)
+        prep = prepare(case.layout, case.specs, case.dtype, case.device, str(folder), self.model_path)
+        load_adapters(prep.pipe, prep.paths, case.weights if case.adapters > 1 else None)
         return prep
 
-    def get(self, layout: LayoutCase, specs: tuple[LoraSpec, ...], weights: tuple[float, ...], dtype: str,
-            device: str) -> Prepared:
+    def get(self, case: LoadsFiles) -> Prepared:
         """The case's pipeline with its files loaded: a fresh load's equal, for the caller to change."""
         if self.model_path is not None:
-            return self._prepare(layout, specs, weights, dtype, device)
-        key = (layout, specs, weights, dtype, device)
-        if key not in self.loaded:
-            self.loaded[key] = self._prepare(layout, specs, weights, dtype, device)
-        template = self.loaded[key]
+            return self._prepare(case)
+        if case.group not in self.loaded:
+            self.loaded[case.group] = self._prepare(case)
+        template = self.loaded[case.group]
         pipe = copy.deepcopy(template.pipe)
         return replace(template, pipe=pipe, components=template.family.components(pipe))
 
