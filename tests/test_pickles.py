@@ -15,7 +15,6 @@ from parity.errors import ParityInputError
 from parity.lora.layouts import to_state_dict
 from parity.lora.reader import read_lora
 from parity.lora.synth import synth_lora
-from parity.lora.tensors import load_tensors, safetensors_copy
 from parity.zoo import get_family
 from tests.support.badfiles import MARKER, Good, good_files, malicious_pickle, plain_pickle
 
@@ -50,16 +49,6 @@ def test_allow_pickle_reads_a_torch_saved_state_dict_like_the_safetensors_file(g
     for key, m in safetensors.modules.items():
         got = pickled.modules[key]
         assert torch.equal(got.down, m.down) and torch.equal(got.up, m.up) and got.alpha == m.alpha
-
-
-def test_safetensors_copy_of_a_pickle_holds_the_same_tensors(good, tmp_path):
-    path = plain_pickle("lora.pt")(good, tmp_path)
-
-    copy = safetensors_copy(str(path), str(tmp_path), "0-")
-
-    assert Path(copy).name == "0-lora.pt.safetensors"
-    original, copied = torch.load(path, weights_only=True), load_tensors(copy)[0]
-    assert original.keys() == copied.keys() and all(torch.equal(original[k], copied[k]) for k in original)
 
 
 def test_cli_allow_pickle_checks_a_torch_saved_lora_and_diffusers_never_unpickles(good, tmp_path, monkeypatch,

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from parity.cli.output import EXIT_BAD_INPUT, print_error
 from parity.options import ALLOW_PICKLE, DEVICE, MODEL_PATH
+
+if TYPE_CHECKING:  # the gate parser is imported when a verb uses it, not at every start
+    from parity.bench.compare import FailOn
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,7 +53,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def fail_on(text: str):  # -> parity.bench.compare.FailOn
+def fail_on(text: str) -> FailOn:
     from parity.bench.compare import parse_fail_on
 
     try:

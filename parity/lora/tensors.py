@@ -91,18 +91,6 @@ def load_tensors(
     return tensors, metadata
 
 
-def safetensors_copy(path: str, folder: str, tag: str = "") -> str:
-    """A pickle read weights-only and written back as ``folder/<tag><name>.safetensors``: for code that
-    can only take paths, so that nothing downstream ever unpickles the original."""
-    from safetensors.torch import save_file
-
-    tensors, _ = load_tensors(path, allow_pickle=True)
-    out = os.path.join(folder, f"{tag}{os.path.basename(path)}.safetensors")
-    # torch.save keeps views and shared storage; safetensors wants each tensor on its own.
-    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, out)
-    return out
-
-
 def diffusers_source(lora: LoraFile) -> str | dict[str, torch.Tensor]:
     """What to hand diffusers' loader for ``lora``: the path of a safetensors file, or a copy of the
     weights-only-loaded tensors of a pickle (a copy: diffusers' kohya conversion pops keys)."""
