@@ -10,6 +10,7 @@ sixth of its cost. The user's own model (--model-path) is never copied: it is pr
 from __future__ import annotations
 
 import copy
+import gc
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,7 +40,15 @@ class PreparedCache:
         if case.group not in self.loaded:
             self.loaded[case.group] = self._prepare(case)
         template = self.loaded[case.group]
-        pipe = copy.deepcopy(template.pipe)
+        # The copy makes tens of thousands of objects and none is garbage: without collections that
+        # find nothing it takes two thirds of the time (measured on the tiny sdxl, kohya LoCon).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            pipe = copy.deepcopy(template.pipe)
+        finally:
+            if collecting:
+                gc.enable()
         return replace(template, pipe=pipe, components=template.family.components(pipe))
 
 
