@@ -26,7 +26,7 @@ ALLOW_PICKLE = Option("--allow-pickle", dict(
     action="store_true", default=False,
     help="read .bin/.pt/.pth/.ckpt LoRA files with torch.load(weights_only=True) (default: refuse them)"))
 DEVICE = Option("--device", dict(
-    default="cpu", help="cpu, cuda, or auto: cuda if a GPU is there (default: cpu)"))
+    default="cpu", help="cpu, cuda or auto (default: cpu)"))
 COMPILE_BACKEND = Option("--compile-backend", dict(
     metavar="B", default=None, help="eager, aot_eager or inductor (default: eager on cpu, inductor on cuda)"))
 COMPILE_MODE = Option("--compile-mode", dict(
