@@ -16,3 +16,14 @@ class ParityInputError(Exception):
         if key is not None:
             where += f" [key {key}]" if where else f"[key {key}]"
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class LoaderRefused(Exception):
+    """diffusers refused (raised on, or loaded nothing from) a file our reader parsed as valid: a
+    parity failure of diffusers, not bad input. The CLI prints it as one line and exits 1."""
+
+    def __init__(self, path: str | None, layout: str, reason: str) -> None:
+        self.path = path
+        self.layout = layout
+        self.reason = reason
+        super().__init__(f"{path}: diffusers refused a valid {layout} file: {reason}")

@@ -242,6 +242,7 @@ class TensorReport:
     max_bound_ratio: float  # max |actual−ref| / bound; ≤ 1 passes
     n_over: int  # elements over the bound
     worst_index: tuple[int, ...] = field(default=())
+    diagnosis: str = ""  # for a failing weight: what is off (parity/checks/diagnosis.py)
 
     @property
     def ok(self) -> bool:

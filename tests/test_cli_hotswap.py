@@ -29,15 +29,19 @@ def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     components = FAMILY.components(build_pipeline(FAMILY))
     targets = FAMILY.default_targets["unet"]
 
-    def write(name: str, seed: int, rank: int, alpha: float, extra: tuple[str, ...] = ()) -> Path:
-        return Path(write_lora(components, {"unet": (*targets, *extra)}, d / f"{name}.safetensors", seed=seed,
-                               rank=rank, alpha=alpha))
+    def write(name: str, seed: int, rank: int, alpha: float, extra: tuple[str, ...] = (), layout: str = "diffusers",
+              text: tuple[str, ...] = ()) -> Path:
+        return Path(write_lora(components, {"unet": (*targets, *extra), "text_encoder": text},
+                               d / f"{name}.safetensors", layout, seed=seed, rank=rank, alpha=alpha))
 
     return {
         "rank4": write("rank4", 1, 4, 8.0),
         "rank8": write("rank8", 2, 8, 4.0),
         "rank2": write("rank2", 3, 2, 1.0),
         "wider": write("wider", 4, 4, 8.0, extra=("conv1",)),
+        # kohya files as trainers publish them: text-encoder keys too, alphas in `.alpha` keys.
+        "kohya1": write("kohya1", 5, 4, 8.0, layout="kohya", text=("q_proj",)),
+        "kohya2": write("kohya2", 6, 8, 4.0, layout="kohya", text=("q_proj",)),
     }
 
 
@@ -93,6 +97,19 @@ def test_hotswap_json_lists_every_swap(passing_run, loras):
         assert s["errors"]["vs_reference"] <= s["budgets"]["vs_reference"]
         assert s["params_delta"] == 0 and s["bytes_delta"] == 0
     assert data["skipped"] == [] and data["ok"] is True
+
+
+@pytest.mark.compile
+def test_hotswap_swaps_kohya_files_at_the_default_model_level(loras, capsys):
+    """load_lora_adapter converts no layout: the denoiser part of our parse goes to it in the diffusers
+    layout, alphas included (a lost alpha would fail the float64 reference check)."""
+    code = hotswap("--lora", loras["kohya1"], "--lora", loras["kohya2"])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "level model" in out and "Traceback" not in out + err
+    [row] = [line for line in out.splitlines() if line.lstrip().startswith(str(loras["kohya2"]))]
+    assert row.split()[2] == "no" and row.split()[-1] == "ok", row
+    assert out.rstrip().endswith("PASS: no recompile, no refusal, every output within budget")
 
 
 def test_hotswap_help_says_what_is_swapped(capsys):

@@ -15,6 +15,7 @@ import pytest
 from parity.checks import hotswap as hs
 from parity.checks.cases import (
     FIRST_SWAP,
+    LAYOUT_FIRST,
     HOTSWAP_TARGET_RANK,
     SEQUENCE,
     SUBSET_TARGETS,
@@ -31,18 +32,18 @@ from parity.pytest.cases import marks_of
 from parity.zoo import FAMILIES, build_pipeline
 
 
-def write_swap_lora(family: str, spec: SwapSpec, directory: str) -> str:
+def write_swap_lora(family: str, spec: SwapSpec, directory: str, layout: str = "diffusers") -> str:
     fam = FAMILIES[family]
     targets = SUBSET_TARGETS if spec.subset else fam.default_targets[fam.denoiser]
     return write_lora(fam.components(build_pipeline(fam)), {fam.denoiser: targets},
-                      os.path.join(directory, f"{family}-{spec.name}.safetensors"), seed=spec.seed, rank=spec.rank,
-                      alpha=spec.alpha)
+                      os.path.join(directory, f"{family}-{spec.name}-{layout}.safetensors"), layout, seed=spec.seed,
+                      rank=spec.rank, alpha=spec.alpha)
 
 
 def session_params(cases: list[HotswapCase]) -> list:
     # The session key is a plain tuple, so pytest groups every case of one session, across both
     # tests below, around one set-up of the module-scoped fixture.
-    return [pytest.param((c.family, c.level), c, id=c.id, marks=[*marks_of(c), pytest.mark.compile])
+    return [pytest.param((c.family, c.level, c.layout), c, id=c.id, marks=[*marks_of(c), pytest.mark.compile])
             for c in cases]
 
 
@@ -54,23 +55,23 @@ def session(request, tmp_path_factory, compile_options, device):
     for every model instance, so a second compiled instance fails the first one's guards — a
     recompile the checks would rightly report.
     """
-    family, level = request.param
+    family, level, layout = request.param
     backend, mode = compile_options
-    directory = str(tmp_path_factory.mktemp(f"hotswap-{family}-{level}"))
-    first = write_swap_lora(family, FIRST_SWAP, directory)
+    directory = str(tmp_path_factory.mktemp(f"hotswap-{family}-{level}-{layout}"))
+    first = write_swap_lora(family, FIRST_SWAP if layout == "diffusers" else LAYOUT_FIRST, directory, layout)
     live = hs.start(
         family, first, HOTSWAP_TARGET_RANK, level=level, backend=backend, mode=mode,
         device=device, model_path=request.config.getoption("--model-path"),
     )
-    yield live, directory
+    yield live, directory, layout
     reset()
 
 
 @pytest.mark.parametrize(("session", "case"), session_params(hotswap_cases()), indirect=["session"], scope="module")
 def test_hotswap_does_not_recompile_and_matches_a_fresh_load(session, case, parity_record):
     # The per-swap check of `lora-parity hotswap` (parity.checks.swaps.swap_and_check).
-    live, directory = session
-    path = write_swap_lora(live.family.name, case.swap, directory)
+    live, directory, layout = session
+    path = write_swap_lora(live.family.name, case.swap, directory, layout)
 
     record = swap_and_check(live, path, hs.parameter_footprint(live.denoiser))
 
@@ -87,7 +88,7 @@ def test_hotswap_does_not_recompile_and_matches_a_fresh_load(session, case, pari
 
 @pytest.mark.parametrize(("session", "case"), session_params(hotswap_cases(sequence=True)), indirect=["session"], scope="module")
 def test_ten_swaps_of_mixed_ranks_never_recompile_nor_grow(session, case):
-    live, directory = session
+    live, directory, _ = session
     footprint = hs.parameter_footprint(live.denoiser)
     last_path, last = None, None
 

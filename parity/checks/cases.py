@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from parity.checks.hotswap import LEVELS
+from parity.errors import LoaderRefused
+from parity.lora.layouts import LAYOUTS
 from parity.zoo import FAMILIES
 from parity.zoo.family import Family
 
@@ -56,7 +58,8 @@ def _has_text_encoder(family: Family) -> bool:
 # ---------------------------------------------------------------- LoRA files of the merge and unfuse checks
 
 LORA_SCALES = (0.0, 0.5, 1.0, 1.3)
-ADAPTER_WEIGHTS = {1: (1.0,), 2: (0.7, 0.8)}  # set_adapters weights of a one- and a two-adapter case
+# set_adapters weights of a one- and a two-adapter case, and of the one-file sets (ONE_FILE_SETS)
+ADAPTER_WEIGHTS = {1: (1.0,), 2: (0.7, 0.8), "bf16": (1.0,), "noalpha": (1.0,)}
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,23 @@ class LoraSpec:
 
     seed: int
     rank: int | tuple[int, int]  # an int, or (low, high) alternating per module
-    alpha: float | None  # None: the file carries no alpha (α = r)
+    alpha: float | None | tuple[tuple[int, float | None], ...]  # None: no alpha (α = r); pairs: α per rank
+    dtype: str = "float32"  # what the factors (and a kohya alpha) are stored as
+
+    def alpha_of(self, rank: int) -> float | None:
+        return dict(self.alpha).get(rank) if isinstance(self.alpha, tuple) else self.alpha
 
 
 # Adapter 1 carries an explicit alpha (kohya .alpha keys / diffusers header metadata); adapter 2 has
-# mixed ranks and no alpha, the combination diffusers PR #14409 fixed.
-ADAPTER_SPECS = (LoraSpec(seed=1, rank=4, alpha=2.0), LoraSpec(seed=2, rank=(2, 8), alpha=None))
+# mixed ranks and a different α/r on each (α = 3 on its rank-2 modules, 4 on its rank-8 ones), as
+# kohya's resize_lora.py --dynamic_method writes per-module rank and alpha. The "bf16" set stores its factors and alpha in bfloat16 with α/r = 0.75,
+# not a power of two, so scaling the factors rounds.
+ADAPTER_SPECS = (LoraSpec(seed=1, rank=4, alpha=2.0), LoraSpec(seed=2, rank=(2, 8), alpha=((2, 3.0), (8, 4.0))))
+BF16_SPEC = LoraSpec(seed=3, rank=4, alpha=3.0, dtype="bfloat16")
+# No alpha anywhere with mixed ranks (α = r per module): files written without --network_alpha, the
+# combination diffusers PR #14409 fixed.
+NO_ALPHA_SPEC = LoraSpec(seed=4, rank=(2, 8), alpha=None)
+ONE_FILE_SETS = {"bf16": BF16_SPEC, "noalpha": NO_ALPHA_SPEC}
 
 
 def _default_targets(family: Family) -> dict[str, tuple[str, ...]]:
@@ -122,32 +136,107 @@ class LayoutCase:
 FLUX_DIFFUSION_MODEL = Known(
     "finding: FluxLoraLoaderMixin reads `diffusion_model.` only inside kohya files with BFL names "
     "(lora_conversion_utils: renamed to lora_unet_); a diffusion_model.<diffusers name>.lora_A file loses "
-    "every key to the `transformer.` prefix filter and load_lora_weights only logs a warning"
+    "every key to the `transformer.` prefix filter and load_lora_weights only logs a warning",
+    raises=LoaderRefused,
 )
 KOHYA_Q_PROJ_ONLY = Known(
     "finding: a kohya text-encoder LoRA on q_proj only fails to load ('Could not automatically infer state "
     "dict type'): convert_state_dict_to_diffusers recognises the old format only by a to_out_lora key, "
     "which such a file does not have",
-    raises=ValueError,
+    raises=LoaderRefused,
 )
+LEGACY_ALPHA = Known(
+    "finding: diffusers' legacy-format loader (convert_state_dict_to_diffusers, DIFFUSERS_OLD) keeps the "
+    "to_q_lora/.lora/.lora_linear_layer pairs but drops their .alpha keys: every module fuses r/α times the "
+    "reference delta (2x for α/r = 0.5)"
+)
+SGM_SD15 = Known(
+    "finding: a kohya file on original (SGM) block names is refused on SD1.5: StableDiffusionLoraLoaderMixin."
+    "load_lora_weights calls lora_state_dict without unet_config (the SDXL loader passes it), so "
+    "_maybe_map_sgm_blocks_to_diffusers never runs and the names come out as modules no UNet has "
+    "(`down_blocks.3.1.proj_in`, `mid_block.1.…`): NoMatchingPeftModuleError",
+    raises=LoaderRefused,
+)
+BFL_WIDTHS = Known(
+    "finding: diffusers splits a kohya/ComfyUI FLUX.1 file's single-block linear1 at FLUX.1-dev's hard-coded "
+    "widths (dims=[3072, 3072, 3072, 12288], 19 double and 38 single blocks in _convert_sd_scripts_to_ai_toolkit), "
+    "not the model's: any other width is refused with an AssertionError",
+    raises=LoaderRefused,
+)
+LORA_TRANSFORMER = Known(
+    "finding: a FLUX.1 file on lora_transformer_ keys (diffusers names, kohya pairs) is refused: "
+    "_convert_mixture_state_dict_to_diffusers raises KeyError 'single_transformer_blocks.0.weight'",
+    raises=LoaderRefused,
+)
+QWEN_ALPHA_KEYS = Known(
+    "finding: a Qwen-Image file with PEFT pairs under transformer. and a .alpha per module is refused: the "
+    "alpha keys send it through _convert_non_diffusers_qwen_lora_to_diffusers, which keeps the transformer. "
+    "prefix, so no target module matches (NoMatchingPeftModuleError)",
+    raises=LoaderRefused,
+)
+KOHYA_PER_MODULE_ALPHA = Known(
+    "finding: in a kohya SD/SDXL file with per-module alpha (resize_lora.py --dynamic_method), the attention "
+    "projections and text-encoder layers get the file's most common alpha, not their own: _get_alpha_name "
+    "names each alpha by diffusers_name.split('.lora.')[0], and their converted keys (to_q_lora, "
+    "lora_linear_layer) hold no '.lora.', so their alpha_pattern entries match no module"
+)
+ALPHA_BAKED_IN_FILE_DTYPE = Known(
+    "finding: a Qwen-Image file with .alpha keys has α/r baked into its factors in their own dtype "
+    "(_convert_non_diffusers_qwen_lora_to_diffusers: down * scale_down, up * scale_up): with bfloat16 factors "
+    "and α/r = 0.75, not a power of two, every factor is rounded once more in bfloat16, and the fused weight "
+    "misses the reference by that rounding (measured: up to ~45000 float32 ULPs, diagnosed as an extra "
+    "rounding of the delta in bfloat16)"
+)
+# Which converter a file goes through decides the finding: kohya SD/SDXL files through
+# _convert_non_diffusers_lora_to_diffusers (the two-adapter set has per-module alpha), Qwen-Image files
+# with alpha keys through the Qwen converter (the bf16 set has α/r = 0.75).
+def _merge_known(fam: Family, lc: LayoutCase, n: int | str) -> Known | None:
+    if lc.layout in ("kohya", "kohya-sgm") and fam.denoiser == "unet" and n == 2:
+        return KOHYA_PER_MODULE_ALPHA
+    if fam.name == "qwenimage" and lc.layout in ("diffusion_model", "kohya", "lightning") and n == "bf16":
+        return ALPHA_BAKED_IN_FILE_DTYPE
+    return None
+
+
 # Files users publish that diffusers gets wrong: layout cases like the others, whose merge check
 # is expected to fail with the finding. They take no part in the checks that assume a file loaded.
 FINDING_LAYOUTS = (
     LayoutCase("flux", "diffusion_model", "denoiser", known=(("merge", FLUX_DIFFUSION_MODEL),)),
     LayoutCase("sd15", "kohya", "q_proj-only", known=(("merge", KOHYA_Q_PROJ_ONLY),)),
+    LayoutCase("sd15", "diffusers-legacy", known=(("merge", LEGACY_ALPHA),)),
+    LayoutCase("sdxl", "diffusers-legacy", known=(("merge", LEGACY_ALPHA),)),
+    LayoutCase("sd15", "kohya-sgm", known=(("merge", SGM_SD15),)),
+    LayoutCase("flux", "kohya-bfl", known=(("merge", BFL_WIDTHS),)),
+    LayoutCase("flux", "comfyui", known=(("merge", BFL_WIDTHS),)),
+    LayoutCase("flux", "kohya-bfl-diff", known=(("merge", BFL_WIDTHS),)),
+    LayoutCase("flux", "lora_transformer", known=(("merge", LORA_TRANSFORMER),)),
+    LayoutCase("qwenimage", "diffusers-alpha", known=(("merge", QWEN_ALPHA_KEYS),)),
 )
 
 
 def layout_cases(families: Iterable[str] | None = None) -> list[LayoutCase]:
-    """Every layout each family publishes, on its default targets; kohya files (LoCon) also on its
-    Conv2d modules, one layout carrying them being enough."""
+    """Every layout each family publishes, on its default targets; kohya files (LoCon, on diffusers
+    and on SGM names) also on its Conv2d modules."""
     out = []
     for fam in _families(families):
         for layout in fam.layouts:
             out.append(LayoutCase(fam.name, layout))
-            if layout == "kohya" and fam.conv_targets:
+            if layout in ("kohya", "kohya-sgm") and fam.conv_targets:
                 out.append(LayoutCase(fam.name, layout, "locon"))
     return out
+
+
+# The layouts every merge combination runs on: the diffusers layout and each family's second
+# (kohya, or diffusion_model for Qwen-Image). The others are one grammar through the same reader and
+# the same diffusers fuse: three combinations each (float32: two adapters at 1.3, the bfloat16-factor
+# and the no-alpha file at 1.0) show their names and splits; the rest of their product is `make slow`.
+FULL_PRODUCT_LAYOUTS = 2
+
+
+def _representative(fam: Family, lc: LayoutCase, dtype: str, scale: float, n: int | str) -> bool:
+    if fam.layouts.index(lc.layout) < FULL_PRODUCT_LAYOUTS:
+        return isinstance(n, int) or scale == 1.0
+    return (dtype, scale, n) in (("float32", 1.3, 2), ("float32", 1.0, "bf16"), ("float32", 1.0, "noalpha"))
 
 
 # ---------------------------------------------------------------- merge parity
@@ -165,7 +254,7 @@ class LoadsFiles:
     layout: LayoutCase
     dtype: str
     device: str
-    adapters: int
+    adapters: int | str
 
     @property
     def family(self) -> str:
@@ -177,6 +266,8 @@ class LoadsFiles:
 
     @property
     def specs(self) -> tuple[LoraSpec, ...]:
+        if isinstance(self.adapters, str):
+            return (ONE_FILE_SETS[self.adapters],)
         return ADAPTER_SPECS[: self.adapters]
 
     @property
@@ -192,7 +283,7 @@ class MergeCase(LoadsFiles, Marks):
     dtype: str
     device: str
     lora_scale: float
-    adapters: int
+    adapters: int | str
     prior_fuse: bool = False  # fuse and unfuse once at lora_scale before the fuse that is measured
 
     @property
@@ -206,15 +297,19 @@ def merge_cases(
     dtypes: Sequence[str] = DTYPES,
     devices: Sequence[str] = DEVICES,
 ) -> list[MergeCase]:
-    """layout × dtype × device × lora_scale × adapter count, and the finding cases. The whole product
-    is representative: the cases sharing a load (all but scale and device) load once."""
+    """layout × dtype × device × lora_scale × adapter set, and the finding cases. The whole product on
+    each family's first FULL_PRODUCT_LAYOUTS layouts is representative (the cases sharing a load, all
+    but scale and device, load once); the other layouts run two combinations by default."""
     out = []
     for lc in layout_cases(families):
+        fam = FAMILIES[lc.family]
         for device in devices:
             for dtype in dtypes:
                 for scale in LORA_SCALES:
                     for n in ADAPTER_WEIGHTS:
-                        out.append(MergeCase(lc, dtype, device, scale, n))
+                        out.append(MergeCase(lc, dtype, device, scale, n,
+                                             slow=not _representative(fam, lc, dtype, scale, n),
+                                             known=None if scale == 0.0 else _merge_known(fam, lc, n)))
     # The finding layouts and the second fuse need one combination each to show.
     for lc in FINDING_LAYOUTS:
         if families is None or lc.family in families:
@@ -236,7 +331,7 @@ class UnfuseCase(LoadsFiles, Marks):
     layout: LayoutCase
     dtype: str
     cycles: int
-    adapters: int
+    adapters: int | str
     device: str = "cpu"
 
     @property
@@ -251,7 +346,9 @@ def unfuse_cases(families: Iterable[str] | None = None) -> list[UnfuseCase]:
     out = []
     for fam in _families(families):
         cases = layout_cases([fam.name])
-        out += [UnfuseCase(lc, dtype, 1, 2) for lc in cases for dtype in DTYPES]
+        # the other layouts' unfuse needs the float32 load their merge cases make; other dtypes are slow
+        out += [UnfuseCase(lc, dtype, 1, 2, slow=fam.layouts.index(lc.layout) >= FULL_PRODUCT_LAYOUTS
+                           and dtype != "float32") for lc in cases for dtype in DTYPES]
         out += [UnfuseCase(cases[0], dtype, MANY_CYCLES, 1) for dtype in DTYPES]
     return out
 
@@ -295,17 +392,28 @@ def _golden_family_cases(family: Family) -> list[GoldenCase]:
         # 3 steps: with 2, the step after the switch is DDIM's last (t=1) and moves sd15 by < 1/255.
         GoldenCase(name, "schedule", "schedule", steps=3),
     ]
-    if "kohya" in family.layouts:
-        cases.append(GoldenCase(name, "kohya-1.0", "lora", layout="kohya", same_as="lora-1.0",
-                                relation="same-arithmetic"))
-        if family.conv_targets:
+    for layout in family.layouts:
+        if layout == "diffusers":
+            continue
+        # The same LoRA under other names renders what the diffusers file renders (XLabs names attention
+        # only: another LoRA, with an image of its own). UNet loaders keep the file's factors and put α/r
+        # in PEFT's scaling, as for the diffusers file: the same arithmetic. The transformer loaders bake
+        # α/r into the factors (A·α/r, scaling 1): the same products, which the CPU kernels may sum in
+        # another order (measured on Qwen-Image: img_mod.1's lora_A(x) for A and A/2 differ beyond the
+        # factor 2 for a 1×16 input), so the budget is the reordered one.
+        same = LAYOUTS[layout].naming != "xlabs"
+        relation = "same-arithmetic" if family.denoiser == "unet" else "reordered"
+        cases.append(GoldenCase(name, f"{layout}-1.0", "lora", layout=layout, same_as="lora-1.0" if same else None,
+                                relation=relation if same else None))
+        if layout == "kohya" and family.conv_targets:
             cases.append(GoldenCase(name, "locon-kohya", "lora", layout="kohya", conv=True))
     return cases
 
 
 def golden_cases(families: Iterable[str] | None = None) -> list[GoldenCase]:
-    """Per family: base, LoRA at 0.5 and 1.0, fused (≈ unfused), two adapters, a per-step schedule; a
-    kohya file (= the diffusers file) and LoCon where the family publishes kohya files. All of them
+    """Per family: base, LoRA at 0.5 and 1.0, fused (≈ unfused), two adapters, a per-step schedule; the
+    same LoRA in each other layout the family publishes (= the diffusers file), and LoCon where it
+    publishes kohya files. All of them
     are representative: a render is a fraction of a second."""
     return [c for fam in _families(families) for c in _golden_family_cases(fam)]
 
@@ -347,15 +455,17 @@ SEQUENCE = tuple(SwapSpec(f"seq{i}", seed=100 + i, rank=r, alpha=float(2 * r))
 
 @dataclass(frozen=True)
 class HotswapCase(Marks):
-    """One compiled session (family × level) and what is swapped into it: one spec, or SEQUENCE."""
+    """One compiled session (family × level × layout of its files) and what is swapped into it: one
+    spec, or SEQUENCE."""
 
     family: str
     level: str
     swap: SwapSpec | None = None  # None: the ten-swap SEQUENCE
+    layout: str = "diffusers"
 
     @property
     def session(self) -> str:
-        return f"{self.family}-{self.level}"
+        return f"{self.family}-{self.level}" + ("" if self.layout == "diffusers" else f"-{self.layout}")
 
     @property
     def id(self) -> str:
@@ -367,11 +477,19 @@ class HotswapCase(Marks):
         return f"hotswap-{self.session}"
 
 
+# Files of the family's second layout (kohya, XLabs, diffusion_model) swapped into a session started
+# from that layout, as its users swap them: hotswap takes every layout check reads. Rank 2 keeps
+# XLabs' fused q|k|v (3·rank in the file) within HOTSWAP_TARGET_RANK; a file of one layout swapped onto
+# another's is not a user's workflow, and PEFT refuses it when their alpha_pattern differs.
+LAYOUT_FIRST = SwapSpec("first", seed=1, rank=2, alpha=4.0)
+LAYOUT_SWAPS = (SwapSpec("same-rank", seed=11, rank=2, alpha=2.0),)
+
+
 def hotswap_cases(families: Iterable[str] | None = None, sequence: bool = False) -> list[HotswapCase]:
     """Each swap spec (or the ten-swap sequence) into each family × level. Representative: every spec
     at model level (one denoiser step per output); at pipeline level (a whole tiny image, three more
     for each output check) the first family runs every spec and the sequence, the others one spec
-    each, rotating."""
+    each, rotating. Each family's second layout: one swap at model level (pipeline level is slow)."""
     out = []
     for f, fam in enumerate(_families(families)):
         for level in LEVELS:
@@ -381,6 +499,9 @@ def hotswap_cases(families: Iterable[str] | None = None, sequence: bool = False)
             for k, spec in enumerate(SWAPS):
                 representative = level == "model" or f == 0 or k == f % len(SWAPS)
                 out.append(HotswapCase(fam.name, level, spec, slow=not representative))
+            if not sequence and len(fam.layouts) > 1:
+                out += [HotswapCase(fam.name, level, spec, fam.layouts[1], slow=level == "pipeline")
+                        for spec in LAYOUT_SWAPS]
     return out
 
 

@@ -2,10 +2,14 @@
 files and measure every weight against our reference merge, then run fuse/unfuse cycles on a freshly
 built pipeline and measure the drift. The CLI prints the report; tests assert on it.
 
-The unfuse cycles run on a fresh pipeline with freshly loaded adapters, at lora_scale
-``UNFUSE_LORA_SCALE``: in diffusers 0.42 ``fuse_lora(lora_scale=s)`` multiplies PEFT's scaling by s
-and ``unfuse_lora`` never divides it back (tests/test_findings.py), so a second fuse on the merge
-check's pipeline would merge s² times the delta.
+Both run at the user's lora_scale. The cycles run on a fresh pipeline with freshly loaded adapters, as
+a user's pipeline would be fused for the first time. After them the unfused pipeline is compared with
+itself right after loading (parity/checks/unfused_state.py): each PEFT layer's scaling and active
+adapters, and one denoiser forward against the never-fused forward. At a scale other than 1 diffusers
+0.42 fails that comparison: ``fuse_lora(lora_scale=s)`` multiplies PEFT's scaling by s and
+``unfuse_lora`` never divides it back (the finding SECOND_FUSE, tests/test_findings.py), so the
+unfused pipeline runs its adapters at s times their strength and the next fuse merges s² times the
+delta. The report names that finding where the measured symptom is its symptom, and still fails.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from typing import Any
 
 import torch
 
+from parity.checks.cases import SECOND_FUSE, Known
 from parity.checks.fuse import Loaded, fuse_and_measure, fuse_unfuse_cycles, load_files
 from parity.checks.progress import SILENT, Progress
+from parity.checks.unfused_state import UnfusedState, adapter_state, compare_unfused, denoiser_output
 from parity.devices import resolve, strict_float32
 from parity.errors import ParityInputError
 from parity.lora.neutral import LoraFile
@@ -27,7 +33,7 @@ from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
 
-UNFUSE_LORA_SCALE = 1.0
+KNOWN_PREFIX = "known diffusers behaviour: "
 
 
 @dataclass(frozen=True)
@@ -70,10 +76,17 @@ def plan_check(request: CheckRequest) -> CheckPlan:
 
 @dataclass(frozen=True)
 class FileReport:
+    """Every key of one file accounted for: read into modules, and where diffusers put each."""
+
     path: str
     layout: str
     matched: dict[str, int]  # component → modules the file sets there
     unmatched: list[str]  # keys that match no module of the model
+    keys_read: int = 0
+    modules: dict[str, list[str]] = field(default_factory=dict)  # file module → the diffusers modules it sets
+    # modules the file sets that got no LoRA layer from diffusers (their keys, dropped on loading)
+    not_loaded: dict[str, list[str]] = field(default_factory=dict)
+    loaded_elsewhere: list[str] = field(default_factory=list)  # LoRA layers on modules the file does not set
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,8 @@ class UnfuseReport:
     max_ulps: list[float]  # after each cycle
     frac_changed: list[float]  # after each cycle: targeted elements not bit-exact
     max_bound_ratio: float
-    ok: bool
+    ok: bool  # the drift, and the unfused state
+    state: UnfusedState  # the unfused pipeline against the loaded one
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,7 @@ class DtypeReport:
     ok: bool
     failures: list[str]
     unfuse: UnfuseReport
+    known: list[str]  # "known diffusers behaviour: …" for each finding the failures show
 
 
 @dataclass(frozen=True)
@@ -107,32 +122,50 @@ class CheckReport:
     files: list[FileReport]
     results: list[DtypeReport]
     ok: bool = field(init=False)
+    known: list[str] = field(init=False)  # the findings any dtype shows, once each
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ok", all(r.ok for r in self.results))
+        object.__setattr__(self, "known", list(dict.fromkeys(k for r in self.results for k in r.known)))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def file_report(lora: LoraFile) -> FileReport:
+def file_report(lora: LoraFile, placed: set[tuple[str, str]] | None = None) -> FileReport:
+    """The file's keys and modules; with ``placed`` (where diffusers put LoRA layers for it), what
+    diffusers left out and what it added."""
     matched: dict[str, int] = {}
     for component, _ in lora.modules:
         matched[component] = matched.get(component, 0) + 1
-    return FileReport(lora.path, lora.layout, matched, list(lora.unmatched))
+    keys = {k for ks in lora.sources.values() for k in ks}
+    not_loaded, elsewhere = {}, []
+    if placed is not None:
+        ours = {key for key, m in lora.modules.items() if getattr(m, "rank", 0)}  # full differences have no layer
+        not_loaded = {f"{c}.{m}": list(lora.sources.get((c, m), ())) for c, m in sorted(ours - placed)}
+        elsewhere = [f"{c}.{m}" for c, m in sorted(placed - set(lora.modules))]
+    return FileReport(lora.path, lora.layout, matched, list(lora.unmatched), len(keys) + len(lora.unmatched),
+                      {stem: list(mods) for stem, mods in lora.placement.items()}, not_loaded, elsewhere)
 
 
-def _dtype_report(dtype_name: str, scale: float, merge: Any, unfuse: Any) -> DtypeReport:
+def known_behaviour(finding: Known) -> str:
+    return KNOWN_PREFIX + finding.reason.removeprefix("finding: ")
+
+
+def _dtype_report(dtype_name: str, scale: float, merge: Any, unfuse: Any, state: UnfusedState) -> DtypeReport:
     failures = merge.failures()
     for cycle, ratio in enumerate(unfuse.bound_ratio, start=1):
         if ratio > 1.0:
             failures.append(f"unfuse: drift is {ratio:.2f}x the bound after cycle {cycle}")
             break
     failures += [f"unfuse: {name}: not targeted but changed" for name in unfuse.changed_untargeted]
-    drift = UnfuseReport(unfuse.cycles, UNFUSE_LORA_SCALE, unfuse.max_ulps, unfuse.frac_changed,
-                         max(unfuse.bound_ratio, default=0.0), unfuse.ok)
-    return DtypeReport(dtype_name, scale, merge.max_ulps, merge.max_bound_ratio, merge.ok and unfuse.ok, failures,
-                       drift)
+    failures += state.failures(scale, unfuse.cycles)
+    # Named only where the measurement shows the finding's own symptom, never from the scale alone.
+    known = [known_behaviour(SECOND_FUSE)] if state.left_by_fuse_scale(scale, unfuse.cycles) else []
+    drift = UnfuseReport(unfuse.cycles, scale, unfuse.max_ulps, unfuse.frac_changed,
+                         max(unfuse.bound_ratio, default=0.0), unfuse.ok and state.ok, state)
+    return DtypeReport(dtype_name, scale, merge.max_ulps, merge.max_bound_ratio, merge.ok and drift.ok, failures,
+                       drift, known)
 
 
 def _loaded(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile]) -> Loaded:
@@ -140,8 +173,34 @@ def _loaded(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile]) -> L
     return load_files(pipe, plan.family, loras, plan.weights)
 
 
+def _float64_output(plan: CheckPlan, loras: Sequence[LoraFile], cache: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The loaded, never fused denoiser forward in float64: e_fwd's reference, built once per run."""
+    if "out" not in cache:
+        loaded = _loaded(plan, torch.float64, loras)
+        cache["out"] = denoiser_output(plan.family, loaded.pipe)
+        del loaded
+    return cache["out"]
+
+
+def _cycles(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
+            float64_cache: dict[str, torch.Tensor]) -> tuple[Any, UnfusedState]:
+    """Fuse/unfuse cycles at the user's scale on a fresh pipeline, then the unfused pipeline against
+    itself right after loading."""
+    request = plan.request
+    fresh = _loaded(plan, dtype, loras)
+    loaded_state, loaded_out = adapter_state(fresh.components), denoiser_output(plan.family, fresh.pipe)
+    unfuse = fuse_unfuse_cycles(fresh.pipe, fresh.components, fresh.before, loras, plan.weights,
+                                request.cycles, request.lora_scale)
+    unfused_state, unfused_out = adapter_state(fresh.components), denoiser_output(plan.family, fresh.pipe)
+    del fresh  # before a float64 pipeline is built, so the two never share memory
+    bit_exact = unfuse.frac_changed[-1] == 0.0 and not unfuse.changed_untargeted
+    state = compare_unfused(loaded_state, unfused_state, loaded_out, unfused_out, bit_exact,
+                            lambda: _float64_output(plan, loras, float64_cache))
+    return unfuse, state
+
+
 def _check_dtype(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile], progress: Progress,
-                 preloaded: list[Loaded]) -> DtypeReport:
+                 preloaded: list[Loaded], float64_cache: dict[str, torch.Tensor]) -> DtypeReport:
     """Merge check on a pipeline with the adapters loaded, then unfuse cycles on a fresh one."""
     request = plan.request
     name = str(dtype).removeprefix("torch.")
@@ -152,30 +211,31 @@ def _check_dtype(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
                                  request.lora_scale)
         outcome(merge.ok)
     del loaded
-    with progress.step(f"{name}: {request.cycles} fuse/unfuse cycle(s) on a fresh pipeline") as outcome:
-        fresh = _loaded(plan, dtype, loras)
-        unfuse = fuse_unfuse_cycles(fresh.pipe, fresh.components, fresh.before, loras, plan.weights,
-                                    request.cycles, UNFUSE_LORA_SCALE)
-        outcome(unfuse.ok)
-    del fresh
+    with progress.step(f"{name}: {request.cycles} fuse/unfuse cycle(s) at scale {request.lora_scale:g} on a "
+                       "fresh pipeline") as outcome:
+        unfuse, state = _cycles(plan, dtype, loras, float64_cache)
+        outcome(unfuse.ok and state.ok)
     if torch.device(plan.device).type == "cuda":
         torch.cuda.empty_cache()
-    return _dtype_report(name, request.lora_scale, merge, unfuse)
+    return _dtype_report(name, request.lora_scale, merge, unfuse, state)
 
 
 def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) -> CheckReport:
-    """Read the files against the model, then per dtype: fuse and measure, and fuse/unfuse cycles."""
+    """Read the files against the model, then per dtype: fuse and measure, and fuse/unfuse cycles
+    with the unfused pipeline compared against the loaded one."""
     plan = request if isinstance(request, CheckPlan) else plan_check(request)
     request = plan.request
     strict_float32(plan.device)
     # Every input error surfaces here, before the first step: model, files, diffusers' loader.
     first = build_pipeline(plan.family, dtype=next(iter(plan.dtypes.values())), device=plan.device,
                            model_path=request.model_path)
-    loras = [read_lora(path, plan.family.components(first), strict=False, allow_pickle=request.allow_pickle)
+    loras = [read_lora(path, plan.family.components(first), strict=True, allow_pickle=request.allow_pickle)
              for path in request.loras]
     preloaded = [load_files(first, plan.family, loras, plan.weights)]
+    placed = preloaded[0].placed
     del first
     progress.plan(2 * len(plan.dtypes))
-    results = [_check_dtype(plan, dtype, loras, progress, preloaded) for dtype in plan.dtypes.values()]
+    float64_cache: dict[str, torch.Tensor] = {}
+    results = [_check_dtype(plan, dtype, loras, progress, preloaded, float64_cache) for dtype in plan.dtypes.values()]
     return CheckReport(plan.family.name, request.model_path, plan.device, library_versions(), plan.weights,
-                       [file_report(lora) for lora in loras], results)
+                       [file_report(lora, where) for lora, where in zip(loras, placed)], results)

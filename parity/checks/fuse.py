@@ -6,13 +6,14 @@ The one place where the suite touches diffusers' fuse/unfuse API; tests and the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from parity.errors import ParityInputError
+from parity.checks.diagnosis import diagnose
+from parity.errors import LoaderRefused, ParityInputError
 from parity.lora.neutral import LoraFile
 from parity.lora.tensors import diffusers_source
 from parity.modules import base_weights, canonical_name
@@ -64,7 +65,7 @@ class MergeResult:
     def failures(self, limit: int = 5) -> list[str]:
         out = [
             f"{r.name}: {r.n_over}/{r.numel} elements over bound, max {r.max_ulps:.2f} ULP "
-            f"({r.max_bound_ratio:.2f}x bound) at {r.worst_index}"
+            f"({r.max_bound_ratio:.2f}x bound) at {r.worst_index}" + (f"; {r.diagnosis}" if r.diagnosis else "")
             for r in sorted(self.reports, key=lambda r: -r.max_bound_ratio)
             if not r.ok
         ]
@@ -79,20 +80,28 @@ def measure_merge(
     refs: Mapping[tuple[str, str], MergeReference],
     dtype: torch.dtype,
     device: torch.device | str = "cpu",
+    loras: Sequence[LoraFile] = (),
 ) -> MergeResult:
-    """Targeted weights against the reference within the dtype's bound; all others bit-identical."""
+    """Targeted weights against the reference within the dtype's bound; all others bit-identical. A
+    weight over its bound says what is off, naming the file keys it came from (``loras``)."""
     tol = tolerance("merge", device, dtype)
     reports, missing = [], []
+    sources: dict[tuple[str, str], tuple[str, ...]] = {}
+    for lora in loras:
+        for key, keys in lora.sources.items():
+            sources[key] = sources.get(key, ()) + keys
     targeted = {(c, r.key.removeprefix(f"{c}.")) for (c, _), r in refs.items()}
     for ref in refs.values():
-        name = f"{ref.module}.weight"
-        actual = after.get(ref.component, {}).get(name)
+        actual = after.get(ref.component, {}).get(ref.param_name)
         if actual is None:
             missing.append(ref.key)
             continue
         bound = merge_bound(ref.steps, ref.base, dtype, tol)
         magnitude = operand_magnitude(ref.steps, ref.base)
-        reports.append(report_against_bound(ref.key, actual.cpu(), ref.merged, bound, dtype, magnitude))
+        report = report_against_bound(ref.key, actual.cpu(), ref.merged, bound, dtype, magnitude)
+        if not report.ok:
+            report = replace(report, diagnosis=_diagnosis(actual, ref, refs, sources))
+        reports.append(report)
     changed = [
         f"{c}.{k}"
         for c, tensors in before.items()
@@ -100,6 +109,12 @@ def measure_merge(
         if (c, k) not in targeted and not torch.equal(t, after.get(c, {}).get(k, torch.empty(0)))
     ]
     return MergeResult(dtype, reports, changed, missing)
+
+
+def _diagnosis(actual: torch.Tensor, ref: MergeReference, refs: Mapping[tuple[str, str], MergeReference],
+               sources: Mapping[tuple[str, str], tuple[str, ...]]) -> str:
+    siblings = {r.key: r for r in refs.values() if r.component == ref.component and r.param == ref.param}
+    return diagnose(actual, ref, siblings, sources.get((ref.component, ref.module), ()))
 
 
 def load_adapters(pipe: Any, sources: Sequence[Any], weights: Sequence[float] | None = None) -> list[str]:
@@ -120,6 +135,7 @@ class Loaded:
     pipe: Any
     components: dict[str, nn.Module]
     before: Snapshot
+    placed: list[set[tuple[str, str]]] = field(default_factory=list)  # per file: where diffusers put it
 
 
 def _failing_file(pipe: Any, loras: Sequence[LoraFile]) -> str:
@@ -132,9 +148,24 @@ def _failing_file(pipe: Any, loras: Sequence[LoraFile]) -> str:
     return ", ".join(str(lora.path) for lora in loras)
 
 
-def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Sequence[float]) -> Loaded:
-    """Load the files (read by our reader) as adapters a0, a1, … at ``weights``, as a user would; what
-    diffusers or PEFT refuse is bad input naming the file."""
+def placements(components: Mapping[str, nn.Module], adapter: str) -> set[tuple[str, str]]:
+    """(component, module) of every PEFT LoRA layer that holds ``adapter``: where diffusers put it."""
+    out = set()
+    for c, model in components.items():
+        for name, layer in model.named_modules():
+            lora_a = getattr(layer, "lora_A", None)
+            if isinstance(lora_a, nn.ModuleDict) and adapter in lora_a:
+                out.add((c, canonical_name(name)))
+    return out
+
+
+def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Sequence[float] | None) -> Loaded:
+    """Load the files (read by our reader) as adapters a0, a1, … at ``weights``, as a user would.
+
+    Our reader has accepted every file, so a file diffusers raises on, or loads no adapter from
+    (load_lora_weights only logs a warning then), is diffusers refusing a valid file: LoaderRefused.
+    Where it put each module is in ``Loaded.placed``; what it left out, the merge check names.
+    """
     from diffusers.utils import logging as diffusers_logging
 
     components = family.components(pipe)
@@ -142,17 +173,24 @@ def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Seque
     # diffusers logs a failed load at error level before raising; we report it as our one line.
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    # The tensors we read, not the path, for a pickle: diffusers must never unpickle a file itself.
+    sources = [diffusers_source(lora) for lora in loras]
     try:
-        # The tensors we read, not the path, for a pickle: diffusers must never unpickle a file itself.
-        load_adapters(pipe, [diffusers_source(lora) for lora in loras], weights)
+        load_adapters(pipe, sources, weights)
     except ParityInputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - whatever diffusers/PEFT reject is a property of the file
-        raise ParityInputError(f"diffusers could not load it as a LoRA ({type(exc).__name__}: {exc})",
-                               path=_failing_file(pipe, loras)) from None
+    except Exception as exc:  # noqa: BLE001 - what diffusers/PEFT raise on a file we read is their verdict
+        failing = _failing_file(pipe, loras)
+        layout = next((lora.layout for lora in loras if str(lora.path) == failing), loras[0].layout)
+        raise LoaderRefused(failing, layout, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
     finally:
         diffusers_logging.set_verbosity(level)
-    return Loaded(pipe, components, before)
+    placed = [placements(components, f"a{i}") for i in range(len(loras))]
+    for lora, where in zip(loras, placed):
+        if not where:
+            raise LoaderRefused(str(lora.path), lora.layout, "load_lora_weights loaded no adapter from it "
+                                "(it only logs a warning)")
+    return Loaded(pipe, components, before, placed)
 
 
 def fuse_components(pipe: Any, components: Mapping[str, nn.Module]) -> list[str]:
@@ -232,7 +270,7 @@ def fuse_and_measure(
     """``pipe.fuse_lora(lora_scale)`` on loaded adapters, measured against our reference merge."""
     fuse_all_or_nothing(pipe, components, lora_scale)
     refs = reference_merge(before, list(zip(loras, weights)), lora_scale)
-    return measure_merge(before, snapshot(components), refs, dtype_of(components), device_of(components))
+    return measure_merge(before, snapshot(components), refs, dtype_of(components), device_of(components), loras)
 
 
 @dataclass
@@ -271,8 +309,8 @@ def measure_unfuse(
     tol = tolerance("unfuse", device, dtype)
     worst_ulps, worst_base_ulps, worst_ratio, n_changed, n_total = 0.0, 0.0, 0.0, 0, 0
     for ref in refs.values():
-        base = before[ref.component][f"{ref.module}.weight"]
-        now = after[ref.component][f"{ref.module}.weight"].cpu()
+        base = before[ref.component][ref.param_name]
+        now = after[ref.component][ref.param_name].cpu()
         drift = (now.double() - base.double()).abs()
         bound = unfuse_bound(ref.steps, ref.base, dtype, tol, cycles)
         worst_ulps = max(worst_ulps, float((drift / ulp(operand_magnitude(ref.steps, ref.base), dtype)).max()))
@@ -280,7 +318,7 @@ def measure_unfuse(
         worst_ratio = max(worst_ratio, float((drift / bound).max()))
         n_changed += int((drift > 0).sum())
         n_total += drift.numel()
-    targeted = {(r.component, f"{r.module}.weight") for r in refs.values()}
+    targeted = {(r.component, r.param_name) for r in refs.values()}
     changed = [
         f"{c}.{k}"
         for c, tensors in before.items()

@@ -2,20 +2,23 @@
 
 The recipe diffusers documents: ``enable_lora_hotswap(target_rank=…)`` before the first load,
 compile after it, then ``load_lora_weights(…, hotswap=True, adapter_name=<same>)``. Two levels:
-``model`` drives the denoiser's own API (``load_lora_adapter`` with the component prefix) and one
-denoiser step; ``pipeline`` drives the pipeline's API and a full (tiny) image.
+``model`` drives the denoiser's own API (``load_lora_adapter`` with the component prefix; a file in
+another layout is handed over as our parse of it written in diffusers') and one denoiser step;
+``pipeline`` drives the pipeline's API and a full (tiny) image.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from parity.checks.dynamo import CompileWatch, compile_in_place, reset, watch_compiles
+from parity.lora.layouts import METADATA_KEY, to_state_dict
 from parity.lora.neutral import LoraFile
 from parity.lora.reader import read_lora
 from parity.lora.tensors import diffusers_source
@@ -34,6 +37,34 @@ Source = str | LoraFile
 
 def _for_diffusers(source: Source) -> Any:
     return diffusers_source(source) if isinstance(source, LoraFile) else source
+
+
+def denoiser_part(lora: LoraFile, denoiser: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The ``denoiser`` modules of a parsed file in the diffusers layout, keys still prefixed with
+    ``<denoiser>.``, and the LoraConfig kwargs diffusers reads from the header (ranks and alphas).
+
+    The denoiser's own ``load_lora_adapter`` converts no layout (only the pipeline's
+    ``load_lora_weights`` converts kohya and the others), so a kohya file handed to it as is loads no
+    adapter. Writing our parse in the one layout it reads makes every layout the reader takes
+    hotswappable at model level; the conversion is ours, not lora_conversion_utils', so it stays
+    independent of the code under test.
+    """
+    part = replace(lora, modules={k: m for k, m in lora.modules.items() if k[0] == denoiser})
+    tensors, header = to_state_dict(part, "diffusers")
+    return tensors, None if not header or METADATA_KEY not in header else json.loads(header[METADATA_KEY])
+
+
+def _load_adapter(denoiser: torch.nn.Module, prefix: str, source: Source, hotswap: bool) -> None:
+    if isinstance(source, LoraFile) and source.layout != "diffusers":
+        tensors, metadata = denoiser_part(source, prefix)
+        # metadata as diffusers parses it from a header: without it the alpha would default to the rank.
+        denoiser.load_lora_adapter(tensors, prefix=prefix, adapter_name=ADAPTER, hotswap=hotswap, metadata=metadata)
+        return
+    # A diffusers-layout file goes as the user wrote it (path, or a pickle's tensors), header included.
+    # use_safetensors=True: without it load_lora_adapter drops the file's lora_adapter_metadata
+    # header and with it the alpha (tests/test_findings.py pins this).
+    denoiser.load_lora_adapter(_for_diffusers(source), prefix=prefix, adapter_name=ADAPTER, hotswap=hotswap,
+                               use_safetensors=True)
 
 
 @dataclass
@@ -57,12 +88,11 @@ class HotswapSession:
 
 def _load(pipe: Any, family: Family, level: str, source: Source, hotswap: bool) -> None:
     if level == "model":
-        # use_safetensors=True: without it load_lora_adapter drops the file's lora_adapter_metadata
-        # header and with it the alpha (tests/test_findings.py pins this).
-        getattr(pipe, family.denoiser).load_lora_adapter(
-            _for_diffusers(source), prefix=family.denoiser, adapter_name=ADAPTER, hotswap=hotswap,
-            use_safetensors=True,
-        )
+        if isinstance(source, str):
+            # A path may hold any layout: parsed first, as the CLI does, so model level reads what
+            # load_lora_weights would (the fresh loads that swaps are compared with come this way).
+            source = read_lora(source, family.components(pipe), strict=False)
+        _load_adapter(getattr(pipe, family.denoiser), family.denoiser, source, hotswap)
     else:
         pipe.load_lora_weights(_for_diffusers(source), adapter_name=ADAPTER, hotswap=hotswap)
 

@@ -35,7 +35,7 @@ def write_case_loras(
 ) -> list[str]:
     targets = targets_for(get_family(case.family), case.targets)
     return [write_lora(components, targets, os.path.join(directory, f"{case.id}-{i}.safetensors"), case.layout,
-                       seed=spec.seed, rank=spec.rank, alpha=spec.alpha)
+                       seed=spec.seed, rank=spec.rank, alpha=spec.alpha_of, dtype=dtype_from_name(spec.dtype))
             for i, spec in enumerate(specs)]
 
 

@@ -19,7 +19,7 @@ from parity.checks.dynamo import compile_options, reset
 from parity.checks.progress import SILENT, Progress
 from parity.devices import resolve, strict_float32
 from parity.errors import ParityInputError
-from parity.lora.neutral import LoraFile
+from parity.lora.neutral import DiffModule, LoraFile
 from parity.lora.reader import read_lora
 from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
@@ -81,18 +81,18 @@ def _read_files(plan: HotswapPlan) -> list[LoraFile]:
     request, family = plan.request, plan.family
     pipe = build_pipeline(family, dtype=plan.dtype, device=plan.device, model_path=request.model_path)
     components = family.components(pipe)
-    loras = [read_lora(path, components, strict=False, allow_pickle=request.allow_pickle) for path in request.loras]
+    loras = [read_lora(path, components, strict=True, allow_pickle=request.allow_pickle) for path in request.loras]
     del pipe, components
     denoiser = family.denoiser
     for lora in loras:
+        diffs = [f"{c}.{m}" for (c, m), module in lora.modules.items() if isinstance(module, DiffModule)]
+        if diffs:
+            raise ParityInputError(f"sets {len(diffs)} module(s) by a full difference (.diff keys, e.g. {diffs[0]}): "
+                                   "hotswap swaps LoRA factors only", path=lora.path)
         if denoiser not in lora.components():
             raise ParityInputError(f"no {denoiser} keys: only the {denoiser} part of a file can be hotswapped",
                                    path=lora.path)
         others = [c for c in lora.components() if c != denoiser]
-        if plan.level == "model" and lora.layout != "diffusers":
-            # load_lora_adapter converts no layout: a kohya file would load no adapter at all.
-            raise ParityInputError(f"{lora.layout} layout: --level model reads the diffusers layout only "
-                                   "(use --level pipeline)", path=lora.path)
         if plan.level == "pipeline" and others:
             raise ParityInputError(f"has {', '.join(others)} keys: diffusers cannot hotswap text encoders "
                                    f"(use --level model, which swaps only the {denoiser} part)", path=lora.path)

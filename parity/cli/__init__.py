@@ -14,7 +14,7 @@ import sys
 from parity.cli import agree, check, compare, families, gate, golden, hotswap, report, runs
 from parity.cli.arguments import Parser
 from parity.cli.output import EXIT_BAD_INPUT, PROG, print_error
-from parity.errors import ParityInputError
+from parity.errors import LoaderRefused, ParityInputError
 
 # The one place verbs are registered, in the order `lora-parity --help` lists them.
 VERBS = (check, hotswap, golden, families, report, compare, gate, agree, runs)
@@ -44,3 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     except ParityInputError as exc:
         print_error(str(exc))
         return EXIT_BAD_INPUT
+    except LoaderRefused as exc:  # a verdict on diffusers, not on the file: stdout, like every FAIL
+        print(f"FAIL: {' '.join(str(exc).split())}")
+        return 1

@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("old", metavar="OLD_BUNDLE", help="results bundle of the current versions")
     parser.add_argument("new", metavar="NEW_BUNDLE", help="results bundle of the candidate versions")
     parser.add_argument("--bench-fail-on", action="append", type=fail_on, default=None, metavar="GATE",
-                        help=f"benchmark gate as for `compare` (repeatable; default {DEFAULT_GATE_BENCH})")
+                        # argparse %-formats help strings: the gate's own '%' must be doubled.
+                        help=f"benchmark gate as for `compare` (repeatable; default "
+                             f"{DEFAULT_GATE_BENCH.replace('%', '%%')})")
     parser.add_argument("--allow-cross-device", action="store_true", help="bundles from different devices")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help=f"gate.md and gate.html (default: a new run folder {GATE_ROOT}/<time>-<id>/; "

@@ -26,9 +26,11 @@ must target the same modules or a subset of them. diffusers refuses a file with 
 
 Only the denoiser (unet or transformer) part of each file is swapped: diffusers refuses to hotswap
 text encoders. At --level model (the default, faster: one denoiser step per output) files are
-loaded with the denoiser's load_lora_adapter(prefix=...), which ignores other components' keys and
-reads only the diffusers layout. At --level pipeline they go through load_lora_weights (any layout)
-and must hold denoiser keys only.
+loaded with the denoiser's load_lora_adapter(prefix=...), which ignores other components' keys. It
+converts no layout itself, so a file in another layout than diffusers' (kohya, diffusion_model, ...)
+is read by lora-parity and its denoiser part handed over in the diffusers layout: every layout that
+`check` reads hotswaps. At --level pipeline files go through load_lora_weights, which converts the
+layouts itself, and must hold denoiser keys only.
 
 --target-rank defaults to the largest denoiser rank in the files. A smaller one is bad input: PEFT
 would have to grow the padded LoRA tensors on that swap (torch.utils.swap_tensors), which changes

@@ -1,61 +1,138 @@
-"""LoRA file layouts, written and read through one format-neutral representation.
+"""LoRA file layouts: the registry of every key layout trainers publish, each with the writer that
+stores a neutral LoRA in it. Reading is one grammar for all of them (parity/lora/keys.py, names.py,
+reader.py); a layout's entry is what recognises it there and what writes it here.
 
-Layouts
-  diffusers        ``unet.<module>.lora_A.weight`` / ``lora_B`` (also ``text_encoder.``, ``text_encoder_2.``,
-                   ``transformer.``); alpha, when given, in the safetensors header under
-                   ``lora_adapter_metadata`` as diffusers writes it (LoraConfig kwargs per component).
-  kohya            ``lora_unet_<module_with_underscores>.lora_down.weight`` / ``lora_up`` / ``.alpha``;
-                   text encoders ``lora_te_`` (``lora_te1_``/``lora_te2_`` with two). LoCon conv LoRAs are
-                   the same layout on Conv2d modules (3x3 or 1x1 down, 1x1 up).
-  diffusion_model  ``diffusion_model.<module>.lora_A.weight`` / ``lora_B`` / ``.alpha`` (ComfyUI, ai-toolkit)
-                   for transformer families whose loader strips the prefix (Qwen-Image); not Flux.1, whose
-                   loader converts ``diffusion_model.`` only in kohya files with BFL module names.
+A layout is four choices, made by the trainer that writes it:
 
-Each layout is one entry in ``LAYOUTS``: the writer that stores a neutral LoRA in it. Reading is
-parity/lora/reader.py.
+- **prefix**: ``kohya`` (``lora_unet_``, ``lora_te1_``… with dots as underscores), ``component``
+  (``unet.``, ``transformer.``…), ``diffusion_model`` (the denoiser under ComfyUI's prefix) or
+  ``none`` (the denoiser's names bare);
+- **pair**: how down/up are spelled: ``lora_down`` (``.lora_down.weight``), ``lora_A``, ``lora_A.default``
+  (PEFT with the adapter name kept), ``legacy`` (diffusers' pre-PEFT ``to_q_lora.down.weight``,
+  ``.lora.down.weight``, ``.lora_linear_layer.down.weight``), ``down/up`` (XLabs);
+- **naming**: whose module names (parity/lora/names: diffusers, sgm, bfl, xlabs);
+- **alpha**: ``keys`` (a ``.alpha`` scalar per module, in the factors' dtype), ``metadata`` (diffusers'
+  LoraConfig kwargs in the safetensors header) or ``none`` (α = r).
+
+``diff`` names the modules (by suffix) that the layout stores as full differences (``.diff``, and
+``.diff_b`` where the module has a bias) instead of a pair.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from parity.errors import ParityInputError
-from parity.lora.familyguess import describe_guess
-from parity.lora.neutral import LoraFile
-
-METADATA_KEY = "lora_adapter_metadata"
-
-
-# transformers 5 flattened CLIPTextModel (no ``text_model.`` level); every published file still has it.
-TEXT_MODEL_PREFIX = "text_model."
+from parity.lora.headeralpha import METADATA_KEY
+from parity.lora.names import Target
+from parity.lora.names.diffusers import TEXT_MODEL_PREFIX
+from parity.lora.names.table import ComponentNames, component_names
+from parity.lora.neutral import DiffModule, LoraFile, LoraModule
+from parity.zoo.weights import deterministic_tensor
 
 
-def kohya_prefixes(components: list[str]) -> dict[str, str]:
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    trainer: str  # who writes it
+    example: str  # one key, as that trainer writes it
+    prefix: str
+    pair: str
+    naming: str
+    alpha: str
+    diff: tuple[str, ...] = ()
+    # kohya prefix of a lone text encoder: sd-scripts writes lora_te_ for SD1.x, lora_te1_ for FLUX.1's CLIP
+    single_te: str = "lora_te"
+
+
+LAYOUT_LIST = (
+    Layout("diffusers", "diffusers save_lora_weights, PEFT, ai-toolkit",
+           "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight",
+           "component", "lora_A", "diffusers", "metadata"),
+    Layout("diffusers-alpha", "ai-toolkit, SimpleTuner (per-module alpha beside PEFT names)",
+           "transformer.transformer_blocks.0.attn.to_q.alpha", "component", "lora_A", "diffusers", "keys"),
+    Layout("diffusers-legacy", "diffusers examples/ before PEFT (LoRAAttnProcessor, LoRACompatibleLinear)",
+           "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight",
+           "component", "legacy", "legacy", "keys"),
+    Layout("kohya", "kohya sd-scripts networks/lora.py (SD1.x), musubi-tuner (Qwen-Image)",
+           "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "kohya", "lora_down", "diffusers", "keys"),
+    Layout("kohya-sgm", "kohya sd-scripts networks/lora.py on sdxl_original_unet (SDXL)",
+           "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight",
+           "kohya", "lora_down", "sgm", "keys"),
+    Layout("kohya-bfl", "kohya sd-scripts networks/lora_flux.py (FLUX.1)",
+           "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", "kohya", "lora_down", "bfl", "keys", single_te="lora_te1"),
+    Layout("kohya-bfl-diff", "kohya sd-scripts lora_flux.py / ComfyUI, full-trained layers as .diff/.diff_b",
+           "lora_unet_single_blocks_0_linear2.diff", "kohya", "lora_down", "bfl", "keys",
+           diff=("linear2",), single_te="lora_te1"),
+    Layout("lora_transformer", "kohya-style keys on diffusers transformer names (FLUX.1 trainers)",
+           "lora_transformer_single_transformer_blocks_0_attn_to_q.lora_down.weight",
+           "kohya", "lora_down", "diffusers", "keys", single_te="lora_te1"),
+    Layout("comfyui", "ComfyUI (comfy/lora.py), BFL names under diffusion_model.",
+           "diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight",
+           "diffusion_model", "lora_down", "bfl", "keys"),
+    Layout("xlabs", "XLabs x-flux train_flux_lora_deepspeed.py",
+           "double_blocks.0.processor.qkv_lora1.down.weight", "none", "down/up", "xlabs", "none"),
+    Layout("diffusion_model", "ComfyUI / ai-toolkit exports, PEFT pairs under diffusion_model.",
+           "diffusion_model.transformer_blocks.0.attn.to_q.lora_A.weight",
+           "diffusion_model", "lora_A", "diffusers", "keys"),
+    Layout("lightning", "Qwen-Image Lightning (lightx2v): kohya pairs under diffusion_model.",
+           "diffusion_model.transformer_blocks.0.attn.to_q.lora_down.weight",
+           "diffusion_model", "lora_down", "diffusers", "keys"),
+    Layout("diffsynth", "DiffSynth-Studio (PEFT names with the adapter name kept, no prefix)",
+           "transformer_blocks.0.attn.to_q.lora_A.default.weight", "none", "lora_A.default", "diffusers", "none"),
+)
+# The layout registry: name → its entry. The families that publish a layout name it in their
+# ``layouts`` (parity/zoo), and the case table takes it from there.
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in LAYOUT_LIST}
+
+KOHYA_DENOISER = "lora_unet"
+PAIR_SUFFIXES = {"lora_down": (".lora_down.weight", ".lora_up.weight"), "lora_A": (".lora_A.weight", ".lora_B.weight"),
+                 "lora_A.default": (".lora_A.default.weight", ".lora_B.default.weight"),
+                 "down/up": (".down.weight", ".up.weight")}
+# diffusers' legacy LoRA layers hang below the module: attention projections in the processor
+# (``to_q_lora``), text encoder layers as ``lora_linear_layer``, the rest as ``lora``.
+LEGACY_TAILS = {"attention": "_lora", "text_encoder": ".lora_linear_layer", "other": ".lora"}
+
+
+def kohya_prefixes(components: list[str], single_te: str = "lora_te") -> dict[str, str]:
     """Component → kohya key prefix; SDXL's two text encoders become te1/te2."""
     two_te = "text_encoder_2" in components
-    out = {"unet": "lora_unet", "transformer": "lora_transformer"}
-    out["text_encoder"] = "lora_te1" if two_te else "lora_te"
-    out["text_encoder_2"] = "lora_te2"
+    out = {"unet": KOHYA_DENOISER, "transformer": KOHYA_DENOISER,
+           "text_encoder": "lora_te1" if two_te else single_te, "text_encoder_2": "lora_te2"}
     return {c: out[c] for c in components if c in out}
 
 
-def _kohya_module_name(component: str, module: str) -> str:
-    if component.startswith("text_encoder") and not module.startswith(TEXT_MODEL_PREFIX):
-        module = TEXT_MODEL_PREFIX + module
-    return module.replace(".", "_")
+def _prefix(layout: Layout, component: str, components: list[str]) -> tuple[str, bool]:
+    """(key prefix, names underscored) of ``component`` in ``layout``."""
+    if layout.prefix == "kohya":
+        if layout.name == "lora_transformer" and component == "transformer":
+            return "lora_transformer_", True
+        prefixes = kohya_prefixes(components, layout.single_te)
+        if component not in prefixes:
+            raise ValueError(f"{layout.name} layout has no prefix for component {component!r}")
+        return prefixes[component] + "_", True
+    if layout.prefix == "component":
+        return component + ".", False
+    if component.startswith("text_encoder"):
+        raise ValueError(f"the {layout.name} layout holds the denoiser only, not {component}")
+    return ("diffusion_model." if layout.prefix == "diffusion_model" else ""), False
 
 
 def _diffusers_metadata(lora: LoraFile) -> dict[str, str] | None:
-    if all(m.alpha is None for m in lora.modules.values()):
+    pairs = lora.low_rank()
+    if all(m.alpha is None for m in pairs.values()):
         return None
     packed: dict[str, object] = {}
     for component in lora.components():
-        mods = [m for (c, _), m in sorted(lora.modules.items()) if c == component]
+        mods = [m for (c, _), m in sorted(pairs.items()) if c == component]
         ranks = [m.rank for m in mods]
         alphas = [m.effective_alpha for m in mods]
         r = max(set(ranks), key=ranks.count)
@@ -70,76 +147,168 @@ def _diffusers_metadata(lora: LoraFile) -> dict[str, str] | None:
     return {METADATA_KEY: json.dumps(packed), "format": "pt"}
 
 
-Writer = Callable[[LoraFile], tuple[dict[str, torch.Tensor], dict[str, str] | None]]
+def _grouped(layout: Layout, lora: LoraFile, names: Mapping[str, ComponentNames]) -> dict[tuple[str, str], tuple]:
+    """(component, file module name) → the target and the neutral modules it carries, for layouts
+    whose naming fuses modules (BFL qkv): every module of a fused target must come from one write."""
+    groups: dict[tuple[str, str], tuple] = {}
+    for (component, module), m in sorted(lora.modules.items()):
+        naming = layout.naming if component in ("unet", "transformer") else "diffusers"
+        if naming == "legacy":
+            naming = "legacy" if names[component].name_of("legacy", module) else "diffusers"
+        found = names[component].name_of(naming, module)
+        if found is None:
+            raise ValueError(f"the {layout.name} layout has no name for {component}.{module}")
+        name, target = found
+        groups.setdefault((component, name), (target, {}))[1][module] = m
+    return groups
 
 
-def _write_diffusers(lora: LoraFile) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
-    sd = {}
-    for (component, module), m in lora.modules.items():
-        sd[f"{component}.{module}.lora_A.weight"] = m.down
-        sd[f"{component}.{module}.lora_B.weight"] = m.up
-    return sd, _diffusers_metadata(lora)
+def _fuse(target: Target, members: dict[str, LoraModule]) -> LoraModule:
+    """One file pair for a fused target: downs stacked, ups block-diagonal, so ΔW of every member is
+    exactly its own (α/r)·B@A; members' α/r go into the ups when they differ (the file is the truth)."""
+    if len(members) == 1 and target.whole:
+        return next(iter(members.values()))
+    ratios = {m.effective_alpha / m.rank for m in members.values()}
+    keep = len(ratios) == 1
+    dtype = next(iter(members.values())).down.dtype
+    downs, blocks = [], []
+    for name in target.modules:
+        m = members.get(name)
+        if m is None:
+            continue
+        downs.append(m.down)
+        blocks.append((name, m.up if keep else (m.up.double() * (m.effective_alpha / m.rank)).to(dtype)))
+    down = torch.cat(downs)
+    rank = down.shape[0]
+    up = torch.zeros((target.rows, rank), dtype=dtype)
+    col = 0
+    for name, block in blocks:
+        r = block.shape[1]
+        for piece in (p for p in target.pieces if p.module == name):
+            up[piece.start:piece.start + piece.size, col:col + r] = block[piece.at:piece.at + piece.size].reshape(
+                piece.size, r)
+        col += r
+    first = next(iter(members.values()))
+    alpha = (ratios.pop() * rank) if keep else float(rank)
+    return LoraModule(first.component, "+".join(target.modules), down, up, alpha)
 
 
-def _write_kohya(lora: LoraFile) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
-    sd = {}
-    prefixes = kohya_prefixes(lora.components())
-    for (component, module), m in lora.modules.items():
-        if component not in prefixes:
-            raise ValueError(f"kohya layout has no prefix for component {component!r}")
-        stem = f"{prefixes[component]}_{_kohya_module_name(component, module)}"
-        sd[f"{stem}.lora_down.weight"] = m.down
-        sd[f"{stem}.lora_up.weight"] = m.up
-        if m.alpha is not None:
-            sd[f"{stem}.alpha"] = torch.tensor(float(m.alpha), dtype=m.down.dtype)
-    return sd, None
+def _diff_of(m: LoraModule, module: nn.Module, seed_tag: str) -> DiffModule:
+    delta = (m.effective_alpha / m.rank) * (m.up.double().flatten(1) @ m.down.double().flatten(1))
+    bias = None
+    if getattr(module, "bias", None) is not None:
+        bias = deterministic_tensor(0, seed_tag + "/diff_b", tuple(module.bias.shape), 0.1).to(m.down.dtype)
+    return DiffModule(m.component, m.module, delta.reshape(module.weight.shape).to(m.down.dtype), bias)
 
 
-def _write_diffusion_model(lora: LoraFile) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
-    sd = {}
-    for (component, module), m in lora.modules.items():
-        if component != "transformer":
-            raise ValueError("the diffusion_model layout holds transformer LoRAs only")
-        sd[f"diffusion_model.{module}.lora_A.weight"] = m.down
-        sd[f"diffusion_model.{module}.lora_B.weight"] = m.up
-        if m.alpha is not None:
-            sd[f"diffusion_model.{module}.alpha"] = torch.tensor(float(m.alpha), dtype=m.down.dtype)
-    return sd, None
+def _stem(layout: Layout, component: str, name: str, underscored: bool) -> str:
+    if component.startswith("text_encoder") and layout.prefix == "kohya" and not name.startswith(TEXT_MODEL_PREFIX):
+        name = TEXT_MODEL_PREFIX + name
+    if layout.pair == "legacy":
+        kind = ("attention" if ".processor." in name else "text_encoder" if component.startswith("text_encoder")
+                else "other")
+        name += LEGACY_TAILS[kind]
+    return name.replace(".", "_") if underscored else name
 
 
-# The layout registry: a name → the writer that stores a neutral LoRA in that layout. The families
-# that publish a layout name it in their ``layouts`` (parity/zoo), and the case table takes it from there.
-LAYOUTS: dict[str, Writer] = {
-    "diffusers": _write_diffusers,
-    "kohya": _write_kohya,
-    "diffusion_model": _write_diffusion_model,
-}
-
-
-def to_state_dict(lora: LoraFile, layout: str) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
-    """The tensors (and safetensors header metadata) ``layout`` stores for ``lora``."""
+def to_state_dict(lora: LoraFile, layout: str, components: Mapping[str, nn.Module] | None = None,
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    """The tensors (and safetensors header metadata) ``layout`` stores for ``lora``. Layouts on
+    original names (SGM, BFL, XLabs) need the model's ``components`` to derive them."""
     try:
-        write = LAYOUTS[layout]
+        spec = LAYOUTS[layout]
     except KeyError:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}") from None
-    sd, metadata = write(lora)
+    needs_model = spec.naming != "diffusers"
+    if needs_model and components is None:
+        raise ValueError(f"the {layout} layout derives its names from the model: pass its components")
+    names = {c: component_names(c, m) for c, m in (components or {}).items()}
+    if not needs_model:
+        groups = {(c, mod): (None, {mod: m}) for (c, mod), m in lora.modules.items()}
+    else:
+        groups = _grouped(spec, lora, names)
+    down_sfx, up_sfx = PAIR_SUFFIXES.get(spec.pair, (".down.weight", ".up.weight"))
+    sd: dict[str, torch.Tensor] = {}
+    for (component, name), (target, members) in groups.items():
+        prefix, underscored = _prefix(spec, component, lora.components())
+        stem = prefix + _stem(spec, component, name, underscored)
+        if any(isinstance(m, DiffModule) for m in members.values()) or any(
+                name.endswith(s) for s in spec.diff):
+            if len(members) != 1 or (target is not None and not target.whole):
+                raise ValueError(f"{layout}: a full difference on a fused module ({name}) is not supported")
+            if spec.prefix not in ("kohya", "diffusion_model"):
+                raise ValueError(f"the {layout} layout stores no full differences ({component}.{name})")
+            m = next(iter(members.values()))
+            if isinstance(m, LoraModule):
+                m = _diff_of(m, names[component].modules[m.module], stem)
+            if m.diff is not None:
+                sd[stem + ".diff"] = m.diff
+            if m.bias is not None:
+                sd[stem + ".diff_b"] = m.bias
+            continue
+        pair = _fuse(target, members) if target is not None else next(iter(members.values()))
+        sd[stem + down_sfx] = pair.down
+        sd[stem + up_sfx] = pair.up
+        if spec.alpha == "keys" and pair.alpha is not None:
+            sd[stem + ".alpha"] = torch.tensor(float(pair.alpha), dtype=pair.down.dtype)
+        elif spec.alpha == "none" and pair.alpha is not None and not math.isclose(pair.alpha, pair.rank):
+            # No alpha to store: α/r goes into the up factor, rounded in its dtype, as a converter
+            # to such a layout does. The reader reads the file back, so the rounding is in the truth.
+            sd[stem + up_sfx] = (pair.up.double() * (pair.alpha / pair.rank)).to(pair.up.dtype)
+    metadata = _diffusers_metadata(lora) if spec.alpha == "metadata" else None
     return {k: v.contiguous() for k, v in sd.items()}, metadata
 
 
-def save_lora(lora: LoraFile, path: str | os.PathLike, layout: str) -> str:
+def save_lora(lora: LoraFile, path: str | os.PathLike, layout: str,
+              components: Mapping[str, nn.Module] | None = None) -> str:
     from safetensors.torch import save_file
 
-    sd, metadata = to_state_dict(lora, layout)
+    sd, metadata = to_state_dict(lora, layout, components)
     save_file(sd, str(path), metadata=metadata)
     return str(path)
 
 
-def detect_layout(keys: list[str], path: str | None = None) -> str:
-    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_transformer_")) for k in keys):
-        return "kohya"
-    if any(k.startswith("diffusion_model.") for k in keys):
-        return "diffusion_model"
-    if any(".lora_A." in k or ".lora_B." in k for k in keys):
-        return "diffusers"
-    raise ParityInputError("unrecognised LoRA layout (no lora_A/lora_B or lora_down/lora_up keys)"
-                           + describe_guess(keys), path=path, key=sorted(keys)[0] if keys else None)
+def nameable(layout: str, components: Mapping[str, nn.Module]) -> dict[str, set[str]]:
+    """component → the modules ``layout`` can name in this model (all of them, on diffusers names)."""
+    spec = LAYOUTS[layout]
+    out: dict[str, set[str]] = {}
+    for component, model in components.items():
+        if spec.prefix in ("diffusion_model", "none") and component.startswith("text_encoder"):
+            continue
+        names = component_names(component, model)
+        naming = spec.naming if component in ("unet", "transformer") else "diffusers"
+        if naming == "legacy":
+            out[component] = set(names.modules)
+            continue
+        out[component] = {m for t in names.dotted[naming].values() for m in t.modules}
+    return out
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the reader saw of a file's denoiser keys (its text encoder keys when it has no denoiser)."""
+
+    prefix: str  # prefix style
+    prefix_text: str
+    pair: str
+    naming: str
+    alpha_keys: bool
+    diff: bool = False  # some modules are full differences
+
+
+def layout_name(sig: Signature) -> str:
+    """The registered layout a file with this signature is written in, or a description of it."""
+    pair, naming = sig.pair, sig.naming
+    if pair == "down/up" and naming in ("legacy", "diffusers"):
+        pair, naming = "legacy", "legacy"
+    if sig.prefix == "kohya" and sig.prefix_text == "lora_transformer_":
+        return "lora_transformer"
+    if (sig.prefix, pair, naming) == ("component", "lora_A", "diffusers") and sig.alpha_keys:
+        return "diffusers-alpha"
+    matches = [layout for layout in LAYOUT_LIST if (layout.prefix, layout.pair, layout.naming) == (sig.prefix, pair, naming)]
+    for layout in matches:
+        if bool(layout.diff) == sig.diff:
+            return layout.name
+    if matches:
+        return matches[0].name
+    return f"unregistered: {sig.prefix} prefix, {pair} pairs, {naming} names"

@@ -1,248 +1,177 @@
-"""Reading a LoRA file into the neutral form, against the model it is meant for: every key resolved
-against the real module tree, every tensor checked before the merge relies on it, and every problem
-a ParityInputError naming the file and the key.
+"""Reading a LoRA file into the neutral form, against the model it is meant for: every key cut by
+the key grammar (parity/lora/keys.py), its module name resolved against names derived from the real
+module tree (parity/lora/names), fused modules split at the model's own widths, every tensor checked
+before the merge relies on it (parity/lora/tensorchecks.py), and every problem a ParityInputError
+naming the file and the key.
 
 kohya names replace dots by underscores, which is ambiguous (``to_out_0`` vs ``proj_in``), so a name
-is resolved by looking it up among the model's own module names, never by guessing where dots were.
+is resolved by looking it up among the model's own names, never by guessing where dots were. Every
+key ends up in a module, or in ``LoraFile.unmatched``: nothing in a file is skipped unseen.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import difflib
 import os
-import re
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from parity.errors import ParityInputError
 from parity.lora.familyguess import describe_guess
-from parity.lora.layouts import METADATA_KEY, TEXT_MODEL_PREFIX, detect_layout, kohya_prefixes
-from parity.lora.neutral import LoraFile, LoraModule
+from parity.lora.headeralpha import alpha_from_config, metadata_alphas
+from parity.lora.keys import DENOISER, ParsedKey, Prefix, parse_key
+from parity.lora.layouts import Signature, layout_name
+from parity.lora.names import Target
+from parity.lora.names.table import ComponentNames, Resolved, component_names
+from parity.lora.neutral import DiffModule, LoraFile, LoraModule, Module
+from parity.lora.tensorchecks import alpha_value, check_diff, check_factors, check_pair
 from parity.lora.tensors import is_pickle_path, load_tensors
-from parity.modules import lora_capable_modules
-
-# What a LoRA weight may be stored as: the dtypes diffusers/PEFT train and save in, and that the
-# float64 reference merge can upcast exactly. float8/float4, integers, bool and complex are refused.
-LORA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-# kohya trainers sometimes store alpha as an integer; any exact real scalar will do.
-ALPHA_DTYPES = (*LORA_DTYPES, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-
 
 # The components a LoRA file can address in some zoo family; a key for one the model lacks means
 # the file was made for another family (SDXL's text_encoder_2, a transformer on a UNet model).
 KNOWN_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
 
-
-KOHYA_COMPONENT_PREFIXES = {"lora_unet_": "unet", "lora_te2_": "text_encoder_2", "lora_transformer_": "transformer"}
-
-
-class _Resolver:
-    """Maps a component-relative module name (dotted or kohya-underscored) onto the module tree."""
-
-    def __init__(self, components: Mapping[str, nn.Module]) -> None:
-        self.modules = {c: lora_capable_modules(m) for c, m in components.items()}
-        self.underscored: dict[str, dict[str, list[str]]] = {}
-        for c, mods in self.modules.items():
-            table: dict[str, list[str]] = {}
-            for name in mods:
-                table.setdefault(name.replace(".", "_"), []).append(name)
-            self.underscored[c] = table
-
-    def dotted(self, component: str, name: str) -> str | None:
-        mods = self.modules.get(component, {})
-        for candidate in (name, name.removeprefix(TEXT_MODEL_PREFIX), TEXT_MODEL_PREFIX + name):
-            if candidate in mods:
-                return candidate
-        return None
-
-    def underscore(self, component: str, name: str, path: str | None, key: str) -> str | None:
-        table = self.underscored.get(component, {})
-        for candidate in (name, name.removeprefix("text_model_"), "text_model_" + name):
-            hits = table.get(candidate)
-            if hits and len(hits) > 1:
-                raise ParityInputError(f"kohya name is ambiguous in this model: {hits}", path=path, key=key)
-            if hits:
-                return hits[0]
-        return None
-
-    def closest(self, component: str | None, name: str, n: int = 3) -> list[str]:
-        """Dotted module names nearest to ``name`` (dotted or underscored), within ``component`` if known."""
-        import difflib
-
-        components = [component] if component in self.modules else list(self.modules)
-        dotted = {m: m for c in components for m in self.modules[c]}
-        underscored = {u: names[0] for c in components for u, names in self.underscored[c].items()}
-        pool = dotted if "." in name or not underscored else underscored
-        return [pool[m] for m in difflib.get_close_matches(name, list(pool), n=n, cutoff=0.5)]
+# The partner a half pair misses, per pair spelling, for the error message.
+PARTNER = {"lora_down": {"down": ".lora_down.weight", "up": ".lora_up.weight"},
+           "lora_A": {"down": ".lora_A.weight", "up": ".lora_B.weight"},
+           "down/up": {"down": ".down.weight", "up": ".up.weight"}}
 
 
-@dataclass(frozen=True)
-class _Pair:
-    down: torch.Tensor
-    up: torch.Tensor
-    alpha: float | None
-    down_key: str
-    up_key: str
-    keys: tuple[str, ...]  # every key of the pair, alpha included
+@dataclass
+class _Group:
+    """One module of the file: its keys by role (down, up, alpha, diff, diff_b)."""
+
+    prefix: Prefix
+    body: str
+    keys: dict[str, str] = field(default_factory=dict)
+    style: str = ""
+
+    @property
+    def stem(self) -> str:
+        return self.prefix.text + self.body
+
+    def partner_key(self, role: str) -> str:
+        if self.style.startswith("lora_A."):
+            adapter = self.style.removeprefix("lora_A.")
+            return f"{self.stem}.lora_{'A' if role == 'down' else 'B'}.{adapter}.weight"
+        return self.stem + PARTNER.get(self.style, PARTNER["lora_A"])[role]
 
 
-def _alpha_value(t: torch.Tensor, path: str | None, key: str) -> float:
-    if t.dtype not in ALPHA_DTYPES:
-        raise ParityInputError(f"alpha has dtype {str(t.dtype).removeprefix('torch.')}; expected a real number",
-                               path=path, key=key)
-    if t.numel() != 1:
-        raise ParityInputError(f"alpha must hold one number, holds {t.numel()} (shape {tuple(t.shape)})",
-                               path=path, key=key)
-    value = float(t.reshape(-1)[0].item())
-    if not math.isfinite(value):
-        raise ParityInputError(f"alpha is {value}, not a finite number", path=path, key=key)
-    return value
+def _groups(keys: list[str]) -> tuple[list[_Group], list[str]]:
+    groups: dict[tuple[str, str], _Group] = {}
+    unparsed = []
+    for key in keys:
+        parsed: ParsedKey | None = parse_key(key)
+        if parsed is None:
+            unparsed.append(key)
+            continue
+        group = groups.setdefault((parsed.prefix.text, parsed.body), _Group(parsed.prefix, parsed.body))
+        group.keys[parsed.role] = key
+        if parsed.style:
+            group.style = parsed.style
+    return list(groups.values()), unparsed
 
 
-def _pairs(tensors: dict[str, torch.Tensor], down_suffix: str, up_suffix: str, path: str | None) -> dict[str, _Pair]:
-    """stem → its pair; a half without its partner is an error naming the key. Stray alphas are left out."""
-    stems: dict[str, dict[str, str]] = {}
-    for key in tensors:
-        for part, suffix in (("down", down_suffix), ("up", up_suffix), ("alpha", ".alpha")):
-            if key.endswith(suffix):
-                stems.setdefault(key[: -len(suffix)], {})[part] = key
-                break
-    out = {}
-    for stem, parts in stems.items():
-        if "down" not in parts and "up" not in parts:
-            continue  # a stray alpha; reported as unmatched by the caller
-        if "down" not in parts or "up" not in parts:
-            have, missing = ("down", "up") if "down" in parts else ("up", "down")
-            suffix = {"down": down_suffix, "up": up_suffix}
-            raise ParityInputError(
-                f"{have} weight without its {missing} partner ({stem}{suffix[missing]} missing)",
-                path=path,
-                key=parts[have],
-            )
-        alpha = _alpha_value(tensors[parts["alpha"]], path, parts["alpha"]) if "alpha" in parts else None
-        out[stem] = _Pair(tensors[parts["down"]], tensors[parts["up"]], alpha, parts["down"], parts["up"],
-                          tuple(parts.values()))
-    return out
+def _rows(t: torch.Tensor, target: Target, module: str, out: int) -> torch.Tensor:
+    """``module``'s rows of a fused tensor (dim 0), in the module's own order."""
+    pieces = [p for p in target.pieces if p.module == module]
+    if target.whole:
+        return t
+    part = t.new_empty((out, *t.shape[1:]))
+    for p in pieces:
+        part[p.at:p.at + p.size] = t[p.start:p.start + p.size]
+    return part
 
 
-def _real_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _checked_config(component: str, config: dict, path: str | None) -> dict:
-    """The alpha fields of one component's LoraConfig kwargs, checked where they are read."""
-    def bad(message: str) -> ParityInputError:
-        return ParityInputError(f"header metadata: {component}.{message}", path=path, key=METADATA_KEY)
-
-    if "lora_alpha" in config and not _real_number(config["lora_alpha"]):
-        raise bad(f"lora_alpha is {config['lora_alpha']!r}, not a finite number")
-    patterns = config.get("alpha_pattern") or {}
-    if not isinstance(patterns, dict):
-        raise bad(f"alpha_pattern is a {type(patterns).__name__}, not an object")
-    compiled = []
-    for pattern, value in patterns.items():
-        try:
-            regex = re.compile(rf"(.*\.)?({pattern})$")
-        except (re.error, RecursionError, OverflowError) as exc:
-            raise bad(f"alpha_pattern {pattern!r} is not a valid regular expression ({exc})") from None
-        if not _real_number(value):
-            raise bad(f"alpha_pattern {pattern!r} maps to {value!r}, not a finite number")
-        compiled.append((regex, float(value)))
-    return {"lora_alpha": config.get("lora_alpha"), "alpha_pattern": compiled}
-
-
-def _metadata_alphas(metadata: Mapping[str, str], path: str | None) -> dict[str, dict]:
-    raw = metadata.get(METADATA_KEY)
-    if not raw:
-        return {}
-    try:
-        packed = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError, TypeError) as exc:
-        raise ParityInputError(f"header metadata is not JSON ({exc})", path=path, key=METADATA_KEY) from None
-    if not isinstance(packed, dict):
-        raise ParityInputError(f"header metadata is a JSON {type(packed).__name__}, not an object",
-                               path=path, key=METADATA_KEY)
-    per_component: dict[str, dict] = {}
-    for key, value in packed.items():
-        component, _, field_name = key.partition(".")
-        per_component.setdefault(component, {})[field_name] = value
-    return {c: _checked_config(c, config, path) for c, config in per_component.items()}
-
-
-def _alpha_from_config(config: dict, module: str) -> float | None:
-    if config["lora_alpha"] is None:
-        return None
-    for regex, value in config["alpha_pattern"]:
-        if regex.match(module):
-            return value
-    return float(config["lora_alpha"])
-
-
-def _check_tensor(t: torch.Tensor, part: str, module: str, path: str | None, key: str) -> None:
-    if t.dtype not in LORA_DTYPES:
+def _check_rows(t: torch.Tensor, target: Target, label: str, path: str | None, key: str) -> None:
+    if not target.whole and (t.ndim == 0 or t.shape[0] != target.rows):
         raise ParityInputError(
-            f"{part} weight of {module} has dtype {str(t.dtype).removeprefix('torch.')}; "
-            "LoRA weights must be float16, bfloat16, float32 or float64",
-            path=path,
-            key=key,
-        )
-    if t.ndim not in (2, 4):
-        raise ParityInputError(
-            f"{part} weight of {module} is {t.ndim}-d {tuple(t.shape)}; expected 2-d (Linear) or 4-d (Conv2d)",
-            path=path,
-            key=key,
-        )
+            f"shape mismatch with {label}: {tuple(t.shape)} has {t.shape[0] if t.ndim else 0} output rows, "
+            f"the model's {' | '.join(target.modules)} have {target.rows}",
+            path=path, key=key)
 
 
-def _check_pair(m: LoraModule, pair: _Pair, target: nn.Module, path: str | None) -> None:
-    """Everything the merge will rely on: float dtype, rank > 0, ranks agree, shapes fit the module, finite."""
-    label = f"{m.component}.{m.module}"
-    _check_tensor(m.down, "down", label, path, pair.down_key)
-    _check_tensor(m.up, "up", label, path, pair.up_key)
-    w = target.weight
-    rank = m.down.shape[0]
-    if rank == 0:
-        raise ParityInputError(f"rank 0 LoRA on {label} (alpha/rank is undefined)", path=path, key=pair.down_key)
-    if m.up.shape[1] != rank:
-        raise ParityInputError(
-            f"rank mismatch on {label}: down has rank {rank}, up has rank {m.up.shape[1]}", path=path, key=pair.up_key
-        )
-    if m.down.ndim != w.ndim or m.up.ndim != w.ndim:
-        raise ParityInputError(
-            f"{label} has a {w.ndim}-d weight and needs {w.ndim}-d down/up tensors, "
-            f"got {m.down.ndim}-d/{m.up.ndim}-d",
-            path=path,
-            key=pair.down_key,
-        )
-    want_down = (rank, w.shape[1], *w.shape[2:])  # conv down carries the module's kernel
-    want_up = (w.shape[0], rank, *(1,) * (w.ndim - 2))  # conv up is 1x1
-    if tuple(m.down.shape) != want_down or tuple(m.up.shape) != want_up:
-        raise ParityInputError(
-            f"shape mismatch with module {label} (weight {tuple(w.shape)}): "
-            f"down {tuple(m.down.shape)}, up {tuple(m.up.shape)}; expected {want_down} and {want_up}",
-            path=path,
-            key=pair.down_key,
-        )
-    for part, t, key in (("down", m.down, pair.down_key), ("up", m.up, pair.up_key)):
-        if not torch.isfinite(t).all():
-            raise ParityInputError(f"{part} weight of {label} holds NaN or Inf", path=path, key=key)
+@dataclass
+class _Reading:
+    path: str | None
+    names: dict[str, ComponentNames]
+    header: dict[str, dict]
+    modules: dict[tuple[str, str], Module] = field(default_factory=dict)
+    sources: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    placement: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def add(self, component: str, module: Module, group: _Group) -> None:
+        key = (component, module.module)
+        if key in self.modules:
+            earlier = self.sources[key][0]
+            raise ParityInputError(f"resolves to module {component}.{module.module}, which {earlier} already sets",
+                                   path=self.path, key=next(iter(group.keys.values())))
+        self.modules[key] = module
+        self.sources[key] = tuple(group.keys.values())
+
+    def pair(self, component: str, name: str, target: Target, group: _Group,
+             tensors: Mapping[str, torch.Tensor]) -> None:
+        down_key, up_key = group.keys["down"], group.keys["up"]
+        down, up = tensors[down_key], tensors[up_key]
+        label = f"{component}.{name}"
+        check_factors(down, up, label, self.path, down_key, up_key)
+        _check_rows(up, target, label, self.path, up_key)
+        alpha = alpha_value(tensors[group.keys["alpha"]], self.path, group.keys["alpha"]) if "alpha" in group.keys \
+            else None
+        modules = self.names[component].modules
+        for module in target.modules:
+            if alpha is None and component in self.header and group.prefix.style == "component":
+                alpha_m = alpha_from_config(self.header[component], module)
+            else:
+                alpha_m = alpha
+            out = int(modules[module].weight.shape[0])
+            m = LoraModule(component, module, down, _rows(up, target, module, out), alpha_m)
+            check_pair(m, modules[module], self.path, down_key, up_key)
+            self.add(component, m, group)
+
+    def diff(self, component: str, name: str, target: Target, group: _Group,
+             tensors: Mapping[str, torch.Tensor]) -> None:
+        diff_key, bias_key = group.keys.get("diff"), group.keys.get("diff_b")
+        label = f"{component}.{name}"
+        for key in (diff_key, bias_key):
+            if key is not None:
+                _check_rows(tensors[key], target, label, self.path, key)
+        modules = self.names[component].modules
+        for module in target.modules:
+            out = int(modules[module].weight.shape[0])
+            diff = _rows(tensors[diff_key], target, module, out) if diff_key else None
+            bias = _rows(tensors[bias_key], target, module, out) if bias_key else None
+            m = DiffModule(component, module, diff, bias)
+            check_diff(m, modules[module], self.path, diff_key, bias_key)
+            self.add(component, m, group)
 
 
-def _kohya_component(stem: str, prefix_to_component: Mapping[str, str]) -> tuple[str | None, str | None, str]:
-    """(component of this model, foreign component, rest of the name) for a kohya stem."""
-    for prefix, component in prefix_to_component.items():
-        if stem.startswith(prefix):
-            return component, None, stem[len(prefix):]
-    for prefix, component in KOHYA_COMPONENT_PREFIXES.items():
-        if stem.startswith(prefix):
-            return None, component, stem[len(prefix):]
-    return None, None, stem
+def _closest(names: Mapping[str, ComponentNames], component: str | None, body: str, n: int = 3) -> list[str]:
+    """diffusers module names nearest to ``body`` (dotted or underscored), within ``component`` if known."""
+    pool: dict[str, str] = {}
+    for c, table in names.items():
+        if component in names and c != component:
+            continue
+        for module in table.modules:
+            pool[module.replace(".", "_") if "." not in body else module] = module
+    return [pool[m] for m in difflib.get_close_matches(body, list(pool), n=n, cutoff=0.5)]
+
+
+def _signature(seen: list[tuple[_Group, str, Resolved]]) -> Signature:
+    """The file's layout from its resolved groups: the denoiser's where it has any."""
+    denoiser = [s for s in seen if s[1] in ("unet", "transformer")] or seen
+    prefix = Counter((g.prefix.style, g.prefix.text) for g, _, _ in denoiser).most_common(1)[0][0]
+    pair = Counter(g.style for g, _, _ in denoiser if g.style != "diff").most_common(1)
+    naming = Counter(h.naming for _, _, h in denoiser if h.naming != "diffusers").most_common(1)
+    if prefix[0] == "none" and pair and pair[0][0].startswith("lora_A."):
+        pair = [("lora_A.default", 1)]
+    return Signature(prefix[0], prefix[1], pair[0][0] if pair else "diff", naming[0][0] if naming else "diffusers",
+                     any("alpha" in g.keys for g, _, _ in denoiser),
+                     any("diff" in g.keys or "diff_b" in g.keys for g, _, _ in denoiser))
 
 
 def read_lora(
@@ -267,51 +196,65 @@ def read_lora(
         tensors, metadata = load_tensors(path, allow_pickle=allow_pickle)
         raw = tensors if is_pickle_path(path) else None
     keys = list(tensors)
-    layout = detect_layout(keys, path)
-    resolver = _Resolver(components)
-    modules: dict[tuple[str, str], LoraModule] = {}
-    pairs_of: dict[tuple[str, str], _Pair] = {}
-    unmatched: list[str] = []
+    groups, unmatched = _groups(keys)
+    if not any(r in g.keys for g in groups for r in ("down", "up", "diff", "diff_b")):
+        raise ParityInputError("unrecognised LoRA layout (no lora_A/lora_B or lora_down/lora_up keys)"
+                               + describe_guess(keys), path=path, key=min(keys) if keys else None)
+    names = {c: component_names(c, m) for c, m in components.items()}
+    denoiser = "unet" if "unet" in components else "transformer"
+    reading = _Reading(path, names, metadata_alphas(metadata, path))
     hints: dict[str, tuple[str | None, str]] = {}  # unmatched key → (component, name) to suggest near
     foreign: dict[str, str] = {}  # key → a component this model does not have
+    seen: list[tuple[_Group, str, Resolved]] = []
+    halves: list[_Group] = []  # a down without its up, or the other way round
 
-    if layout == "kohya":
-        prefix_to_component = {v + "_": k for k, v in kohya_prefixes(list(components)).items()}
-        down_suffix, up_suffix = ".lora_down.weight", ".lora_up.weight"
-    else:
-        down_suffix, up_suffix = ".lora_A.weight", ".lora_B.weight"
-    pairs = _pairs(tensors, down_suffix, up_suffix, path)
-    per_component_cfg = _metadata_alphas(metadata, path) if layout == "diffusers" else {}
-    for stem, pair in pairs.items():
-        if layout == "kohya":
-            component, elsewhere, rest = _kohya_component(stem, prefix_to_component)
-            name = resolver.underscore(component, rest, path, pair.down_key) if component else None
-        else:
-            if layout == "diffusion_model":
-                component, rest = "transformer", stem.removeprefix("diffusion_model.")
-            else:
-                component, _, rest = stem.partition(".")
-            elsewhere = component if component in KNOWN_COMPONENTS and component not in components else None
-            name = resolver.dotted(component, rest) if component in components else None
-        if elsewhere is not None:
-            foreign[pair.down_key] = elsewhere
-        if name is None:
-            unmatched.append(pair.down_key)
-            hints[pair.down_key] = (component, rest)
+    for group in groups:
+        component = denoiser if group.prefix.component == DENOISER else group.prefix.component
+        first = next(iter(group.keys.values()))
+        if component not in components:
+            if component in KNOWN_COMPONENTS:
+                foreign[first] = component
+            unmatched += group.keys.values()
+            hints[first] = (None, group.body)
             continue
-        if (component, name) in modules:
-            earlier = pairs_of[(component, name)].down_key
-            raise ParityInputError(f"resolves to module {component}.{name}, which {earlier} already sets",
-                                   path=path, key=pair.down_key)
-        alpha = pair.alpha
-        if alpha is None and component in per_component_cfg:
-            alpha = _alpha_from_config(per_component_cfg[component], name)
-        modules[(component, name)] = LoraModule(component, name, pair.down, pair.up, alpha)
-        pairs_of[(component, name)] = pair
+        if set(group.keys) == {"alpha"}:
+            unmatched.append(first)  # a stray alpha
+            continue
+        if ("down" in group.keys) != ("up" in group.keys):
+            halves.append(group)
+            continue
+        hits = names[component].lookup(group.body, group.prefix.underscored)
+        if len(hits) > 1:
+            readings = sorted(" | ".join(h.target.modules) for h in hits)
+            raise ParityInputError(f"kohya name is ambiguous in this model: {readings}", path=path, key=first)
+        if not hits:
+            unmatched += [k for role, k in group.keys.items() if role != "alpha"]
+            unmatched += [group.keys["alpha"]] if "alpha" in group.keys else []
+            hints[group.keys.get("down", first)] = (component, group.body)
+            continue
+        seen.append((group, component, hits[0]))
 
-    # Keys no pair took: stray alphas, other layouts' suffixes, anything else.
-    paired = {k for pair in pairs.values() for k in pair.keys}
-    unmatched += [k for k in keys if k not in paired]
+    # One file, one layout: keys spelled in another layout's grammar (a diffusers key in a kohya
+    # file) are listed as unmatched rather than merged, as no loader reads such a mix either.
+    dominant = Counter((g.prefix.style, g.style) for g in [*(g for g, _, _ in seen), *halves]
+                       if g.style != "diff").most_common(1)
+    for group in halves:
+        if dominant and (group.prefix.style, group.style) != dominant[0][0]:
+            unmatched += group.keys.values()
+            continue
+        have, missing = ("down", "up") if "down" in group.keys else ("up", "down")
+        raise ParityInputError(f"{have} weight without its {missing} partner ({group.partner_key(missing)} "
+                               "missing)", path=path, key=group.keys[have])
+    for group, component, hit in seen:
+        if dominant and group.style != "diff" and (group.prefix.style, group.style) != dominant[0][0]:
+            unmatched += group.keys.values()
+            continue
+        if "down" in group.keys:
+            reading.pair(component, hit.name, hit.target, group, tensors)
+        if "diff" in group.keys or "diff_b" in group.keys:
+            reading.diff(component, hit.name, hit.target, group, tensors)
+        reading.placement[group.stem] = tuple(f"{component}.{m}" for m in hit.target.modules)
+    seen = [(g, c, h) for g, c, h in seen if g.stem in reading.placement]
 
     if foreign:
         first = next(iter(foreign))
@@ -322,16 +265,15 @@ def read_lora(
             path=path,
             key=first,
         )
-    for key, m in modules.items():
-        _check_pair(m, pairs_of[key], resolver.modules[key[0]][key[1]], path)
-    if (strict and unmatched) or not modules:
+    if (strict and unmatched) or not reading.modules:
         first = unmatched[0] if unmatched else keys[0]
-        hint = resolver.closest(*hints.get(first, (None, first.split(".")[0])))
-        what = "no key matches a module of this model" if not modules else (
+        hint = _closest(names, *hints.get(first, (None, first.split(".")[0])))
+        what = "no key matches a module of this model" if not reading.modules else (
             f"{len(unmatched)} key(s) match no module of this model")
         raise ParityInputError(
             what + (f"; closest module names: {', '.join(hint)}" if hint else "") + describe_guess(keys),
             path=path,
             key=first,
         )
-    return LoraFile(modules=modules, layout=layout, path=path, unmatched=unmatched, raw=raw)
+    return LoraFile(modules=reading.modules, layout=layout_name(_signature(seen)), path=path, unmatched=unmatched,
+                    raw=raw, sources=reading.sources, placement=reading.placement)

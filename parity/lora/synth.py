@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from parity.lora.layouts import save_lora
+from parity.lora.layouts import nameable, save_lora
 from parity.lora.neutral import LoraFile, LoraModule
 from parity.modules import lora_capable_modules
 from parity.zoo.family import select_modules
@@ -37,11 +37,13 @@ def synth_lora(
     rank: Rank = 4,
     alpha: float | None | Callable[[int], float | None] = None,
     dtype: torch.dtype = torch.float32,
+    only: Mapping[str, set[str]] | None = None,
 ) -> LoraFile:
     """A LoRA on every module of ``components`` matching ``targets`` (component → name suffixes).
 
     A ~ N(0, 1/fan_in) and B ~ N(0, 0.25/r) put |ΔW| at about half of |W| for α = r: large enough
-    that a dropped or doubled scale is far outside any rounding bound.
+    that a dropped or doubled scale is far outside any rounding bound. ``only`` (component → module
+    names) leaves out what a layout cannot name (XLabs names attention only).
     """
     rank_fn = uniform_rank(rank) if isinstance(rank, int) else mixed_rank(*rank) if isinstance(rank, tuple) else rank
     alpha_fn = alpha if callable(alpha) else (lambda r: alpha)
@@ -50,6 +52,8 @@ def synth_lora(
         if component not in components:
             continue
         available = lora_capable_modules(components[component])
+        if only is not None:
+            available = {n: m for n, m in available.items() if n in only.get(component, ())}
         for index, name in enumerate(select_modules(sorted(available), tuple(suffixes))):
             weight = available[name].weight
             r = rank_fn(index, name)
@@ -73,7 +77,11 @@ def write_lora(
     layout: str = "diffusers",
     seed: int = 0,
     rank: Rank = 4,
-    alpha: float | None = None,
+    alpha: float | None | Callable[[int], float | None] = None,
+    dtype: torch.dtype = torch.float32,
 ) -> str:
-    """Synthesise a LoRA on ``targets`` (see ``synth_lora``) and save it at ``path`` in ``layout``."""
-    return save_lora(synth_lora(components, targets, seed=seed, rank=rank, alpha=alpha), path, layout)
+    """Synthesise a LoRA on ``targets`` (see ``synth_lora``), on the modules ``layout`` can name, and
+    save it at ``path`` in ``layout``."""
+    lora = synth_lora(components, targets, seed=seed, rank=rank, alpha=alpha, dtype=dtype,
+                      only=nameable(layout, components))
+    return save_lora(lora, path, layout, components)

@@ -1,4 +1,5 @@
-"""The reference merge: W' = W + Σ wᵢ · lora_scale · (αᵢ/rᵢ) · Bᵢ@Aᵢ, in float64, from raw file tensors.
+"""The reference merge: W' = W + Σ wᵢ · lora_scale · (αᵢ/rᵢ) · Bᵢ@Aᵢ, in float64, from raw file tensors;
+a full difference (``.diff``/``.diff_b``) adds wᵢ · lora_scale · ΔW (or Δb) itself.
 
 Independent of PEFT on purpose: it reads only ``LoraModule`` tensors parsed from the file and the
 base weights captured before loading, so a bug shared by PEFT's layers and a reference built from
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from parity.lora.neutral import LoraFile, LoraModule
+from parity.lora.neutral import DiffModule, LoraFile, LoraModule, Module
 
 
 def delta_from_factors(m: LoraModule, scale: float = 1.0) -> torch.Tensor:
@@ -48,6 +49,7 @@ class MergeStep:
     abs_product: torch.Tensor  # P, float64
     rank: int
     file_dtype: torch.dtype
+    alpha_over_rank: float | None = None  # a pair's α/r, for the diagnosis of a failing weight
 
 
 @dataclass
@@ -57,10 +59,30 @@ class MergeReference:
     base: torch.Tensor  # float64
     merged: torch.Tensor  # float64: base + Σ δ
     steps: list[MergeStep]
+    param: str = "weight"  # "bias" for a .diff_b
+
+    @property
+    def param_name(self) -> str:
+        return f"{self.module}.{self.param}"
 
     @property
     def key(self) -> str:
-        return f"{self.component}.{self.module}.weight"
+        return f"{self.component}.{self.param_name}"
+
+
+def contributions(m: Module, scale: float) -> list[tuple[str, MergeStep]]:
+    """(parameter, step) for each tensor ``m`` changes: a pair its weight; a difference its weight
+    and/or bias, each one addition (rank 1 in the rounding bound: no sum is formed)."""
+    if isinstance(m, LoraModule):
+        return [("weight", MergeStep(delta_from_factors(m, scale), abs_product(m, scale), m.rank, m.down.dtype,
+                                     m.effective_alpha / m.rank))]
+    assert isinstance(m, DiffModule)
+    out = []
+    for param, t in (("weight", m.diff), ("bias", m.bias)):
+        if t is not None:
+            delta = scale * t.double()
+            out.append((param, MergeStep(delta, delta.abs(), 1, t.dtype)))
+    return out
 
 
 def reference_merge(
@@ -71,20 +93,21 @@ def reference_merge(
     """Merge ``adapters`` (each with its set_adapters weight) into ``base_weights``.
 
     ``base_weights`` maps component → canonical parameter name → tensor (see parity.modules.base_weights).
-    Adapters are applied in order, as PEFT merges them one after another.
+    Adapters are applied in order, as PEFT merges them one after another. Weights are keyed
+    (component, module); a bias a file changes, (component, "<module>.bias").
     """
     refs: dict[tuple[str, str], MergeReference] = {}
     for lora, weight in adapters:
         scale = weight * lora_scale
         for (component, module), m in lora.modules.items():
-            key = (component, module)
-            if key not in refs:
-                base = base_weights[component][f"{module}.weight"].double()
-                refs[key] = MergeReference(component, module, base, base.clone(), [])
-            ref = refs[key]
-            delta = delta_from_factors(m, scale)
-            if delta.shape != ref.base.shape:
-                raise ValueError(f"{ref.key}: delta {tuple(delta.shape)} vs weight {tuple(ref.base.shape)}")
-            ref.merged = ref.merged + delta
-            ref.steps.append(MergeStep(delta, abs_product(m, scale), m.rank, m.down.dtype))
+            for param, step in contributions(m, scale):
+                key = (component, module if param == "weight" else f"{module}.{param}")
+                if key not in refs:
+                    base = base_weights[component][f"{module}.{param}"].double()
+                    refs[key] = MergeReference(component, module, base, base.clone(), [], param)
+                ref = refs[key]
+                if step.delta.shape != ref.base.shape:
+                    raise ValueError(f"{ref.key}: delta {tuple(step.delta.shape)} vs {tuple(ref.base.shape)}")
+                ref.merged = ref.merged + step.delta
+                ref.steps.append(step)
     return refs

@@ -69,8 +69,9 @@ def sdxl_unet(blocks: int | None = None) -> nn.Module:
 FLUX_DOUBLE, FLUX_SINGLE = 19, 38
 
 
-def flux_transformer(blocks: int | None = None) -> nn.Module:
-    """FLUX.1-dev; ``blocks`` double-stream blocks and twice as many single-stream ones (19 + 38 published)."""
+def flux_transformer(blocks: int | None = None, single: int | None = None) -> nn.Module:
+    """FLUX.1-dev; ``blocks`` double-stream blocks and twice as many single-stream ones (19 + 38
+    published), or ``single`` of those."""
     from diffusers import FluxTransformer2DModel
 
     double = FLUX_DOUBLE if blocks is None else blocks
@@ -78,7 +79,7 @@ def flux_transformer(blocks: int | None = None) -> nn.Module:
         patch_size=1,
         in_channels=64,
         num_layers=double,
-        num_single_layers=FLUX_SINGLE if blocks is None else 2 * blocks,
+        num_single_layers=single if single is not None else FLUX_SINGLE if blocks is None else 2 * blocks,
         attention_head_dim=128,
         num_attention_heads=24,
         joint_attention_dim=4096,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from parity.checks.cases import LoadsFiles
-from parity.checks.fuse import load_adapters
+from parity.checks.fuse import load_files
 from parity.checks.prepare import Prepared, prepare
 
 
@@ -30,7 +30,8 @@ class PreparedCache:
         folder = self.directory / case.group
         folder.mkdir(parents=True, exist_ok=True)
         prep = prepare(case.layout, case.specs, case.dtype, case.device, str(folder), self.model_path)
-        load_adapters(prep.pipe, prep.paths, case.weights if case.adapters > 1 else None)
+        # load_files, as the check does: a file diffusers refuses raises LoaderRefused (a case's finding)
+        load_files(prep.pipe, prep.family, prep.loras, case.weights if len(case.specs) > 1 else None)
         return prep
 
     def get(self, case: LoadsFiles) -> Prepared:

@@ -1,0 +1,80 @@
+"""The grammar of LoRA file keys: ``<prefix><module name><role suffix>``.
+
+The prefix says which component (``lora_te2_``, ``text_encoder.``, ``diffusion_model.``, or none at
+all for DiffSynth and XLabs files, which address the denoiser) and whether the module name has its
+dots replaced by underscores (kohya). The suffix says what the tensor is: a down or up factor, in
+whichever spelling a trainer uses, an alpha, or a full weight or bias difference. What the module
+name means is parity/lora/names; this module only cuts keys apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DENOISER = "<denoiser>"  # the model's unet or transformer, whichever it has
+
+
+@dataclass(frozen=True)
+class Prefix:
+    text: str
+    component: str
+    underscored: bool
+    style: str  # "kohya" | "component" | "diffusion_model" | "none"
+
+
+# First match wins: longer prefixes before those they extend.
+PREFIXES = (
+    Prefix("lora_unet_", DENOISER, True, "kohya"),
+    Prefix("lora_transformer_", "transformer", True, "kohya"),
+    Prefix("lora_te1_", "text_encoder", True, "kohya"),
+    Prefix("lora_te2_", "text_encoder_2", True, "kohya"),
+    Prefix("lora_te_", "text_encoder", True, "kohya"),
+    Prefix("unet.", "unet", False, "component"),
+    Prefix("transformer.", "transformer", False, "component"),
+    Prefix("text_encoder_2.", "text_encoder_2", False, "component"),
+    Prefix("text_encoder.", "text_encoder", False, "component"),
+    Prefix("diffusion_model.", DENOISER, False, "diffusion_model"),
+    Prefix("", DENOISER, False, "none"),
+)
+
+# (suffix, role, pair style); first match wins. ``.lora_A.<adapter>.weight`` is matched by pattern.
+ROLES = (
+    (".lora_down.weight", "down", "lora_down"),
+    (".lora_up.weight", "up", "lora_down"),
+    (".lora_A.weight", "down", "lora_A"),
+    (".lora_B.weight", "up", "lora_A"),
+    (".down.weight", "down", "down/up"),
+    (".up.weight", "up", "down/up"),
+    (".alpha", "alpha", ""),
+    (".diff_b", "diff_b", "diff"),
+    (".diff", "diff", "diff"),
+)
+NAMED_ADAPTER = re.compile(r"\.lora_([AB])\.([A-Za-z0-9_-]+)\.weight$")
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    key: str
+    prefix: Prefix
+    body: str  # the module name as the file spells it
+    role: str  # down | up | alpha | diff | diff_b
+    style: str  # how the pair is spelled: lora_down | lora_A | lora_A.<adapter> | down/up | diff | ""
+
+
+def parse_key(key: str) -> ParsedKey | None:
+    """The key cut into prefix, module name and role; None for a key no LoRA layout writes."""
+    stem = role = style = None
+    for suffix, r, s in ROLES:
+        if key.endswith(suffix):
+            stem, role, style = key[: -len(suffix)], r, s
+            break
+    named = NAMED_ADAPTER.search(key)
+    if named and (stem is None or style == "down/up"):
+        stem, role, style = key[: named.start()], "down" if named[1] == "A" else "up", f"lora_A.{named[2]}"
+    if stem is None:
+        return None
+    for prefix in PREFIXES:
+        if stem.startswith(prefix.text):
+            return ParsedKey(key, prefix, stem[len(prefix.text):], role, style)
+    return None  # unreachable: the empty prefix matches everything

@@ -1,0 +1,465 @@
+"""LoRA files written the way public trainers write them, for the tiny built-in models.
+
+Each writer here is independent of the code under test (parity.lora.layouts / names / synth /
+reader): it walks the tiny model's module tree itself and derives every key the way the trainer's
+own naming code does, so `lora-parity check` is tested on files it did not write.
+
+Trainers followed (the naming code each writer mirrors):
+
+* kohya sd-scripts, SD 1.x (networks/lora.py): ``lora_unet_`` + diffusers module name with '.' -> '_',
+  ``lora_te_`` + the CLIP name (``text_model_`` level included, as published files have it);
+  ``.lora_down.weight`` (r, in[, k, k]), ``.lora_up.weight`` (out, r[, 1, 1]), ``.alpha`` a scalar.
+  kohya/resize_lora.py ``--dynamic_method`` writes the same keys with a rank and alpha per module.
+* kohya sd-scripts, SDXL (networks/lora.py on library/sdxl_original_unet.py): the original SGM UNet's
+  names (input_blocks / middle_block / output_blocks, ResBlock in_layers / emb_layers / out_layers /
+  skip_connection, downsampler ``op``), text encoders under ``lora_te1_`` / ``lora_te2_``.
+* kohya sd-scripts, FLUX.1 (networks/lora_flux.py on library/flux_models.py): BFL names (fused
+  img_attn.qkv, single-block linear1/linear2), CLIP under ``lora_te1_``; the ComfyUI spelling of the
+  same names under ``diffusion_model.``; XLabs' ``double_blocks.N.processor.qkv_lora1`` files.
+* Qwen-Image: musubi-tuner (``lora_unet_``), Lightning (``diffusion_model.``), DiffSynth-Studio
+  (``lora_A.default``), and ``transformer.`` + ``.alpha`` files.
+* diffusers' legacy training scripts (attention processors, ``to_q_lora.down``), no alpha.
+
+Factors are deterministic: A ~ N(0, 1/fan_in), B ~ N(0, 0.25/r), from one seeded torch.Generator
+per file, drawn in the order the modules are listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+RANK = 4
+ALPHA = 2.0
+
+
+# ---------------------------------------------------------------- the tiny models, walked
+
+
+@cache
+def tiny_components(family: str) -> dict[str, nn.Module]:
+    """The family's tiny pipeline's LoRA-capable components (built once per process)."""
+    from parity.zoo import FAMILIES
+
+    fam = FAMILIES[family]
+    return fam.components(fam.build_tiny(0))
+
+
+def lora_layers(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of every Linear and Conv2d, in module-tree order."""
+    for name, child in module.named_modules():
+        if isinstance(child, (nn.Linear, nn.Conv2d)):
+            yield name, child
+
+
+def ends_with(name: str, *suffixes: str) -> bool:
+    return any(name == s or name.endswith("." + s) for s in suffixes)
+
+
+def clip_name(name: str) -> str:
+    """The CLIP module name as trainers see it: transformers 5's CLIPTextModel has no ``text_model.``
+    level in its module names, transformers 4's (which trained every published file) has."""
+    return name if name.startswith("text_model.") else "text_model." + name
+
+
+# ---------------------------------------------------------------- factors
+
+
+@dataclass
+class Factors:
+    """Deterministic LoRA factors: one generator per file, drawn module after module."""
+
+    seed: int
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        self.gen = torch.Generator().manual_seed(self.seed)
+
+    def draw(self, shape_down: tuple[int, ...], shape_up: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        rank = shape_down[0]
+        fan_in = 1
+        for d in shape_down[1:]:
+            fan_in *= d
+        down = torch.randn(shape_down, generator=self.gen, dtype=torch.float64) * (1.0 / fan_in) ** 0.5
+        up = torch.randn(shape_up, generator=self.gen, dtype=torch.float64) * (0.25 / rank) ** 0.5
+        return down.to(self.dtype).contiguous(), up.to(self.dtype).contiguous()
+
+    def for_module(self, module: nn.Module, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(down, up) for a Linear (r, in) / (out, r) or a Conv2d (r, in, k, k) / (out, r, 1, 1)."""
+        w = module.weight
+        if isinstance(module, nn.Conv2d):
+            out_ch, in_ch, kh, kw = w.shape
+            return self.draw((rank, in_ch, kh, kw), (out_ch, rank, 1, 1))
+        out_f, in_f = w.shape
+        return self.draw((rank, in_f), (out_f, rank))
+
+    def for_shape(self, out_f: int, in_f: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.draw((rank, in_f), (out_f, rank))
+
+
+Ranks = Callable[[int], tuple[int, float]]  # module index -> (rank, alpha)
+
+
+def fixed_rank(_: int) -> tuple[int, float]:
+    return RANK, ALPHA
+
+
+def dynamic_rank(i: int) -> tuple[int, float]:
+    """What kohya's resize_lora.py --dynamic_method writes: each module its own rank, and its alpha
+    scaled with it (new_alpha = alpha * new_rank / rank)."""
+    rank = (4, 1, 3, 2)[i % 4]
+    return rank, ALPHA * rank / RANK
+
+
+def kohya_entry(sd: dict[str, torch.Tensor], stem: str, down: torch.Tensor, up: torch.Tensor,
+                alpha: float | None, sep: str = "") -> None:
+    """``stem.lora_down.weight`` / ``stem.lora_up.weight`` / ``stem.alpha`` (a scalar in the factors' dtype)."""
+    sd[f"{stem}.lora_down.weight"] = down
+    sd[f"{stem}.lora_up.weight"] = up
+    if alpha is not None:
+        sd[f"{stem}.alpha"] = torch.tensor(alpha, dtype=down.dtype)
+
+
+def save(sd: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
+    path = Path(path)
+    save_file(sd, str(path), metadata=metadata)
+    return path
+
+
+# ---------------------------------------------------------------- kohya sd-scripts, SD 1.x
+
+SD_UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
+SD_CONV_TARGETS = ("conv1", "conv2", "conv_shortcut", "time_emb_proj", "downsamplers.0.conv", "upsamplers.0.conv")
+CLIP_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+def kohya_sd15(path: Path, *, seed: int = 11, ranks: Ranks = fixed_rank, conv: bool = False,
+               dtype: torch.dtype = torch.float32) -> Path:
+    """networks/lora.py on SD 1.x: the UNet is kohya's copy of the diffusers UNet, so the names are
+    diffusers' with '.' -> '_'. Transformer2DModel children (Linear, 1x1 Conv2d); with ``conv``
+    (``conv_dim``), ResnetBlock2D / Downsample2D / Upsample2D children too (LoCon)."""
+    comps = tiny_components("sd15")
+    factors = Factors(seed, dtype)
+    sd: dict[str, torch.Tensor] = {}
+    i = 0
+    targets = SD_UNET_TARGETS + (SD_CONV_TARGETS if conv else ())
+    for name, module in lora_layers(comps["unet"]):
+        if ends_with(name, *targets):
+            rank, alpha = ranks(i)
+            i += 1
+            down, up = factors.for_module(module, rank)
+            kohya_entry(sd, "lora_unet_" + name.replace(".", "_"), down, up, alpha)
+    for name, module in lora_layers(comps["text_encoder"]):
+        if ends_with(name, *CLIP_TARGETS):
+            rank, alpha = ranks(i)
+            i += 1
+            down, up = factors.for_module(module, rank)
+            kohya_entry(sd, "lora_te_" + clip_name(name).replace(".", "_"), down, up, alpha)
+    metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(RANK), "ss_network_alpha": str(ALPHA),
+                "ss_base_model_version": "sd_v1"}
+    if ranks is dynamic_rank:
+        metadata.update(ss_network_dim="Dynamic", ss_network_alpha="Dynamic")
+    return save(sd, path, metadata)
+
+
+# ---------------------------------------------------------------- kohya sd-scripts, SDXL (SGM names)
+
+SGM_RESNET = {"conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "conv2": "out_layers.3",
+              "conv_shortcut": "skip_connection"}
+SGM_TOP = {"conv_in": "input_blocks.0.0", "conv_out": "out.2",
+           "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+           "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+
+
+def sgm_block_map(unet: nn.Module, input_shift: int = 0, output_shift: int = 0) -> dict[str, str]:
+    """diffusers UNet sub-module prefix -> original (SGM) UNet prefix, following the original UNet's
+    construction order: input_blocks[0] is conv_in; per level, one input block per resnet (resnet at
+    .0, its transformer at .1), then one for the downsampler (``.0.op``); middle_block is
+    resnet / transformer / resnet; per level, reversed, one output block per resnet (.0 resnet, .1
+    transformer, and on the level's last one the upsampler after them). ``input_shift`` /
+    ``output_shift`` move every input block after conv_in / every output block by that many: a
+    deliberately wrong map, for negative controls."""
+    mapping: dict[str, str] = {}
+    idx = 1
+    for b, block in enumerate(unet.down_blocks):
+        attentions = getattr(block, "attentions", None) or []
+        for j, _ in enumerate(block.resnets):
+            n = idx + input_shift
+            mapping[f"down_blocks.{b}.resnets.{j}"] = f"input_blocks.{n}.0"
+            if j < len(attentions):
+                mapping[f"down_blocks.{b}.attentions.{j}"] = f"input_blocks.{n}.1"
+            idx += 1
+        if getattr(block, "downsamplers", None):
+            mapping[f"down_blocks.{b}.downsamplers.0.conv"] = f"input_blocks.{idx + input_shift}.0.op"
+            idx += 1
+    mid = unet.mid_block
+    mapping["mid_block.resnets.0"] = "middle_block.0"
+    for j, _ in enumerate(getattr(mid, "attentions", None) or []):
+        mapping[f"mid_block.attentions.{j}"] = f"middle_block.{2 * j + 1}"
+        mapping[f"mid_block.resnets.{j + 1}"] = f"middle_block.{2 * j + 2}"
+    idx = 0
+    for b, block in enumerate(unet.up_blocks):
+        attentions = getattr(block, "attentions", None) or []
+        for j, _ in enumerate(block.resnets):
+            n = idx + output_shift
+            mapping[f"up_blocks.{b}.resnets.{j}"] = f"output_blocks.{n}.0"
+            layer = 1
+            if j < len(attentions):
+                mapping[f"up_blocks.{b}.attentions.{j}"] = f"output_blocks.{n}.1"
+                layer = 2
+            if j == len(block.resnets) - 1 and getattr(block, "upsamplers", None):
+                mapping[f"up_blocks.{b}.upsamplers.0.conv"] = f"output_blocks.{n}.{layer}.conv"
+            idx += 1
+    return mapping
+
+
+def sgm_name(name: str, blocks: dict[str, str]) -> str | None:
+    """The original UNet's name of a diffusers UNet module, or None when it has none."""
+    if name in SGM_TOP:
+        return SGM_TOP[name]
+    for prefix in sorted(blocks, key=len, reverse=True):
+        if name == prefix:
+            return blocks[prefix]
+        if name.startswith(prefix + "."):
+            rest = name[len(prefix) + 1:]
+            if ".resnets." in prefix:
+                rest = SGM_RESNET.get(rest, rest)
+            return f"{blocks[prefix]}.{rest}"
+    return None
+
+
+SDXL_TARGETS = SD_UNET_TARGETS + ("conv1", "conv2", "time_emb_proj", "conv_shortcut", "conv_in", "conv_out",
+                                  "time_embedding.linear_1", "time_embedding.linear_2", "add_embedding.linear_1",
+                                  "add_embedding.linear_2", "downsamplers.0.conv", "upsamplers.0.conv")
+
+
+def kohya_sdxl(path: Path, *, seed: int = 12, input_shift: int = 0, output_shift: int = 0,
+               dtype: torch.dtype = torch.float32) -> Path:
+    """networks/lora.py on library/sdxl_original_unet.py: SGM names, ``lora_te1_`` / ``lora_te2_``.
+    Beyond lora.py's Transformer2DModel + (conv_dim) ResBlock/Downsample/Upsample targets, the file
+    also covers conv_in (input_blocks.0.0), conv_out (out.2), time_embed and label_emb, as LyCORIS'
+    full preset on the same UNet names them."""
+    comps = tiny_components("sdxl")
+    factors = Factors(seed, dtype)
+    unet = comps["unet"]
+    blocks = sgm_block_map(unet, input_shift, output_shift)
+    sd: dict[str, torch.Tensor] = {}
+    for name, module in lora_layers(unet):
+        if not ends_with(name, *SDXL_TARGETS):
+            continue
+        original = sgm_name(name, blocks)
+        assert original is not None, name
+        down, up = factors.for_module(module, RANK)
+        kohya_entry(sd, "lora_unet_" + original.replace(".", "_"), down, up, ALPHA)
+    for component, prefix in (("text_encoder", "lora_te1_"), ("text_encoder_2", "lora_te2_")):
+        for name, module in lora_layers(comps[component]):
+            if ends_with(name, *CLIP_TARGETS):
+                down, up = factors.for_module(module, RANK)
+                kohya_entry(sd, prefix + clip_name(name).replace(".", "_"), down, up, ALPHA)
+    return save(sd, path, {"ss_network_module": "networks.lora", "ss_base_model_version": "sdxl_base_v1-0"})
+
+
+# ---------------------------------------------------------------- FLUX.1: BFL names
+
+
+def bfl_modules(transformer: nn.Module) -> list[tuple[str, int, int]]:
+    """(BFL module name, out, in) of every Linear library/flux_models.py's Flux has and lora_flux.py
+    targets, with widths read off the diffusers transformer's modules: a fused qkv is 3 x inner rows,
+    a single block's linear1 is 3 x inner + mlp rows and its linear2 takes inner + mlp columns."""
+
+    def shape(m: nn.Module) -> tuple[int, int]:
+        return m.out_features, m.in_features
+
+    out: list[tuple[str, int, int]] = []
+    for n, blk in enumerate(transformer.transformer_blocks):
+        attn = blk.attn
+        inner, dim = shape(attn.to_q)
+        for stream, qkv, proj, ff, mod in (
+            ("img", attn.to_q, attn.to_out[0], blk.ff.net, blk.norm1.linear),
+            ("txt", attn.add_q_proj, attn.to_add_out, blk.ff_context.net, blk.norm1_context.linear),
+        ):
+            p = f"double_blocks.{n}.{stream}"
+            out.append((f"{p}_attn.qkv", 3 * qkv.out_features, qkv.in_features))
+            out.append((f"{p}_attn.proj", *shape(proj)))
+            out.append((f"{p}_mlp.0", *shape(ff[0].proj)))
+            out.append((f"{p}_mlp.2", *shape(ff[2])))
+            out.append((f"{p}_mod.lin", *shape(mod)))
+    for n, blk in enumerate(transformer.single_transformer_blocks):
+        inner, dim = shape(blk.attn.to_q)
+        mlp = blk.proj_mlp.out_features
+        out.append((f"single_blocks.{n}.linear1", 3 * inner + mlp, dim))
+        out.append((f"single_blocks.{n}.linear2", *shape(blk.proj_out)))
+        out.append((f"single_blocks.{n}.modulation.lin", *shape(blk.norm.linear)))
+    tte = transformer.time_text_embed
+    out.append(("img_in", *shape(transformer.x_embedder)))
+    out.append(("txt_in", *shape(transformer.context_embedder)))
+    out.append(("time_in.in_layer", *shape(tte.timestep_embedder.linear_1)))
+    out.append(("time_in.out_layer", *shape(tte.timestep_embedder.linear_2)))
+    out.append(("vector_in.in_layer", *shape(tte.text_embedder.linear_1)))
+    out.append(("vector_in.out_layer", *shape(tte.text_embedder.linear_2)))
+    if getattr(tte, "guidance_embedder", None) is not None:
+        out.append(("guidance_in.in_layer", *shape(tte.guidance_embedder.linear_1)))
+        out.append(("guidance_in.out_layer", *shape(tte.guidance_embedder.linear_2)))
+    out.append(("final_layer.linear", *shape(transformer.proj_out)))
+    out.append(("final_layer.adaLN_modulation.1", *shape(transformer.norm_out.linear)))
+    return out
+
+
+def kohya_flux(path: Path, *, seed: int = 13, comfy: bool = False, dtype: torch.dtype = torch.float32) -> Path:
+    """networks/lora_flux.py: ``lora_unet_`` + BFL name with '.' -> '_' (train_blocks=all, in_dims
+    set so the input/embedder layers train too, and the final layer), CLIP under ``lora_te1_``. ``comfy``: the same BFL
+    names dotted under ``diffusion_model.`` (ComfyUI's save), transformer only."""
+    comps = tiny_components("flux")
+    factors = Factors(seed, dtype)
+    sd: dict[str, torch.Tensor] = {}
+    for name, out_f, in_f in bfl_modules(comps["transformer"]):
+        down, up = factors.for_shape(out_f, in_f, RANK)
+        stem = f"diffusion_model.{name}" if comfy else "lora_unet_" + name.replace(".", "_")
+        kohya_entry(sd, stem, down, up, ALPHA)
+    if not comfy:
+        for name, module in lora_layers(comps["text_encoder"]):
+            if ends_with(name, *CLIP_TARGETS):
+                down, up = factors.for_module(module, RANK)
+                kohya_entry(sd, "lora_te1_" + clip_name(name).replace(".", "_"), down, up, ALPHA)
+    return save(sd, path, None if comfy else {"ss_network_module": "networks.lora_flux"})
+
+
+def xlabs_flux(path: Path, *, seed: int = 14, dtype: torch.dtype = torch.float32) -> Path:
+    """XLabs x-flux: DoubleStreamBlockLoraProcessor (qkv_lora1/proj_lora1 image stream,
+    qkv_lora2/proj_lora2 text stream) and SingleStreamBlockLoraProcessor (qkv_lora on linear1's qkv
+    rows, proj_lora on linear2, inner + mlp columns): LoRALinearLayer ``down`` / ``up``, no alpha."""
+    transformer = tiny_components("flux")["transformer"]
+    factors = Factors(seed, dtype)
+    sd: dict[str, torch.Tensor] = {}
+    for n, blk in enumerate(transformer.transformer_blocks):
+        dim = blk.attn.to_q.in_features
+        for k in (1, 2):
+            p = f"double_blocks.{n}.processor"
+            for part, out_f in ((f"qkv_lora{k}", 3 * dim), (f"proj_lora{k}", dim)):
+                down, up = factors.for_shape(out_f, dim, RANK)
+                sd[f"{p}.{part}.down.weight"], sd[f"{p}.{part}.up.weight"] = down, up
+    for n, blk in enumerate(transformer.single_transformer_blocks):
+        dim = blk.attn.to_q.in_features
+        p = f"single_blocks.{n}.processor"
+        for part, out_f, in_f in (("qkv_lora", 3 * dim, dim), ("proj_lora", dim, blk.proj_out.in_features)):
+            down, up = factors.for_shape(out_f, in_f, RANK)
+            sd[f"{p}.{part}.down.weight"], sd[f"{p}.{part}.up.weight"] = down, up
+    return save(sd, path)
+
+
+# ---------------------------------------------------------------- Qwen-Image
+
+QWEN_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+                "img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2",
+                "img_mod.1", "txt_mod.1", "img_in", "txt_in", "proj_out", "norm_out.linear")
+
+
+def qwen_modules() -> list[tuple[str, nn.Module]]:
+    transformer = tiny_components("qwenimage")["transformer"]
+    return [(n, m) for n, m in lora_layers(transformer) if ends_with(n, *QWEN_TARGETS)]
+
+
+def qwen_file(path: Path, style: str, *, seed: int = 15, dtype: torch.dtype = torch.float32) -> Path:
+    """Qwen-Image files; musubi-tuner's model keeps diffusers' module names, so every trainer here
+    spells the diffusers name:
+
+    * ``musubi``: networks/lora_qwen_image.py, ``lora_unet_`` + name with '.' -> '_', lora_down/up, alpha
+    * ``lightning``: ``diffusion_model.<name>.lora_down.weight`` / ``lora_up`` / ``alpha``
+    * ``diffsynth``: ``<name>.lora_A.default.weight`` / ``lora_B.default.weight``, no prefix, no alpha
+    * ``alpha``: ``transformer.<name>.lora_A.weight`` / ``lora_B.weight`` + ``transformer.<name>.alpha``
+    """
+    factors = Factors(seed, dtype)
+    sd: dict[str, torch.Tensor] = {}
+    for name, module in qwen_modules():
+        down, up = factors.for_module(module, RANK)
+        if style == "musubi":
+            kohya_entry(sd, "lora_unet_" + name.replace(".", "_"), down, up, ALPHA)
+        elif style == "lightning":
+            kohya_entry(sd, f"diffusion_model.{name}", down, up, ALPHA)
+        elif style == "diffsynth":
+            sd[f"{name}.lora_A.default.weight"], sd[f"{name}.lora_B.default.weight"] = down, up
+        elif style == "alpha":
+            sd[f"transformer.{name}.lora_A.weight"], sd[f"transformer.{name}.lora_B.weight"] = down, up
+            sd[f"transformer.{name}.alpha"] = torch.tensor(ALPHA, dtype=dtype)
+        else:
+            raise ValueError(style)
+    metadata = {"ss_network_module": "networks.lora_qwen_image"} if style == "musubi" else None
+    return save(sd, path, metadata)
+
+
+# ---------------------------------------------------------------- diffusers legacy training scripts
+
+LEGACY_ATTN = {"to_q": "to_q_lora", "to_k": "to_k_lora", "to_v": "to_v_lora", "to_out.0": "to_out_lora"}
+LEGACY_CLIP = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def diffusers_legacy(path: Path, *, seed: int = 16, dtype: torch.dtype = torch.float32) -> Path:
+    """train_dreambooth_lora.py / train_text_to_image_lora.py of diffusers <= 0.20: LoRAAttnProcessor
+    weights ``unet.<attention>.processor.to_q_lora.down.weight`` (to_out.0 -> to_out_lora), the text
+    encoder's PatchedLoraProjection ``text_encoder.<...>.q_proj.lora_linear_layer.down.weight``; no alpha."""
+    comps = tiny_components("sd15")
+    factors = Factors(seed, dtype)
+    sd: dict[str, torch.Tensor] = {}
+    for name, module in lora_layers(comps["unet"]):
+        for leaf, processor in LEGACY_ATTN.items():
+            if name.endswith("." + leaf) and (".attn1." in name or ".attn2." in name):
+                attention = name[: -len(leaf) - 1]
+                down, up = factors.for_module(module, RANK)
+                sd[f"unet.{attention}.processor.{processor}.down.weight"] = down
+                sd[f"unet.{attention}.processor.{processor}.up.weight"] = up
+    for name, module in lora_layers(comps["text_encoder"]):
+        if ends_with(name, *LEGACY_CLIP):
+            down, up = factors.for_module(module, RANK)
+            sd[f"text_encoder.{clip_name(name)}.lora_linear_layer.down.weight"] = down
+            sd[f"text_encoder.{clip_name(name)}.lora_linear_layer.up.weight"] = up
+    return save(sd, path)
+
+
+# ---------------------------------------------------------------- the table the tests run
+
+
+@dataclass(frozen=True)
+class TrainerFile:
+    id: str
+    family: str
+    write: Callable[[Path], Path]
+    notes: str = ""
+
+
+TRAINER_FILES: tuple[TrainerFile, ...] = (
+    TrainerFile("sd15-kohya", "sd15", lambda p: kohya_sd15(p / "kohya_sd15.safetensors")),
+    TrainerFile("sd15-kohya-dynamic-locon", "sd15",
+                lambda p: kohya_sd15(p / "kohya_sd15_dynamic.safetensors", seed=21, ranks=dynamic_rank, conv=True),
+                "resize_lora.py --dynamic_method: a rank and an alpha per module; conv_dim LoCon convs"),
+    TrainerFile("sdxl-kohya-sgm", "sdxl", lambda p: kohya_sdxl(p / "kohya_sdxl.safetensors")),
+    TrainerFile("flux-kohya-bfl", "flux", lambda p: kohya_flux(p / "kohya_flux.safetensors")),
+    TrainerFile("flux-comfyui", "flux", lambda p: kohya_flux(p / "comfy_flux.safetensors", comfy=True)),
+    TrainerFile("flux-xlabs", "flux", lambda p: xlabs_flux(p / "xlabs_flux.safetensors")),
+    TrainerFile("qwenimage-musubi-bf16", "qwenimage",
+                lambda p: qwen_file(p / "musubi_qwen.safetensors", "musubi", dtype=torch.bfloat16),
+                "factors and alpha stored in bfloat16"),
+    TrainerFile("qwenimage-lightning", "qwenimage", lambda p: qwen_file(p / "lightning_qwen.safetensors", "lightning")),
+    TrainerFile("qwenimage-diffsynth", "qwenimage", lambda p: qwen_file(p / "diffsynth_qwen.safetensors", "diffsynth")),
+    TrainerFile("qwenimage-transformer-alpha", "qwenimage",
+                lambda p: qwen_file(p / "alpha_qwen.safetensors", "alpha")),
+    TrainerFile("sd15-diffusers-legacy", "sd15", lambda p: diffusers_legacy(p / "legacy_sd15.safetensors")),
+)
+
+
+def by_id(trainer_id: str) -> TrainerFile:
+    [t] = [t for t in TRAINER_FILES if t.id == trainer_id]
+    return t
+
+
+def keys_of(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return list(f.keys())
+

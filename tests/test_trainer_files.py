@@ -1,0 +1,149 @@
+"""`lora-parity check` on LoRA files written the way public trainers write them (issue 13).
+
+The files come from tests/support/trainer_files.py, which derives every key from the tiny models'
+module trees the way each trainer's naming code does, independently of parity.lora (the code under
+test). Each case pins the verdict: a clean pass (exit 0, every module of the file matched, no key
+left over), or the failure real diffusers 0.42.1 behaviour causes. The negative controls at the end
+write the kohya SDXL file with its SGM block numbering off by one and show it does not pass cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from parity.cli import main
+from tests.support.cli import assert_one_line_error
+from tests.support.trainer_files import TRAINER_FILES, TrainerFile, by_id, keys_of, kohya_sdxl
+
+
+@dataclass(frozen=True)
+class Verdict:
+    code: int
+    out: str
+    err: str
+    report: dict | None  # the --json report, when the run wrote one
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    @property
+    def first_line(self) -> str:
+        """The verdict line: the refusal on stderr, else the report's closing PASS/FAIL line."""
+        for line in self.err.splitlines():
+            if line.startswith("lora-parity: error: "):
+                return line
+        return next((line for line in reversed(self.out.splitlines()) if line.startswith(("PASS", "FAIL"))), "")
+
+
+def run_check(family: str, lora: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Verdict:
+    report = tmp_path / f"{lora.stem}.json"
+    code = main(["check", "--family", family, "--dtype", "float32", "--lora", str(lora), "--json", str(report)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return Verdict(code, out, err, json.loads(report.read_text()) if report.exists() else None)
+
+
+def modules_in(trainer: TrainerFile, path: Path) -> int:
+    """How many model modules the file's LoRA pairs reach: one per down/A factor, except XLabs'
+    fused qkv pairs, which reach three (to_q/to_k/to_v or their add_ twins)."""
+    downs = [k for k in keys_of(path) if k.endswith(("lora_down.weight", ".down.weight", "lora_A.weight",
+                                                      "lora_A.default.weight"))]
+    return len(downs) + 2 * sum(".processor.qkv_lora" in k for k in downs)
+
+
+def clean_pass(v: Verdict, modules: int) -> bool:
+    """Exit 0, PASS, and every module of the file matched with no key left over."""
+    if v.code != 0 or v.first_line != "PASS" or v.report is None or not v.report["ok"]:
+        return False
+    [f] = v.report["files"]
+    return f["unmatched"] == [] and sum(f["matched"].values()) == modules
+
+
+# trainer id -> (exit code, text in the verdict line). Measured on diffusers 0.42.1, peft 0.21.2.
+EXPECTED = {
+    "sd15-kohya": (0, "PASS"),
+    # A per-module alpha is lost on every attention projection and text-encoder module (see below).
+    "sd15-kohya-dynamic-locon": (1, "FAIL: a parity check failed"),
+    "sdxl-kohya-sgm": (0, "PASS"),
+    # BFL_WIDTHS: diffusers splits linear1 at FLUX.1-dev's widths (3072/12288), not the tiny model's.
+    "flux-kohya-bfl": (1, "diffusers refused a valid"),
+    "flux-comfyui": (1, "diffusers refused a valid"),
+    "flux-xlabs": (0, "PASS"),
+    "qwenimage-musubi-bf16": (0, "PASS"),
+    "qwenimage-lightning": (0, "PASS"),
+    "qwenimage-diffsynth": (0, "PASS"),
+    # QWEN_ALPHA_KEYS: the .alpha keys route it through the Qwen converter, which keeps transformer.
+    "qwenimage-transformer-alpha": (1, "diffusers refused a valid"),
+    # The legacy training scripts stored no alpha (alpha = r, scale 1), so diffusers dropping alphas
+    # (LEGACY_ALPHA, which the synthesizer's alpha-carrying legacy files hit) does not apply.
+    "sd15-diffusers-legacy": (0, "PASS"),
+}
+SLOW = {"sdxl-kohya-sgm"}  # ~15 s on 2 CPU cores: the tiny SDXL pipeline is the costliest to check
+
+
+def test_every_trainer_file_has_an_expected_verdict():
+    assert {t.id for t in TRAINER_FILES} == set(EXPECTED)
+
+
+@pytest.mark.parametrize(
+    "trainer",
+    [pytest.param(t, id=t.id, marks=[pytest.mark.slow] if t.id in SLOW else []) for t in TRAINER_FILES],
+)
+def test_check_gives_the_right_verdict_on_a_trainer_file(trainer, tmp_path, capsys):
+    path = trainer.write(tmp_path)
+    v = run_check(trainer.family, path, tmp_path, capsys)
+    code, needle = EXPECTED[trainer.id]
+    assert v.code == code, v.text
+    assert needle in v.first_line, v.text
+    if code == 0:
+        assert clean_pass(v, modules_in(trainer, path)), v.text
+    elif needle == "diffusers refused a valid":
+        assert path.name in v.first_line
+    if trainer.id == "sd15-kohya-dynamic-locon":
+        assert_alpha_lost_on_attention_and_text_encoder(v)
+
+
+def assert_alpha_lost_on_attention_and_text_encoder(v: Verdict) -> None:
+    """Real diffusers 0.42.1 behaviour, not a writer bug: _convert_non_diffusers_lora_to_diffusers
+    names each alpha ``diffusers_name.split(".lora.")[0] + ".alpha"``, but the attention keys it makes
+    are ``attn1.processor.to_q_lora.down.weight`` and the text-encoder ones ``to_q_lora`` /
+    ``.lora_linear_layer.``, none containing ``.lora.``: their alpha_pattern entries match no module and
+    they load with the file's most common alpha. With alpha/r = 0.5 everywhere, a rank-1 to_q fuses
+    4x its delta. proj_in/proj_out/ff/conv keys do contain ``.lora.`` and keep their alpha."""
+    assert v.report is not None and v.report["files"][0]["unmatched"] == [], v.text
+    [result] = v.report["results"]
+    merge = [f for f in result["failures"] if not f.startswith("unfuse")]
+    assert merge, v.text
+    for failure in merge:
+        module = failure.split(":")[0]
+        attention = ".attn1.to_" in module or ".attn2.to_" in module
+        assert attention or module.startswith("text_encoder."), failure
+        assert "the reference delta" in failure
+
+
+# ---------------------------------------------------------------- negative controls: a wrong SGM index
+
+
+@pytest.mark.slow
+def test_control_sgm_input_blocks_off_by_one_is_refused_naming_a_key(tmp_path, capsys):
+    """Every input block after conv_in numbered one too high: the level-0 resnet lands on
+    input_blocks.2 and the cross-attention level on input_blocks.4, names the tiny UNet does not have
+    in those places. Their keys match no module, so the check refuses the file (exit 2) naming one."""
+    path = kohya_sdxl(tmp_path / "kohya_sdxl_input_off_by_one.safetensors", input_shift=1)
+    code = main(["check", "--family", "sdxl", "--dtype", "float32", "--lora", str(path)])
+    assert_one_line_error(capsys, code, path.name, "lora_unet_input_blocks_")
+
+
+def test_control_sgm_output_blocks_off_by_one_exits_nonzero(tmp_path, capsys):
+    """Every output block numbered one too high: output_blocks.1.0 now holds the 32-channel resnet's
+    factors where the tiny UNet's up_blocks.0.resnets.1 takes 24 channels, so the check refuses it."""
+    path = kohya_sdxl(tmp_path / "kohya_sdxl_output_off_by_one.safetensors", output_shift=1)
+    code = main(["check", "--family", "sdxl", "--dtype", "float32", "--lora", str(path)])
+    assert code != 0
+    if code == 2:
+        assert_one_line_error(capsys, code, path.name, "shape mismatch")
