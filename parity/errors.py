@@ -26,4 +26,9 @@ class LoaderRefused(Exception):
         self.path = path
         self.layout = layout
         self.reason = reason
-        super().__init__(f"{path}: diffusers refused a valid {layout} file: {reason}")
+        self.known: str | None = None  # "known diffusers behaviour: …" when a pinned finding is this refusal
+        super().__init__(path, layout, reason)
+
+    def __str__(self) -> str:
+        text = f"{self.path}: diffusers refused a valid {self.layout} file: {self.reason}"
+        return text + (f" ({self.known})" if self.known else "")

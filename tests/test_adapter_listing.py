@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from parity.checks.cases import ACTIVE_ADAPTERS, api_family_cases
+from parity.checks.cases import api_family_cases
+from parity.checks.findings import ACTIVE_ADAPTERS
 from parity.pytest.cases import params
 from tests.support.adapters import active_per_component, load
 

@@ -92,7 +92,7 @@ def test_check_at_scale_0_5_fails_naming_the_scaling_fuse_lora_left_behind(loras
     """Real diffusers 0.42.1 behaviour (SECOND_FUSE in parity/checks/cases.py), shown as the failing
     verdict it is: fuse_lora(lora_scale=0.5) halves every PEFT scaling and unfuse_lora leaves it halved.
     Should an upgrade fix it, this test fails: the finding is gone, update it and the README."""
-    from parity.checks.cases import SECOND_FUSE
+    from parity.checks.findings import SECOND_FUSE
 
     out_json = tmp_path / "report.json"
     code = check("--lora", loras["diffusers"], "--scale", "0.5", "--json", out_json)

@@ -104,8 +104,10 @@ def test_check_gives_the_right_verdict_on_a_trainer_file(trainer, tmp_path, caps
         assert clean_pass(v, modules_in(trainer, path)), v.text
     elif needle == "diffusers refused a valid":
         assert path.name in v.first_line
+        assert "known diffusers behaviour: " in v.first_line, v.text  # the pinned refusal, named
     if trainer.id == "sd15-kohya-dynamic-locon":
         assert_alpha_lost_on_attention_and_text_encoder(v)
+        assert "known diffusers behaviour: in a kohya SD/SDXL file with per-module alpha" in v.out, v.text
 
 
 def assert_alpha_lost_on_attention_and_text_encoder(v: Verdict) -> None:

@@ -10,8 +10,9 @@ A case carries its marks as data (parity/pytest/cases.py turns them into pytest 
 
 - ``slow``: outside the representative combinations the default run (`make test`) takes; `make slow`
   runs the rest of the product. Each table says which combinations represent it, and why.
-- ``known``: a known departure of diffusers/PEFT from the reference, a finding. The generic check is
-  expected to fail on that case (a strict xfail), so an upgrade that changes the behaviour shows.
+- ``known``: a known departure of diffusers/PEFT from the reference, a finding (parity/checks/findings.py).
+  The generic check is expected to fail on that case (a strict xfail), so an upgrade that changes the
+  behaviour shows.
 
 Over 500 lines because it is the one table: splitting it by check would bring back the spread-out
 case lists it replaced.
@@ -23,22 +24,27 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from parity.checks.findings import (
+    ALPHA_BAKED_IN_FILE_DTYPE,
+    BFL_WIDTHS,
+    FLUX_DIFFUSION_MODEL,
+    KOHYA_PER_MODULE_ALPHA,
+    KOHYA_Q_PROJ_ONLY,
+    LEGACY_ALPHA,
+    LORA_TRANSFORMER,
+    QWEN_ALPHA_KEYS,
+    SECOND_FUSE,
+    SGM_SD15,
+    UNLOAD_AFTER_FUSE,
+    Known,
+)
 from parity.checks.hotswap import LEVELS
-from parity.errors import LoaderRefused
 from parity.lora.layouts import LAYOUTS
 from parity.zoo import FAMILIES
 from parity.zoo.family import Family
 
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda")
-
-
-@dataclass(frozen=True)
-class Known:
-    """A finding: what diffusers/PEFT does instead of what the check demands."""
-
-    reason: str
-    raises: type[BaseException] = AssertionError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,60 +139,6 @@ class LayoutCase:
         return dict(self.known).get(check)
 
 
-FLUX_DIFFUSION_MODEL = Known(
-    "finding: FluxLoraLoaderMixin reads `diffusion_model.` only inside kohya files with BFL names "
-    "(lora_conversion_utils: renamed to lora_unet_); a diffusion_model.<diffusers name>.lora_A file loses "
-    "every key to the `transformer.` prefix filter and load_lora_weights only logs a warning",
-    raises=LoaderRefused,
-)
-KOHYA_Q_PROJ_ONLY = Known(
-    "finding: a kohya text-encoder LoRA on q_proj only fails to load ('Could not automatically infer state "
-    "dict type'): convert_state_dict_to_diffusers recognises the old format only by a to_out_lora key, "
-    "which such a file does not have",
-    raises=LoaderRefused,
-)
-LEGACY_ALPHA = Known(
-    "finding: diffusers' legacy-format loader (convert_state_dict_to_diffusers, DIFFUSERS_OLD) keeps the "
-    "to_q_lora/.lora/.lora_linear_layer pairs but drops their .alpha keys: every module fuses r/α times the "
-    "reference delta (2x for α/r = 0.5)"
-)
-SGM_SD15 = Known(
-    "finding: a kohya file on original (SGM) block names is refused on SD1.5: StableDiffusionLoraLoaderMixin."
-    "load_lora_weights calls lora_state_dict without unet_config (the SDXL loader passes it), so "
-    "_maybe_map_sgm_blocks_to_diffusers never runs and the names come out as modules no UNet has "
-    "(`down_blocks.3.1.proj_in`, `mid_block.1.…`): NoMatchingPeftModuleError",
-    raises=LoaderRefused,
-)
-BFL_WIDTHS = Known(
-    "finding: diffusers splits a kohya/ComfyUI FLUX.1 file's single-block linear1 at FLUX.1-dev's hard-coded "
-    "widths (dims=[3072, 3072, 3072, 12288], 19 double and 38 single blocks in _convert_sd_scripts_to_ai_toolkit), "
-    "not the model's: any other width is refused with an AssertionError",
-    raises=LoaderRefused,
-)
-LORA_TRANSFORMER = Known(
-    "finding: a FLUX.1 file on lora_transformer_ keys (diffusers names, kohya pairs) is refused: "
-    "_convert_mixture_state_dict_to_diffusers raises KeyError 'single_transformer_blocks.0.weight'",
-    raises=LoaderRefused,
-)
-QWEN_ALPHA_KEYS = Known(
-    "finding: a Qwen-Image file with PEFT pairs under transformer. and a .alpha per module is refused: the "
-    "alpha keys send it through _convert_non_diffusers_qwen_lora_to_diffusers, which keeps the transformer. "
-    "prefix, so no target module matches (NoMatchingPeftModuleError)",
-    raises=LoaderRefused,
-)
-KOHYA_PER_MODULE_ALPHA = Known(
-    "finding: in a kohya SD/SDXL file with per-module alpha (resize_lora.py --dynamic_method), the attention "
-    "projections and text-encoder layers get the file's most common alpha, not their own: _get_alpha_name "
-    "names each alpha by diffusers_name.split('.lora.')[0], and their converted keys (to_q_lora, "
-    "lora_linear_layer) hold no '.lora.', so their alpha_pattern entries match no module"
-)
-ALPHA_BAKED_IN_FILE_DTYPE = Known(
-    "finding: a Qwen-Image file with .alpha keys has α/r baked into its factors in their own dtype "
-    "(_convert_non_diffusers_qwen_lora_to_diffusers: down * scale_down, up * scale_up): with bfloat16 factors "
-    "and α/r = 0.75, not a power of two, every factor is rounded once more in bfloat16, and the fused weight "
-    "misses the reference by that rounding (measured: up to ~45000 float32 ULPs, diagnosed as an extra "
-    "rounding of the delta in bfloat16)"
-)
 # Which converter a file goes through decides the finding: kohya SD/SDXL files through
 # _convert_non_diffusers_lora_to_diffusers (the two-adapter set has per-module alpha), Qwen-Image files
 # with alpha keys through the Qwen converter (the bf16 set has α/r = 0.75).
@@ -240,11 +192,6 @@ def _representative(fam: Family, lc: LayoutCase, dtype: str, scale: float, n: in
 
 
 # ---------------------------------------------------------------- merge parity
-
-SECOND_FUSE = Known(
-    "finding: diffusers' _fuse_lora_apply calls peft scale_layer(lora_scale) on every fuse and unfuse_lora "
-    "never undoes it, so fuse(0.5) → unfuse → fuse(0.5) merges 0.25·δ"
-)
 
 
 class LoadsFiles:
@@ -552,18 +499,6 @@ def api_family_cases(families: Iterable[str] | None = None, text_encoder: bool =
                      known: Known | None = None) -> list[ApiCase]:
     """One case per family; with ``text_encoder`` only the families whose text encoder takes a LoRA."""
     return [_api_case(fam, known=known) for fam in _families(families) if not text_encoder or _has_text_encoder(fam)]
-
-
-UNLOAD_AFTER_FUSE = Known(
-    "finding: unload_lora_weights after fuse_lora does not restore the base weights — "
-    "diffusers.utils.peft_utils.recurse_remove_peft_layers replaces each LoRA layer by "
-    "target.get_base_layer() without unmerge(), so the fused W + δ stays (call unfuse_lora first)"
-)
-ACTIVE_ADAPTERS = Known(
-    "finding: get_active_adapters() returns the active list of the first LoRA layer of the *last* "
-    "component that has one (lora_base.py get_active_adapters: the break leaves only the inner loop), "
-    "so after loading a (unet+text_encoder) then b (unet only) it reports ['a'] while the unet runs b"
-)
 
 
 @dataclass(frozen=True)

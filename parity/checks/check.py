@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
-from parity.checks.cases import SECOND_FUSE, Known
+from parity.checks.findings import SECOND_FUSE, Known
 from parity.checks.fuse import Loaded, fuse_and_measure, fuse_unfuse_cycles, load_files
+from parity.checks.known_findings import merge_findings, refusal_finding
 from parity.checks.progress import SILENT, Progress
 from parity.checks.unfused_state import UnfusedState, adapter_state, compare_unfused, denoiser_output
 from parity.devices import resolve, strict_float32
-from parity.errors import ParityInputError
+from parity.errors import LoaderRefused, ParityInputError
 from parity.lora.neutral import LoraFile
 from parity.lora.reader import read_lora
 from parity.tolerances import dtype_from_name
@@ -152,7 +153,8 @@ def known_behaviour(finding: Known) -> str:
     return KNOWN_PREFIX + finding.reason.removeprefix("finding: ")
 
 
-def _dtype_report(dtype_name: str, scale: float, merge: Any, unfuse: Any, state: UnfusedState) -> DtypeReport:
+def _dtype_report(plan: CheckPlan, loras: Sequence[LoraFile], dtype_name: str, scale: float, merge: Any,
+                  unfuse: Any, state: UnfusedState) -> DtypeReport:
     failures = merge.failures()
     for cycle, ratio in enumerate(unfuse.bound_ratio, start=1):
         if ratio > 1.0:
@@ -162,6 +164,7 @@ def _dtype_report(dtype_name: str, scale: float, merge: Any, unfuse: Any, state:
     failures += state.failures(scale, unfuse.cycles)
     # Named only where the measurement shows the finding's own symptom, never from the scale alone.
     known = [known_behaviour(SECOND_FUSE)] if state.left_by_fuse_scale(scale, unfuse.cycles) else []
+    known += [known_behaviour(k) for k in merge_findings(plan.family, loras, merge.reports)]
     drift = UnfuseReport(unfuse.cycles, scale, unfuse.max_ulps, unfuse.frac_changed,
                          max(unfuse.bound_ratio, default=0.0), unfuse.ok and state.ok, state)
     return DtypeReport(dtype_name, scale, merge.max_ulps, merge.max_bound_ratio, merge.ok and drift.ok, failures,
@@ -217,7 +220,7 @@ def _check_dtype(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
         outcome(unfuse.ok and state.ok)
     if torch.device(plan.device).type == "cuda":
         torch.cuda.empty_cache()
-    return _dtype_report(name, request.lora_scale, merge, unfuse, state)
+    return _dtype_report(plan, loras, name, request.lora_scale, merge, unfuse, state)
 
 
 def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) -> CheckReport:
@@ -231,7 +234,13 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
                            model_path=request.model_path)
     loras = [read_lora(path, plan.family.components(first), strict=True, allow_pickle=request.allow_pickle)
              for path in request.loras]
-    preloaded = [load_files(first, plan.family, loras, plan.weights)]
+    try:
+        preloaded = [load_files(first, plan.family, loras, plan.weights)]
+    except LoaderRefused as exc:
+        finding = refusal_finding(plan.family, exc.layout)
+        if finding is not None:
+            exc.known = known_behaviour(finding)
+        raise
     placed = preloaded[0].placed
     del first
     progress.plan(2 * len(plan.dtypes))

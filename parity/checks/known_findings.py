@@ -1,0 +1,53 @@
+"""Which pinned findings (parity/checks/findings.py) a user's run shows, so its verdict can name them.
+
+A finding is named only where the run shows the finding's own symptom, never from the file's layout
+alone: the layout says which diffusers converter ran, the measured failures say what it did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from parity.checks.cases import FINDING_LAYOUTS
+from parity.checks.findings import ALPHA_BAKED_IN_FILE_DTYPE, KOHYA_PER_MODULE_ALPHA, Known
+from parity.errors import LoaderRefused
+from parity.lora.neutral import LoraFile, LoraModule
+from parity.tolerances import TensorReport
+from parity.zoo.family import Family
+
+ATTENTION_PROJECTIONS = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")
+
+
+def refusal_finding(family: Family, layout: str) -> Known | None:
+    """The pinned refusal of this family's files in this layout, if diffusers refuses them all."""
+    for case in FINDING_LAYOUTS:
+        known = case.known_for("merge")
+        if (case.family, case.layout, case.targets) == (family.name, layout, "default") and known is not None \
+                and known.raises is LoaderRefused:
+            return known
+    return None
+
+
+def _power_of_two(x: float) -> bool:
+    return x > 0 and math.log2(x).is_integer()
+
+
+def merge_findings(family: Family, loras: Sequence[LoraFile], reports: Sequence[TensorReport]) -> list[Known]:
+    failing = [r for r in reports if not r.ok]
+    if not failing:
+        return []
+    layouts = {lora.layout for lora in loras}
+    pairs = [m for lora in loras for m in lora.modules.values() if isinstance(m, LoraModule)]
+    out = []
+    per_module_alpha = len({m.effective_alpha for m in pairs}) > 1
+    if (family.denoiser == "unet" and layouts & {"kohya", "kohya-sgm"} and per_module_alpha
+            and all("× the reference delta" in r.diagnosis
+                    and (any(p in r.name for p in ATTENTION_PROJECTIONS) or r.name.startswith("text_encoder"))
+                    for r in failing)):
+        out.append(KOHYA_PER_MODULE_ALPHA)
+    half = any(m.down.element_size() == 2 and not _power_of_two(m.effective_alpha / m.rank) for m in pairs)
+    if (family.name == "qwenimage" and layouts & {"diffusion_model", "kohya", "lightning"} and half
+            and any("extra rounding of the delta" in r.diagnosis for r in failing)):
+        out.append(ALPHA_BAKED_IN_FILE_DTYPE)
+    return out
