@@ -182,7 +182,9 @@ def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Seque
     except Exception as exc:  # noqa: BLE001 - what diffusers/PEFT raise on a file we read is their verdict
         failing = _failing_file(pipe, loras)
         layout = next((lora.layout for lora in loras if str(lora.path) == failing), loras[0].layout)
-        raise LoaderRefused(failing, layout, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+        message = " ".join(str(exc).split())[:300]
+        raise LoaderRefused(failing, layout, f"{type(exc).__name__}: {message}" if message
+                            else f"{type(exc).__name__} (no message)") from None
     finally:
         diffusers_logging.set_verbosity(level)
     placed = [placements(components, f"a{i}") for i in range(len(loras))]
