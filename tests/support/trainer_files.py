@@ -330,6 +330,48 @@ def kohya_flux(path: Path, *, seed: int = 13, comfy: bool = False, dtype: torch.
     return save(sd, path, None if comfy else {"ss_network_module": "networks.lora_flux"})
 
 
+FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+                "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp", "proj_out")
+
+
+def lora_transformer_flux(path: Path, *, seed: int = 17, dtype: torch.dtype = torch.float32) -> Path:
+    """kohya-style pairs on diffusers' own FLUX.1 names: ``lora_transformer_`` + the transformer's
+    module name with '.' -> '_', CLIP under ``lora_te1_`` (the keys diffusers' loader tells apart by
+    their ``lora_transformer_`` prefix)."""
+    comps = tiny_components("flux")
+    factors = Factors(seed, dtype)
+    sd: dict[str, torch.Tensor] = {}
+    for name, module in lora_layers(comps["transformer"]):
+        if ends_with(name, *FLUX_TARGETS):
+            down, up = factors.for_module(module, RANK)
+            kohya_entry(sd, "lora_transformer_" + name.replace(".", "_"), down, up, ALPHA)
+    for name, module in lora_layers(comps["text_encoder"]):
+        if ends_with(name, *CLIP_TARGETS):
+            down, up = factors.for_module(module, RANK)
+            kohya_entry(sd, "lora_te1_" + clip_name(name).replace(".", "_"), down, up, ALPHA)
+    return save(sd, path)
+
+
+def kohya_flux_with_diff(path: Path, *, seed: int = 18) -> Path:
+    """A kohya FLUX.1 file whose single blocks' linear2 was trained in full: ``.diff`` (the weight's
+    difference) and ``.diff_b`` (the bias'), as sd-scripts' and ComfyUI's full-layer saves write them,
+    beside the other layers' pairs."""
+    path = kohya_flux(path, seed=seed)
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    transformer = tiny_components("flux")["transformer"]
+    gen = torch.Generator().manual_seed(seed)
+    for n, blk in enumerate(transformer.single_transformer_blocks):
+        stem = f"lora_unet_single_blocks_{n}_linear2"
+        for part in (".lora_down.weight", ".lora_up.weight", ".alpha"):
+            sd.pop(stem + part)
+        w = blk.proj_out.weight
+        sd[f"{stem}.diff"] = torch.randn(w.shape, generator=gen) * 0.1 * float(w.std())
+        sd[f"{stem}.diff_b"] = torch.randn(blk.proj_out.bias.shape, generator=gen) * 0.01
+    return save(sd, path, {"ss_network_module": "networks.lora_flux"})
+
+
 def xlabs_flux(path: Path, *, seed: int = 14, dtype: torch.dtype = torch.float32) -> Path:
     """XLabs x-flux: DoubleStreamBlockLoraProcessor (qkv_lora1/proj_lora1 image stream,
     qkv_lora2/proj_lora2 text stream) and SingleStreamBlockLoraProcessor (qkv_lora on linear1's qkv
@@ -373,6 +415,7 @@ def qwen_file(path: Path, style: str, *, seed: int = 15, dtype: torch.dtype = to
     * ``lightning``: ``diffusion_model.<name>.lora_down.weight`` / ``lora_up`` / ``alpha``
     * ``diffsynth``: ``<name>.lora_A.default.weight`` / ``lora_B.default.weight``, no prefix, no alpha
     * ``alpha``: ``transformer.<name>.lora_A.weight`` / ``lora_B.weight`` + ``transformer.<name>.alpha``
+    * ``comfy``: ComfyUI / ai-toolkit exports, ``diffusion_model.<name>.lora_A.weight`` / ``lora_B`` + ``.alpha``
     """
     factors = Factors(seed, dtype)
     sd: dict[str, torch.Tensor] = {}
@@ -384,9 +427,10 @@ def qwen_file(path: Path, style: str, *, seed: int = 15, dtype: torch.dtype = to
             kohya_entry(sd, f"diffusion_model.{name}", down, up, ALPHA)
         elif style == "diffsynth":
             sd[f"{name}.lora_A.default.weight"], sd[f"{name}.lora_B.default.weight"] = down, up
-        elif style == "alpha":
-            sd[f"transformer.{name}.lora_A.weight"], sd[f"transformer.{name}.lora_B.weight"] = down, up
-            sd[f"transformer.{name}.alpha"] = torch.tensor(ALPHA, dtype=dtype)
+        elif style in ("alpha", "comfy"):
+            prefix = "transformer" if style == "alpha" else "diffusion_model"
+            sd[f"{prefix}.{name}.lora_A.weight"], sd[f"{prefix}.{name}.lora_B.weight"] = down, up
+            sd[f"{prefix}.{name}.alpha"] = torch.tensor(ALPHA, dtype=dtype)
         else:
             raise ValueError(style)
     metadata = {"ss_network_module": "networks.lora_qwen_image"} if style == "musubi" else None
@@ -441,11 +485,16 @@ TRAINER_FILES: tuple[TrainerFile, ...] = (
     TrainerFile("flux-kohya-bfl", "flux", lambda p: kohya_flux(p / "kohya_flux.safetensors")),
     TrainerFile("flux-comfyui", "flux", lambda p: kohya_flux(p / "comfy_flux.safetensors", comfy=True)),
     TrainerFile("flux-xlabs", "flux", lambda p: xlabs_flux(p / "xlabs_flux.safetensors")),
+    TrainerFile("flux-lora-transformer", "flux",
+                lambda p: lora_transformer_flux(p / "lora_transformer_flux.safetensors")),
+    TrainerFile("flux-kohya-diff", "flux", lambda p: kohya_flux_with_diff(p / "kohya_flux_diff.safetensors"),
+                "linear2 as .diff/.diff_b beside the other layers' pairs"),
     TrainerFile("qwenimage-musubi-bf16", "qwenimage",
                 lambda p: qwen_file(p / "musubi_qwen.safetensors", "musubi", dtype=torch.bfloat16),
                 "factors and alpha stored in bfloat16"),
     TrainerFile("qwenimage-lightning", "qwenimage", lambda p: qwen_file(p / "lightning_qwen.safetensors", "lightning")),
     TrainerFile("qwenimage-diffsynth", "qwenimage", lambda p: qwen_file(p / "diffsynth_qwen.safetensors", "diffsynth")),
+    TrainerFile("qwenimage-comfy", "qwenimage", lambda p: qwen_file(p / "comfy_qwen.safetensors", "comfy")),
     TrainerFile("qwenimage-transformer-alpha", "qwenimage",
                 lambda p: qwen_file(p / "alpha_qwen.safetensors", "alpha")),
     TrainerFile("sd15-diffusers-legacy", "sd15", lambda p: diffusers_legacy(p / "legacy_sd15.safetensors")),
