@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from parity.errors import ParityInputError
+from parity.zoo.fit import check_parts_fit
 from parity.zoo import flux, qwenimage, sd15, sdxl
 from parity.zoo.family import Family, pretrained_dir
 
@@ -36,6 +37,7 @@ def build_pipeline(
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ParityInputError(f"diffusers could not load the model ({type(exc).__name__}: {exc})",
                                    path=model_path) from None
+        check_parts_fit(fam.fits, pipe, model_path)
     else:
         pipe = fam.build_tiny(seed)
         pipe.to(dtype=dtype)

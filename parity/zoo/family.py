@@ -41,6 +41,8 @@ class Family:
     pipeline_call_args: Callable[[int], dict[str, Any]]
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # sizes of the pipeline's components that must agree (parity/zoo/fit.py), checked on a model folder
+    fits: tuple[Any, ...] = ()
 
     def components(self, pipe: Any) -> dict[str, nn.Module]:
         """The LoRA-capable components present in ``pipe`` (a family may build some as None)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from parity.zoo.fit import Fit, config
 from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.sd15 import TEXT_DIM, TEXT_TARGETS, tiny_clip_text
 from parity.zoo.tokenizer import tiny_clip_tokenizer, tiny_t5_tokenizer
@@ -166,6 +167,11 @@ FAMILY = Family(
     load_pretrained=load_pretrained,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=pipeline_call_args,
+    fits=(
+        Fit(config("text_encoder_2", "d_model"), config("transformer", "joint_attention_dim")),
+        Fit(config("text_encoder", "hidden_size"), config("transformer", "pooled_projection_dim")),
+        Fit(config("vae", "latent_channels", times=4), config("transformer", "in_channels")),  # 2x2 patches
+    ),
     notes=(
         "No diffusion_model layout: FluxLoraLoaderMixin.lora_state_dict converts `diffusion_model.` keys only in "
         "kohya files (lora_down/lora_up, BFL names such as double_blocks.0.img_attn.qkv); a file of "

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from parity.zoo.fit import Fit, config
 from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
@@ -133,6 +134,7 @@ FAMILY = Family(
     load_pretrained=load_pretrained,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=pipeline_call_args,
+    fits=(Fit(config("vae", "z_dim", times=4), config("transformer", "in_channels")),),  # 2x2 patches
     notes=(
         "Built and loaded without text_encoder/tokenizer (Qwen2.5-VL takes no LoRA here and has no tiny form): "
         "pipeline_call_args passes prompt_embeds + prompt_embeds_mask in float32, sized for the tiny model "

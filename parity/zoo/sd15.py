@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from parity.versions import major_version
+from parity.zoo.fit import Fit, config
 from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.tokenizer import tiny_clip_tokenizer, tiny_vocab
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
@@ -170,4 +171,8 @@ FAMILY = Family(
     load_pretrained=load_pretrained,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=pipeline_call_args,
+    fits=(
+        Fit(config("text_encoder", "hidden_size"), config("unet", "cross_attention_dim")),
+        Fit(config("vae", "latent_channels"), config("unet", "in_channels")),
+    ),
 )

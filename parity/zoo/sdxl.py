@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from parity.zoo.fit import Fit, config, total
 from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.sd15 import CONV_TARGETS, TEXT_TARGETS, UNET_TARGETS, tiny_clip_text, tiny_unet, tiny_vae, unet_grid
 from parity.zoo.tokenizer import tiny_clip_tokenizer
@@ -103,4 +104,9 @@ FAMILY = Family(
     load_pretrained=load_pretrained,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=pipeline_call_args,
+    fits=(
+        Fit(total(config("text_encoder", "hidden_size"), config("text_encoder_2", "hidden_size")),
+            config("unet", "cross_attention_dim")),
+        Fit(config("vae", "latent_channels"), config("unet", "in_channels")),
+    ),
 )
