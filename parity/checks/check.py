@@ -186,14 +186,14 @@ def _float64_output(plan: CheckPlan, loras: Sequence[LoraFile], cache: dict[str,
 
 
 def _cycles(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
-            float64_cache: dict[str, torch.Tensor]) -> tuple[Any, UnfusedState]:
+            float64_cache: dict[str, torch.Tensor], progress: Progress = SILENT) -> tuple[Any, UnfusedState]:
     """Fuse/unfuse cycles at the user's scale on a fresh pipeline, then the unfused pipeline against
     itself right after loading."""
     request = plan.request
     fresh = _loaded(plan, dtype, loras)
     loaded_state, loaded_out = adapter_state(fresh.components), denoiser_output(plan.family, fresh.pipe)
     unfuse = fuse_unfuse_cycles(fresh.pipe, fresh.components, fresh.before, loras, plan.weights,
-                                request.cycles, request.lora_scale)
+                                request.cycles, request.lora_scale, progress)
     unfused_state, unfused_out = adapter_state(fresh.components), denoiser_output(plan.family, fresh.pipe)
     del fresh  # before a float64 pipeline is built, so the two never share memory
     bit_exact = unfuse.frac_changed[-1] == 0.0 and not unfuse.changed_untargeted
@@ -211,12 +211,12 @@ def _check_dtype(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
         # Popped rather than passed in, so no caller frame keeps the fused pipeline alive below.
         loaded = preloaded.pop() if preloaded else _loaded(plan, dtype, loras)
         merge = fuse_and_measure(loaded.pipe, loaded.components, loaded.before, loras, plan.weights,
-                                 request.lora_scale)
+                                 request.lora_scale, progress)
         outcome(merge.ok)
     del loaded
     with progress.step(f"{name}: {request.cycles} fuse/unfuse cycle(s) at scale {request.lora_scale:g} on a "
                        "fresh pipeline") as outcome:
-        unfuse, state = _cycles(plan, dtype, loras, float64_cache)
+        unfuse, state = _cycles(plan, dtype, loras, float64_cache, progress)
         outcome(unfuse.ok and state.ok)
     if torch.device(plan.device).type == "cuda":
         torch.cuda.empty_cache()

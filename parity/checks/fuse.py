@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from parity.checks.diagnosis import diagnose
+from parity.checks.progress import SILENT, Progress
 from parity.errors import LoaderRefused, ParityInputError
 from parity.lora.neutral import LoraFile
 from parity.lora.tensors import diffusers_source
@@ -81,6 +82,7 @@ def measure_merge(
     dtype: torch.dtype,
     device: torch.device | str = "cpu",
     loras: Sequence[LoraFile] = (),
+    progress: Progress = SILENT,
 ) -> MergeResult:
     """Targeted weights against the reference within the dtype's bound; all others bit-identical. A
     weight over its bound says what is off, naming the file keys it came from (``loras``)."""
@@ -91,7 +93,8 @@ def measure_merge(
         for key, keys in lora.sources.items():
             sources[key] = sources.get(key, ()) + keys
     targeted = {(c, r.key.removeprefix(f"{c}.")) for (c, _), r in refs.items()}
-    for ref in refs.values():
+    for done, ref in enumerate(refs.values(), start=1):
+        progress.advance(done, len(refs), "weights compared")
         actual = after.get(ref.component, {}).get(ref.param_name)
         if actual is None:
             missing.append(ref.key)
@@ -268,11 +271,13 @@ def fuse_and_measure(
     loras: Sequence[LoraFile],
     weights: Sequence[float],
     lora_scale: float,
+    progress: Progress = SILENT,
 ) -> MergeResult:
     """``pipe.fuse_lora(lora_scale)`` on loaded adapters, measured against our reference merge."""
     fuse_all_or_nothing(pipe, components, lora_scale)
     refs = reference_merge(before, list(zip(loras, weights)), lora_scale)
-    return measure_merge(before, snapshot(components), refs, dtype_of(components), device_of(components), loras)
+    return measure_merge(before, snapshot(components), refs, dtype_of(components), device_of(components), loras,
+                         progress)
 
 
 @dataclass
@@ -306,11 +311,13 @@ def measure_unfuse(
     dtype: torch.dtype,
     cycles: int,
     device: torch.device | str = "cpu",
+    progress: Progress = SILENT,
 ) -> Drift:
     """How far the weights after ``cycles`` fuse/unfuse cycles are from the base, against the bound."""
     tol = tolerance("unfuse", device, dtype)
     worst_ulps, worst_base_ulps, worst_ratio, n_changed, n_total = 0.0, 0.0, 0.0, 0, 0
-    for ref in refs.values():
+    for done, ref in enumerate(refs.values(), start=1):
+        progress.advance(done, len(refs), f"weights compared after cycle {cycles}")
         base = before[ref.component][ref.param_name]
         now = after[ref.component][ref.param_name].cpu()
         drift = (now.double() - base.double()).abs()
@@ -338,6 +345,7 @@ def fuse_unfuse_cycles(
     weights: Sequence[float],
     cycles: int,
     lora_scale: float = 1.0,
+    progress: Progress = SILENT,
 ) -> UnfuseResult:
     """``cycles`` × (fuse_lora, unfuse_lora), recording the drift from the base after each cycle."""
     dtype = dtype_of(components)
@@ -348,7 +356,7 @@ def fuse_unfuse_cycles(
     for cycle in range(1, cycles + 1):
         fuse_all_or_nothing(pipe, components, lora_scale)
         pipe.unfuse_lora(components=names)
-        drift = measure_unfuse(before, snapshot(components), refs, dtype, cycle, device)
+        drift = measure_unfuse(before, snapshot(components), refs, dtype, cycle, device, progress)
         result.max_ulps.append(drift.max_ulps)
         result.max_base_ulps.append(drift.max_base_ulps)
         result.frac_changed.append(drift.frac_changed)

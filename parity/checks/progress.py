@@ -1,6 +1,7 @@
 """How a long check reports its steps. A check says how many steps it will take, then runs each inside
-``progress.step(label)``, which yields a setter for the step's verdict. The CLI prints the steps on
-stderr; tests pass :data:`SILENT`.
+``progress.step(label)``, which yields a setter for the step's verdict; inside a step that walks many
+weights it calls ``progress.advance(done, total, what)`` as it goes (on a real model a step is minutes).
+The CLI prints the steps on stderr; tests pass :data:`SILENT`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ class Progress(Protocol):
     def step(self, label: str) -> AbstractContextManager[Callable[[bool], None]]:
         """One step; call what it yields with False when the step's check failed."""
 
+    def advance(self, done: int, total: int, what: str) -> None:
+        """Within the current step: ``done`` of ``total`` ``what`` (e.g. "weights compared")."""
+
 
 class _Silent:
     def plan(self, steps: int) -> None:
@@ -25,6 +29,9 @@ class _Silent:
     @contextmanager
     def step(self, label: str) -> Iterator[Callable[[bool], None]]:
         yield lambda ok: None
+
+    def advance(self, done: int, total: int, what: str) -> None:
+        pass
 
 
 SILENT: Progress = _Silent()

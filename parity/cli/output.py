@@ -40,10 +40,16 @@ def fmt(x: float, digits: int = 2) -> str:
 
 class StderrProgress:
     """``[i/n] label ... ok (1.2 s)`` lines on stderr, so stdout carries only the report
-    (parity.checks.progress.Progress)."""
+    (parity.checks.progress.Progress). A step that advances for longer than ADVANCE_EVERY seconds
+    also prints ``  120/794 weights compared, 12.3 s`` lines, one at most every ADVANCE_EVERY seconds."""
+
+    ADVANCE_EVERY = 5.0
 
     def __init__(self, enabled: bool, total: int = 0) -> None:
         self.total, self.enabled, self.done = total, enabled, 0
+        self.started = self.last = 0.0
+        self.label = ""
+        self.broke_line = False
 
     def plan(self, steps: int) -> None:
         self.total = steps
@@ -51,10 +57,11 @@ class StderrProgress:
     @contextmanager
     def step(self, label: str) -> Iterator[Callable[[bool], None]]:
         self.done += 1
+        self.label, self.broke_line = label, False
         outcome = {"ok": True}
         if self.enabled:
             print(f"[{self.done}/{self.total}] {label} ...", end="", file=sys.stderr, flush=True)
-        start = time.perf_counter()
+        self.started = self.last = time.perf_counter()
         try:
             yield lambda ok: outcome.update(ok=ok)
         except BaseException:
@@ -63,7 +70,17 @@ class StderrProgress:
             raise
         if self.enabled:
             word = "ok" if outcome["ok"] else "FAIL"
-            print(f" {word} ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+            again = f"[{self.done}/{self.total}] {self.label} ..." if self.broke_line else ""
+            print(f"{again} {word} ({time.perf_counter() - self.started:.1f} s)", file=sys.stderr, flush=True)
+
+    def advance(self, done: int, total: int, what: str) -> None:
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < self.ADVANCE_EVERY:
+            return
+        self.last = now
+        print(("" if self.broke_line else "\n") + f"  {done}/{total} {what}, {now - self.started:.1f} s",
+              file=sys.stderr, flush=True)
+        self.broke_line = True
 
 
 def check_json_target(path: str | None, overwrite: bool) -> None:
