@@ -17,7 +17,13 @@ import pytest
 
 from parity.cli import main
 from tests.support.cli import assert_one_line_error
-from tests.support.trainer_files import TRAINER_FILES, TrainerFile, by_id, keys_of, kohya_sdxl
+from tests.support.trainer_files import (
+    TRAINER_FILES,
+    TrainerFile,
+    by_id,
+    keys_of,
+    kohya_sdxl,
+)
 
 
 @dataclass(frozen=True)

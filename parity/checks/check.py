@@ -23,6 +23,7 @@ import torch
 from parity.checks.findings import SECOND_FUSE, Known
 from parity.checks.fuse import Loaded, fuse_and_measure, fuse_unfuse_cycles, load_files
 from parity.checks.known_findings import merge_findings, refusal_finding
+from parity.checks.memory import GIB, available_memory, predict_check, refuse_if_short
 from parity.checks.progress import SILENT, Progress
 from parity.checks.unfused_state import UnfusedState, adapter_state, compare_unfused, denoiser_output
 from parity.devices import resolve, strict_float32
@@ -234,6 +235,12 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
                            model_path=request.model_path)
     loras = [read_lora(path, plan.family.components(first), strict=True, allow_pickle=request.allow_pickle)
              for path in request.loras]
+    if torch.device(plan.device).type == "cpu":  # host memory; on CUDA the weights live on the device
+        prediction = predict_check(plan.family.components(first), loras, plan.dtypes)
+        available = available_memory()
+        progress.note(f"memory: {prediction.describe()}"
+                      + (f"; {available / GIB:.1f} GiB available" if available is not None else ""))
+        refuse_if_short(prediction, available, request.model_path)
     try:
         preloaded = [load_files(first, plan.family, loras, plan.weights)]
     except LoaderRefused as exc:

@@ -10,7 +10,11 @@ import math
 from collections.abc import Sequence
 
 from parity.checks.cases import FINDING_LAYOUTS
-from parity.checks.findings import ALPHA_BAKED_IN_FILE_DTYPE, KOHYA_PER_MODULE_ALPHA, Known
+from parity.checks.findings import (
+    ALPHA_BAKED_IN_FILE_DTYPE,
+    KOHYA_PER_MODULE_ALPHA,
+    Known,
+)
 from parity.errors import LoaderRefused
 from parity.lora.neutral import LoraFile, LoraModule
 from parity.tolerances import TensorReport

@@ -21,6 +21,9 @@ class Progress(Protocol):
     def advance(self, done: int, total: int, what: str) -> None:
         """Within the current step: ``done`` of ``total`` ``what`` (e.g. "weights compared")."""
 
+    def note(self, message: str) -> None:
+        """A line before the steps (the predicted memory)."""
+
 
 class _Silent:
     def plan(self, steps: int) -> None:
@@ -31,6 +34,9 @@ class _Silent:
         yield lambda ok: None
 
     def advance(self, done: int, total: int, what: str) -> None:
+        pass
+
+    def note(self, message: str) -> None:
         pass
 
 

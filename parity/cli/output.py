@@ -73,6 +73,10 @@ class StderrProgress:
             again = f"[{self.done}/{self.total}] {self.label} ..." if self.broke_line else ""
             print(f"{again} {word} ({time.perf_counter() - self.started:.1f} s)", file=sys.stderr, flush=True)
 
+    def note(self, message: str) -> None:
+        if self.enabled:
+            print(message, file=sys.stderr, flush=True)
+
     def advance(self, done: int, total: int, what: str) -> None:
         now = time.perf_counter()
         if not self.enabled or now - self.last < self.ADVANCE_EVERY:

@@ -38,7 +38,6 @@ from parity.lora.neutral import DiffModule, LoraFile, LoraModule
 from parity.zoo.weights import deterministic_tensor
 
 
-
 @dataclass(frozen=True)
 class Layout:
     name: str

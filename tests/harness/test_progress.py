@@ -16,6 +16,7 @@ class Recording:
     def __init__(self) -> None:
         self.steps: list[str] = []
         self.advances: list[tuple[str, int, int, str]] = []
+        self.notes: list[str] = []
 
     def plan(self, steps: int) -> None:
         pass
@@ -27,6 +28,9 @@ class Recording:
 
     def advance(self, done: int, total: int, what: str) -> None:
         self.advances.append((self.steps[-1], done, total, what))
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
 
 
 def test_check_advances_through_every_targeted_weight_in_each_step(tmp_path):

@@ -26,117 +26,39 @@ per file, drawn in the order the modules are listed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-RANK = 4
-ALPHA = 2.0
-
-
-# ---------------------------------------------------------------- the tiny models, walked
-
-
-@cache
-def tiny_components(family: str) -> dict[str, nn.Module]:
-    """The family's tiny pipeline's LoRA-capable components (built once per process)."""
-    from parity.zoo import FAMILIES
-
-    fam = FAMILIES[family]
-    return fam.components(fam.build_tiny(0))
-
-
-def lora_layers(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """(name, module) of every Linear and Conv2d, in module-tree order."""
-    for name, child in module.named_modules():
-        if isinstance(child, (nn.Linear, nn.Conv2d)):
-            yield name, child
-
-
-def ends_with(name: str, *suffixes: str) -> bool:
-    return any(name == s or name.endswith("." + s) for s in suffixes)
-
-
-def clip_name(name: str) -> str:
-    """The CLIP module name as trainers see it: transformers 5's CLIPTextModel has no ``text_model.``
-    level in its module names, transformers 4's (which trained every published file) has."""
-    return name if name.startswith("text_model.") else "text_model." + name
-
-
-# ---------------------------------------------------------------- factors
-
-
-@dataclass
-class Factors:
-    """Deterministic LoRA factors: one generator per file, drawn module after module."""
-
-    seed: int
-    dtype: torch.dtype = torch.float32
-
-    def __post_init__(self) -> None:
-        self.gen = torch.Generator().manual_seed(self.seed)
-
-    def draw(self, shape_down: tuple[int, ...], shape_up: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        rank = shape_down[0]
-        fan_in = 1
-        for d in shape_down[1:]:
-            fan_in *= d
-        down = torch.randn(shape_down, generator=self.gen, dtype=torch.float64) * (1.0 / fan_in) ** 0.5
-        up = torch.randn(shape_up, generator=self.gen, dtype=torch.float64) * (0.25 / rank) ** 0.5
-        return down.to(self.dtype).contiguous(), up.to(self.dtype).contiguous()
-
-    def for_module(self, module: nn.Module, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(down, up) for a Linear (r, in) / (out, r) or a Conv2d (r, in, k, k) / (out, r, 1, 1)."""
-        w = module.weight
-        if isinstance(module, nn.Conv2d):
-            out_ch, in_ch, kh, kw = w.shape
-            return self.draw((rank, in_ch, kh, kw), (out_ch, rank, 1, 1))
-        out_f, in_f = w.shape
-        return self.draw((rank, in_f), (out_f, rank))
-
-    def for_shape(self, out_f: int, in_f: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.draw((rank, in_f), (out_f, rank))
-
-
-Ranks = Callable[[int], tuple[int, float]]  # module index -> (rank, alpha)
-
-
-def fixed_rank(_: int) -> tuple[int, float]:
-    return RANK, ALPHA
-
-
-def dynamic_rank(i: int) -> tuple[int, float]:
-    """What kohya's resize_lora.py --dynamic_method writes: each module its own rank, and its alpha
-    scaled with it (new_alpha = alpha * new_rank / rank)."""
-    rank = (4, 1, 3, 2)[i % 4]
-    return rank, ALPHA * rank / RANK
-
-
-def kohya_entry(sd: dict[str, torch.Tensor], stem: str, down: torch.Tensor, up: torch.Tensor,
-                alpha: float | None, sep: str = "") -> None:
-    """``stem.lora_down.weight`` / ``stem.lora_up.weight`` / ``stem.alpha`` (a scalar in the factors' dtype)."""
-    sd[f"{stem}.lora_down.weight"] = down
-    sd[f"{stem}.lora_up.weight"] = up
-    if alpha is not None:
-        sd[f"{stem}.alpha"] = torch.tensor(alpha, dtype=down.dtype)
-
-
-def save(sd: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
-    path = Path(path)
-    save_file(sd, str(path), metadata=metadata)
-    return path
-
+from tests.support.trainer_common import (
+    ALPHA,
+    CLIP_TARGETS,
+    RANK,
+    Factors,
+    Ranks,
+    clip_name,
+    dynamic_rank,
+    ends_with,
+    fixed_rank,
+    kohya_entry,
+    lora_layers,
+    save,
+    tiny_components,
+)
+from tests.support.trainer_flux import (
+    kohya_flux,
+    kohya_flux_with_diff,
+    lora_transformer_flux,
+    xlabs_flux,
+)
 
 # ---------------------------------------------------------------- kohya sd-scripts, SD 1.x
 
 SD_UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
 SD_CONV_TARGETS = ("conv1", "conv2", "conv_shortcut", "time_emb_proj", "downsamplers.0.conv", "upsamplers.0.conv")
-CLIP_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 
 def kohya_sd15(path: Path, *, seed: int = 11, ranks: Ranks = fixed_rank, conv: bool = False,
@@ -263,136 +185,6 @@ def kohya_sdxl(path: Path, *, seed: int = 12, input_shift: int = 0, output_shift
                 down, up = factors.for_module(module, RANK)
                 kohya_entry(sd, prefix + clip_name(name).replace(".", "_"), down, up, ALPHA)
     return save(sd, path, {"ss_network_module": "networks.lora", "ss_base_model_version": "sdxl_base_v1-0"})
-
-
-# ---------------------------------------------------------------- FLUX.1: BFL names
-
-
-def bfl_modules(transformer: nn.Module) -> list[tuple[str, int, int]]:
-    """(BFL module name, out, in) of every Linear library/flux_models.py's Flux has and lora_flux.py
-    targets, with widths read off the diffusers transformer's modules: a fused qkv is 3 x inner rows,
-    a single block's linear1 is 3 x inner + mlp rows and its linear2 takes inner + mlp columns."""
-
-    def shape(m: nn.Module) -> tuple[int, int]:
-        return m.out_features, m.in_features
-
-    out: list[tuple[str, int, int]] = []
-    for n, blk in enumerate(transformer.transformer_blocks):
-        attn = blk.attn
-        inner, dim = shape(attn.to_q)
-        for stream, qkv, proj, ff, mod in (
-            ("img", attn.to_q, attn.to_out[0], blk.ff.net, blk.norm1.linear),
-            ("txt", attn.add_q_proj, attn.to_add_out, blk.ff_context.net, blk.norm1_context.linear),
-        ):
-            p = f"double_blocks.{n}.{stream}"
-            out.append((f"{p}_attn.qkv", 3 * qkv.out_features, qkv.in_features))
-            out.append((f"{p}_attn.proj", *shape(proj)))
-            out.append((f"{p}_mlp.0", *shape(ff[0].proj)))
-            out.append((f"{p}_mlp.2", *shape(ff[2])))
-            out.append((f"{p}_mod.lin", *shape(mod)))
-    for n, blk in enumerate(transformer.single_transformer_blocks):
-        inner, dim = shape(blk.attn.to_q)
-        mlp = blk.proj_mlp.out_features
-        out.append((f"single_blocks.{n}.linear1", 3 * inner + mlp, dim))
-        out.append((f"single_blocks.{n}.linear2", *shape(blk.proj_out)))
-        out.append((f"single_blocks.{n}.modulation.lin", *shape(blk.norm.linear)))
-    tte = transformer.time_text_embed
-    out.append(("img_in", *shape(transformer.x_embedder)))
-    out.append(("txt_in", *shape(transformer.context_embedder)))
-    out.append(("time_in.in_layer", *shape(tte.timestep_embedder.linear_1)))
-    out.append(("time_in.out_layer", *shape(tte.timestep_embedder.linear_2)))
-    out.append(("vector_in.in_layer", *shape(tte.text_embedder.linear_1)))
-    out.append(("vector_in.out_layer", *shape(tte.text_embedder.linear_2)))
-    if getattr(tte, "guidance_embedder", None) is not None:
-        out.append(("guidance_in.in_layer", *shape(tte.guidance_embedder.linear_1)))
-        out.append(("guidance_in.out_layer", *shape(tte.guidance_embedder.linear_2)))
-    out.append(("final_layer.linear", *shape(transformer.proj_out)))
-    out.append(("final_layer.adaLN_modulation.1", *shape(transformer.norm_out.linear)))
-    return out
-
-
-def kohya_flux(path: Path, *, seed: int = 13, comfy: bool = False, dtype: torch.dtype = torch.float32) -> Path:
-    """networks/lora_flux.py: ``lora_unet_`` + BFL name with '.' -> '_' (train_blocks=all, in_dims
-    set so the input/embedder layers train too, and the final layer), CLIP under ``lora_te1_``. ``comfy``: the same BFL
-    names dotted under ``diffusion_model.`` (ComfyUI's save), transformer only."""
-    comps = tiny_components("flux")
-    factors = Factors(seed, dtype)
-    sd: dict[str, torch.Tensor] = {}
-    for name, out_f, in_f in bfl_modules(comps["transformer"]):
-        down, up = factors.for_shape(out_f, in_f, RANK)
-        stem = f"diffusion_model.{name}" if comfy else "lora_unet_" + name.replace(".", "_")
-        kohya_entry(sd, stem, down, up, ALPHA)
-    if not comfy:
-        for name, module in lora_layers(comps["text_encoder"]):
-            if ends_with(name, *CLIP_TARGETS):
-                down, up = factors.for_module(module, RANK)
-                kohya_entry(sd, "lora_te1_" + clip_name(name).replace(".", "_"), down, up, ALPHA)
-    return save(sd, path, None if comfy else {"ss_network_module": "networks.lora_flux"})
-
-
-FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
-                "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp", "proj_out")
-
-
-def lora_transformer_flux(path: Path, *, seed: int = 17, dtype: torch.dtype = torch.float32) -> Path:
-    """kohya-style pairs on diffusers' own FLUX.1 names: ``lora_transformer_`` + the transformer's
-    module name with '.' -> '_', CLIP under ``lora_te1_`` (the keys diffusers' loader tells apart by
-    their ``lora_transformer_`` prefix)."""
-    comps = tiny_components("flux")
-    factors = Factors(seed, dtype)
-    sd: dict[str, torch.Tensor] = {}
-    for name, module in lora_layers(comps["transformer"]):
-        if ends_with(name, *FLUX_TARGETS):
-            down, up = factors.for_module(module, RANK)
-            kohya_entry(sd, "lora_transformer_" + name.replace(".", "_"), down, up, ALPHA)
-    for name, module in lora_layers(comps["text_encoder"]):
-        if ends_with(name, *CLIP_TARGETS):
-            down, up = factors.for_module(module, RANK)
-            kohya_entry(sd, "lora_te1_" + clip_name(name).replace(".", "_"), down, up, ALPHA)
-    return save(sd, path)
-
-
-def kohya_flux_with_diff(path: Path, *, seed: int = 18) -> Path:
-    """A kohya FLUX.1 file whose single blocks' linear2 was trained in full: ``.diff`` (the weight's
-    difference) and ``.diff_b`` (the bias'), as sd-scripts' and ComfyUI's full-layer saves write them,
-    beside the other layers' pairs."""
-    path = kohya_flux(path, seed=seed)
-    from safetensors.torch import load_file
-
-    sd = load_file(str(path))
-    transformer = tiny_components("flux")["transformer"]
-    gen = torch.Generator().manual_seed(seed)
-    for n, blk in enumerate(transformer.single_transformer_blocks):
-        stem = f"lora_unet_single_blocks_{n}_linear2"
-        for part in (".lora_down.weight", ".lora_up.weight", ".alpha"):
-            sd.pop(stem + part)
-        w = blk.proj_out.weight
-        sd[f"{stem}.diff"] = torch.randn(w.shape, generator=gen) * 0.1 * float(w.std())
-        sd[f"{stem}.diff_b"] = torch.randn(blk.proj_out.bias.shape, generator=gen) * 0.01
-    return save(sd, path, {"ss_network_module": "networks.lora_flux"})
-
-
-def xlabs_flux(path: Path, *, seed: int = 14, dtype: torch.dtype = torch.float32) -> Path:
-    """XLabs x-flux: DoubleStreamBlockLoraProcessor (qkv_lora1/proj_lora1 image stream,
-    qkv_lora2/proj_lora2 text stream) and SingleStreamBlockLoraProcessor (qkv_lora on linear1's qkv
-    rows, proj_lora on linear2, inner + mlp columns): LoRALinearLayer ``down`` / ``up``, no alpha."""
-    transformer = tiny_components("flux")["transformer"]
-    factors = Factors(seed, dtype)
-    sd: dict[str, torch.Tensor] = {}
-    for n, blk in enumerate(transformer.transformer_blocks):
-        dim = blk.attn.to_q.in_features
-        for k in (1, 2):
-            p = f"double_blocks.{n}.processor"
-            for part, out_f in ((f"qkv_lora{k}", 3 * dim), (f"proj_lora{k}", dim)):
-                down, up = factors.for_shape(out_f, dim, RANK)
-                sd[f"{p}.{part}.down.weight"], sd[f"{p}.{part}.up.weight"] = down, up
-    for n, blk in enumerate(transformer.single_transformer_blocks):
-        dim = blk.attn.to_q.in_features
-        p = f"single_blocks.{n}.processor"
-        for part, out_f, in_f in (("qkv_lora", 3 * dim, dim), ("proj_lora", dim, blk.proj_out.in_features)):
-            down, up = factors.for_shape(out_f, in_f, RANK)
-            sd[f"{p}.{part}.down.weight"], sd[f"{p}.{part}.up.weight"] = down, up
-    return save(sd, path)
 
 
 # ---------------------------------------------------------------- Qwen-Image
