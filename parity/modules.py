@@ -40,3 +40,9 @@ def base_weights(model: nn.Module) -> dict[str, torch.Tensor]:
         out[canonical_name(name)] = tensor.detach().clone()
     return out
 
+
+
+def live_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Canonical parameter name → every base tensor of ``model`` as it is now (no copy)."""
+    return {canonical_name(name): t.detach() for name, t in model.state_dict(keep_vars=False).items()
+            if not _is_peft_internal(name)}

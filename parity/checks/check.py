@@ -174,14 +174,16 @@ def _dtype_report(plan: CheckPlan, loras: Sequence[LoraFile], dtype_name: str, s
 
 def _loaded(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile]) -> Loaded:
     pipe = build_pipeline(plan.family, dtype=dtype, device=plan.device, model_path=plan.request.model_path)
-    return load_files(pipe, plan.family, loras, plan.weights)
+    return load_files(pipe, plan.family, loras, plan.weights, copy_untargeted=False)
 
 
 def _float64_output(plan: CheckPlan, loras: Sequence[LoraFile], cache: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The loaded, never fused denoiser forward in float64: e_fwd's reference, built once per run."""
+    """The loaded, never fused denoiser forward in float64: e_fwd's reference, once per run. Computed
+    module by module on a float32 pipeline, which holds a float16/bfloat16/float32 checkpoint exactly,
+    so no float64 copy of the model is ever made (tests/harness/test_float64_forward.py)."""
     if "out" not in cache:
-        loaded = _loaded(plan, torch.float64, loras)
-        cache["out"] = denoiser_output(plan.family, loaded.pipe)
+        loaded = _loaded(plan, torch.float32, loras)
+        cache["out"] = denoiser_output(plan.family, loaded.pipe, float64=True)
         del loaded
     return cache["out"]
 
@@ -196,7 +198,7 @@ def _cycles(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
     unfuse = fuse_unfuse_cycles(fresh.pipe, fresh.components, fresh.before, loras, plan.weights,
                                 request.cycles, request.lora_scale, progress)
     unfused_state, unfused_out = adapter_state(fresh.components), denoiser_output(plan.family, fresh.pipe)
-    del fresh  # before a float64 pipeline is built, so the two never share memory
+    del fresh  # before the float32 pipeline of the float64 forward is built: never two at once
     bit_exact = unfuse.frac_changed[-1] == 0.0 and not unfuse.changed_untargeted
     state = compare_unfused(loaded_state, unfused_state, loaded_out, unfused_out, bit_exact,
                             lambda: _float64_output(plan, loras, float64_cache))
@@ -242,7 +244,7 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
                       + (f"; {available / GIB:.1f} GiB available" if available is not None else ""))
         refuse_if_short(prediction, available, request.model_path)
     try:
-        preloaded = [load_files(first, plan.family, loras, plan.weights)]
+        preloaded = [load_files(first, plan.family, loras, plan.weights, copy_untargeted=False)]
     except LoaderRefused as exc:
         finding = refusal_finding(plan.family, exc.layout)
         if finding is not None:

@@ -5,6 +5,7 @@ The one place where the suite touches diffusers' fuse/unfuse API; tests and the 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,7 +18,7 @@ from parity.checks.progress import SILENT, Progress
 from parity.errors import LoaderRefused, ParityInputError
 from parity.lora.neutral import LoraFile
 from parity.lora.tensors import diffusers_source
-from parity.modules import base_weights, canonical_name
+from parity.modules import base_weights, canonical_name, live_weights
 from parity.reference.merge import MergeReference, reference_merge
 from parity.tolerances import (
     TensorReport,
@@ -29,11 +30,39 @@ from parity.tolerances import (
     unfuse_bound,
 )
 
-Snapshot = dict[str, dict[str, torch.Tensor]]
+Snapshot = dict[str, dict[str, "torch.Tensor | Digest"]]  # component → parameter → copy or digest
 
 
-def snapshot(components: Mapping[str, nn.Module]) -> Snapshot:
-    return {c: base_weights(m) for c, m in components.items()}
+class Digest(bytes):
+    """A tensor's blake2b digest, in a snapshot in place of a copy: enough to prove it unchanged."""
+
+
+def digest(t: torch.Tensor) -> Digest:
+    flat = t.detach().contiguous().cpu().reshape(-1)
+    return Digest(hashlib.blake2b(flat.view(torch.uint8).numpy().data, digest_size=16).digest())
+
+
+def same_tensor(before: torch.Tensor | Digest, now: torch.Tensor | None) -> bool:
+    if now is None:
+        return False
+    if isinstance(before, Digest):
+        return before == digest(now)
+    return torch.equal(before, now)
+
+
+def snapshot(components: Mapping[str, nn.Module], keep: set[tuple[str, str]] | None = None) -> Snapshot:
+    """Every base tensor, copied; with ``keep`` (component, parameter) only those are copied, the
+    others digested: what a check on a real model can afford (the reference needs the targeted
+    weights' values, the rest need only to be proven unchanged)."""
+    if keep is None:
+        return {c: base_weights(m) for c, m in components.items()}
+    return {c: {name: t.detach().clone() if (c, name) in keep else digest(t) for name, t in live_weights(m).items()}
+            for c, m in components.items()}
+
+
+def live(components: Mapping[str, nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
+    """The model's base tensors as they are now, not copied: to measure after a fuse."""
+    return {c: live_weights(m) for c, m in components.items()}
 
 
 def device_of(components: Mapping[str, nn.Module]) -> torch.device:
@@ -92,9 +121,11 @@ def measure_merge(
     for lora in loras:
         for key, keys in lora.sources.items():
             sources[key] = sources.get(key, ()) + keys
-    targeted = {(c, r.key.removeprefix(f"{c}.")) for (c, _), r in refs.items()}
-    for done, ref in enumerate(refs.values(), start=1):
+    targeted = {parameter_of(key) for key in refs}
+    siblings = _fused_siblings(loras)
+    for done, key in enumerate(refs, start=1):
         progress.advance(done, len(refs), "weights compared")
+        ref = refs[key]  # computed here, dropped at the next one: one float64 reference at a time
         actual = after.get(ref.component, {}).get(ref.param_name)
         if actual is None:
             missing.append(ref.key)
@@ -103,21 +134,39 @@ def measure_merge(
         magnitude = operand_magnitude(ref.steps, ref.base)
         report = report_against_bound(ref.key, actual.cpu(), ref.merged, bound, dtype, magnitude)
         if not report.ok:
-            report = replace(report, diagnosis=_diagnosis(actual, ref, refs, sources))
+            others = {refs[k].key: refs[k] for k in siblings.get(key, ()) if k != key and k in refs}
+            report = replace(report, diagnosis=diagnose(actual, ref, others, sources.get(key, ())))
         reports.append(report)
-    changed = [
+    return MergeResult(dtype, reports, changed_untargeted(before, after, targeted), missing)
+
+
+def parameter_of(key: tuple[str, str]) -> tuple[str, str]:
+    """(component, parameter name) of a reference key: a module's weight, or "<module>.bias"."""
+    component, name = key
+    return component, name if name.endswith(".bias") else f"{name}.weight"
+
+
+def _fused_siblings(loras: Sequence[LoraFile]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(component, module) → the modules one file module sets with it (a fused q|k|v): where a
+    wrong split would have put another's delta."""
+    out: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for lora in loras:
+        for modules in lora.placement.values():
+            group = [tuple(m.split(".", 1)) for m in modules]
+            for member in group:
+                out.setdefault(member, []).extend(g for g in group if g != member)
+    return out
+
+
+def changed_untargeted(before: Snapshot, after: Mapping[str, Mapping[str, torch.Tensor]],
+                       targeted: set[tuple[str, str]]) -> list[str]:
+    """Every tensor no adapter targets that is not bit-identical to before (a copy, or its digest)."""
+    return [
         f"{c}.{k}"
         for c, tensors in before.items()
         for k, t in tensors.items()
-        if (c, k) not in targeted and not torch.equal(t, after.get(c, {}).get(k, torch.empty(0)))
+        if (c, k) not in targeted and not same_tensor(t, after.get(c, {}).get(k))
     ]
-    return MergeResult(dtype, reports, changed, missing)
-
-
-def _diagnosis(actual: torch.Tensor, ref: MergeReference, refs: Mapping[tuple[str, str], MergeReference],
-               sources: Mapping[tuple[str, str], tuple[str, ...]]) -> str:
-    siblings = {r.key: r for r in refs.values() if r.component == ref.component and r.param == ref.param}
-    return diagnose(actual, ref, siblings, sources.get((ref.component, ref.module), ()))
 
 
 def load_adapters(pipe: Any, sources: Sequence[Any], weights: Sequence[float] | None = None) -> list[str]:
@@ -162,17 +211,24 @@ def placements(components: Mapping[str, nn.Module], adapter: str) -> set[tuple[s
     return out
 
 
-def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Sequence[float] | None) -> Loaded:
+def targeted_parameters(loras: Sequence[LoraFile]) -> set[tuple[str, str]]:
+    """(component, parameter) of every base tensor some file changes."""
+    return {parameter_of(key) for key in reference_merge({}, [(lora, 1.0) for lora in loras])}
+
+
+def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Sequence[float] | None,
+               copy_untargeted: bool = True) -> Loaded:
     """Load the files (read by our reader) as adapters a0, a1, … at ``weights``, as a user would.
 
     Our reader has accepted every file, so a file diffusers raises on, or loads no adapter from
     (load_lora_weights only logs a warning then), is diffusers refusing a valid file: LoaderRefused.
-    Where it put each module is in ``Loaded.placed``; what it left out, the merge check names.
+    Where it put each module is in ``Loaded.placed``; what it left out, the merge check names. Without
+    ``copy_untargeted`` the snapshot copies only the targeted weights and digests the rest.
     """
     from diffusers.utils import logging as diffusers_logging
 
     components = family.components(pipe)
-    before = snapshot(components)
+    before = snapshot(components, None if copy_untargeted else targeted_parameters(loras))
     # diffusers logs a failed load at error level before raising; we report it as our one line.
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
@@ -276,7 +332,7 @@ def fuse_and_measure(
     """``pipe.fuse_lora(lora_scale)`` on loaded adapters, measured against our reference merge."""
     fuse_all_or_nothing(pipe, components, lora_scale)
     refs = reference_merge(before, list(zip(loras, weights)), lora_scale)
-    return measure_merge(before, snapshot(components), refs, dtype_of(components), device_of(components), loras,
+    return measure_merge(before, live(components), refs, dtype_of(components), device_of(components), loras,
                          progress)
 
 
@@ -316,8 +372,9 @@ def measure_unfuse(
     """How far the weights after ``cycles`` fuse/unfuse cycles are from the base, against the bound."""
     tol = tolerance("unfuse", device, dtype)
     worst_ulps, worst_base_ulps, worst_ratio, n_changed, n_total = 0.0, 0.0, 0.0, 0, 0
-    for done, ref in enumerate(refs.values(), start=1):
+    for done, key in enumerate(refs, start=1):
         progress.advance(done, len(refs), f"weights compared after cycle {cycles}")
+        ref = refs[key]
         base = before[ref.component][ref.param_name]
         now = after[ref.component][ref.param_name].cpu()
         drift = (now.double() - base.double()).abs()
@@ -327,13 +384,7 @@ def measure_unfuse(
         worst_ratio = max(worst_ratio, float((drift / bound).max()))
         n_changed += int((drift > 0).sum())
         n_total += drift.numel()
-    targeted = {(r.component, r.param_name) for r in refs.values()}
-    changed = [
-        f"{c}.{k}"
-        for c, tensors in before.items()
-        for k, t in tensors.items()
-        if (c, k) not in targeted and not torch.equal(t, after[c][k])
-    ]
+    changed = changed_untargeted(before, after, {parameter_of(key) for key in refs})
     return Drift(worst_ulps, worst_base_ulps, n_changed / max(n_total, 1), worst_ratio, changed)
 
 
@@ -356,7 +407,7 @@ def fuse_unfuse_cycles(
     for cycle in range(1, cycles + 1):
         fuse_all_or_nothing(pipe, components, lora_scale)
         pipe.unfuse_lora(components=names)
-        drift = measure_unfuse(before, snapshot(components), refs, dtype, cycle, device, progress)
+        drift = measure_unfuse(before, live(components), refs, dtype, cycle, device, progress)
         result.max_ulps.append(drift.max_ulps)
         result.max_base_ulps.append(drift.max_base_ulps)
         result.frac_changed.append(drift.frac_changed)

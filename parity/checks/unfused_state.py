@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from parity.checks.float64_forward import computed_in_float64
 from parity.modules import canonical_name
 from parity.tolerances import output_budget
 
@@ -54,11 +55,16 @@ def adapter_state(components: Mapping[str, nn.Module]) -> AdapterState:
     return AdapterState(scaling, active, merged)
 
 
-def denoiser_output(family: Any, pipe: Any, seed: int = SEED) -> torch.Tensor:
-    """One denoiser forward on the family's seeded inputs, as a CPU tensor."""
+def denoiser_output(family: Any, pipe: Any, seed: int = SEED, float64: bool = False) -> torch.Tensor:
+    """One denoiser forward on the family's seeded inputs, as a CPU tensor; with ``float64``, computed
+    in float64 module by module on the pipeline's own weights (parity/checks/float64_forward.py)."""
     denoiser = getattr(pipe, family.denoiser)
-    with torch.no_grad():
-        out = denoiser(**family.denoiser_inputs(pipe, seed, denoiser.dtype), return_dict=False)[0]
+    if not float64:
+        with torch.no_grad():
+            out = denoiser(**family.denoiser_inputs(pipe, seed, denoiser.dtype), return_dict=False)[0]
+        return out.detach().cpu()
+    with torch.no_grad(), computed_in_float64(denoiser):
+        out = denoiser(**family.denoiser_inputs(pipe, seed, torch.float64), return_dict=False)[0]
     return out.detach().cpu()
 
 

@@ -8,7 +8,7 @@ them could not cancel out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -85,29 +85,56 @@ def contributions(m: Module, scale: float) -> list[tuple[str, MergeStep]]:
     return out
 
 
+class LazyReferences(Mapping[tuple[str, str], MergeReference]):
+    """The reference merge of every targeted weight, computed when asked for and not kept: a check
+    that walks it holds one weight's float64 reference at a time (4 × 8 bytes per element of that
+    weight), not the whole model's. Keys as ``reference_merge``'s."""
+
+    def __init__(self, base_weights: Mapping[str, Mapping[str, torch.Tensor]],
+                 adapters: Sequence[tuple[LoraFile, float]], lora_scale: float = 1.0) -> None:
+        self.base_weights, self.lora_scale = base_weights, lora_scale
+        self.adapters = list(adapters)
+        self.contributors: dict[tuple[str, str], list[tuple[Module, float, str]]] = {}
+        for lora, weight in self.adapters:
+            for (component, module), m in lora.modules.items():
+                params = ["weight"] if isinstance(m, LoraModule) else [
+                    p for p, t in (("weight", m.diff), ("bias", m.bias)) if t is not None]
+                for param in params:
+                    key = (component, module if param == "weight" else f"{module}.{param}")
+                    self.contributors.setdefault(key, []).append((m, weight, param))
+
+    def __getitem__(self, key: tuple[str, str]) -> MergeReference:
+        component = key[0]
+        ref = None
+        for m, weight, param in self.contributors[key]:
+            if ref is None:
+                base = self.base_weights[component][f"{m.module}.{param}"].double()
+                ref = MergeReference(component, m.module, base, base.clone(), [], param)
+            step = dict(contributions(m, weight * self.lora_scale))[param]
+            if step.delta.shape != ref.base.shape:
+                raise ValueError(f"{ref.key}: delta {tuple(step.delta.shape)} vs {tuple(ref.base.shape)}")
+            ref.merged = ref.merged + step.delta
+            ref.steps.append(step)
+        assert ref is not None
+        return ref
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.contributors)
+
+    def __len__(self) -> int:
+        return len(self.contributors)
+
+
 def reference_merge(
     base_weights: Mapping[str, Mapping[str, torch.Tensor]],
     adapters: Sequence[tuple[LoraFile, float]],
     lora_scale: float = 1.0,
-) -> dict[tuple[str, str], MergeReference]:
+) -> Mapping[tuple[str, str], MergeReference]:
     """Merge ``adapters`` (each with its set_adapters weight) into ``base_weights``.
 
     ``base_weights`` maps component → canonical parameter name → tensor (see parity.modules.base_weights).
     Adapters are applied in order, as PEFT merges them one after another. Weights are keyed
-    (component, module); a bias a file changes, (component, "<module>.bias").
+    (component, module); a bias a file changes, (component, "<module>.bias"). Each reference is computed
+    when it is read (``LazyReferences``): read it once and let it go.
     """
-    refs: dict[tuple[str, str], MergeReference] = {}
-    for lora, weight in adapters:
-        scale = weight * lora_scale
-        for (component, module), m in lora.modules.items():
-            for param, step in contributions(m, scale):
-                key = (component, module if param == "weight" else f"{module}.{param}")
-                if key not in refs:
-                    base = base_weights[component][f"{module}.{param}"].double()
-                    refs[key] = MergeReference(component, module, base, base.clone(), [], param)
-                ref = refs[key]
-                if step.delta.shape != ref.base.shape:
-                    raise ValueError(f"{ref.key}: delta {tuple(step.delta.shape)} vs {tuple(ref.base.shape)}")
-                ref.merged = ref.merged + step.delta
-                ref.steps.append(step)
-    return refs
+    return LazyReferences(base_weights, adapters, lora_scale)
