@@ -174,7 +174,8 @@ def _dtype_report(plan: CheckPlan, loras: Sequence[LoraFile], dtype_name: str, s
 
 def _loaded(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile]) -> Loaded:
     pipe = build_pipeline(plan.family, dtype=dtype, device=plan.device, model_path=plan.request.model_path)
-    return load_files(pipe, plan.family, loras, plan.weights, copy_untargeted=False)
+    return load_files(pipe, plan.family, loras, plan.weights, copy_untargeted=False,
+                      model_path=plan.request.model_path)
 
 
 def _float64_output(plan: CheckPlan, loras: Sequence[LoraFile], cache: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -238,13 +239,15 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     loras = [read_lora(path, plan.family.components(first), strict=True, allow_pickle=request.allow_pickle)
              for path in request.loras]
     if torch.device(plan.device).type == "cpu":  # host memory; on CUDA the weights live on the device
-        prediction = predict_check(plan.family.components(first), loras, plan.dtypes)
+        prediction = predict_check(plan.family.components(first), loras, plan.dtypes,
+                                   copies_targeted=request.model_path is None)
         available = available_memory()
         progress.note(f"memory: {prediction.describe()}"
                       + (f"; {available / GIB:.1f} GiB available" if available is not None else ""))
         refuse_if_short(prediction, available, request.model_path)
     try:
-        preloaded = [load_files(first, plan.family, loras, plan.weights, copy_untargeted=False)]
+        preloaded = [load_files(first, plan.family, loras, plan.weights, copy_untargeted=False,
+                                model_path=request.model_path)]
     except LoaderRefused as exc:
         finding = refusal_finding(plan.family, exc.layout)
         if finding is not None:

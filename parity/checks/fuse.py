@@ -20,6 +20,7 @@ from parity.lora.neutral import LoraFile
 from parity.lora.tensors import diffusers_source
 from parity.modules import base_weights, canonical_name, live_weights
 from parity.reference.merge import MergeReference, reference_merge
+from parity.zoo.checkpoint import CheckpointWeights
 from parity.tolerances import (
     TensorReport,
     merge_bound,
@@ -50,13 +51,46 @@ def same_tensor(before: torch.Tensor | Digest, now: torch.Tensor | None) -> bool
     return torch.equal(before, now)
 
 
-def snapshot(components: Mapping[str, nn.Module], keep: set[tuple[str, str]] | None = None) -> Snapshot:
-    """Every base tensor, copied; with ``keep`` (component, parameter) only those are copied, the
-    others digested: what a check on a real model can afford (the reference needs the targeted
-    weights' values, the rest need only to be proven unchanged)."""
+class OnDisk:
+    """A snapshot entry read from the model's checkpoint when it is used, not kept in memory."""
+
+    def __init__(self, checkpoint: CheckpointWeights, component: str, name: str, like: torch.Tensor) -> None:
+        self.checkpoint, self.component, self.name = checkpoint, component, name
+        self.dtype, self.device = like.dtype, like.device
+
+    def load(self) -> torch.Tensor:
+        t = self.checkpoint.read(self.component, self.name, torch.empty(0, dtype=self.dtype, device=self.device))
+        assert t is not None, f"{self.component}.{self.name} left the checkpoint"
+        return t
+
+
+class SnapshotPart(dict):
+    """One component's snapshot: copies, digests, and entries read from disk when asked for."""
+
+    def __getitem__(self, name: str) -> Any:
+        value = super().__getitem__(name)
+        return value.load() if isinstance(value, OnDisk) else value
+
+
+def _kept(c: str, name: str, t: torch.Tensor, checkpoint: CheckpointWeights | None) -> Any:
+    """The base value of a targeted tensor: on disk where the checkpoint holds it bit for bit, else a copy."""
+    if checkpoint is not None:
+        stored = checkpoint.read(c, name, t)
+        if stored is not None and torch.equal(stored, t) and stored.dtype == t.dtype:
+            return OnDisk(checkpoint, c, name, t)
+    return t.detach().clone()
+
+
+def snapshot(components: Mapping[str, nn.Module], keep: set[tuple[str, str]] | None = None,
+             checkpoint: CheckpointWeights | None = None) -> Snapshot:
+    """Every base tensor, copied; with ``keep`` (component, parameter) only those are kept, the others
+    digested: what a check on a real model can afford (the reference needs the targeted weights'
+    values, the rest need only to be proven unchanged). With a ``checkpoint``, a kept tensor that the
+    folder holds bit for bit is read from there when needed instead of being copied."""
     if keep is None:
         return {c: base_weights(m) for c, m in components.items()}
-    return {c: {name: t.detach().clone() if (c, name) in keep else digest(t) for name, t in live_weights(m).items()}
+    return {c: SnapshotPart({name: _kept(c, name, t, checkpoint) if (c, name) in keep else digest(t)
+                             for name, t in live_weights(m).items()})
             for c, m in components.items()}
 
 
@@ -164,8 +198,8 @@ def changed_untargeted(before: Snapshot, after: Mapping[str, Mapping[str, torch.
     return [
         f"{c}.{k}"
         for c, tensors in before.items()
-        for k, t in tensors.items()
-        if (c, k) not in targeted and not same_tensor(t, after.get(c, {}).get(k))
+        for k in tensors
+        if (c, k) not in targeted and not same_tensor(tensors[k], after.get(c, {}).get(k))
     ]
 
 
@@ -217,18 +251,20 @@ def targeted_parameters(loras: Sequence[LoraFile]) -> set[tuple[str, str]]:
 
 
 def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Sequence[float] | None,
-               copy_untargeted: bool = True) -> Loaded:
+               copy_untargeted: bool = True, model_path: str | None = None) -> Loaded:
     """Load the files (read by our reader) as adapters a0, a1, … at ``weights``, as a user would.
 
     Our reader has accepted every file, so a file diffusers raises on, or loads no adapter from
     (load_lora_weights only logs a warning then), is diffusers refusing a valid file: LoaderRefused.
     Where it put each module is in ``Loaded.placed``; what it left out, the merge check names. Without
-    ``copy_untargeted`` the snapshot copies only the targeted weights and digests the rest.
+    ``copy_untargeted`` the snapshot keeps only the targeted weights and digests the rest; with a
+    ``model_path`` as well, a targeted weight is read back from the folder's checkpoint, not copied.
     """
     from diffusers.utils import logging as diffusers_logging
 
     components = family.components(pipe)
-    before = snapshot(components, None if copy_untargeted else targeted_parameters(loras))
+    checkpoint = CheckpointWeights(model_path) if model_path is not None else None
+    before = snapshot(components, None if copy_untargeted else targeted_parameters(loras), checkpoint)
     # diffusers logs a failed load at error level before raising; we report it as our one line.
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)

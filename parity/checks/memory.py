@@ -8,7 +8,8 @@ largest targeted weight:
 
 - the merge (and, on a fresh pipeline, the fuse/unfuse cycles): the pipeline and a copy of the
   targeted weights from before the fuse, P·s + T·s (untargeted weights are proven unchanged by a
-  digest, the fused ones are read in place);
+  digest, the fused ones are read in place; on a model folder the targeted base values are read back
+  from its checkpoint, so T drops out, parity/zoo/checkpoint.py);
 - the reference, one weight at a time: its float64 base, merged, δ and |B|·|A|, and the error, bound
   and ULP arrays of the comparison, at most PER_WEIGHT_FLOAT64 float64 arrays of L elements;
 - the forward budget's float64 truth: a float32 pipeline computed in float64 one module at a time,
@@ -64,17 +65,19 @@ def _targeted(components: Mapping[str, nn.Module], loras: Sequence[LoraFile]) ->
 
 
 def predict_check(components: Mapping[str, nn.Module], loras: Sequence[LoraFile],
-                  dtypes: Mapping[str, torch.dtype]) -> MemoryPrediction:
-    """The check's peak over its dtypes, from the model it loaded and the files it read."""
+                  dtypes: Mapping[str, torch.dtype], copies_targeted: bool = True) -> MemoryPrediction:
+    """The check's peak over its dtypes, from the model it loaded and the files it read; a check on a
+    model folder (``copies_targeted`` False) reads the targeted base weights back from disk."""
     p = _parameters(components)
-    t, largest = _targeted(components, loras)
+    targeted, largest = _targeted(components, loras)
+    t = targeted if copies_targeted else 0
     per_weight = PER_WEIGHT_FLOAT64 * 8 * largest
     best = None
     for name, dtype in dtypes.items():
         s = torch.empty((), dtype=dtype).element_size()
         peak = BASELINE + max((p + t) * s, (p + t) * 4) + per_weight
         if best is None or peak > best.peak:
-            best = MemoryPrediction(peak, p, t, name)
+            best = MemoryPrediction(peak, p, targeted, name)
     assert best is not None
     return best
 
