@@ -25,7 +25,12 @@ from parity.checks.fuse import Loaded, fuse_and_measure, fuse_unfuse_cycles, loa
 from parity.checks.known_findings import merge_findings, refusal_finding
 from parity.checks.memory import GIB, available_memory, predict_check, refuse_if_short
 from parity.checks.progress import SILENT, Progress
-from parity.checks.unfused_state import UnfusedState, adapter_state, compare_unfused, denoiser_output
+from parity.checks.unfused_state import (
+    UnfusedState,
+    adapter_state,
+    compare_unfused,
+    denoiser_output,
+)
 from parity.devices import resolve, strict_float32
 from parity.errors import LoaderRefused, ParityInputError
 from parity.lora.neutral import LoraFile
@@ -183,9 +188,11 @@ def _float64_output(plan: CheckPlan, loras: Sequence[LoraFile], cache: dict[str,
     module by module on a float32 pipeline, which holds a float16/bfloat16/float32 checkpoint exactly,
     so no float64 copy of the model is ever made (tests/harness/test_float64_forward.py)."""
     if "out" not in cache:
-        loaded = _loaded(plan, torch.float32, loras)
-        cache["out"] = denoiser_output(plan.family, loaded.pipe, float64=True)
-        del loaded
+        # Only the forward is needed: no snapshot (and, on a folder, no read-back of the targeted weights).
+        pipe = build_pipeline(plan.family, dtype=torch.float32, device=plan.device, model_path=plan.request.model_path)
+        load_files(pipe, plan.family, loras, plan.weights, snapshot_base=False)
+        cache["out"] = denoiser_output(plan.family, pipe, float64=True)
+        del pipe
     return cache["out"]
 
 

@@ -20,7 +20,6 @@ from parity.lora.neutral import LoraFile
 from parity.lora.tensors import diffusers_source
 from parity.modules import base_weights, canonical_name, live_weights
 from parity.reference.merge import MergeReference, reference_merge
-from parity.zoo.checkpoint import CheckpointWeights
 from parity.tolerances import (
     TensorReport,
     merge_bound,
@@ -30,6 +29,7 @@ from parity.tolerances import (
     ulp,
     unfuse_bound,
 )
+from parity.zoo.checkpoint import CheckpointWeights
 
 Snapshot = dict[str, dict[str, "torch.Tensor | Digest"]]  # component → parameter → copy or digest
 
@@ -251,7 +251,7 @@ def targeted_parameters(loras: Sequence[LoraFile]) -> set[tuple[str, str]]:
 
 
 def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Sequence[float] | None,
-               copy_untargeted: bool = True, model_path: str | None = None) -> Loaded:
+               copy_untargeted: bool = True, model_path: str | None = None, snapshot_base: bool = True) -> Loaded:
     """Load the files (read by our reader) as adapters a0, a1, … at ``weights``, as a user would.
 
     Our reader has accepted every file, so a file diffusers raises on, or loads no adapter from
@@ -259,12 +259,15 @@ def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Seque
     Where it put each module is in ``Loaded.placed``; what it left out, the merge check names. Without
     ``copy_untargeted`` the snapshot keeps only the targeted weights and digests the rest; with a
     ``model_path`` as well, a targeted weight is read back from the folder's checkpoint, not copied.
+    Without ``snapshot_base`` there is no snapshot at all (``Loaded.before`` is empty): for a pipeline
+    that is only run, never measured.
     """
     from diffusers.utils import logging as diffusers_logging
 
     components = family.components(pipe)
     checkpoint = CheckpointWeights(model_path) if model_path is not None else None
-    before = snapshot(components, None if copy_untargeted else targeted_parameters(loras), checkpoint)
+    before = snapshot(components, None if copy_untargeted else targeted_parameters(loras), checkpoint) \
+        if snapshot_base else {}
     # diffusers logs a failed load at error level before raising; we report it as our one line.
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)

@@ -50,6 +50,7 @@ class Layout:
     diff: tuple[str, ...] = ()
     # kohya prefix of a lone text encoder: sd-scripts writes lora_te_ for SD1.x, lora_te1_ for FLUX.1's CLIP
     single_te: str = "lora_te"
+    kohya_denoiser: str = "lora_unet"  # kohya prefix of the UNet or transformer
 
 
 LAYOUT_LIST = (
@@ -73,7 +74,7 @@ LAYOUT_LIST = (
            diff=("linear2",), single_te="lora_te1"),
     Layout("lora_transformer", "kohya-style keys on diffusers transformer names (FLUX.1 trainers)",
            "lora_transformer_single_transformer_blocks_0_attn_to_q.lora_down.weight",
-           "kohya", "lora_down", "diffusers", "keys", single_te="lora_te1"),
+           "kohya", "lora_down", "diffusers", "keys", single_te="lora_te1", kohya_denoiser="lora_transformer"),
     Layout("comfyui", "ComfyUI (comfy/lora.py), BFL names under diffusion_model.",
            "diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight",
            "diffusion_model", "lora_down", "bfl", "keys"),
@@ -92,7 +93,6 @@ LAYOUT_LIST = (
 # ``layouts`` (parity/zoo), and the case table takes it from there.
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in LAYOUT_LIST}
 
-KOHYA_DENOISER = "lora_unet"
 PAIR_SUFFIXES = {"lora_down": (".lora_down.weight", ".lora_up.weight"), "lora_A": (".lora_A.weight", ".lora_B.weight"),
                  "lora_A.default": (".lora_A.default.weight", ".lora_B.default.weight"),
                  "down/up": (".down.weight", ".up.weight")}
@@ -101,10 +101,10 @@ PAIR_SUFFIXES = {"lora_down": (".lora_down.weight", ".lora_up.weight"), "lora_A"
 LEGACY_TAILS = {"attention": "_lora", "text_encoder": ".lora_linear_layer", "other": ".lora"}
 
 
-def kohya_prefixes(components: list[str], single_te: str = "lora_te") -> dict[str, str]:
+def kohya_prefixes(components: list[str], single_te: str = "lora_te", denoiser: str = "lora_unet") -> dict[str, str]:
     """Component → kohya key prefix; SDXL's two text encoders become te1/te2."""
     two_te = "text_encoder_2" in components
-    out = {"unet": KOHYA_DENOISER, "transformer": KOHYA_DENOISER,
+    out = {"unet": denoiser, "transformer": denoiser,
            "text_encoder": "lora_te1" if two_te else single_te, "text_encoder_2": "lora_te2"}
     return {c: out[c] for c in components if c in out}
 
@@ -112,9 +112,7 @@ def kohya_prefixes(components: list[str], single_te: str = "lora_te") -> dict[st
 def _prefix(layout: Layout, component: str, components: list[str]) -> tuple[str, bool]:
     """(key prefix, names underscored) of ``component`` in ``layout``."""
     if layout.prefix == "kohya":
-        if layout.name == "lora_transformer" and component == "transformer":
-            return "lora_transformer_", True
-        prefixes = kohya_prefixes(components, layout.single_te)
+        prefixes = kohya_prefixes(components, layout.single_te, layout.kohya_denoiser)
         if component not in prefixes:
             raise ValueError(f"{layout.name} layout has no prefix for component {component!r}")
         return prefixes[component] + "_", True
@@ -146,15 +144,21 @@ def _diffusers_metadata(lora: LoraFile) -> dict[str, str] | None:
     return {METADATA_KEY: json.dumps(packed), "format": "pt"}
 
 
+def _namings(layout: Layout, component: str) -> tuple[str, ...]:
+    """The namings ``layout`` gives ``component``'s modules, first choice first: text encoders keep
+    diffusers' names in every layout; the legacy layout renames attention projections only."""
+    if component not in ("unet", "transformer"):
+        return ("diffusers",)
+    return ("legacy", "diffusers") if layout.naming == "legacy" else (layout.naming,)
+
+
 def _grouped(layout: Layout, lora: LoraFile, names: Mapping[str, ComponentNames]) -> dict[tuple[str, str], tuple]:
     """(component, file module name) → the target and the neutral modules it carries, for layouts
     whose naming fuses modules (BFL qkv): every module of a fused target must come from one write."""
     groups: dict[tuple[str, str], tuple] = {}
     for (component, module), m in sorted(lora.modules.items()):
-        naming = layout.naming if component in ("unet", "transformer") else "diffusers"
-        if naming == "legacy":
-            naming = "legacy" if names[component].name_of("legacy", module) else "diffusers"
-        found = names[component].name_of(naming, module)
+        found = next((f for naming in _namings(layout, component)
+                      if (f := names[component].name_of(naming, module)) is not None), None)
         if found is None:
             raise ValueError(f"the {layout.name} layout has no name for {component}.{module}")
         name, target = found
@@ -275,11 +279,8 @@ def nameable(layout: str, components: Mapping[str, nn.Module]) -> dict[str, set[
         if spec.prefix in ("diffusion_model", "none") and component.startswith("text_encoder"):
             continue
         names = component_names(component, model)
-        naming = spec.naming if component in ("unet", "transformer") else "diffusers"
-        if naming == "legacy":
-            out[component] = set(names.modules)
-            continue
-        out[component] = {m for t in names.dotted[naming].values() for m in t.modules}
+        out[component] = {m for naming in _namings(spec, component) for t in names.dotted[naming].values()
+                          for m in t.modules}
     return out
 
 
@@ -296,18 +297,20 @@ class Signature:
 
 
 def layout_name(sig: Signature) -> str:
-    """The registered layout a file with this signature is written in, or a description of it."""
+    """The registered layout a file with this signature is written in, or a description of it.
+
+    Layouts that spell keys alike (kohya and lora_transformer, diffusers and diffusers-alpha, kohya-bfl
+    and kohya-bfl-diff) are told apart by what the file shows: its denoiser prefix, whether it has
+    alpha keys, whether it has full differences."""
     pair, naming = sig.pair, sig.naming
     if pair == "down/up" and naming in ("legacy", "diffusers"):
         pair, naming = "legacy", "legacy"
-    if sig.prefix == "kohya" and sig.prefix_text == "lora_transformer_":
-        return "lora_transformer"
-    if (sig.prefix, pair, naming) == ("component", "lora_A", "diffusers") and sig.alpha_keys:
-        return "diffusers-alpha"
     matches = [layout for layout in LAYOUT_LIST if (layout.prefix, layout.pair, layout.naming) == (sig.prefix, pair, naming)]
-    for layout in matches:
-        if bool(layout.diff) == sig.diff:
-            return layout.name
-    if matches:
-        return matches[0].name
-    return f"unregistered: {sig.prefix} prefix, {pair} pairs, {naming} names"
+    if not matches:
+        return f"unregistered: {sig.prefix} prefix, {pair} pairs, {naming} names"
+
+    def fit(layout: Layout) -> tuple[bool, bool, bool]:
+        denoiser = layout.prefix != "kohya" or sig.prefix_text == layout.kohya_denoiser + "_"
+        return denoiser, (layout.alpha == "keys") == sig.alpha_keys, bool(layout.diff) == sig.diff
+
+    return max(matches, key=fit).name
