@@ -2,8 +2,8 @@
 
 Without ``--benchmark-enable``/``tox -e bench`` pytest-benchmark is disabled (pyproject addopts) and
 every benchmark runs its target once: `make test` smoke-runs the suite so none rots, on a subset
-that still reaches every mode and operation (compiled ones and whole-pipeline calls on the cheapest
-family: parity.checks.cases.BenchCase.in_smoke_run).
+that still reaches every mode and operation (compiled ones, whole-pipeline calls and the check against
+its floor on the cheapest family: parity.checks.cases.BenchCase.in_smoke_run).
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from parity.devices import requested
 from parity.tolerances import dtype_from_name
 from parity.zoo import get_family
 
+# Benchmarks whose smoke run takes the cheapest family only: a whole pipeline call, and a check
+# against its floor (seconds per family even on the tiny zoo).
+CHEAPEST_FAMILY_ONLY = ("test_pipeline_call_latency", "test_check_against_its_floor")
+
 
 def benchmarks_disabled(config: pytest.Config) -> bool:
     return bool(config.getoption("benchmark_disable")) and not config.getoption("benchmark_enable")
@@ -30,8 +34,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, drop = [], []
     for item in items:
         case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
-        whole_pipeline = getattr(item, "originalname", "") == "test_pipeline_call_latency"
-        if isinstance(case, BenchCase) and (case.dtype not in dtypes or (smoke and not case.in_smoke_run(whole_pipeline))):
+        cheapest_only = getattr(item, "originalname", "") in CHEAPEST_FAMILY_ONLY
+        if isinstance(case, BenchCase) and (case.dtype not in dtypes or (smoke and not case.in_smoke_run(cheapest_only))):
             drop.append(item)
         else:
             keep.append(item)

@@ -283,6 +283,22 @@ def report_against_bound(
     )
 
 
+def combine_reports(name: str, parts: list[tuple[int, TensorReport]]) -> TensorReport:
+    """One tensor's report from the reports of its blocks of rows, each with its first row: the maxima
+    and counts of the whole, the worst element indexed in the whole tensor."""
+    offset, worst = max(parts, key=lambda part: part[1].max_bound_ratio)
+    index = (worst.worst_index[0] + offset, *worst.worst_index[1:]) if worst.worst_index else ()
+    return TensorReport(
+        name=name,
+        numel=sum(r.numel for _, r in parts),
+        max_abs=max(r.max_abs for _, r in parts),
+        max_ulps=max(r.max_ulps for _, r in parts),
+        max_bound_ratio=worst.max_bound_ratio,
+        n_over=sum(r.n_over for _, r in parts),
+        worst_index=index,
+    )
+
+
 def _input_cast_is_inexact(file_dtype: torch.dtype, model_dtype: torch.dtype) -> bool:
     # float16 and bfloat16 values are exact in float32; any other change of dtype may round.
     return not (file_dtype == model_dtype or model_dtype == torch.float32)

@@ -2,8 +2,9 @@
 
 Gates mirror pytest-benchmark's ``--benchmark-compare-fail``: ``STAT:N%`` fails when
 ``new/old - 1 > N%``, ``STAT:X`` / ``STAT:Xs`` when ``new - old > X`` seconds. ``ratio:N%`` instead
-compares each benchmark's within-run ratio to its baseline mode (``BenchRun.ratios``) between the
-runs: on a noisy shared runner every absolute time may move together, the ratio does not.
+compares each benchmark's within-run ratio to its baseline mode (``BenchRun.ratios``; a check against
+its floor: check/floor) between the runs: on a noisy shared runner every absolute time may move
+together, the ratio does not.
 
 Pure functions: ``compare_runs`` returns a ``Comparison``; callers (the CLI, an upgrade gate comparing
 a run under old against new diffusers/peft) format it and pick the exit code.

@@ -15,7 +15,8 @@ from typing import Any
 FORWARD = "forward"  # one denoiser forward
 PIPELINE = "pipeline"  # one full (tiny) pipeline call
 OPERATION = "operation"  # a LoRA API call: load, fuse, unfuse, hotswap, set_adapters, first calls
-KINDS = (FORWARD, PIPELINE, OPERATION)
+CHECK = "check"  # `lora-parity check` against its floor, timed interleaved (parity/bench/checkcost.py)
+KINDS = (FORWARD, PIPELINE, OPERATION, CHECK)
 
 # forward / pipeline modes, in the order reports list them
 BASE = "base"
@@ -53,6 +54,11 @@ OPERATIONS = (
 # A fused model runs exactly the base arithmetic; above this ratio the report flags it.
 FUSED_RATIO_FLAG = 1.02
 
+# The one mode of kind CHECK, and issue 15's bound on it: check takes at most this many times its floor
+# (from_pretrained + load_lora_weights + fuse_lora + unfuse_lora on the same model and files).
+CHECK_VS_FLOOR = "check-vs-floor"
+CHECK_RATIO_BOUND = 1.5
+
 
 @dataclass
 class BenchInfo:
@@ -77,6 +83,15 @@ class BenchInfo:
     memory_kind: str | None = None  # "cuda-max-allocated" or "cpu-rss-peak"
     versions: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    # Kind CHECK only: each round's check and floor seconds (same index, same round), the median of the
+    # per-round ratios check/floor with its bootstrap interval, and the bound it is held to. The stats
+    # pytest-benchmark keeps are the check's.
+    check_seconds: list[float] | None = None
+    floor_seconds: list[float] | None = None
+    ratio: float | None = None
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    ratio_bound: float | None = None
 
     @property
     def flop_floor(self) -> float | None:

@@ -1,5 +1,6 @@
 """The benchmark report of one pytest-benchmark run: ``report.md``, a self-contained ``index.html``
-and ``plots/*.png`` (latency, ratio to the baseline mode beside the FLOP floor, operations, memory).
+and ``plots/*.png`` (latency, ratio to the baseline mode beside the FLOP floor, operations, memory, and
+the check against its floor with the bound marked).
 
 Plots use matplotlib's ``Figure`` directly (Agg, through savefig), never pyplot: no display, and no
 global backend switch for whoever imported us.
@@ -20,8 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parity.bench.checkreport import (
+    CHECK_FLAG_TEXT,
+    CHECK_SECTION,
+    CHECK_TABLE,
+    NO_CHECK_FLAGS,
+    check_plot,
+    check_records,
+    check_rows,
+    over_bound,
+)
 from parity.bench.record import (
     BASE,
+    CHECK,
     COMPILED_BASE,
     COMPILED_FUSED,
     FORWARD,
@@ -55,6 +67,11 @@ Panel = tuple[str, str, str]  # family, size, device: one set of figures each
 class Flag:
     record: BenchRecord
     ratio: float
+    bound: float = FUSED_RATIO_FLAG
+
+    @property
+    def text(self) -> str:
+        return CHECK_FLAG_TEXT if self.record.info.kind == CHECK else FLAG_TEXT
 
 
 def fused_flags(run: BenchRun) -> list[Flag]:
@@ -94,7 +111,7 @@ def _sort_key(r: BenchRecord) -> tuple:
 def _panels(run: BenchRun) -> dict[Panel, list[BenchRecord]]:
     panels: dict[Panel, list[BenchRecord]] = {}
     for r in run.records:
-        if r.info is not None:
+        if r.info is not None and r.info.kind != CHECK:  # those have their own section
             panels.setdefault((r.info.family, r.info.size, r.info.device), []).append(r)
     return {k: sorted(v, key=_sort_key) for k, v in sorted(panels.items())}
 
@@ -281,7 +298,8 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _html_cell(text: str) -> str:
-    return f"<td class='flag'>{html.escape(text)}</td>" if text == FLAG_TEXT else f"<td>{html.escape(text)}</td>"
+    flagged = text in (FLAG_TEXT, CHECK_FLAG_TEXT)
+    return f"<td class='flag'>{html.escape(text)}</td>" if flagged else f"<td>{html.escape(text)}</td>"
 
 
 def _html_table(rows: Sequence[Sequence[str]]) -> str:
@@ -356,8 +374,13 @@ def _header(run: BenchRun) -> list[tuple[str, str]]:
 
 
 def _flag_lines(flags: Sequence[Flag]) -> list[str]:
-    return [f"{group_name(f.record.info)} {f.record.info.mode}: ratio {f.ratio:.3f} ({FLAG_TEXT}) — "
+    return [f"{group_name(f.record.info)} {f.record.info.mode}: ratio {f.ratio:.3f} ({f.text}) — "
             f"{f.record.fullname}" for f in flags]
+
+
+def _no_flag_lines(run: BenchRun) -> list[str]:
+    """What the flags section says when nothing is flagged, per kind of flag the run could raise."""
+    return [NO_FLAGS] + ([NO_CHECK_FLAGS] if check_records(run) else [])
 
 
 def _junit_lines(junit: JunitSummary) -> list[str]:
@@ -370,7 +393,7 @@ def _markdown(run: BenchRun, sections: Sequence[_Section], flags: Sequence[Flag]
     lines = ["# Benchmark report", ""]
     lines += [f"- **{k}**: {v}" for k, v in _header(run)]
     lines += ["", "## Flags", ""]
-    lines += [f"- {line}" for line in _flag_lines(flags)] or [NO_FLAGS]
+    lines += [f"- {line}" for line in _flag_lines(flags)] or [" ".join(_no_flag_lines(run))]
     if junit is not None:
         lines += ["", f"## Tests ({junit.path})", "", *(f"- {line}" for line in _junit_lines(junit))]
     for s in sections:
@@ -395,7 +418,7 @@ def _html(run: BenchRun, sections: Sequence[_Section], flags: Sequence[Flag], ju
     if flags:
         parts.append("<ul>" + "".join(f"<li class='flag'>{e(line)}</li>" for line in _flag_lines(flags)) + "</ul>")
     else:
-        parts.append(f"<p>{e(NO_FLAGS)}</p>")
+        parts.append(f"<p>{e(' '.join(_no_flag_lines(run)))}</p>")
     if junit is not None:
         parts.append(f"<h2>Tests ({e(junit.path)})</h2><ul>"
                      + "".join(f"<li>{e(line)}</li>" for line in _junit_lines(junit)) + "</ul>")
@@ -419,6 +442,17 @@ def write_report(run: BenchRun, out: str | os.PathLike, junit: JunitSummary | No
     panels = _panels(run)
     steps = _LateProgress(len(panels) * len(PLOTS), progress)
     sections, plots = [], []
+    checks = check_records(run)
+    if checks:
+        section = _Section(CHECK_SECTION, [], [(CHECK_TABLE, check_rows(checks))])
+        fig = check_plot(checks)
+        if fig is not None:
+            path = out / "plots" / "check-vs-floor.png"
+            png = _png(fig)
+            path.write_bytes(png)
+            section.plots.append(("check against its floor", path, png))
+            plots.append(path)
+        sections.append(section)
     for panel, records in panels.items():
         section = _Section("/".join(panel), [], [])
         for name, plot in PLOTS:
@@ -439,7 +473,7 @@ def write_report(run: BenchRun, out: str | os.PathLike, junit: JunitSummary | No
     other = [r for r in run.records if r.info is None]
     if other:
         sections.append(_Section("other", [], [("benchmarks without a BenchInfo in extra_info", _other_rows(other))]))
-    flags = fused_flags(run)
+    flags = fused_flags(run) + [Flag(r, ratio, bound) for r, ratio, bound in over_bound(run)]
     report = Report(out / "report.md", out / "index.html", plots, flags)
     report.markdown.write_text(_markdown(run, sections, flags, junit, out), encoding="utf-8")
     report.html.write_text(_html(run, sections, flags, junit), encoding="utf-8")

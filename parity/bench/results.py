@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from parity.bench.record import FORWARD, KINDS, PIPELINE, BenchInfo, baseline_mode, group_name
+from parity.bench.record import CHECK, FORWARD, KINDS, PIPELINE, BenchInfo, baseline_mode, group_name
 from parity.errors import ParityInputError
 
 # The stats every reader relies on; pytest-benchmark writes these since 3.x.
@@ -72,8 +72,9 @@ class BenchRun:
 
     def ratios(self) -> dict[str, float]:
         """Each forward/pipeline benchmark's median over its baseline mode's median in the same group
-        (family/size/dtype/device/kind), by fullname; baseline modes map to 1.0."""
-        return baseline_ratios(self.records)
+        (family/size/dtype/device/kind), by fullname; baseline modes map to 1.0. A check against its
+        floor maps to its recorded median per-round ratio check/floor."""
+        return {**baseline_ratios(self.records), **check_ratios(self.records)}
 
 
 def baseline_ratios(records: Iterable[BenchRecord]) -> dict[str, float]:
@@ -88,6 +89,13 @@ def baseline_ratios(records: Iterable[BenchRecord]) -> dict[str, float]:
         if base is not None and base.stat("median") > 0:
             out[r.fullname] = r.stat("median") / base.stat("median")
     return out
+
+
+def check_ratios(records: Iterable[BenchRecord]) -> dict[str, float]:
+    """Each check-against-floor benchmark's median ratio check/floor, by fullname (one of kind CHECK
+    recorded by a smoke run or an older writer carries none and is left out)."""
+    return {r.fullname: float(r.info.ratio) for r in records
+            if r.info is not None and r.info.kind == CHECK and _is_number(r.info.ratio)}
 
 
 def _is_number(value: Any) -> bool:

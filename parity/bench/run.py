@@ -29,9 +29,12 @@ ROUNDS = {
     ("tiny", "forward"): Rounds(30, 3),
     ("tiny", "pipeline"): Rounds(10, 2),
     ("tiny", "operation"): Rounds(10, 1),
+    # a round of kind check is one check and one floor: seconds each even on the tiny zoo
+    ("tiny", "check"): Rounds(5, 1),
     ("full", "forward"): Rounds(20, 5),
     ("full", "pipeline"): Rounds(5, 1),
     ("full", "operation"): Rounds(5, 1),
+    ("full", "check"): Rounds(3, 1),
 }
 COMPILING = Rounds(3, 0)
 

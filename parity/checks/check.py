@@ -15,7 +15,7 @@ delta. The report names that finding where the measured symptom is its symptom, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -39,6 +39,13 @@ from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
+from parity.zoo.published import (
+    ensure_folder,
+    made_for_published,
+    meta_components,
+    published,
+    read_against_published,
+)
 
 KNOWN_PREFIX = "known diffusers behaviour: "
 
@@ -128,6 +135,7 @@ class CheckReport:
     weights: list[float]
     files: list[FileReport]
     results: list[DtypeReport]
+    model: str = ""  # what was checked: the tiny model, the user's folder, or the published architecture
     ok: bool = field(init=False)
     known: list[str] = field(init=False)  # the findings any dtype shows, once each
 
@@ -203,8 +211,9 @@ def _cycles(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
     request = plan.request
     fresh = _loaded(plan, dtype, loras)
     loaded_state, loaded_out = adapter_state(fresh.components), denoiser_output(plan.family, fresh.pipe)
+    # restore off: a pipeline the check throws away on an error needs no saved copy to write back
     unfuse = fuse_unfuse_cycles(fresh.pipe, fresh.components, fresh.before, loras, plan.weights,
-                                request.cycles, request.lora_scale, progress)
+                                request.cycles, request.lora_scale, progress, restore=False)
     unfused_state, unfused_out = adapter_state(fresh.components), denoiser_output(plan.family, fresh.pipe)
     del fresh  # before the float32 pipeline of the float64 forward is built: never two at once
     bit_exact = unfuse.frac_changed[-1] == 0.0 and not unfuse.changed_untargeted
@@ -222,7 +231,7 @@ def _check_dtype(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
         # Popped rather than passed in, so no caller frame keeps the fused pipeline alive below.
         loaded = preloaded.pop() if preloaded else _loaded(plan, dtype, loras)
         merge = fuse_and_measure(loaded.pipe, loaded.components, loaded.before, loras, plan.weights,
-                                 request.lora_scale, progress)
+                                 request.lora_scale, progress, restore=False)
         outcome(merge.ok)
     del loaded
     with progress.step(f"{name}: {request.cycles} fuse/unfuse cycle(s) at scale {request.lora_scale:g} on a "
@@ -234,24 +243,54 @@ def _check_dtype(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
     return _dtype_report(plan, loras, name, request.lora_scale, merge, unfuse, state)
 
 
+def _memory_gate(plan: CheckPlan, components: Any, loras: Sequence[LoraFile], folder: bool, progress: Progress,
+                 path: str | None) -> None:
+    """The predicted peak, printed; a machine with less available is refused here, before the long work."""
+    if torch.device(plan.device).type != "cpu":  # host memory; on CUDA the weights live on the device
+        return
+    prediction = predict_check(components, loras, plan.dtypes, copies_targeted=not folder)
+    available = available_memory()
+    progress.note(f"memory: {prediction.describe()}"
+                  + (f"; {available / GIB:.1f} GiB available" if available is not None else ""))
+    refuse_if_short(prediction, available, path)
+
+
+def _with_published(plan: CheckPlan, progress: Progress) -> tuple[CheckPlan, str | None]:
+    """Without a model folder, files too wide for the tiny model are checked against the published
+    architecture (parity/zoo/published.py): read and its memory predicted on the meta device, then
+    built once into the cache and used as a folder. Returns the plan to run and what it runs on."""
+    request = plan.request
+    if request.model_path is not None:
+        return plan, None
+    tiny = plan.family.components(build_pipeline(plan.family))
+    if not made_for_published(plan.family, request.loras, tiny):
+        return plan, None
+    loras = read_against_published(plan.family, request.loras, request.allow_pickle)
+    model = published(plan.family)
+    progress.note(f"the files are wider than the tiny {plan.family.name} model: checking them against the "
+                  f"{model.describe()}")
+    _memory_gate(plan, meta_components(plan.family), loras, True, progress, None)
+    folder = ensure_folder(plan.family, model, progress.note)
+    return replace(plan, request=replace(request, model_path=folder)), model.describe()
+
+
 def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) -> CheckReport:
     """Read the files against the model, then per dtype: fuse and measure, and fuse/unfuse cycles
     with the unfused pipeline compared against the loaded one."""
     plan = request if isinstance(request, CheckPlan) else plan_check(request)
-    request = plan.request
     strict_float32(plan.device)
+    plan, published_model = _with_published(plan, progress)
+    request = plan.request
     # Every input error surfaces here, before the first step: model, files, diffusers' loader.
     first = build_pipeline(plan.family, dtype=next(iter(plan.dtypes.values())), device=plan.device,
                            model_path=request.model_path)
     loras = [read_lora(path, plan.family.components(first), strict=True, allow_pickle=request.allow_pickle)
              for path in request.loras]
-    if torch.device(plan.device).type == "cpu":  # host memory; on CUDA the weights live on the device
-        prediction = predict_check(plan.family.components(first), loras, plan.dtypes,
-                                   copies_targeted=request.model_path is None)
-        available = available_memory()
-        progress.note(f"memory: {prediction.describe()}"
-                      + (f"; {available / GIB:.1f} GiB available" if available is not None else ""))
-        refuse_if_short(prediction, available, request.model_path)
+    if published_model is None:  # the published architecture's was predicted before it was built
+        # every model the pipeline holds counts, not only the LoRA-capable ones (FLUX.1's T5 is 4.7 B);
+        # no name here may keep them alive past ``del first``
+        _memory_gate(plan, {name: m for name, m in first.components.items() if isinstance(m, torch.nn.Module)},
+                     loras, request.model_path is not None, progress, request.model_path)
     try:
         preloaded = [load_files(first, plan.family, loras, plan.weights, copy_untargeted=False,
                                 model_path=request.model_path)]
@@ -265,5 +304,7 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     progress.plan(2 * len(plan.dtypes))
     float64_cache: dict[str, torch.Tensor] = {}
     results = [_check_dtype(plan, dtype, loras, progress, preloaded, float64_cache) for dtype in plan.dtypes.values()]
-    return CheckReport(plan.family.name, request.model_path, plan.device, library_versions(), plan.weights,
-                       [file_report(lora, where) for lora, where in zip(loras, placed)], results)
+    model = published_model or request.model_path or "tiny (built-in, seed 0)"
+    return CheckReport(plan.family.name, None if published_model else request.model_path, plan.device,
+                       library_versions(), plan.weights,
+                       [file_report(lora, where) for lora, where in zip(loras, placed)], results, model)

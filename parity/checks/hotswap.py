@@ -4,28 +4,32 @@ The recipe diffusers documents: ``enable_lora_hotswap(target_rank=…)`` before 
 compile after it, then ``load_lora_weights(…, hotswap=True, adapter_name=<same>)``. Two levels:
 ``model`` drives the denoiser's own API (``load_lora_adapter`` with the component prefix; a file in
 another layout is handed over as our parse of it written in diffusers') and one denoiser step;
-``pipeline`` drives the pipeline's API and a full (tiny) image.
+``pipeline`` drives the pipeline's API and a full (tiny) image. A swap's fresh loads and float64 runs
+are copies of the session's pipeline sharing its weights (parity/checks/fresh_copies.py), so the
+check holds one copy of the model.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from parity.checks import fresh_copies as fc
 from parity.checks.dynamo import CompileWatch, compile_in_place, reset, watch_compiles
+from parity.checks.fuse import Digest
 from parity.lora.layouts import METADATA_KEY, to_state_dict
 from parity.lora.neutral import LoraFile
 from parity.lora.reader import read_lora
 from parity.lora.tensors import diffusers_source
-from parity.modules import base_weights, lora_capable_modules
 from parity.reference.merge import reference_merge
 from parity.tolerances import output_budget
 from parity.zoo import build_pipeline, get_family
+from parity.zoo.checkpoint import CheckpointWeights
 from parity.zoo.family import Family
 
 ADAPTER = "hot"
@@ -80,6 +84,9 @@ class HotswapSession:
     model_path: str | None = None  # the user's model, so fresh loads and the truth use the same network
     seed: int = 0
     compile_seconds: float = 0.0  # first load + compile + first call
+    # The pipeline before its first load, sharing its tensors: what fresh loads copy (fresh_copies.py).
+    pristine: Any = None
+    loaded: dict[str, Digest] = field(default_factory=dict)  # base tensor digests before the first load
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -169,12 +176,16 @@ def start(
     backend: str = "eager",
     mode: str | None = None,
     model_path: str | None = None,
+    pipe: Any = None,
 ) -> HotswapSession:
-    """A pipeline prepared for hotswap, ``first_lora`` loaded, the denoiser compiled and warmed up."""
+    """A pipeline prepared for hotswap, ``first_lora`` loaded, the denoiser compiled and warmed up;
+    ``pipe``: that pipeline already built (``dtype``, ``device``, ``model_path``), no LoRA loaded."""
     fam = get_family(family) if isinstance(family, str) else family
     reset()
-    pipe = build_pipeline(fam, dtype=dtype, device=device, model_path=model_path)
-    session = HotswapSession(fam, pipe, level, dtype, device, target_rank, backend, mode, model_path)
+    if pipe is None:
+        pipe = build_pipeline(fam, dtype=dtype, device=device, model_path=model_path)
+    session = HotswapSession(fam, pipe, level, dtype, device, target_rank, backend, mode, model_path,
+                             pristine=fc.pristine_copy(pipe), loaded=fc.digests(pipe))
     t0 = time.perf_counter()
     prepare_for_hotswap(pipe, fam, level, target_rank)
     _load(pipe, fam, level, first_lora, hotswap=False)
@@ -216,49 +227,64 @@ def swap(session: HotswapSession, source: Source) -> SwapResult:
     return SwapResult(watch, swap_seconds, call_seconds, output, error)
 
 
-def fresh_output(
-    family: Family,
-    source: Source,
-    level: str,
-    dtype: torch.dtype,
-    device: str = "cpu",
-    target_rank: int | None = None,
-    model_path: str | None = None,
-    replay: Any = None,
-) -> torch.Tensor:
-    """An eager pipeline freshly loaded with only ``source`` (prepared for hotswap if ``target_rank``)."""
-    pipe = build_pipeline(family, dtype=dtype, device=device, model_path=model_path)
-    if target_rank is not None:
-        prepare_for_hotswap(pipe, family, level, target_rank)
-    _load(pipe, family, level, source, hotswap=False)
-    return run(family, pipe, level, replay=replay)
+def fresh_output(session: HotswapSession, source: Source, values: fc.Values | None = None,
+                 replay: Any = None) -> torch.Tensor:
+    """The output of a fresh eager load of only ``source``, on a copy of the session's pipeline from
+    before its first load: in the session's dtype and prepared for hotswap as it was, or, given the
+    float64 ``values`` of the base tensors, computed as a float64 pipeline loaded without preparing."""
+    fam, level = session.family, session.level
+    if values is None:
+        pipe = fc.aliased_copy(session.pristine)
+        prepare_for_hotswap(pipe, fam, level, session.target_rank)
+    else:
+        pipe = fc.float64_copy(session.pristine, values)
+    _load(pipe, fam, level, source, hotswap=False)
+    return run(fam, pipe, level, replay=replay)
 
 
-def merged_output(
-    family: Family,
-    source: Source,
-    level: str,
-    dtype: torch.dtype,
-    device: str = "cpu",
-    model_path: str | None = None,
-    replay: Any = None,
-) -> torch.Tensor:
-    """The base pipeline with our reference merge of ``source`` written into its weights (no PEFT).
+def merged_output(session: HotswapSession, source: Source, values: fc.Values, replay: Any = None) -> torch.Tensor:
+    """The base pipeline with our reference merge of ``source`` as its weights (no PEFT), in float64.
 
-    In float64 this is the ground truth: the function the LoRA is supposed to add, computed without
-    diffusers or PEFT touching the weights.
+    This is the ground truth: the function the LoRA is supposed to add, computed without diffusers
+    or PEFT touching the weights. Each merged weight is computed when its module runs, not kept.
     """
-    pipe = build_pipeline(family, dtype=torch.float32, device=device, model_path=model_path)
-    components = family.components(pipe)
-    lora = source if isinstance(source, LoraFile) else read_lora(source, components)
-    before = {c: base_weights(m) for c, m in components.items()}
-    refs = reference_merge(before, [(lora, 1.0)])
-    pipe.to(dtype=dtype)
-    with torch.no_grad():
-        for (component, module), ref in refs.items():
-            weight = lora_capable_modules(components[component])[module].weight
-            weight.copy_(ref.merged.to(dtype))
-    return run(family, pipe, level, replay=replay)
+    pristine = session.pristine
+    lora = source if isinstance(source, LoraFile) else read_lora(source, session.family.components(pristine))
+    refs = reference_merge(fc.lazy_weights(pristine, values), [(lora, 1.0)])
+    merged = set(refs)  # `in refs` would compute the reference it asks about
+
+    def merged_values(component: str, name: str) -> torch.Tensor:
+        key = (component, name.removesuffix(".weight"))
+        if name.endswith(".weight") and key in merged:
+            return refs[key].merged
+        return refs[component, name].merged if (component, name) in merged else values(component, name)
+
+    return run(session.family, fc.float64_copy(pristine, merged_values), session.level, replay=replay)
+
+
+def stored_values(session: HotswapSession) -> fc.Values:
+    """Each base tensor's value as a float64 load of the model gives it: a float32 session's own
+    (which holds a float16/bfloat16/float32 checkpoint exactly); else read from the folder's
+    checkpoint one tensor at a time, or, for the tiny zoo, from its float32 build."""
+    tensors = _named_tensors(session.pristine)
+    if session.dtype == torch.float32:
+        return lambda component, name: tensors[component][name].double()
+    if session.model_path is None:
+        float32 = _named_tensors(build_pipeline(session.family, device=session.device))
+        return lambda component, name: float32[component][name].double()
+    checkpoint = CheckpointWeights(session.model_path)
+    like = torch.empty(0, dtype=torch.float64, device=session.device)
+
+    def read(component: str, name: str) -> torch.Tensor:
+        stored = checkpoint.read(component, name, like)
+        # Not in the folder (a buffer the model computes when built): the session's value.
+        return stored if stored is not None else tensors[component][name].double()
+
+    return read
+
+
+def _named_tensors(pipe: Any) -> dict[str, dict[str, torch.Tensor]]:
+    return {c: {**dict(m.named_parameters()), **dict(m.named_buffers())} for c, m in fc.modules_of(pipe).items()}
 
 
 def parameter_footprint(model: torch.nn.Module) -> tuple[int, int]:
@@ -276,13 +302,20 @@ class SwapOutputReport:
     forward_error: float  # e_fwd = max |fresh (dtype) − fresh (float64)|: the dtype's rounding here
     vs_reference: float  # max |fresh LoRA forward (float64) − our merge (float64)|
     reference_budget: float  # the float64 run's rounding, scaled from e_fwd by u_64 / u_dtype
+    # Base tensors no longer as loaded: the fresh loads share them, so none may change.
+    base_changed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.vs_fresh <= self.fresh_budget and self.vs_reference <= self.reference_budget
+        return self.vs_fresh <= self.fresh_budget and self.vs_reference <= self.reference_budget \
+            and not self.base_changed
 
     def failures(self) -> list[str]:
         out = []
+        if self.base_changed:
+            more = f" and {len(self.base_changed) - 1} more" if len(self.base_changed) > 1 else ""
+            out.append(f"changed base tensor {self.base_changed[0]}{more} (a LoRA load or swap must leave "
+                       "every base weight as loaded)")
         if self.vs_fresh > self.fresh_budget:
             out.append(f"differs from a fresh eager load by {self.vs_fresh:.3g} (budget {self.fresh_budget:.3g})")
         if self.vs_reference > self.reference_budget:
@@ -299,11 +332,15 @@ def check_swap_output(session: HotswapSession, source: Source, output: torch.Ten
     The dtype's own forward rounding is measured, not assumed: e_fwd is how far a fresh load in the
     model dtype lands from the same fresh load run in float64 (same inputs, same latents).
     """
-    fam, level, dtype, device, model = session.family, session.level, session.dtype, session.device, session.model_path
-    prepared = fresh_output(fam, source, level, dtype, device, target_rank=session.target_rank, model_path=model)
+    fam, level, dtype = session.family, session.level, session.dtype
+    # One copy of the model in memory: each fresh load is a copy of the session's pipeline sharing its
+    # weights (or, in float64, holding one module's at a time), made and dropped in turn.
+    base_changed = fc.changed_tensors(session.pipe, session.loaded)
+    prepared = fresh_output(session, source)
     replay = drawn_latents(fam, session.pipe, session.seed) if level == "pipeline" else None
-    fresh64 = fresh_output(fam, source, level, torch.float64, device, model_path=model, replay=replay).double()
-    truth = merged_output(fam, source, level, torch.float64, device, model_path=model, replay=replay).double()
+    values = stored_values(session)
+    fresh64 = fresh_output(session, source, values, replay=replay).double()
+    truth = merged_output(session, source, values, replay=replay).double()
     forward_error = float((prepared.double() - fresh64).abs().max())
     exact = session.backend == "eager" and level == "model"
     kind = "same-arithmetic" if exact else "reordered"
@@ -315,4 +352,5 @@ def check_swap_output(session: HotswapSession, source: Source, output: torch.Ten
         forward_error=forward_error,
         vs_reference=float((fresh64 - truth).abs().max()),
         reference_budget=reference_budget,
+        base_changed=base_changed,
     )

@@ -2,16 +2,18 @@
 too little is refused up front with one line instead of the run being killed halfway.
 
 The model follows what the check holds at once (parity/checks/check.py, fuse.py), per dtype it checks
-(one after the other, so the peak is the largest), with P the parameters of the LoRA-capable
-components, s the dtype's bytes, T the parameters of the weights the files target and L those of the
-largest targeted weight:
+(one after the other, so the peak is the largest), with P the parameters of every model the pipeline
+holds (not only the LoRA-capable ones), s the dtype's bytes, T the parameters of the weights the files
+target and L those of the largest targeted weight:
 
 - the merge (and, on a fresh pipeline, the fuse/unfuse cycles): the pipeline and a copy of the
   targeted weights from before the fuse, P·s + T·s (untargeted weights are proven unchanged by a
   digest, the fused ones are read in place; on a model folder the targeted base values are read back
   from its checkpoint, so T drops out, parity/zoo/checkpoint.py);
-- the reference, one weight at a time: its float64 base, merged, δ and |B|·|A|, and the error, bound
-  and ULP arrays of the comparison, at most PER_WEIGHT_FLOAT64 float64 arrays of L elements;
+- the reference, one weight at a time and a block of its rows at a time (parity/reference/merge.py,
+  LazyReferences.chunks): the weight's base value read back and its value after the fuse, 2·L·s, and
+  PER_WEIGHT_FLOAT64 float64 arrays (base, merged, δ, |B|·|A|, the comparison's error, bound and ULPs)
+  of one block, at most CHUNK_ELEMENTS elements;
 - the forward budget's float64 truth: a float32 pipeline computed in float64 one module at a time,
   P·4 + T·4 (parity/checks/float64_forward.py);
 - BASELINE: Python, torch, diffusers and transformers loaded, and allocator slack.
@@ -30,9 +32,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from parity.checks.fresh_copies import FREE_HEAP_LIMIT
 from parity.errors import ParityInputError
 from parity.lora.neutral import LoraFile
 from parity.modules import lora_capable_modules
+from parity.reference.merge import CHUNK_ELEMENTS
 
 GIB = 2**30
 BASELINE = 1.5e9
@@ -71,11 +75,11 @@ def predict_check(components: Mapping[str, nn.Module], loras: Sequence[LoraFile]
     p = _parameters(components)
     targeted, largest = _targeted(components, loras)
     t = targeted if copies_targeted else 0
-    per_weight = PER_WEIGHT_FLOAT64 * 8 * largest
+    block = PER_WEIGHT_FLOAT64 * 8 * min(largest, CHUNK_ELEMENTS)
     best = None
     for name, dtype in dtypes.items():
         s = torch.empty((), dtype=dtype).element_size()
-        peak = BASELINE + max((p + t) * s, (p + t) * 4) + per_weight
+        peak = BASELINE + max((p + t) * s, (p + t) * 4) + 2 * largest * s + block
         if best is None or peak > best.peak:
             best = MemoryPrediction(peak, p, targeted, name)
     assert best is not None
@@ -105,3 +109,43 @@ def refuse_if_short(prediction: MemoryPrediction, available: float | None, path:
         raise ParityInputError(
             f"too little memory for this check: {prediction.describe()}, but only "
             f"{available / GIB:.1f} GiB are available", path=path)
+
+
+PER_WEIGHT_HOTSWAP = 6  # float64 arrays of a targeted weight alive in a float64 run: its value and the merge's
+READ_BYTES = 12  # per element of any other weight in a float64 run: the stored float32 value read, its float64
+
+
+def _lora_layers(models: Mapping[str, nn.Module], loras: Sequence[LoraFile], component: str, rank: int) -> int:
+    """Parameters of ``component``'s LoRA layers at ``rank``, over every module a file targets."""
+    modules = lora_capable_modules(models[component])
+    total = 0
+    for c, m in {key for lora in loras for key in lora.modules}:
+        if c == component and m in modules:
+            weight = modules[m].weight
+            total += rank * (weight[0].numel() + weight.shape[0])  # down: rank × in·k·k, up: out × rank
+    return total
+
+
+def predict_hotswap(models: Mapping[str, nn.Module], loras: Sequence[LoraFile], dtype: torch.dtype,
+                    target_rank: int, denoiser: str, float32_build: bool = False) -> MemoryPrediction:
+    """The hotswap check's peak, from the pipeline it loaded (``models``: every model in it, the VAE
+    too, as a pipeline-level swap runs them all) and the files it read.
+
+    What it holds at once (parity/checks/hotswap.py, fresh_copies.py): the session's pipeline, P·s;
+    the LoRA layers of the session and of one fresh load, padded to ``target_rank``, in the dtype and
+    in float64 (the float64 runs' own), F·(2s + 8); one weight in float64, READ_BYTES per element of
+    the largest, or PER_WEIGHT_HOTSWAP float64 arrays of the largest targeted one (the merge); the freed
+    heap a float64 run may leave before it is handed back, FREE_HEAP_LIMIT; on the tiny zoo in a dtype
+    other than float32 (``float32_build``), the float32 build the float64 values come from, P·4. Fresh
+    loads share the session's weights; a float64 run holds one module's weights at a time. The load
+    itself is over by then and not predicted: diffusers loading a float32 folder into bfloat16 maps
+    the whole file beside the model it builds.
+    """
+    p = _parameters(models)
+    s = torch.empty((), dtype=dtype).element_size()
+    f = _lora_layers(models, loras, denoiser, target_rank)
+    largest = max((t.numel() for model in models.values() for t in model.parameters()), default=0)
+    targeted, largest_targeted = _targeted(models, loras)
+    per_weight = max(READ_BYTES * largest, PER_WEIGHT_HOTSWAP * 8 * largest_targeted)
+    peak = BASELINE + p * s + f * (2 * s + 8) + per_weight + FREE_HEAP_LIMIT + (p * 4 if float32_build else 0)
+    return MemoryPrediction(peak, p, targeted, str(dtype).removeprefix("torch."))

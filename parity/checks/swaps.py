@@ -16,6 +16,8 @@ import torch
 
 from parity.checks import hotswap as hs
 from parity.checks.dynamo import compile_options, reset
+from parity.checks.fresh_copies import modules_of
+from parity.checks.memory import GIB, available_memory, predict_hotswap, refuse_if_short
 from parity.checks.progress import SILENT, Progress
 from parity.devices import resolve, strict_float32
 from parity.errors import ParityInputError
@@ -76,13 +78,11 @@ def denoiser_rank(lora: LoraFile, denoiser: str) -> int:
     return max(m.rank for (component, _), m in lora.modules.items() if component == denoiser)
 
 
-def _read_files(plan: HotswapPlan) -> list[LoraFile]:
+def _read_files(plan: HotswapPlan, pipe: Any) -> list[LoraFile]:
     """Parse every file against the model, and refuse what the chosen loader cannot swap."""
     request, family = plan.request, plan.family
-    pipe = build_pipeline(family, dtype=plan.dtype, device=plan.device, model_path=request.model_path)
     components = family.components(pipe)
     loras = [read_lora(path, components, strict=True, allow_pickle=request.allow_pickle) for path in request.loras]
-    del pipe, components
     denoiser = family.denoiser
     for lora in loras:
         diffs = [f"{c}.{m}" for (c, m), module in lora.modules.items() if isinstance(module, DiffModule)]
@@ -224,8 +224,17 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
     """Validate and read everything, start a compiled session with the first file, swap each next one in."""
     plan = request if isinstance(request, HotswapPlan) else plan_hotswap(request)
     request, family = plan.request, plan.family
-    loras = _read_files(plan)  # every input error surfaces before the first compile
+    # The session's own pipeline: built once, and every input error surfaces before the first compile.
+    pipe = build_pipeline(family, dtype=plan.dtype, device=plan.device, model_path=request.model_path)
+    loras = _read_files(plan, pipe)
     target_rank = _target_rank(request.target_rank, loras, family.denoiser)
+    if torch.device(plan.device).type == "cpu":  # host memory; on CUDA the weights live on the device
+        prediction = predict_hotswap(modules_of(pipe), loras, plan.dtype, target_rank, family.denoiser,
+                                     float32_build=request.model_path is None and plan.dtype != torch.float32)
+        available = available_memory()
+        progress.note(f"memory: {prediction.describe()}"
+                      + (f"; {available / GIB:.1f} GiB available" if available is not None else ""))
+        refuse_if_short(prediction, available, request.model_path)
     strict_float32(plan.device)
     first, rest = loras[0], list(zip(request.loras[1:], loras[1:]))
     progress.plan(len(loras))
@@ -234,7 +243,7 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
     try:
         with progress.step(f"load {os.path.basename(request.loras[0])}, compile ({plan.backend}), warm up"):
             session = hs.start(family, first, target_rank, level=plan.level, dtype=plan.dtype, device=plan.device,
-                               backend=plan.backend, mode=plan.mode, model_path=request.model_path)
+                               backend=plan.backend, mode=plan.mode, model_path=request.model_path, pipe=pipe)
         baseline = hs.parameter_footprint(session.denoiser)
         for i, (path, lora) in enumerate(rest):
             with progress.step(f"swap {os.path.basename(path)}, check output") as outcome:

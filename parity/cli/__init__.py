@@ -11,13 +11,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from parity.cli import agree, check, compare, families, gate, golden, hotswap, report, runs
+from parity.cli import (
+    agree,
+    check,
+    compare,
+    families,
+    gate,
+    golden,
+    hotswap,
+    model,
+    report,
+    runs,
+)
 from parity.cli.arguments import Parser
 from parity.cli.output import EXIT_BAD_INPUT, PROG, print_error
 from parity.errors import LoaderRefused, ParityInputError
 
 # The one place verbs are registered, in the order `lora-parity --help` lists them.
-VERBS = (check, hotswap, golden, families, report, compare, gate, agree, runs)
+VERBS = (check, hotswap, golden, families, model, report, compare, gate, agree, runs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -122,7 +122,7 @@ def _format_results(report: CheckReport) -> list[str]:
 def format_check(report: CheckReport) -> str:
     header = [
         f"lora-parity check: family {report.family}, "
-        f"model {report.model_path or 'tiny (built-in, seed 0)'}, device {report.device}",
+        f"model {report.model}, device {report.device}",
         versions_line(report.versions),
     ]
     verdict = "PASS" if report.ok else "FAIL: a parity check failed"

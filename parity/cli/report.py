@@ -13,8 +13,9 @@ HELP = "markdown/HTML report with plots of a pytest-benchmark run"
 DESCRIPTION = """\
 Write the benchmark report of one pytest-benchmark run (--benchmark-json): report.md, a
 self-contained index.html and plots/*.png (latency per mode and dtype with IQR bars, ratio to the
-baseline mode beside the FLOP floor, LoRA operation times, peak memory). Every fused,
-fused+unloaded or compiled-fused ratio above the fused flag is marked and listed at the top.
+baseline mode beside the FLOP floor, LoRA operation times, peak memory, the check against its floor).
+Every fused, fused+unloaded or compiled-fused ratio above the fused flag, and every check above 1.5x
+its floor, is marked and listed at the top.
 
 Exit codes: 0 report written, 2 bad input."""
 BENCH_ROOT = os.path.join("reports", "bench")

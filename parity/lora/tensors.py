@@ -99,3 +99,22 @@ def diffusers_source(lora: LoraFile) -> str | dict[str, torch.Tensor]:
     if lora.path is None:
         raise ValueError("a LoraFile read from a state dict has no source to hand diffusers")
     return lora.path
+
+
+def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]] | None:
+    """Each tensor's shape, from a safetensors header alone; None for a pickle (it has no header: it is
+    loaded once, by the reader) and where the header cannot be read (``load_tensors`` names the problem)."""
+    path = str(path)
+    if is_pickle_path(path):
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception:  # noqa: BLE001 - any unreadable header: the reader reports it with the file's name
+        return None
+    except BaseException as exc:  # pyo3's PanicException derives from BaseException
+        if type(exc).__name__ != "PanicException":
+            raise
+        return None

@@ -45,11 +45,11 @@ def stable_name(model: nn.Module, name: str) -> str:
 
 def fill_deterministic(model: nn.Module, seed: int, namespace: str) -> nn.Module:
     """Overwrite every floating tensor of ``model`` (parameters and persistent buffers) in place."""
-    state = model.state_dict()
-    new = {}
-    for name, tensor in state.items():
-        if not torch.is_floating_point(tensor):
-            continue
-        new[name] = _value_for(seed, f"{namespace}/{stable_name(model, name)}", tuple(tensor.shape)).to(tensor.dtype)
-    model.load_state_dict(new, strict=False)
+    # In place, one tensor at a time: a full-size model is never held twice (state_dict tensors share
+    # storage with the parameters and buffers).
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if torch.is_floating_point(tensor):
+                value = _value_for(seed, f"{namespace}/{stable_name(model, name)}", tuple(tensor.shape))
+                tensor.copy_(value.to(tensor.dtype))
     return model

@@ -76,6 +76,31 @@ def test_a_hotswap_that_keeps_the_old_weights_fails_the_output_check(lora_files,
     assert report.vs_fresh > 100 * report.fresh_budget
 
 
+def test_a_hotswap_that_writes_a_base_weight_fails_the_output_check(lora_files, monkeypatch):
+    # The fresh loads share the session's base weights, so their digests must catch what the outputs cannot.
+    session = hs.start(FAMILY, lora_files(1, 4), target_rank=8, level="model")
+    import peft.utils.hotswap
+
+    swap_factors = peft.utils.hotswap.hotswap_adapter_from_state_dict
+    name, weight = next((n, p) for n, p in session.denoiser.named_parameters() if n.endswith("to_q.base_layer.weight"))
+
+    def and_write_a_base_weight(**kwargs):
+        swap_factors(**kwargs)
+        with torch.no_grad():
+            weight.view(-1)[0] += 1e-2
+
+    monkeypatch.setattr(peft.utils.hotswap, "hotswap_adapter_from_state_dict", and_write_a_base_weight)
+    new = lora_files(6, 4)
+
+    result = hs.swap(session, new)
+
+    assert result.error is None and not result.watch.recompiled
+    report = hs.check_swap_output(session, new, result.output)
+    assert not report.ok
+    assert report.base_changed == ["unet." + name.replace(".base_layer", "")]
+    assert "changed base tensor unet." in report.failures()[0]
+
+
 @pytest.mark.parametrize("level", hs.LEVELS)
 def test_a_swapped_output_one_percent_off_in_scale_fails_the_output_check(lora_files, level):
     new = lora_files(4, 4)

@@ -11,6 +11,7 @@ from parity.checks.memory import BASELINE, MEMORY_ENV, PER_WEIGHT_FLOAT64, predi
 from parity.cli import main
 from parity.lora.reader import read_lora
 from parity.lora.synth import write_lora
+from parity.reference.merge import CHUNK_ELEMENTS
 from parity.zoo import build_pipeline, get_family
 from tests.support.cli import assert_one_line_error
 
@@ -34,7 +35,7 @@ def test_the_prediction_is_the_model_and_its_targeted_copy_plus_one_weight_in_fl
     both = predict_check(components, [lora], {"bfloat16": torch.bfloat16, "float32": torch.float32})
 
     assert (f32.parameters, f32.targeted) == (p, t)
-    assert f32.peak == BASELINE + (p + t) * 4 + PER_WEIGHT_FLOAT64 * 8 * largest
+    assert f32.peak == BASELINE + (p + t) * 4 + 2 * largest * 4 + PER_WEIGHT_FLOAT64 * 8 * min(largest, CHUNK_ELEMENTS)
     # the float64 truth runs on a float32 pipeline whatever is checked: bfloat16 peaks no lower
     assert both.peak == f32.peak
 

@@ -26,7 +26,7 @@ per file, drawn in the order the modules are listed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +62,12 @@ SD_CONV_TARGETS = ("conv1", "conv2", "conv_shortcut", "time_emb_proj", "downsamp
 
 
 def kohya_sd15(path: Path, *, seed: int = 11, ranks: Ranks = fixed_rank, conv: bool = False,
-               dtype: torch.dtype = torch.float32) -> Path:
+               dtype: torch.dtype = torch.float32, comps: Mapping[str, nn.Module] | None = None) -> Path:
     """networks/lora.py on SD 1.x: the UNet is kohya's copy of the diffusers UNet, so the names are
     diffusers' with '.' -> '_'. Transformer2DModel children (Linear, 1x1 Conv2d); with ``conv``
-    (``conv_dim``), ResnetBlock2D / Downsample2D / Upsample2D children too (LoCon)."""
-    comps = tiny_components("sd15")
+    (``conv_dim``), ResnetBlock2D / Downsample2D / Upsample2D children too (LoCon). ``comps``: the
+    model to walk (default the tiny one; a published-size one, e.g. on the meta device)."""
+    comps = comps or tiny_components("sd15")
     factors = Factors(seed, dtype)
     sd: dict[str, torch.Tensor] = {}
     i = 0

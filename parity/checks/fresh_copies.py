@@ -1,0 +1,180 @@
+"""Fresh loads for the hotswap check without a second copy of the model.
+
+A swap is compared with a fresh load of the same file, and with float64 runs of that load and of our
+merge. Each used to be a pipeline of its own (one in float64: twice a float32 model). Here each is a
+copy of the session's pipeline taken before its first load (:func:`pristine_copy`), whose module
+objects are new and whose tensors are not:
+
+- :func:`aliased_copy`, in the session's dtype: every parameter and buffer a new tensor on the
+  session's storage, so diffusers loads the file into a fresh module tree at no cost in memory;
+- :func:`float64_copy`: every floating parameter a float64 stand-in of its shape on no storage
+  (stride 0), given its float64 value just before its module's forward and dropped just after, so
+  the pipeline sees float64 modules (it casts between stages by their dtype) while at most one
+  module's float64 weights are alive. Its output is bit for bit a float64 pipeline's
+  (tests/harness/test_fresh_copies.py).
+
+Sharing storage assumes the swap leaves the base weights as loaded; :func:`changed_tensors` proves
+it against digests taken before the first load.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from parity.checks.fuse import Digest, digest
+from parity.modules import live_weights
+
+# (component, parameter name in the pristine model) → that tensor's value in float64
+Values = Callable[[str, str], torch.Tensor]
+FREE_HEAP_LIMIT = 256 * 2**20  # bytes glibc may keep freed in its heap before a float64 run hands them back
+BIG_MODULE = 2**20  # float64 bytes of a module's weights above which its forward is followed by that check
+
+
+def modules_of(pipe: Any) -> dict[str, nn.Module]:
+    """Every model of a pipeline (LoRA-capable or not: the VAE runs too), by component name."""
+    return {name: m for name, m in pipe.components.items() if isinstance(m, nn.Module)}
+
+
+def _tensors(pipe: Any) -> Iterator[tuple[str, str, torch.Tensor, bool]]:
+    """(component, name, tensor, is a parameter) for every tensor of every model, tied ones once each."""
+    for component, model in modules_of(pipe).items():
+        for name, p in model.named_parameters():
+            yield component, name, p, True
+        for name, b in model.named_buffers():
+            yield component, name, b, False
+
+
+def pristine_copy(pipe: Any) -> Any:
+    """``pipe`` before any LoRA: new module objects holding the very same tensors (no memory)."""
+    return copy.deepcopy(pipe, {id(t): t for _, _, t, _ in _tensors(pipe)})
+
+
+def aliased_copy(pristine: Any) -> Any:
+    """A fresh pipeline in the pristine's dtype whose tensors are new objects on its storage: what a
+    load does to this copy (new LoRA layers, requires_grad flags) never reaches the session."""
+    memo: dict[int, Any] = {}
+    for _, _, t, is_param in _tensors(pristine):
+        memo[id(t)] = nn.Parameter(t.detach(), requires_grad=t.requires_grad) if is_param else t.detach()
+    return copy.deepcopy(pristine, memo)
+
+
+def _stand_in(t: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(torch.zeros((), dtype=torch.float64, device=t.device).expand(t.shape), requires_grad=False)
+
+
+def float64_copy(pristine: Any, values: Values) -> Any:
+    """A fresh pipeline that computes in float64, each floating tensor taking ``values``' value.
+
+    Buffers are small and kept in float64 for the copy's life; parameters are filled per forward of
+    the module that owns them (a module that reads another's parameter would see zeros: the bit for
+    bit test against a float64 pipeline covers every family).
+    """
+    memo: dict[int, Any] = {}
+    owners: dict[int, tuple[str, str]] = {}
+    for component, name, t, is_param in _tensors(pristine):
+        if not t.is_floating_point():
+            memo[id(t)] = t
+        elif is_param:
+            memo[id(t)] = _stand_in(t)
+            owners[id(memo[id(t)])] = (component, name)
+        else:
+            memo[id(t)] = values(component, name)
+    pipe = copy.deepcopy(pristine, memo)
+    for model in modules_of(pipe).values():
+        for module in model.modules():
+            own = [(p, owners[id(p)]) for p in module.parameters(recurse=False) if id(p) in owners]
+            if own:
+                module.register_forward_pre_hook(_filler(own, values))
+                module.register_forward_hook(_emptier(own), always_call=True)
+    return pipe
+
+
+def _filler(own: list[tuple[nn.Parameter, tuple[str, str]]], values: Values) -> Callable[..., None]:
+    def fill(module: nn.Module, args: Any) -> None:
+        for p, (component, name) in own:
+            p.data = values(component, name)
+
+    return fill
+
+
+def _emptier(own: list[tuple[nn.Parameter, tuple[str, str]]]) -> Callable[..., None]:
+    big = 8 * sum(p.numel() for p, _ in own) > BIG_MODULE
+
+    def empty(module: nn.Module, args: Any, output: Any) -> None:
+        for p, _ in own:
+            p.data = _stand_in(p)
+        if big:
+            release_free_heap()
+
+    return empty
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+@functools.cache
+def _glibc() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallinfo2.restype = _Mallinfo2
+        libc.malloc_trim  # noqa: B018 — both or neither
+    except (OSError, AttributeError, TypeError):
+        return None  # not glibc (macOS, musl): nothing to do
+    return libc
+
+
+def release_free_heap(limit: int = FREE_HEAP_LIMIT) -> None:
+    """Hand freed heap memory back to the system once more than ``limit`` bytes of it pile up.
+
+    A float64 run frees one module's weights after another; glibc keeps blocks under its mmap
+    threshold (raised to 32 MiB by the first larger free) in its heap, where the small allocations
+    that outlive them keep it from returning them: on a full-size SD1.5 UNet the heap grew 1.4 GiB
+    over one float64 pipeline call. ``malloc_trim`` returns the free pages inside the heap.
+    """
+    libc = _glibc()
+    if libc is not None and libc.mallinfo2().fordblks > limit:
+        libc.malloc_trim(0)
+
+
+class LazyComponent(Mapping[str, torch.Tensor]):
+    """One component's tensors as ``values`` gives them, each read when asked for (the base weights
+    parity.reference.merge reads, one at a time)."""
+
+    def __init__(self, values: Values, component: str, names: list[str]) -> None:
+        self.values, self.component, self.names = values, component, names
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.values(self.component, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def lazy_weights(pristine: Any, values: Values) -> dict[str, LazyComponent]:
+    """component → name → float64 value, read when asked for."""
+    return {c: LazyComponent(values, c, list(m.state_dict())) for c, m in modules_of(pristine).items()}
+
+
+def digests(pipe: Any) -> dict[str, Digest]:
+    """``component.name`` → digest of every base tensor (PEFT's own left out)."""
+    return {f"{c}.{name}": digest(t) for c, m in modules_of(pipe).items() for name, t in live_weights(m).items()}
+
+
+def changed_tensors(pipe: Any, before: Mapping[str, Digest]) -> list[str]:
+    """The base tensors of ``pipe`` that are no longer what ``before`` recorded (or are gone)."""
+    now = {f"{c}.{name}": t for c, m in modules_of(pipe).items() for name, t in live_weights(m).items()}
+    return [key for key, d in before.items() if key not in now or digest(now[key]) != d]

@@ -1,0 +1,55 @@
+"""``lora-parity model``: write a family's published architecture, synthetic weights, as a model folder
+(parity.zoo.published), and a LoRA file for it; to measure a real-size check on any machine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from parity.cli.arguments import finite_float, positive_int
+from parity.cli.output import EXIT_OK
+
+NAME = "model"
+HELP = "write a family's published architecture (synthetic weights) as a model folder"
+DESCRIPTION = """\
+Write the family's published architecture as a diffusers folder: its LoRA-capable components built
+from the published configs with deterministic weights, the other parts sized to fit (what `check`
+uses without --model-path). --blocks N builds a transformer (flux, qwenimage) with N blocks at full
+width (flux: N double-stream and 2N single-stream ones): memory and time are linear in blocks. --lora
+FILE also writes a LoRA file for it on the family's default targets.
+
+Exit codes: 0 written, 2 bad input (a folder that is not empty, too little disk or memory)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--family", required=True)
+    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    parser.add_argument("--blocks", type=positive_int, help="transformer blocks (default: as published)")
+    parser.add_argument("--lora", metavar="FILE", help="also write a LoRA file for the model here")
+    parser.add_argument("--layout", help="the LoRA file's layout (default: the family's first)")
+    parser.add_argument("--rank", type=positive_int, default=8, help="LoRA rank (default: 8)")
+    parser.add_argument("--alpha", type=finite_float, help="LoRA alpha (default: none written)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from parity.lora.layouts import LAYOUTS
+    from parity.lora.synth import write_lora
+    from parity.quiet import quiet_libraries
+    from parity.zoo import get_family
+    from parity.zoo.published import ensure_folder, meta_components, published
+
+    quiet_libraries()
+    family = get_family(args.family)
+    layout = args.layout or family.layouts[0]
+    if layout not in LAYOUTS:
+        from parity.errors import ParityInputError
+
+        raise ParityInputError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    model = published(family, args.blocks, folder=args.out)
+    ensure_folder(family, model, note=lambda line: print(line, file=sys.stderr))
+    print(f"{model.describe()}: {model.parameters / 1e9:.2f} B parameters")
+    if args.lora:
+        write_lora(meta_components(family, args.blocks), family.default_targets, args.lora, layout=layout,
+                   rank=args.rank, alpha=args.alpha)
+        print(f"LoRA file ({layout}, rank {args.rank}): {args.lora}")
+    return EXIT_OK

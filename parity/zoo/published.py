@@ -1,0 +1,265 @@
+"""The published architecture of a family, from its published configs with deterministic weights: what a
+real LoRA file is checked against when no ``--model-path`` is given.
+
+A real SD1.5, SDXL, FLUX.1 or Qwen-Image LoRA does not fit the tiny zoo (its factors are hundreds to
+thousands wide). When a file is wider than anything in the tiny model, the LoRA-capable components are
+built at their published shapes (parity/zoo/fullsize.py; the text encoders here) and the rest of the
+tiny pipeline is sized to fit them, so any real file can be verified with no download. The result is
+saved once as an ordinary diffusers folder in the cache (LORA_PARITY_CACHE, default
+~/.cache/lora-parity): every later run loads it like a user's folder, with the same bounded memory
+(base weights read back from its safetensors, parity/zoo/checkpoint.py), and never pays the build twice.
+
+The weights are synthetic: a check on them proves diffusers merges the file's deltas correctly into
+weights of these shapes, not anything about the image a real checkpoint would make.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from parity.checks.memory import BASELINE, GIB, available_memory
+from parity.errors import ParityInputError
+from parity.lora.neutral import LoraFile
+from parity.lora.tensors import tensor_shapes
+from parity.modules import lora_capable_modules
+from parity.versions import library_versions
+from parity.zoo import fullsize
+from parity.zoo.family import Family
+from parity.zoo.weights import fill_deterministic
+
+CACHE_ENV = "LORA_PARITY_CACHE"
+SEED = 0
+
+
+def _clip_text(hidden: int, layers: int, heads: int, intermediate: int, act: str, projection: bool) -> nn.Module:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from parity.zoo.tokenizer import tiny_vocab
+
+    vocab = tiny_vocab()  # the folder ships the tiny tokenizer: its special ids, the published vocabulary size
+    config = CLIPTextConfig(
+        bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"],
+        hidden_size=hidden, intermediate_size=intermediate, num_attention_heads=heads, num_hidden_layers=layers,
+        hidden_act=act, vocab_size=49408, projection_dim=hidden, max_position_embeddings=77,
+    )
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def clip_l() -> nn.Module:
+    # openai/clip-vit-large-patch14's text tower: SD1.5's, SDXL's first and FLUX.1's CLIP text encoder
+    return _clip_text(768, 12, 12, 3072, "quick_gelu", projection=False)
+
+
+def clip_bigg() -> nn.Module:
+    # laion/CLIP-ViT-bigG-14's text tower: SDXL's text_encoder_2
+    return _clip_text(1280, 32, 20, 5120, "gelu", projection=True)
+
+
+def _flux_t5() -> nn.Module:
+    # Not LoRA-capable: only its width must be FLUX.1's joint_attention_dim (T5-XXL's d_model).
+    from parity.zoo.flux import tiny_t5
+    from parity.zoo.tokenizer import tiny_t5_tokenizer
+
+    model = tiny_t5(len(tiny_t5_tokenizer()))
+    config = model.config
+    config.d_model = 4096
+    return type(model)(config)
+
+
+def _flux_vae() -> nn.Module:
+    from diffusers import AutoencoderKL
+
+    from parity.zoo.flux import tiny_flux_vae
+
+    return AutoencoderKL.from_config({**tiny_flux_vae().config, "latent_channels": 16})
+
+
+def _qwen_vae() -> nn.Module:
+    from diffusers import AutoencoderKLQwenImage
+
+    from parity.zoo.qwenimage import tiny_vae
+
+    return AutoencoderKLQwenImage.from_config(
+        {**tiny_vae().config, "z_dim": 16, "latents_mean": [0.0] * 16, "latents_std": [1.0] * 16})
+
+
+Builder = Callable[[int | None], nn.Module]  # transformer blocks (None: as published) → module
+
+
+def _fixed(build: Callable[[], nn.Module]) -> Builder:
+    return lambda blocks: build()
+
+
+# family → component → builder. The LoRA-capable components at their published shapes first, then the
+# parts of the tiny pipeline that must be resized to fit them (parity/zoo/fit.py). A transformer may be
+# built with fewer blocks than published, at full width: memory and time are linear in blocks, so a
+# 12-20 B model can be measured on a machine that cannot hold it.
+PUBLISHED: dict[str, dict[str, Builder]] = {
+    "sd15": {"unet": _fixed(fullsize.sd15_unet), "text_encoder": _fixed(clip_l)},
+    "sdxl": {"unet": _fixed(fullsize.sdxl_unet), "text_encoder": _fixed(clip_l), "text_encoder_2": _fixed(clip_bigg)},
+    "flux": {"transformer": fullsize.flux_transformer, "text_encoder": _fixed(clip_l),
+             "text_encoder_2": _fixed(_flux_t5), "vae": _fixed(_flux_vae)},
+    "qwenimage": {"transformer": fullsize.qwenimage_transformer, "vae": _fixed(_qwen_vae)},
+}
+PUBLISHED_BLOCKS = {"flux": fullsize.FLUX_DOUBLE, "qwenimage": fullsize.QWEN_LAYERS}
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """Skip torch's default initialisation while a model is constructed: every floating tensor is
+    overwritten by fill_deterministic right after, and initialising 2.6 B parameters first costs 40 s."""
+    names = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+             "xavier_normal_", "constant_", "zeros_", "ones_", "orthogonal_")
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
+def meta_components(family: Family, blocks: int | None = None) -> dict[str, nn.Module]:
+    """The LoRA-capable components at their published shapes on the meta device: no memory, for
+    reading files and predicting a run's memory before anything is built."""
+    with torch.device("meta"):
+        return {c: build(blocks) for c, build in PUBLISHED[family.name].items() if c in family.lora_components}
+
+
+def _widest(modules: Mapping[str, nn.Module]) -> int:
+    widths = [max(w.shape) for m in modules.values() for w in [m.weight]]
+    return max(widths, default=0)
+
+
+def made_for_published(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.Module]) -> bool:
+    """Whether any file holds a tensor wider than every LoRA-capable layer of the tiny model: then it
+    cannot be the tiny model's, and the published architecture is what it was made for. A file whose
+    header cannot be read is left to the reader, which names what is wrong with it; so is a pickle, which
+    has no header and is loaded only once (convert it to .safetensors to check it at published size)."""
+    if family.name not in PUBLISHED:
+        return False
+    widest = max(_widest(lora_capable_modules(m)) for m in tiny.values())
+    for path in paths:
+        shapes = tensor_shapes(path)
+        if shapes and max((max(s) for s in shapes.values() if s), default=0) > widest:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Published:
+    """The published architecture a run uses: where its folder is (or will be) and what to call it."""
+
+    family: str
+    folder: str
+    parameters: int  # of the whole folder, in float32 on disk
+    blocks: int | None = None  # transformer blocks, where fewer than published
+
+    def describe(self) -> str:
+        depth = f" ({self.blocks} of {PUBLISHED_BLOCKS[self.family]} blocks)" if self.blocks is not None else ""
+        return f"published {self.family} architecture{depth}, synthetic weights (seed {SEED}; {self.folder})"
+
+
+def cache_root() -> str:
+    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "lora-parity")
+
+
+def _shapes(family: str, blocks: int | None) -> dict[str, dict[str, list[int]]]:
+    with torch.device("meta"):
+        return {c: {n: list(p.shape) for n, p in build(blocks).state_dict().items()}
+                for c, build in PUBLISHED[family].items()}
+
+
+def _folder_key(family: str, blocks: int | None) -> str:
+    """The libraries that write the folder's configs and the builders' shapes; the weights themselves are a
+    pure function of (seed, name, shape) (parity/zoo/weights.py)."""
+    versions = {k: v for k, v in library_versions().items() if k in ("diffusers", "transformers")}
+    blob = json.dumps([family, SEED, versions, _shapes(family, blocks)], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _check_blocks(family: str, blocks: int | None) -> None:
+    if blocks is not None and not 1 <= blocks <= PUBLISHED_BLOCKS.get(family, 0):
+        have = f"1 to {PUBLISHED_BLOCKS[family]}" if family in PUBLISHED_BLOCKS else "none (its UNet has no blocks to drop)"
+        raise ParityInputError(f"--blocks {blocks}: {family} takes {have}")
+
+
+def published(family: Family, blocks: int | None = None, folder: str | None = None) -> Published:
+    """The published architecture (``blocks`` transformer blocks, None: as published), in ``folder`` or the cache."""
+    _check_blocks(family.name, blocks)
+    parameters = sum(math.prod(shape) for part in _shapes(family.name, blocks).values() for shape in part.values())
+    if folder is None:
+        depth = "" if blocks is None else f"-{blocks}blocks"
+        folder = os.path.join(cache_root(), "published", f"{family.name}{depth}-{_folder_key(family.name, blocks)}")
+    return Published(family.name, folder, parameters, blocks)
+
+
+def read_against_published(family: Family, paths: Sequence[str], allow_pickle: bool) -> list[LoraFile]:
+    """The files read against the published shapes: a bad key or shape is named against them."""
+    from parity.lora.reader import read_lora
+
+    components = meta_components(family)
+    return [read_lora(path, components, strict=True, allow_pickle=allow_pickle) for path in paths]
+
+
+def ensure_folder(family: Family, model: Published, note: Callable[[str], None] = lambda _: None) -> str:
+    """The published folder, built once: the tiny pipeline saved, then each published component built,
+    filled, saved over its tiny one and freed, so only one is in memory at a time. Built beside its
+    final name and renamed into place, so a killed build leaves no half folder."""
+    if os.path.isfile(os.path.join(model.folder, "model_index.json")):
+        return model.folder
+    if os.path.exists(model.folder) and os.listdir(model.folder):
+        raise ParityInputError("exists and is not a pipeline folder; give a new or empty one", path=model.folder)
+    parent = os.path.dirname(os.path.abspath(model.folder))
+    os.makedirs(parent, exist_ok=True)
+    need = model.parameters * 4
+    free = shutil.disk_usage(parent).free
+    if free < need * 1.05:
+        raise ParityInputError(f"too little disk to build the published {model.family} architecture: it needs "
+                               f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free (set {CACHE_ENV} to "
+                               "another folder)", path=parent)
+    largest = max(sum(math.prod(shape) for shape in part.values())
+                  for part in _shapes(family.name, model.blocks).values())
+    build_peak = BASELINE + 4 * largest  # one component in float32 at a time
+    available = available_memory()
+    if available is not None and build_peak > available:
+        raise ParityInputError(f"too little memory to build the published {model.family} architecture: its "
+                               f"largest component needs {build_peak / GIB:.1f} GiB, {available / GIB:.1f} GiB "
+                               "are available", path=model.folder)
+    note(f"building the published {model.family} architecture once ({model.parameters / 1e9:.2f} B parameters, "
+         f"{need / 2**30:.1f} GiB) into {model.folder}")
+    from parity.zoo import get_family
+
+    staging = tempfile.mkdtemp(prefix=".building-", dir=parent)
+    try:
+        get_family(family.name).build_tiny(SEED).save_pretrained(staging)
+        for component, build in PUBLISHED[family.name].items():
+            with _no_init():
+                module = build(model.blocks)
+            fill_deterministic(module, SEED, f"{family.name}/published/{component}")
+            shutil.rmtree(os.path.join(staging, component), ignore_errors=True)
+            module.save_pretrained(os.path.join(staging, component))
+            note(f"  {component}: {sum(p.numel() for p in module.parameters()) / 1e9:.2f} B parameters saved")
+            del module
+        if os.path.isdir(model.folder) and not os.listdir(model.folder):
+            os.rmdir(model.folder)
+        try:
+            os.rename(staging, model.folder)
+        except OSError:  # another run finished the same folder first: it is identical
+            if not os.path.isfile(os.path.join(model.folder, "model_index.json")):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return model.folder
