@@ -7,10 +7,17 @@ after loading a LoRA line up key for key.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 LORA_CAPABLE = (nn.Linear, nn.Conv2d)
+
+
+def pipeline_models(pipe: Any) -> dict[str, nn.Module]:
+    """Every model of a pipeline (LoRA-capable or not: the VAE and FLUX.1's T5 count too), by component."""
+    return {name: m for name, m in pipe.components.items() if isinstance(m, nn.Module)}
 
 
 def canonical_name(name: str) -> str:

@@ -35,6 +35,7 @@ from parity.devices import resolve, strict_float32
 from parity.errors import LoaderRefused, ParityInputError
 from parity.lora.neutral import LoraFile
 from parity.lora.reader import read_lora
+from parity.modules import pipeline_models
 from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
@@ -255,21 +256,20 @@ def _memory_gate(plan: CheckPlan, components: Any, loras: Sequence[LoraFile], fo
     refuse_if_short(prediction, available, path)
 
 
-def _with_published(plan: CheckPlan, progress: Progress) -> tuple[CheckPlan, str | None]:
-    """Without a model folder, files too wide for the tiny model are checked against the published
-    architecture (parity/zoo/published.py): read and its memory predicted on the meta device, then
-    built once into the cache and used as a folder. Returns the plan to run and what it runs on."""
+def _with_published(plan: CheckPlan, tiny: Any, progress: Progress) -> tuple[CheckPlan, str | None]:
+    """Without a model folder, files too wide for the ``tiny`` model's components are checked against
+    the published architecture (parity/zoo/published.py): read and its memory predicted on the meta
+    device, then built once into the cache and used as a folder. Returns the plan to run and what it
+    runs on."""
     request = plan.request
-    if request.model_path is not None:
+    if request.model_path is not None or not made_for_published(plan.family, request.loras, tiny):
         return plan, None
-    tiny = plan.family.components(build_pipeline(plan.family))
-    if not made_for_published(plan.family, request.loras, tiny):
-        return plan, None
-    loras = read_against_published(plan.family, request.loras, request.allow_pickle)
+    components = meta_components(plan.family)
+    loras = read_against_published(components, request.loras, request.allow_pickle)
     model = published(plan.family)
     progress.note(f"the files are wider than the tiny {plan.family.name} model: checking them against the "
                   f"{model.describe()}")
-    _memory_gate(plan, meta_components(plan.family), loras, True, progress, None)
+    _memory_gate(plan, components, loras, True, progress, None)
     folder = ensure_folder(plan.family, model, progress.note)
     return replace(plan, request=replace(request, model_path=folder)), model.describe()
 
@@ -279,18 +279,21 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     with the unfused pipeline compared against the loaded one."""
     plan = request if isinstance(request, CheckPlan) else plan_check(request)
     strict_float32(plan.device)
-    plan, published_model = _with_published(plan, progress)
-    request = plan.request
     # Every input error surfaces here, before the first step: model, files, diffusers' loader.
     first = build_pipeline(plan.family, dtype=next(iter(plan.dtypes.values())), device=plan.device,
-                           model_path=request.model_path)
+                           model_path=plan.request.model_path)
+    plan, published_model = _with_published(plan, plan.family.components(first), progress)
+    request = plan.request
+    if published_model is not None:  # the tiny pipeline only showed the files are not its own
+        first = build_pipeline(plan.family, dtype=next(iter(plan.dtypes.values())), device=plan.device,
+                               model_path=request.model_path)
     loras = [read_lora(path, plan.family.components(first), strict=True, allow_pickle=request.allow_pickle)
              for path in request.loras]
     if published_model is None:  # the published architecture's was predicted before it was built
         # every model the pipeline holds counts, not only the LoRA-capable ones (FLUX.1's T5 is 4.7 B);
         # no name here may keep them alive past ``del first``
-        _memory_gate(plan, {name: m for name, m in first.components.items() if isinstance(m, torch.nn.Module)},
-                     loras, request.model_path is not None, progress, request.model_path)
+        _memory_gate(plan, pipeline_models(first), loras, request.model_path is not None, progress,
+                     request.model_path)
     try:
         preloaded = [load_files(first, plan.family, loras, plan.weights, copy_untargeted=False,
                                 model_path=request.model_path)]

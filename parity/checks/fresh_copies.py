@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from parity.checks.fuse import Digest, digest
-from parity.modules import live_weights
+from parity.modules import live_weights, pipeline_models
 
 # (component, parameter name in the pristine model) → that tensor's value in float64
 Values = Callable[[str, str], torch.Tensor]
@@ -38,14 +38,9 @@ FREE_HEAP_LIMIT = 256 * 2**20  # bytes glibc may keep freed in its heap before a
 BIG_MODULE = 2**20  # float64 bytes of a module's weights above which its forward is followed by that check
 
 
-def modules_of(pipe: Any) -> dict[str, nn.Module]:
-    """Every model of a pipeline (LoRA-capable or not: the VAE runs too), by component name."""
-    return {name: m for name, m in pipe.components.items() if isinstance(m, nn.Module)}
-
-
 def _tensors(pipe: Any) -> Iterator[tuple[str, str, torch.Tensor, bool]]:
     """(component, name, tensor, is a parameter) for every tensor of every model, tied ones once each."""
-    for component, model in modules_of(pipe).items():
+    for component, model in pipeline_models(pipe).items():
         for name, p in model.named_parameters():
             yield component, name, p, True
         for name, b in model.named_buffers():
@@ -88,7 +83,7 @@ def float64_copy(pristine: Any, values: Values) -> Any:
         else:
             memo[id(t)] = values(component, name)
     pipe = copy.deepcopy(pristine, memo)
-    for model in modules_of(pipe).values():
+    for model in pipeline_models(pipe).values():
         for module in model.modules():
             own = [(p, owners[id(p)]) for p in module.parameters(recurse=False) if id(p) in owners]
             if own:
@@ -166,15 +161,15 @@ class LazyComponent(Mapping[str, torch.Tensor]):
 
 def lazy_weights(pristine: Any, values: Values) -> dict[str, LazyComponent]:
     """component → name → float64 value, read when asked for."""
-    return {c: LazyComponent(values, c, list(m.state_dict())) for c, m in modules_of(pristine).items()}
+    return {c: LazyComponent(values, c, list(m.state_dict())) for c, m in pipeline_models(pristine).items()}
 
 
 def digests(pipe: Any) -> dict[str, Digest]:
     """``component.name`` → digest of every base tensor (PEFT's own left out)."""
-    return {f"{c}.{name}": digest(t) for c, m in modules_of(pipe).items() for name, t in live_weights(m).items()}
+    return {f"{c}.{name}": digest(t) for c, m in pipeline_models(pipe).items() for name, t in live_weights(m).items()}
 
 
 def changed_tensors(pipe: Any, before: Mapping[str, Digest]) -> list[str]:
     """The base tensors of ``pipe`` that are no longer what ``before`` recorded (or are gone)."""
-    now = {f"{c}.{name}": t for c, m in modules_of(pipe).items() for name, t in live_weights(m).items()}
+    now = {f"{c}.{name}": t for c, m in pipeline_models(pipe).items() for name, t in live_weights(m).items()}
     return [key for key, d in before.items() if key not in now or digest(now[key]) != d]

@@ -6,7 +6,7 @@ The one place where the suite touches diffusers' fuse/unfuse API; tests and the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,7 +19,7 @@ from parity.errors import LoaderRefused, ParityInputError
 from parity.lora.neutral import LoraFile
 from parity.lora.tensors import diffusers_source
 from parity.modules import base_weights, canonical_name, live_weights
-from parity.reference.merge import LazyReferences, MergeReference, reference_merge
+from parity.reference.merge import LazyReferences, reference_merge
 from parity.tolerances import (
     TensorReport,
     combine_reports,
@@ -142,7 +142,7 @@ class MergeResult:
 def measure_merge(
     before: Snapshot,
     after: Snapshot,
-    refs: Mapping[tuple[str, str], MergeReference],
+    refs: LazyReferences,
     dtype: torch.dtype,
     device: torch.device | str = "cpu",
     loras: Sequence[LoraFile] = (),
@@ -166,7 +166,7 @@ def measure_merge(
             continue
         parts = []
         # computed here block of rows by block, dropped at the next: one block of float64 at a time
-        for ref in chunks(refs, key):
+        for ref in refs.chunks(key):
             bound = merge_bound(ref.steps, ref.base, dtype, tol)
             magnitude = operand_magnitude(ref.steps, ref.base)
             part = report_against_bound(ref.key, actual[ref.rows].cpu(), ref.merged, bound, dtype, magnitude)
@@ -178,14 +178,6 @@ def measure_merge(
             report = replace(report, diagnosis=diagnose(actual, ref, others, sources.get(key, ())))
         reports.append(report)
     return MergeResult(dtype, reports, changed_untargeted(before, after, targeted), missing)
-
-
-def chunks(refs: Mapping[tuple[str, str], MergeReference], key: tuple[str, str]) -> Iterator[MergeReference]:
-    """``key``'s reference by blocks of rows where ``refs`` computes them so (LazyReferences), else whole."""
-    if isinstance(refs, LazyReferences):
-        yield from refs.chunks(key)
-    else:
-        yield refs[key]
 
 
 def parameter_of(key: tuple[str, str]) -> tuple[str, str]:
@@ -421,7 +413,7 @@ class Drift:
 def measure_unfuse(
     before: Snapshot,
     after: Snapshot,
-    refs: Mapping[tuple[str, str], MergeReference],
+    refs: LazyReferences,
     dtype: torch.dtype,
     cycles: int,
     device: torch.device | str = "cpu",
@@ -434,7 +426,7 @@ def measure_unfuse(
         progress.advance(done, len(refs), f"weights compared after cycle {cycles}")
         component, name = parameter_of(key)
         base_weight, now_weight = before[component][name], after[component][name]
-        for ref in chunks(refs, key):
+        for ref in refs.chunks(key):
             base = base_weight[ref.rows]
             drift = (now_weight[ref.rows].cpu().double() - base.double()).abs()
             bound = unfuse_bound(ref.steps, ref.base, dtype, tol, cycles)

@@ -26,6 +26,7 @@ from parity.lora.layouts import METADATA_KEY, to_state_dict
 from parity.lora.neutral import LoraFile
 from parity.lora.reader import read_lora
 from parity.lora.tensors import diffusers_source
+from parity.modules import pipeline_models
 from parity.reference.merge import reference_merge
 from parity.tolerances import output_budget
 from parity.zoo import build_pipeline, get_family
@@ -284,7 +285,7 @@ def stored_values(session: HotswapSession) -> fc.Values:
 
 
 def _named_tensors(pipe: Any) -> dict[str, dict[str, torch.Tensor]]:
-    return {c: {**dict(m.named_parameters()), **dict(m.named_buffers())} for c, m in fc.modules_of(pipe).items()}
+    return {c: {**dict(m.named_parameters()), **dict(m.named_buffers())} for c, m in pipeline_models(pipe).items()}
 
 
 def parameter_footprint(model: torch.nn.Module) -> tuple[int, int]:

@@ -16,13 +16,13 @@ import torch
 
 from parity.checks import hotswap as hs
 from parity.checks.dynamo import compile_options, reset
-from parity.checks.fresh_copies import modules_of
 from parity.checks.memory import GIB, available_memory, predict_hotswap, refuse_if_short
 from parity.checks.progress import SILENT, Progress
 from parity.devices import resolve, strict_float32
 from parity.errors import ParityInputError
 from parity.lora.neutral import DiffModule, LoraFile
 from parity.lora.reader import read_lora
+from parity.modules import pipeline_models
 from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
@@ -229,7 +229,7 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
     loras = _read_files(plan, pipe)
     target_rank = _target_rank(request.target_rank, loras, family.denoiser)
     if torch.device(plan.device).type == "cpu":  # host memory; on CUDA the weights live on the device
-        prediction = predict_hotswap(modules_of(pipe), loras, plan.dtype, target_rank, family.denoiser,
+        prediction = predict_hotswap(pipeline_models(pipe), loras, plan.dtype, target_rank, family.denoiser,
                                      float32_build=request.model_path is None and plan.dtype != torch.float32)
         available = available_memory()
         progress.note(f"memory: {prediction.describe()}"

@@ -8,6 +8,7 @@ import sys
 
 from parity.cli.arguments import finite_float, positive_int
 from parity.cli.output import EXIT_OK
+from parity.errors import ParityInputError
 
 NAME = "model"
 HELP = "write a family's published architecture (synthetic weights) as a model folder"
@@ -42,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
     family = get_family(args.family)
     layout = args.layout or family.layouts[0]
     if layout not in LAYOUTS:
-        from parity.errors import ParityInputError
-
         raise ParityInputError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     model = published(family, args.blocks, folder=args.out)
     ensure_folder(family, model, note=lambda line: print(line, file=sys.stderr))

@@ -160,7 +160,7 @@ def reference_merge(
     base_weights: Mapping[str, Mapping[str, torch.Tensor]],
     adapters: Sequence[tuple[LoraFile, float]],
     lora_scale: float = 1.0,
-) -> Mapping[tuple[str, str], MergeReference]:
+) -> LazyReferences:
     """Merge ``adapters`` (each with its set_adapters weight) into ``base_weights``.
 
     ``base_weights`` maps component → canonical parameter name → tensor (see parity.modules.base_weights).

@@ -164,8 +164,13 @@ class Published:
 
     family: str
     folder: str
-    parameters: int  # of the whole folder, in float32 on disk
+    component_parameters: dict[str, int]  # of each component the folder's build replaces
     blocks: int | None = None  # transformer blocks, where fewer than published
+
+    @property
+    def parameters(self) -> int:
+        """Of every replaced component, in float32 on disk (the tiny rest is negligible)."""
+        return sum(self.component_parameters.values())
 
     def describe(self) -> str:
         depth = f" ({self.blocks} of {PUBLISHED_BLOCKS[self.family]} blocks)" if self.blocks is not None else ""
@@ -182,11 +187,11 @@ def _shapes(family: str, blocks: int | None) -> dict[str, dict[str, list[int]]]:
                 for c, build in PUBLISHED[family].items()}
 
 
-def _folder_key(family: str, blocks: int | None) -> str:
+def _folder_key(family: str, shapes: dict[str, dict[str, list[int]]]) -> str:
     """The libraries that write the folder's configs and the builders' shapes; the weights themselves are a
     pure function of (seed, name, shape) (parity/zoo/weights.py)."""
     versions = {k: v for k, v in library_versions().items() if k in ("diffusers", "transformers")}
-    blob = json.dumps([family, SEED, versions, _shapes(family, blocks)], sort_keys=True).encode()
+    blob = json.dumps([family, SEED, versions, shapes], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -199,18 +204,20 @@ def _check_blocks(family: str, blocks: int | None) -> None:
 def published(family: Family, blocks: int | None = None, folder: str | None = None) -> Published:
     """The published architecture (``blocks`` transformer blocks, None: as published), in ``folder`` or the cache."""
     _check_blocks(family.name, blocks)
-    parameters = sum(math.prod(shape) for part in _shapes(family.name, blocks).values() for shape in part.values())
+    shapes = _shapes(family.name, blocks)
+    parameters = {c: sum(math.prod(shape) for shape in part.values()) for c, part in shapes.items()}
     if folder is None:
         depth = "" if blocks is None else f"-{blocks}blocks"
-        folder = os.path.join(cache_root(), "published", f"{family.name}{depth}-{_folder_key(family.name, blocks)}")
+        folder = os.path.join(cache_root(), "published", f"{family.name}{depth}-{_folder_key(family.name, shapes)}")
     return Published(family.name, folder, parameters, blocks)
 
 
-def read_against_published(family: Family, paths: Sequence[str], allow_pickle: bool) -> list[LoraFile]:
-    """The files read against the published shapes: a bad key or shape is named against them."""
+def read_against_published(components: Mapping[str, nn.Module], paths: Sequence[str],
+                           allow_pickle: bool) -> list[LoraFile]:
+    """The files read against the published shapes (``meta_components``): a bad key or shape is named
+    against them."""
     from parity.lora.reader import read_lora
 
-    components = meta_components(family)
     return [read_lora(path, components, strict=True, allow_pickle=allow_pickle) for path in paths]
 
 
@@ -230,9 +237,7 @@ def ensure_folder(family: Family, model: Published, note: Callable[[str], None] 
         raise ParityInputError(f"too little disk to build the published {model.family} architecture: it needs "
                                f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free (set {CACHE_ENV} to "
                                "another folder)", path=parent)
-    largest = max(sum(math.prod(shape) for shape in part.values())
-                  for part in _shapes(family.name, model.blocks).values())
-    build_peak = BASELINE + 4 * largest  # one component in float32 at a time
+    build_peak = BASELINE + 4 * max(model.component_parameters.values())  # one component in float32 at a time
     available = available_memory()
     if available is not None and build_peak > available:
         raise ParityInputError(f"too little memory to build the published {model.family} architecture: its "

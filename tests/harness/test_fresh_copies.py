@@ -16,6 +16,7 @@ from parity.checks import fresh_copies as fc
 from parity.checks import hotswap as hs
 from parity.checks.dynamo import reset
 from parity.lora.synth import write_lora
+from parity.modules import pipeline_models
 from parity.zoo import FAMILIES, build_pipeline
 
 
@@ -25,12 +26,12 @@ def _denoiser_lora(fam, pipe, directory) -> str:
 
 
 def _values(pipe):
-    tensors = {c: {**dict(m.named_parameters()), **dict(m.named_buffers())} for c, m in fc.modules_of(pipe).items()}
+    tensors = {c: {**dict(m.named_parameters()), **dict(m.named_buffers())} for c, m in pipeline_models(pipe).items()}
     return lambda component, name: tensors[component][name].double()
 
 
 def _stored_base_bytes(pipe) -> int:
-    return sum(p.untyped_storage().nbytes() for m in fc.modules_of(pipe).values()
+    return sum(p.untyped_storage().nbytes() for m in pipeline_models(pipe).values()
                for n, p in m.named_parameters() if "lora_" not in n and p.is_floating_point())
 
 
@@ -45,7 +46,7 @@ def test_a_float64_copy_computes_bit_for_bit_what_a_float64_pipeline_computes(fa
     hs._load(copy64, fam, level, path, hotswap=False)
     float64 = build_pipeline(fam, dtype=torch.float64)
     hs._load(float64, fam, level, path, hotswap=False)
-    stand_ins = sum(1 for m in fc.modules_of(copy64).values() for n, p in m.named_parameters()
+    stand_ins = sum(1 for m in pipeline_models(copy64).values() for n, p in m.named_parameters()
                     if "lora_" not in n and p.is_floating_point())
 
     streamed = hs.run(fam, copy64, level, replay=replay)
@@ -116,7 +117,7 @@ def test_a_bfloat16_session_on_a_folder_takes_a_float64_loads_values_from_its_ch
 
     values = hs.stored_values(session)
 
-    for component, model in fc.modules_of(float64).items():
+    for component, model in pipeline_models(float64).items():
         for name, t in [*model.named_parameters(), *model.named_buffers()]:
             if t.is_floating_point():
                 assert torch.equal(values(component, name), t), f"{component}.{name}"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from parity.checks import hotswap as hs
-from parity.checks.fresh_copies import FREE_HEAP_LIMIT, modules_of
+from parity.checks.fresh_copies import FREE_HEAP_LIMIT
 from parity.checks.memory import (
     BASELINE,
     MEMORY_ENV,
@@ -20,6 +20,7 @@ from parity.checks.memory import (
 from parity.cli import main
 from parity.lora.reader import read_lora
 from parity.lora.synth import write_lora
+from parity.modules import pipeline_models
 from parity.zoo import build_pipeline, get_family
 from tests.support.cli import assert_one_line_error
 
@@ -38,7 +39,7 @@ def files(tmp_path_factory):
 
 def test_the_prediction_is_the_pipeline_its_lora_layers_and_one_weight_in_float64(files):
     pipe, _, loras = files
-    models = modules_of(pipe)
+    models = pipeline_models(pipe)
     p = sum(x.numel() for m in models.values() for x in m.parameters())
     largest = max(x.numel() for m in models.values() for x in m.parameters())
     largest_targeted = max(m.up.shape[0] * m.down.shape[1] for m in loras[0].modules.values())
