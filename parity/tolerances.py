@@ -42,11 +42,21 @@ def unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
 
 
+_FLOAT64_EXPONENT = 0x7FF0000000000000
+
+
 def ulp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Spacing of ``dtype``'s grid at |x| (float64). Subnormals get the fixed subnormal spacing."""
+    """Spacing of ``dtype``'s grid at |x| (float64). Subnormals get the fixed subnormal spacing.
+
+    2^floor(log2|x|) is |x| with its float64 mantissa bits cleared: exact, and a few integer passes
+    where log2/floor/exp2 were most of a full-size check's comparison time (log2 also rounds a value
+    a float64 step below a power of two up to it, doubling the spacing there).
+    """
     info = torch.finfo(dtype)
-    mag = x.detach().double().abs().clamp_min(info.tiny)
-    return torch.exp2(torch.floor(torch.log2(mag))) * info.eps
+    mag = x.detach().double().abs().clamp_min_(info.tiny)  # a fresh tensor: abs() never aliases x
+    nan = mag.isnan() if mag.numel() and math.isnan(float(mag.max())) else None  # max propagates NaN
+    out = mag.view(torch.int64).bitwise_and_(_FLOAT64_EXPONENT).view(torch.float64).mul_(info.eps)
+    return out if nan is None else out.masked_fill_(nan, math.nan)
 
 
 @dataclass(frozen=True)
@@ -264,11 +274,15 @@ def report_against_bound(
     checks pass |W| + Σ P, the scale at which the roundings happened.
     """
     ref = reference.double()
-    act = actual.detach().double().cpu()
-    err = (act - ref).abs()
+    act = actual.detach().cpu().double()
+    finite = torch.isfinite(act)
+    err = (act - ref).abs_()
     # Non-finite actual values are infinitely wrong, never silently equal.
-    err = torch.where(torch.isfinite(act), err, torch.full_like(err, math.inf))
-    ratio = torch.where(bound > 0, err / bound, torch.where(err > 0, math.inf, 0.0))
+    err.masked_fill_(~finite, math.inf)
+    if bound.numel() and bool(bound.min() > 0):
+        ratio = err / bound
+    else:
+        ratio = torch.where(bound > 0, err / bound, torch.where(err > 0, math.inf, 0.0))
     ulps = err / ulp(ref if magnitude is None else magnitude, dtype)
     flat = int(torch.argmax(ratio).item()) if ratio.numel() else 0
     worst = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), ratio.shape)) if ratio.numel() else ()
@@ -308,7 +322,7 @@ def operand_magnitude(steps: "list[MergeStep]", base: torch.Tensor) -> torch.Ten
     """|W| + Σ P_i: no intermediate of the merge is larger, so every rounding is at most ulp of this."""
     mag = base.double().abs()
     for step in steps:
-        mag = mag + step.abs_product
+        mag.add_(step.abs_product)
     return mag
 
 
@@ -337,7 +351,7 @@ def merge_bound(
     running = base.double().abs()
     for step in steps:
         p = step.abs_product
-        running = running + p
+        running.add_(p)
         bound += tol.result_roundings * 0.5 * rounding_ulp(running, dtype, step.rank)
         bound += tol.delta_roundings * 0.5 * rounding_ulp(p, dtype, step.rank)
         bound += (step.rank + 2) * u_acc * p
@@ -347,15 +361,18 @@ def merge_bound(
 
 
 def unfuse_bound(
-    steps: "list[MergeStep]", base: torch.Tensor, dtype: torch.dtype, tol: Tolerance, cycles: int = 1
+    steps: "list[MergeStep]", base: torch.Tensor, dtype: torch.dtype, tol: Tolerance, cycles: int = 1,
+    magnitude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Element-wise bound on |W after `cycles` fuse/unfuse cycles − W| (float64).
 
     Per adapter and cycle: one rounding on the add and one on the subtract, each at a magnitude
-    ≤ |W| + Σ P_i. Errors of successive cycles add at worst linearly.
+    ≤ |W| + Σ P_i (``magnitude``, where the caller has it already). Errors of successive cycles add
+    at worst linearly.
     """
     rank = max(step.rank for step in steps)
-    per_cycle = len(steps) * tol.result_roundings * 0.5 * rounding_ulp(operand_magnitude(steps, base), dtype, rank)
+    magnitude = operand_magnitude(steps, base) if magnitude is None else magnitude
+    per_cycle = len(steps) * tol.result_roundings * 0.5 * rounding_ulp(magnitude, dtype, rank)
     return cycles * per_cycle
 
 

@@ -132,7 +132,7 @@ def test_families_lists_every_zoo_family_with_components_and_layouts(capsys):
 def test_check_help_explains_the_unfuse_scale_and_exits_0(capsys):
     assert main(["check", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "Both run at --scale" in out and "fresh" in out and "scale_layer" in out
+    assert "Both run at --scale" in out and "one pipeline per dtype" in out and "scale_layer" in out
     assert "known diffusers behaviour" in out
 
 

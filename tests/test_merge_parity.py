@@ -50,7 +50,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_user_lora_fuse_matches_reference_merge(user_lora, dtype, request, device, model_path, parity_record):
-    # The check `lora-parity check` runs: merge parity, then one fuse/unfuse cycle on a fresh pipeline.
+    # The check `lora-parity check` runs: merge parity on the first fuse, whose unfuse ends one fuse/unfuse cycle.
     family = (request.config.getoption("--family") or ["sd15"])[0]
     check = CheckRequest(family, (user_lora,), dtypes=(dtype,), device=device, model_path=model_path,
                          allow_pickle=request.config.getoption("--allow-pickle"))

@@ -1,9 +1,11 @@
-"""The check ``lora-parity check`` runs on a user's LoRA files, as one function: per dtype, fuse the
-files and measure every weight against our reference merge, then run fuse/unfuse cycles on a freshly
-built pipeline and measure the drift. The CLI prints the report; tests assert on it.
+"""The check ``lora-parity check`` runs on a user's LoRA files, as one function: per dtype, on one
+pipeline with the files loaded, fuse and measure every weight against our reference merge, then unfuse
+and run any further fuse/unfuse cycles, measuring the drift. The CLI prints the report; tests assert on it.
 
-Both run at the user's lora_scale. The cycles run on a fresh pipeline with freshly loaded adapters, as
-a user's pipeline would be fused for the first time. After them the unfused pipeline is compared with
+Both run at the user's lora_scale. The merge check's fuse is the pipeline's first, as a user's would be,
+and the unfuse after it ends cycle 1: one pipeline per dtype, loaded once, so the check's cost stays
+near what diffusers' own from_pretrained + load + fuse + unfuse costs (benchmarks/test_bench_check.py).
+After the cycles the unfused pipeline is compared with
 itself right after loading (parity/checks/unfused_state.py): each PEFT layer's scaling and active
 adapters, and one denoiser forward against the never-fused forward. At a scale other than 1 diffusers
 0.42 fails that comparison: ``fuse_lora(lora_scale=s)`` multiplies PEFT's scaling by s and
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 
 from parity.checks.findings import SECOND_FUSE, Known
+from parity.checks.fresh_copies import Values, float64_copy, pristine_copy, release_free_heap
 from parity.checks.fuse import Loaded, fuse_and_measure, fuse_unfuse_cycles, load_files
 from parity.checks.known_findings import merge_findings, refusal_finding
 from parity.checks.memory import GIB, available_memory, predict_check, refuse_if_short
@@ -39,6 +42,7 @@ from parity.modules import pipeline_models
 from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
+from parity.zoo.checkpoint import CheckpointWeights
 from parity.zoo.family import Family
 from parity.zoo.published import (
     ensure_folder,
@@ -186,62 +190,93 @@ def _dtype_report(plan: CheckPlan, loras: Sequence[LoraFile], dtype_name: str, s
                        drift, known)
 
 
-def _loaded(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile]) -> Loaded:
-    pipe = build_pipeline(plan.family, dtype=dtype, device=plan.device, model_path=plan.request.model_path)
-    return load_files(pipe, plan.family, loras, plan.weights, copy_untargeted=False,
-                      model_path=plan.request.model_path)
+Truth = dict[str, torch.Tensor]  # "out" → the loaded, never fused denoiser forward in float64, once per run
 
 
-def _float64_output(plan: CheckPlan, loras: Sequence[LoraFile], cache: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The loaded, never fused denoiser forward in float64: e_fwd's reference, once per run. Computed
-    module by module on a float32 pipeline, which holds a float16/bfloat16/float32 checkpoint exactly,
-    so no float64 copy of the model is ever made (tests/harness/test_float64_forward.py)."""
-    if "out" not in cache:
-        # Only the forward is needed: no snapshot (and, on a folder, no read-back of the targeted weights).
-        pipe = build_pipeline(plan.family, dtype=torch.float32, device=plan.device, model_path=plan.request.model_path)
-        load_files(pipe, plan.family, loras, plan.weights, snapshot_base=False)
-        cache["out"] = denoiser_output(plan.family, pipe, float64=True)
-        del pipe
-    return cache["out"]
+def _float64_values(plan: CheckPlan, pipe: Any) -> Values:
+    """Each base tensor's value as a float64 load of the model gives it, for a pipeline not in float32:
+    read from the folder's checkpoint one tensor at a time, or, for the tiny zoo, from its float32
+    build (either holds a float16/bfloat16/float32 checkpoint exactly); a tensor the folder does not
+    hold (a buffer the model computes when built) is ``pipe``'s own, read before any LoRA is loaded."""
+    own = {c: {**dict(m.named_parameters()), **dict(m.named_buffers())} for c, m in pipeline_models(pipe).items()}
+    if plan.request.model_path is None:
+        float32 = build_pipeline(plan.family, dtype=torch.float32, device=plan.device)
+        tensors = {c: {**dict(m.named_parameters()), **dict(m.named_buffers())}
+                   for c, m in pipeline_models(float32).items()}
+        return lambda component, name: tensors[component][name].double()
+    checkpoint = CheckpointWeights(plan.request.model_path)
+    like = torch.empty(0, dtype=torch.float64, device=plan.device)
+
+    def read(component: str, name: str) -> torch.Tensor:
+        stored = checkpoint.read(component, name, like)
+        if stored is None:
+            stored = own[component][name].double()
+        return stored
+
+    return read
 
 
-def _cycles(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
-            float64_cache: dict[str, torch.Tensor], progress: Progress = SILENT) -> tuple[Any, UnfusedState]:
-    """Fuse/unfuse cycles at the user's scale on a fresh pipeline, then the unfused pipeline against
-    itself right after loading."""
+def _load_with_truth(plan: CheckPlan, pipe: Any, loras: Sequence[LoraFile], truth: Truth) -> Loaded:
+    """Load the files into ``pipe`` (built, nothing loaded yet), and the first time, the forward budget's
+    float64 truth: the loaded, never fused denoiser forward in float64, taken before the first fuse.
+
+    No second pipeline and no float64 copy of the model: a float32 pipeline holds the checkpoint
+    exactly and is computed in float64 one module at a time (parity/checks/float64_forward.py); in
+    another dtype, a float64 copy of the pipeline from before loading, whose weights are filled from
+    the checkpoint module by module (parity/checks/fresh_copies.py), gets the files loaded in float64.
+    Both are bit for bit a float64 pipeline's forward (tests/harness/test_float64_forward.py,
+    test_fresh_copies.py)."""
     request = plan.request
-    fresh = _loaded(plan, dtype, loras)
-    loaded_state, loaded_out = adapter_state(fresh.components), denoiser_output(plan.family, fresh.pipe)
-    # restore off: a pipeline the check throws away on an error needs no saved copy to write back
-    unfuse = fuse_unfuse_cycles(fresh.pipe, fresh.components, fresh.before, loras, plan.weights,
-                                request.cycles, request.lora_scale, progress, restore=False)
-    unfused_state, unfused_out = adapter_state(fresh.components), denoiser_output(plan.family, fresh.pipe)
-    del fresh  # before the float32 pipeline of the float64 forward is built: never two at once
-    bit_exact = unfuse.frac_changed[-1] == 0.0 and not unfuse.changed_untargeted
-    state = compare_unfused(loaded_state, unfused_state, loaded_out, unfused_out, bit_exact,
-                            lambda: _float64_output(plan, loras, float64_cache))
-    return unfuse, state
+    copy64 = None
+    if "out" not in truth and denoiser_dtype(plan.family, pipe) != torch.float32:
+        copy64 = float64_copy(pristine_copy(pipe), _float64_values(plan, pipe))
+    loaded = load_files(pipe, plan.family, loras, plan.weights, copy_untargeted=False, model_path=request.model_path)
+    if "out" not in truth:
+        if copy64 is None:
+            truth["out"] = denoiser_output(plan.family, pipe, float64=True)
+        else:
+            load_files(copy64, plan.family, loras, plan.weights, snapshot_base=False)
+            truth["out"] = denoiser_output(plan.family, copy64)
+            del copy64
+            release_free_heap(0)
+    return loaded
+
+
+def denoiser_dtype(family: Family, pipe: Any) -> torch.dtype:
+    return getattr(pipe, family.denoiser).dtype
 
 
 def _check_dtype(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile], progress: Progress,
-                 preloaded: list[Loaded], float64_cache: dict[str, torch.Tensor]) -> DtypeReport:
-    """Merge check on a pipeline with the adapters loaded, then unfuse cycles on a fresh one."""
+                 preloaded: list[Loaded], truth: Truth) -> DtypeReport:
+    """On one pipeline with the adapters loaded: the merge check on its first fuse, then the unfuse
+    after it (cycle 1) and any further cycles, and the unfused pipeline against the loaded one."""
     request = plan.request
     name = str(dtype).removeprefix("torch.")
     with progress.step(f"{name}: fuse at scale {request.lora_scale:g}") as outcome:
-        # Popped rather than passed in, so no caller frame keeps the fused pipeline alive below.
-        loaded = preloaded.pop() if preloaded else _loaded(plan, dtype, loras)
+        # Popped rather than passed in, so no caller frame keeps the pipeline alive past this dtype.
+        loaded = preloaded.pop() if preloaded else _load_with_truth(plan, _built(plan, dtype), loras, truth)
+        loaded_state, loaded_out = adapter_state(loaded.components), denoiser_output(plan.family, loaded.pipe)
+        # restore off: a pipeline the check throws away on an error needs no saved copy to write back
         merge = fuse_and_measure(loaded.pipe, loaded.components, loaded.before, loras, plan.weights,
                                  request.lora_scale, progress, restore=False)
         outcome(merge.ok)
-    del loaded
-    with progress.step(f"{name}: {request.cycles} fuse/unfuse cycle(s) at scale {request.lora_scale:g} on a "
-                       "fresh pipeline") as outcome:
-        unfuse, state = _cycles(plan, dtype, loras, float64_cache, progress)
+    # cycle 1 is the merge check's fuse and the unfuse after it
+    with progress.step(f"{name}: {request.cycles} fuse/unfuse cycle(s) at scale {request.lora_scale:g}") as outcome:
+        unfuse = fuse_unfuse_cycles(loaded.pipe, loaded.components, loaded.before, loras, plan.weights,
+                                    request.cycles, request.lora_scale, progress, restore=False, fused=True)
+        unfused_state, unfused_out = adapter_state(loaded.components), denoiser_output(plan.family, loaded.pipe)
+        bit_exact = unfuse.frac_changed[-1] == 0.0 and not unfuse.changed_untargeted
+        state = compare_unfused(loaded_state, unfused_state, loaded_out, unfused_out, bit_exact,
+                                lambda: truth["out"])
         outcome(unfuse.ok and state.ok)
+    del loaded
     if torch.device(plan.device).type == "cuda":
         torch.cuda.empty_cache()
     return _dtype_report(plan, loras, name, request.lora_scale, merge, unfuse, state)
+
+
+def _built(plan: CheckPlan, dtype: torch.dtype) -> Any:
+    return build_pipeline(plan.family, dtype=dtype, device=plan.device, model_path=plan.request.model_path)
 
 
 def _memory_gate(plan: CheckPlan, components: Any, loras: Sequence[LoraFile], folder: bool, progress: Progress,
@@ -266,7 +301,9 @@ def _with_published(plan: CheckPlan, tiny: Any, progress: Progress) -> tuple[Che
         return plan, None
     components = meta_components(plan.family)
     loras = read_against_published(components, request.loras, request.allow_pickle)
-    model = published(plan.family)
+    # stored in the one dtype checked, so that loading it maps no wider file than the model it builds
+    dtypes = set(plan.dtypes.values())
+    model = published(plan.family, dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32)
     progress.note(f"the files are wider than the tiny {plan.family.name} model: checking them against the "
                   f"{model.describe()}")
     _memory_gate(plan, components, loras, True, progress, None)
@@ -280,13 +317,11 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     plan = request if isinstance(request, CheckPlan) else plan_check(request)
     strict_float32(plan.device)
     # Every input error surfaces here, before the first step: model, files, diffusers' loader.
-    first = build_pipeline(plan.family, dtype=next(iter(plan.dtypes.values())), device=plan.device,
-                           model_path=plan.request.model_path)
+    first = _built(plan, next(iter(plan.dtypes.values())))
     plan, published_model = _with_published(plan, plan.family.components(first), progress)
     request = plan.request
     if published_model is not None:  # the tiny pipeline only showed the files are not its own
-        first = build_pipeline(plan.family, dtype=next(iter(plan.dtypes.values())), device=plan.device,
-                               model_path=request.model_path)
+        first = _built(plan, next(iter(plan.dtypes.values())))
     loras = [read_lora(path, plan.family.components(first), strict=True, allow_pickle=request.allow_pickle)
              for path in request.loras]
     if published_model is None:  # the published architecture's was predicted before it was built
@@ -294,9 +329,9 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
         # no name here may keep them alive past ``del first``
         _memory_gate(plan, pipeline_models(first), loras, request.model_path is not None, progress,
                      request.model_path)
+    truth: Truth = {}
     try:
-        preloaded = [load_files(first, plan.family, loras, plan.weights, copy_untargeted=False,
-                                model_path=request.model_path)]
+        preloaded = [_load_with_truth(plan, first, loras, truth)]
     except LoaderRefused as exc:
         finding = refusal_finding(plan.family, exc.layout)
         if finding is not None:
@@ -305,8 +340,7 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     placed = preloaded[0].placed
     del first
     progress.plan(2 * len(plan.dtypes))
-    float64_cache: dict[str, torch.Tensor] = {}
-    results = [_check_dtype(plan, dtype, loras, progress, preloaded, float64_cache) for dtype in plan.dtypes.values()]
+    results = [_check_dtype(plan, dtype, loras, progress, preloaded, truth) for dtype in plan.dtypes.values()]
     model = published_model or request.model_path or "tiny (built-in, seed 0)"
     return CheckReport(plan.family.name, None if published_model else request.model_path, plan.device,
                        library_versions(), plan.weights,

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from parity.checks.fuse import Digest, digest
+from parity.checks.fuse import Digest, digests_of
 from parity.modules import live_weights, pipeline_models
 
 # (component, parameter name in the pristine model) → that tensor's value in float64
@@ -166,10 +166,11 @@ def lazy_weights(pristine: Any, values: Values) -> dict[str, LazyComponent]:
 
 def digests(pipe: Any) -> dict[str, Digest]:
     """``component.name`` → digest of every base tensor (PEFT's own left out)."""
-    return {f"{c}.{name}": digest(t) for c, m in pipeline_models(pipe).items() for name, t in live_weights(m).items()}
+    return digests_of({f"{c}.{name}": t for c, m in pipeline_models(pipe).items() for name, t in live_weights(m).items()})
 
 
 def changed_tensors(pipe: Any, before: Mapping[str, Digest]) -> list[str]:
     """The base tensors of ``pipe`` that are no longer what ``before`` recorded (or are gone)."""
     now = {f"{c}.{name}": t for c, m in pipeline_models(pipe).items() for name, t in live_weights(m).items()}
-    return [key for key, d in before.items() if key not in now or digest(now[key]) != d]
+    after = digests_of({key: now[key] for key in before if key in now})
+    return [key for key, d in before.items() if after.get(key) != d]

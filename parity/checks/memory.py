@@ -6,21 +6,26 @@ The model follows what the check holds at once (parity/checks/check.py, fuse.py)
 holds (not only the LoRA-capable ones), s the dtype's bytes, T the parameters of the weights the files
 target and L those of the largest targeted weight:
 
-- the merge (and, on a fresh pipeline, the fuse/unfuse cycles): the pipeline and a copy of the
-  targeted weights from before the fuse, P·s + T·s (untargeted weights are proven unchanged by a
-  digest, the fused ones are read in place; on a model folder the targeted base values are read back
-  from its checkpoint, so T drops out, parity/zoo/checkpoint.py);
-- the reference, one weight at a time and a block of its rows at a time (parity/reference/merge.py,
+- the pipeline, with the files loaded, on which the merge check and the fuse/unfuse cycles run one
+  after the other, and a copy of the targeted weights from before the fuse, P·s + T·s (untargeted
+  weights are proven unchanged by a digest, the fused ones are read in place; on a model folder the
+  targeted base values are read back from its checkpoint, so T drops out, parity/zoo/checkpoint.py);
+  the files' A tensor elements, held as read (taken as 4 bytes) and as PEFT's layers, A·(4 + s);
+- then the reference, one weight at a time and a block of its rows at a time (parity/reference/merge.py,
   LazyReferences.chunks): the weight's base value read back and its value after the fuse, 2·L·s, and
   PER_WEIGHT_FLOAT64 float64 arrays (base, merged, δ, |B|·|A|, the comparison's error, bound and ULPs)
   of one block, at most CHUNK_ELEMENTS elements;
-- the forward budget's float64 truth: a float32 pipeline computed in float64 one module at a time,
-  P·4 + T·4 (parity/checks/float64_forward.py);
+- or, before the first dtype's fuse only, the forward budget's float64 truth (check.py,
+  _load_with_truth): one module in float64 at a time, READ_BYTES per element of the largest tensor,
+  and the freed heap a float64 run may leave, FREE_HEAP_LIMIT; in a dtype other than float32 also the
+  adapters loaded in float64, A·8, and on the tiny zoo the float32 build the values come from, P·4;
 - BASELINE: Python, torch, diffusers and transformers loaded, and allocator slack.
 
-Measured on this 2-core machine, a full-size SD1.5 UNet folder (0.87 B parameters, the published
-config with deterministic weights) and a kohya LoRA on attention, feed-forward, projections and the
-text encoder (T = 0.28 B): see the README (Memory) for the peaks measured against this prediction.
+Measured on this 2-core machine on full-size SD1.5 and SDXL folders and full-width FLUX.1 and Qwen-Image
+folders with one block (the published configs, deterministic weights: `lora-parity model`), each stored in
+the dtype checked, with kohya or diffusers rank-8 files on the default targets: the README (Memory) gives
+the peaks beside this prediction, which is above each of them (a float32 folder loaded into bfloat16
+aside: diffusers maps the file while it loads, before the prediction is made).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from parity.reference.merge import CHUNK_ELEMENTS
 GIB = 2**30
 BASELINE = 1.5e9
 PER_WEIGHT_FLOAT64 = 10  # float64 arrays of one weight alive while it is compared
+READ_BYTES = 12  # per element of any other weight in a float64 run: the stored float32 value read, its float64
 MEMORY_ENV = "LORA_PARITY_MEMORY_AVAILABLE"  # GiB; overrides what the machine reports (tests, containers)
 
 
@@ -68,18 +74,34 @@ def _targeted(components: Mapping[str, nn.Module], loras: Sequence[LoraFile]) ->
     return sum(sizes), max(sizes, default=0)
 
 
+def _adapter_parameters(loras: Sequence[LoraFile]) -> int:
+    """Elements of every tensor the files hold (factors, differences, biases)."""
+    tensors = [getattr(m, field, None) for lora in loras for m in lora.modules.values()
+               for field in ("down", "up", "diff", "bias")]
+    return sum(t.numel() for t in tensors if isinstance(t, torch.Tensor))
+
+
 def predict_check(components: Mapping[str, nn.Module], loras: Sequence[LoraFile],
                   dtypes: Mapping[str, torch.dtype], copies_targeted: bool = True) -> MemoryPrediction:
-    """The check's peak over its dtypes, from the model it loaded and the files it read; a check on a
-    model folder (``copies_targeted`` False) reads the targeted base weights back from disk."""
+    """The check's peak over its dtypes (in the order they run: the first computes the float64 truth),
+    from the model it loaded and the files it read; a check on a model folder (``copies_targeted``
+    False) reads the targeted base weights back from disk."""
     p = _parameters(components)
     targeted, largest = _targeted(components, loras)
     t = targeted if copies_targeted else 0
+    a = _adapter_parameters(loras)
     block = PER_WEIGHT_FLOAT64 * 8 * min(largest, CHUNK_ELEMENTS)
+    largest_tensor = max((x.numel() for model in components.values() for x in model.parameters()), default=0)
     best = None
-    for name, dtype in dtypes.items():
+    for index, (name, dtype) in enumerate(dtypes.items()):
         s = torch.empty((), dtype=dtype).element_size()
-        peak = BASELINE + max((p + t) * s, (p + t) * 4) + 2 * largest * s + block
+        measure = 2 * largest * s + block
+        truth = 0
+        if index == 0:
+            truth = READ_BYTES * largest_tensor + FREE_HEAP_LIMIT
+            if dtype != torch.float32:
+                truth += a * 8 + (p * 4 if copies_targeted else 0)
+        peak = BASELINE + (p + t) * s + a * (4 + s) + max(measure, truth)
         if best is None or peak > best.peak:
             best = MemoryPrediction(peak, p, targeted, name)
     assert best is not None
@@ -112,7 +134,6 @@ def refuse_if_short(prediction: MemoryPrediction, available: float | None, path:
 
 
 PER_WEIGHT_HOTSWAP = 6  # float64 arrays of a targeted weight alive in a float64 run: its value and the merge's
-READ_BYTES = 12  # per element of any other weight in a float64 run: the stored float32 value read, its float64
 
 
 def _lora_layers(models: Mapping[str, nn.Module], loras: Sequence[LoraFile], component: str, rank: int) -> int:

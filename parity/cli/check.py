@@ -25,7 +25,7 @@ fuse/unfuse cycles bring the base weights back within the rounding bound, and le
 as it was loaded: each PEFT layer's scaling and active adapters unchanged, and one denoiser
 forward equal to the forward before the first fuse (within the output tolerance table).
 
-Both run at --scale. The cycles run on a freshly built pipeline with freshly loaded adapters. In
+Both run at --scale, on one pipeline per dtype: the cycles start from the merge check's fuse. In
 diffusers 0.42 fuse_lora(lora_scale=s) multiplies PEFT's scaling by s (scale_layer) and
 unfuse_lora never divides it back, so at s != 1 the unfused pipeline runs its adapters at s times
 their strength: that fails, and the verdict names the known diffusers behaviour.

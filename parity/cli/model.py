@@ -16,8 +16,10 @@ DESCRIPTION = """\
 Write the family's published architecture as a diffusers folder: its LoRA-capable components built
 from the published configs with deterministic weights, the other parts sized to fit (what `check`
 uses without --model-path). --blocks N builds a transformer (flux, qwenimage) with N blocks at full
-width (flux: N double-stream and 2N single-stream ones): memory and time are linear in blocks. --lora
-FILE also writes a LoRA file for it on the family's default targets.
+width (flux: N double-stream and 2N single-stream ones): memory and time are linear in blocks. --dtype
+stores the weights in float16 or bfloat16 (the float32 values rounded), as published checkpoints are:
+a bfloat16 check of a float32 folder holds the mapped file beside the model while diffusers loads it.
+--lora FILE also writes a LoRA file for it on the family's default targets.
 
 Exit codes: 0 written, 2 bad input (a folder that is not empty, too little disk or memory)."""
 
@@ -26,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", required=True)
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
     parser.add_argument("--blocks", type=positive_int, help="transformer blocks (default: as published)")
+    parser.add_argument("--dtype", default="float32",
+                        help="the dtype its weights are stored in (default: float32)")
     parser.add_argument("--lora", metavar="FILE", help="also write a LoRA file for the model here")
     parser.add_argument("--layout", help="the LoRA file's layout (default: the family's first)")
     parser.add_argument("--rank", type=positive_int, default=8, help="LoRA rank (default: 8)")
@@ -36,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from parity.lora.layouts import LAYOUTS
     from parity.lora.synth import write_lora
     from parity.quiet import quiet_libraries
+    from parity.tolerances import dtype_from_name
     from parity.zoo import get_family
     from parity.zoo.published import ensure_folder, meta_components, published
 
@@ -44,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     layout = args.layout or family.layouts[0]
     if layout not in LAYOUTS:
         raise ParityInputError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    model = published(family, args.blocks, folder=args.out)
+    model = published(family, args.blocks, folder=args.out, dtype=dtype_from_name(args.dtype))
     ensure_folder(family, model, note=lambda line: print(line, file=sys.stderr))
     print(f"{model.describe()}: {model.parameters / 1e9:.2f} B parameters")
     if args.lora:

@@ -32,20 +32,20 @@ def delta_from_factors(m: LoraModule, scale: float = 1.0) -> torch.Tensor:
         delta = F.conv2d(down.permute(1, 0, 2, 3), up).permute(1, 0, 2, 3)
     else:
         delta = up @ down
-    return factor * delta
+    return delta.mul_(factor)  # in place: a full-size weight's float64 delta is hundreds of MB
 
 
 def abs_product(m: LoraModule, scale: float = 1.0) -> torch.Tensor:
     """|scale·α/r| · (|B| ∘ |A|): bounds |δ| and every summation error in forming it."""
     absm = LoraModule(m.component, m.module, m.down.abs(), m.up.abs(), m.alpha)
-    return delta_from_factors(absm, abs(scale)).abs()
+    return delta_from_factors(absm, abs(scale)).abs_()
 
 
 @dataclass
 class MergeStep:
     """One adapter's contribution to one weight."""
 
-    delta: torch.Tensor  # exact δ, float64
+    delta: torch.Tensor | None  # exact δ, float64; None where only the bounds were asked for (chunks)
     abs_product: torch.Tensor  # P, float64
     rank: int
     file_dtype: torch.dtype
@@ -57,7 +57,7 @@ class MergeReference:
     component: str
     module: str
     base: torch.Tensor  # float64
-    merged: torch.Tensor  # float64: base + Σ δ
+    merged: torch.Tensor | None  # float64: base + Σ δ; None where only the bounds were asked for (chunks)
     steps: list[MergeStep]
     param: str = "weight"  # "bias" for a .diff_b
     rows: slice = field(default_factory=lambda: slice(None))  # the weight's rows (output features) this reference covers
@@ -71,12 +71,13 @@ class MergeReference:
         return f"{self.component}.{self.param_name}"
 
 
-def contributions(m: Module, scale: float) -> list[tuple[str, MergeStep]]:
+def contributions(m: Module, scale: float, deltas: bool = True) -> list[tuple[str, MergeStep]]:
     """(parameter, step) for each tensor ``m`` changes: a pair its weight; a difference its weight
-    and/or bias, each one addition (rank 1 in the rounding bound: no sum is formed)."""
+    and/or bias, each one addition (rank 1 in the rounding bound: no sum is formed). Without
+    ``deltas``, a pair's δ is not formed (its bounds need only P)."""
     if isinstance(m, LoraModule):
-        return [("weight", MergeStep(delta_from_factors(m, scale), abs_product(m, scale), m.rank, m.down.dtype,
-                                     m.effective_alpha / m.rank))]
+        delta = delta_from_factors(m, scale) if deltas else None
+        return [("weight", MergeStep(delta, abs_product(m, scale), m.rank, m.down.dtype, m.effective_alpha / m.rank))]
     assert isinstance(m, DiffModule)
     out = []
     for param, t in (("weight", m.diff), ("bias", m.bias)):
@@ -122,17 +123,19 @@ class LazyReferences(Mapping[tuple[str, str], MergeReference]):
         m, _, param = self.contributors[key][0]
         return self.base_weights[key[0]][f"{m.module}.{param}"]
 
-    def _reference(self, key: tuple[str, str], base_weight: torch.Tensor, rows: slice) -> MergeReference:
+    def _reference(self, key: tuple[str, str], base_weight: torch.Tensor, rows: slice,
+                   merged: bool = True) -> MergeReference:
         component = key[0]
         ref = None
         for m, weight, param in self.contributors[key]:
             if ref is None:
-                base = base_weight[rows].double()
-                ref = MergeReference(component, m.module, base, base.clone(), [], param, rows)
-            step = dict(contributions(_rows(m, rows), weight * self.lora_scale))[param]
-            if step.delta.shape != ref.base.shape:
-                raise ValueError(f"{ref.key}: delta {tuple(step.delta.shape)} vs {tuple(ref.base.shape)}")
-            ref.merged = ref.merged + step.delta
+                ref = MergeReference(component, m.module, base_weight[rows].double(), None, [], param, rows)
+            step = dict(contributions(_rows(m, rows), weight * self.lora_scale, merged))[param]
+            if step.abs_product.shape != ref.base.shape:
+                raise ValueError(f"{ref.key}: delta {tuple(step.abs_product.shape)} vs {tuple(ref.base.shape)}")
+            if step.delta is not None:
+                # the same float64 additions, in order, as base + δ₁ + δ₂ …, without a copy of base first
+                ref.merged = ref.base + step.delta if ref.merged is None else ref.merged.add_(step.delta)
             ref.steps.append(step)
         assert ref is not None
         return ref
@@ -140,14 +143,15 @@ class LazyReferences(Mapping[tuple[str, str], MergeReference]):
     def __getitem__(self, key: tuple[str, str]) -> MergeReference:
         return self._reference(key, self._base(key), slice(None))
 
-    def chunks(self, key: tuple[str, str]) -> Iterator[MergeReference]:
+    def chunks(self, key: tuple[str, str], merged: bool = True) -> Iterator[MergeReference]:
         """The reference of ``key`` block of rows by block of rows, each of at most CHUNK_ELEMENTS
-        elements (one row at least), covering the weight once, in order."""
+        elements (one row at least), covering the weight once, in order. Without ``merged`` only what
+        the bounds need (base and each step's P): no δ and no merged weight, for the unfuse check."""
         base = self._base(key)  # a weight or a bias: at least one dimension
         per_row = max(1, base[0].numel())
         step = max(1, CHUNK_ELEMENTS // per_row)
         for start in range(0, base.shape[0], step):
-            yield self._reference(key, base, slice(start, min(base.shape[0], start + step)))
+            yield self._reference(key, base, slice(start, min(base.shape[0], start + step)), merged)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.contributors)

@@ -166,15 +166,22 @@ class Published:
     folder: str
     component_parameters: dict[str, int]  # of each component the folder's build replaces
     blocks: int | None = None  # transformer blocks, where fewer than published
+    dtype: torch.dtype = torch.float32  # stored in: a check in bfloat16 loads a bfloat16 folder, as published
 
     @property
     def parameters(self) -> int:
-        """Of every replaced component, in float32 on disk (the tiny rest is negligible)."""
+        """Of every replaced component (the tiny rest is negligible)."""
         return sum(self.component_parameters.values())
+
+    @property
+    def bytes(self) -> int:
+        """On disk: the replaced components' parameters in the stored dtype."""
+        return self.parameters * torch.empty((), dtype=self.dtype).element_size()
 
     def describe(self) -> str:
         depth = f" ({self.blocks} of {PUBLISHED_BLOCKS[self.family]} blocks)" if self.blocks is not None else ""
-        return f"published {self.family} architecture{depth}, synthetic weights (seed {SEED}; {self.folder})"
+        stored = "" if self.dtype == torch.float32 else f", stored in {str(self.dtype).removeprefix('torch.')}"
+        return f"published {self.family} architecture{depth}, synthetic weights (seed {SEED}{stored}; {self.folder})"
 
 
 def cache_root() -> str:
@@ -201,15 +208,22 @@ def _check_blocks(family: str, blocks: int | None) -> None:
         raise ParityInputError(f"--blocks {blocks}: {family} takes {have}")
 
 
-def published(family: Family, blocks: int | None = None, folder: str | None = None) -> Published:
-    """The published architecture (``blocks`` transformer blocks, None: as published), in ``folder`` or the cache."""
+def published(family: Family, blocks: int | None = None, folder: str | None = None,
+              dtype: torch.dtype = torch.float32) -> Published:
+    """The published architecture (``blocks`` transformer blocks, None: as published), stored in ``dtype``
+    (the deterministic float32 values rounded to it), in ``folder`` or the cache.
+
+    A bfloat16 run on a float32 folder would hold the mapped float32 file beside the model it builds
+    while diffusers loads it: 1.5 times the model at most, however little the check itself holds."""
     _check_blocks(family.name, blocks)
     shapes = _shapes(family.name, blocks)
     parameters = {c: sum(math.prod(shape) for shape in part.values()) for c, part in shapes.items()}
     if folder is None:
         depth = "" if blocks is None else f"-{blocks}blocks"
-        folder = os.path.join(cache_root(), "published", f"{family.name}{depth}-{_folder_key(family.name, shapes)}")
-    return Published(family.name, folder, parameters, blocks)
+        stored = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
+        key = _folder_key(family.name, shapes)
+        folder = os.path.join(cache_root(), "published", f"{family.name}{depth}{stored}-{key}")
+    return Published(family.name, folder, parameters, blocks, dtype)
 
 
 def read_against_published(components: Mapping[str, nn.Module], paths: Sequence[str],
@@ -231,13 +245,15 @@ def ensure_folder(family: Family, model: Published, note: Callable[[str], None] 
         raise ParityInputError("exists and is not a pipeline folder; give a new or empty one", path=model.folder)
     parent = os.path.dirname(os.path.abspath(model.folder))
     os.makedirs(parent, exist_ok=True)
-    need = model.parameters * 4
+    need = model.bytes
     free = shutil.disk_usage(parent).free
     if free < need * 1.05:
         raise ParityInputError(f"too little disk to build the published {model.family} architecture: it needs "
                                f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free (set {CACHE_ENV} to "
                                "another folder)", path=parent)
-    build_peak = BASELINE + 4 * max(model.component_parameters.values())  # one component in float32 at a time
+    # one component at a time, built in float32 (and its cast, where stored in another dtype)
+    per_parameter = 4 + (0 if model.dtype == torch.float32 else torch.empty((), dtype=model.dtype).element_size())
+    build_peak = BASELINE + per_parameter * max(model.component_parameters.values())
     available = available_memory()
     if available is not None and build_peak > available:
         raise ParityInputError(f"too little memory to build the published {model.family} architecture: its "
@@ -249,11 +265,12 @@ def ensure_folder(family: Family, model: Published, note: Callable[[str], None] 
 
     staging = tempfile.mkdtemp(prefix=".building-", dir=parent)
     try:
-        get_family(family.name).build_tiny(SEED).save_pretrained(staging)
+        get_family(family.name).build_tiny(SEED).to(dtype=model.dtype).save_pretrained(staging)
         for component, build in PUBLISHED[family.name].items():
             with _no_init():
                 module = build(model.blocks)
             fill_deterministic(module, SEED, f"{family.name}/published/{component}")
+            module = module.to(model.dtype)
             shutil.rmtree(os.path.join(staging, component), ignore_errors=True)
             module.save_pretrained(os.path.join(staging, component))
             note(f"  {component}: {sum(p.numel() for p in module.parameters()) / 1e9:.2f} B parameters saved")

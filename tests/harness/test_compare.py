@@ -29,6 +29,17 @@ def test_ulp_matches_ieee_spacing(x, dtype, expected):
     assert ulp(torch.tensor(x), dtype).item() == expected
 
 
+def test_ulp_a_float64_step_below_a_power_of_two_is_the_lower_binades():
+    # log2 rounds 2^20·(1 − 2^-53) up to exactly 20: a spacing read from it would be twice the grid's
+    below = torch.tensor(2.0**20 * (1 - 2.0**-53), dtype=torch.float64)
+    assert ulp(below, torch.float32).item() == 2.0**(19 - 23)
+
+
+def test_ulp_of_nan_is_nan_and_of_inf_is_inf():
+    out = ulp(torch.tensor([math.nan, math.inf, 1.0], dtype=torch.float64), torch.float32)
+    assert math.isnan(out[0]) and out[1] == math.inf and out[2] == 2.0**-23
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.floats(min_value=2.0**-100, max_value=2.0**100, allow_nan=False, allow_infinity=False, width=32))
 def test_ulp_is_the_gap_to_the_next_float32(x):

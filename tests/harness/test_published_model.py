@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from parity.checks.memory import MEMORY_ENV
 from parity.cli import main
@@ -120,6 +120,23 @@ def test_the_folder_is_built_once_with_the_published_shapes_and_deterministic_we
     assert all(torch.equal(loaded[k], v) for k, v in expected.items() if v.is_floating_point())
     assert pub.ensure_folder(fam, model) == folder and calls == ["text_encoder"]  # not built again
     assert [p.name for p in Path(folder).parent.iterdir()] == [Path(folder).name]  # no staging left
+
+
+def test_a_bfloat16_folder_stores_the_same_values_rounded_in_another_folder(cache, monkeypatch):
+    small_builders(monkeypatch)
+    fam = get_family("sd15")
+    model = pub.published(fam, dtype=torch.bfloat16)
+    assert model.folder != pub.published(fam).folder and "stored in bfloat16" in model.describe()
+    folder = pub.ensure_folder(fam, model)
+    stored = load_file(str(Path(folder) / "text_encoder" / "model.safetensors"))
+    expected = fill_deterministic(pub._clip_text(16, 1, 2, 48, "quick_gelu", False), pub.SEED,
+                                  "sd15/published/text_encoder").state_dict()
+    weight = "encoder.layers.0.mlp.fc1.weight"
+    assert stored[weight].dtype == torch.bfloat16
+    assert torch.equal(stored[weight], expected[weight].to(torch.bfloat16))
+    assert all(t.dtype == torch.bfloat16 for t in load_file(str(Path(folder) / "unet" /
+                                                                  "diffusion_pytorch_model.safetensors")).values()
+               if t.is_floating_point())
 
 
 def test_other_shapes_get_another_folder(cache, monkeypatch):
