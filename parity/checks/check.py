@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from parity.checks.findings import SECOND_FUSE, Known
-from parity.checks.fresh_copies import Values, float64_copy, pristine_copy, release_free_heap
+from parity.checks.fresh_copies import float64_copy, pristine_copy, release_free_heap, stored_values
 from parity.checks.fuse import Loaded, fuse_and_measure, fuse_unfuse_cycles, load_files
 from parity.checks.known_findings import merge_findings, refusal_finding
 from parity.checks.memory import GIB, available_memory, predict_check, refuse_if_short
@@ -42,7 +42,6 @@ from parity.modules import pipeline_models
 from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
-from parity.zoo.checkpoint import CheckpointWeights
 from parity.zoo.family import Family
 from parity.zoo.published import (
     ensure_folder,
@@ -193,29 +192,6 @@ def _dtype_report(plan: CheckPlan, loras: Sequence[LoraFile], dtype_name: str, s
 Truth = dict[str, torch.Tensor]  # "out" → the loaded, never fused denoiser forward in float64, once per run
 
 
-def _float64_values(plan: CheckPlan, pipe: Any) -> Values:
-    """Each base tensor's value as a float64 load of the model gives it, for a pipeline not in float32:
-    read from the folder's checkpoint one tensor at a time, or, for the tiny zoo, from its float32
-    build (either holds a float16/bfloat16/float32 checkpoint exactly); a tensor the folder does not
-    hold (a buffer the model computes when built) is ``pipe``'s own, read before any LoRA is loaded."""
-    own = {c: {**dict(m.named_parameters()), **dict(m.named_buffers())} for c, m in pipeline_models(pipe).items()}
-    if plan.request.model_path is None:
-        float32 = build_pipeline(plan.family, dtype=torch.float32, device=plan.device)
-        tensors = {c: {**dict(m.named_parameters()), **dict(m.named_buffers())}
-                   for c, m in pipeline_models(float32).items()}
-        return lambda component, name: tensors[component][name].double()
-    checkpoint = CheckpointWeights(plan.request.model_path)
-    like = torch.empty(0, dtype=torch.float64, device=plan.device)
-
-    def read(component: str, name: str) -> torch.Tensor:
-        stored = checkpoint.read(component, name, like)
-        if stored is None:
-            stored = own[component][name].double()
-        return stored
-
-    return read
-
-
 def _load_with_truth(plan: CheckPlan, pipe: Any, loras: Sequence[LoraFile], truth: Truth) -> Loaded:
     """Load the files into ``pipe`` (built, nothing loaded yet), and the first time, the forward budget's
     float64 truth: the loaded, never fused denoiser forward in float64, taken before the first fuse.
@@ -228,8 +204,10 @@ def _load_with_truth(plan: CheckPlan, pipe: Any, loras: Sequence[LoraFile], trut
     test_fresh_copies.py)."""
     request = plan.request
     copy64 = None
-    if "out" not in truth and denoiser_dtype(plan.family, pipe) != torch.float32:
-        copy64 = float64_copy(pristine_copy(pipe), _float64_values(plan, pipe))
+    dtype = denoiser_dtype(plan.family, pipe)
+    if "out" not in truth and dtype != torch.float32:
+        values = stored_values(pipe, plan.family, dtype, request.model_path, plan.device)
+        copy64 = float64_copy(pristine_copy(pipe), values)
     loaded = load_files(pipe, plan.family, loras, plan.weights, copy_untargeted=False, model_path=request.model_path)
     if "out" not in truth:
         if copy64 is None:

@@ -31,6 +31,9 @@ from torch import nn
 
 from parity.checks.fuse import Digest, digests_of
 from parity.modules import live_weights, pipeline_models
+from parity.zoo import build_pipeline
+from parity.zoo.checkpoint import CheckpointWeights
+from parity.zoo.family import Family
 
 # (component, parameter name in the pristine model) → that tensor's value in float64
 Values = Callable[[str, str], torch.Tensor]
@@ -63,6 +66,33 @@ def aliased_copy(pristine: Any) -> Any:
 
 def _stand_in(t: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(torch.zeros((), dtype=torch.float64, device=t.device).expand(t.shape), requires_grad=False)
+
+
+def _named_tensors(pipe: Any) -> dict[str, dict[str, torch.Tensor]]:
+    return {c: {**dict(m.named_parameters()), **dict(m.named_buffers())} for c, m in pipeline_models(pipe).items()}
+
+
+def stored_values(pipe: Any, family: Family, dtype: torch.dtype, model_path: str | None,
+                  device: str | torch.device) -> Values:
+    """Each base tensor's value as a float64 load of the model gives it, for ``pipe`` (in ``dtype``, no
+    LoRA loaded): a float32 pipeline's own (which holds a float16/bfloat16/float32 checkpoint exactly);
+    else read from the folder's checkpoint one tensor at a time, or, for the tiny zoo, from its float32
+    build."""
+    tensors = _named_tensors(pipe)
+    if dtype == torch.float32:
+        return lambda component, name: tensors[component][name].double()
+    if model_path is None:
+        float32 = _named_tensors(build_pipeline(family, device=str(device)))
+        return lambda component, name: float32[component][name].double()
+    checkpoint = CheckpointWeights(model_path)
+    like = torch.empty(0, dtype=torch.float64, device=device)
+
+    def read(component: str, name: str) -> torch.Tensor:
+        stored = checkpoint.read(component, name, like)
+        # Not in the folder (a buffer the model computes when built): the pipeline's own value.
+        return stored if stored is not None else tensors[component][name].double()
+
+    return read
 
 
 def float64_copy(pristine: Any, values: Values) -> Any:

@@ -26,11 +26,9 @@ from parity.lora.layouts import METADATA_KEY, to_state_dict
 from parity.lora.neutral import LoraFile
 from parity.lora.reader import read_lora
 from parity.lora.tensors import diffusers_source
-from parity.modules import pipeline_models
 from parity.reference.merge import reference_merge
 from parity.tolerances import output_budget
 from parity.zoo import build_pipeline, get_family
-from parity.zoo.checkpoint import CheckpointWeights
 from parity.zoo.family import Family
 
 ADAPTER = "hot"
@@ -263,31 +261,6 @@ def merged_output(session: HotswapSession, source: Source, values: fc.Values, re
     return run(session.family, fc.float64_copy(pristine, merged_values), session.level, replay=replay)
 
 
-def stored_values(session: HotswapSession) -> fc.Values:
-    """Each base tensor's value as a float64 load of the model gives it: a float32 session's own
-    (which holds a float16/bfloat16/float32 checkpoint exactly); else read from the folder's
-    checkpoint one tensor at a time, or, for the tiny zoo, from its float32 build."""
-    tensors = _named_tensors(session.pristine)
-    if session.dtype == torch.float32:
-        return lambda component, name: tensors[component][name].double()
-    if session.model_path is None:
-        float32 = _named_tensors(build_pipeline(session.family, device=session.device))
-        return lambda component, name: float32[component][name].double()
-    checkpoint = CheckpointWeights(session.model_path)
-    like = torch.empty(0, dtype=torch.float64, device=session.device)
-
-    def read(component: str, name: str) -> torch.Tensor:
-        stored = checkpoint.read(component, name, like)
-        # Not in the folder (a buffer the model computes when built): the session's value.
-        return stored if stored is not None else tensors[component][name].double()
-
-    return read
-
-
-def _named_tensors(pipe: Any) -> dict[str, dict[str, torch.Tensor]]:
-    return {c: {**dict(m.named_parameters()), **dict(m.named_buffers())} for c, m in pipeline_models(pipe).items()}
-
-
 def parameter_footprint(model: torch.nn.Module) -> tuple[int, int]:
     """(number of parameters, bytes): hotswap must not grow either."""
     params = list(model.parameters())
@@ -339,7 +312,7 @@ def check_swap_output(session: HotswapSession, source: Source, output: torch.Ten
     base_changed = fc.changed_tensors(session.pipe, session.loaded)
     prepared = fresh_output(session, source)
     replay = drawn_latents(fam, session.pipe, session.seed) if level == "pipeline" else None
-    values = stored_values(session)
+    values = fc.stored_values(session.pristine, session.family, session.dtype, session.model_path, session.device)
     fresh64 = fresh_output(session, source, values, replay=replay).double()
     truth = merged_output(session, source, values, replay=replay).double()
     forward_error = float((prepared.double() - fresh64).abs().max())

@@ -66,6 +66,10 @@ def _parameters(components: Mapping[str, nn.Module]) -> int:
     return sum(p.numel() for model in components.values() for p in model.parameters())
 
 
+def _largest_parameter(models: Mapping[str, nn.Module]) -> int:
+    return max((x.numel() for model in models.values() for x in model.parameters()), default=0)
+
+
 def _targeted(components: Mapping[str, nn.Module], loras: Sequence[LoraFile]) -> tuple[int, int]:
     """(parameters of every targeted weight, of the largest one)."""
     modules = {c: lora_capable_modules(m) for c, m in components.items()}
@@ -91,7 +95,7 @@ def predict_check(components: Mapping[str, nn.Module], loras: Sequence[LoraFile]
     t = targeted if copies_targeted else 0
     a = _adapter_parameters(loras)
     block = PER_WEIGHT_FLOAT64 * 8 * min(largest, CHUNK_ELEMENTS)
-    largest_tensor = max((x.numel() for model in components.values() for x in model.parameters()), default=0)
+    largest_tensor = _largest_parameter(components)
     best = None
     for index, (name, dtype) in enumerate(dtypes.items()):
         s = torch.empty((), dtype=dtype).element_size()
@@ -165,7 +169,7 @@ def predict_hotswap(models: Mapping[str, nn.Module], loras: Sequence[LoraFile], 
     p = _parameters(models)
     s = torch.empty((), dtype=dtype).element_size()
     f = _lora_layers(models, loras, denoiser, target_rank)
-    largest = max((t.numel() for model in models.values() for t in model.parameters()), default=0)
+    largest = _largest_parameter(models)
     targeted, largest_targeted = _targeted(models, loras)
     per_weight = max(READ_BYTES * largest, PER_WEIGHT_HOTSWAP * 8 * largest_targeted)
     peak = BASELINE + p * s + f * (2 * s + 8) + per_weight + FREE_HEAP_LIMIT + (p * 4 if float32_build else 0)

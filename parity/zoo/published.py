@@ -176,7 +176,7 @@ class Published:
     @property
     def bytes(self) -> int:
         """On disk: the replaced components' parameters in the stored dtype."""
-        return self.parameters * torch.empty((), dtype=self.dtype).element_size()
+        return self.parameters * self.dtype.itemsize
 
     def describe(self) -> str:
         depth = f" ({self.blocks} of {PUBLISHED_BLOCKS[self.family]} blocks)" if self.blocks is not None else ""
@@ -252,7 +252,7 @@ def ensure_folder(family: Family, model: Published, note: Callable[[str], None] 
                                f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free (set {CACHE_ENV} to "
                                "another folder)", path=parent)
     # one component at a time, built in float32 (and its cast, where stored in another dtype)
-    per_parameter = 4 + (0 if model.dtype == torch.float32 else torch.empty((), dtype=model.dtype).element_size())
+    per_parameter = 4 + (0 if model.dtype == torch.float32 else model.dtype.itemsize)
     build_peak = BASELINE + per_parameter * max(model.component_parameters.values())
     available = available_memory()
     if available is not None and build_peak > available:

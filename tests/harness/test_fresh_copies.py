@@ -115,7 +115,7 @@ def test_a_bfloat16_session_on_a_folder_takes_a_float64_loads_values_from_its_ch
         reset()
     float64 = build_pipeline(fam, dtype=torch.float64, model_path=str(tmp_path / "model"))
 
-    values = hs.stored_values(session)
+    values = fc.stored_values(session.pristine, session.family, session.dtype, session.model_path, session.device)
 
     for component, model in pipeline_models(float64).items():
         for name, t in [*model.named_parameters(), *model.named_buffers()]:
