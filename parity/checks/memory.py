@@ -11,10 +11,10 @@ target and L those of the largest targeted weight:
   weights are proven unchanged by a digest, the fused ones are read in place; on a model folder the
   targeted base values are read back from its checkpoint, so T drops out, parity/zoo/checkpoint.py);
   the files' A tensor elements, held as read (taken as 4 bytes) and as PEFT's layers, A·(4 + s);
-- then the reference, one weight at a time and a block of its rows at a time (parity/reference/merge.py,
-  LazyReferences.chunks): the weight's base value read back and its value after the fuse, 2·L·s, and
-  PER_WEIGHT_FLOAT64 float64 arrays (base, merged, δ, |B|·|A|, the comparison's error, bound and ULPs)
-  of one block, at most CHUNK_ELEMENTS elements;
+- then the comparison, one weight at a time in one pass (parity/fused_comparison.py): the weight's base
+  value read back and its value after the fuse, 2·L·s, and of one block of its rows (at most
+  CHUNK_ELEMENTS elements) BLOCK_BYTES per element: both values on the host as float32 and a full
+  difference's δ in float64 (the reference, bound and error of an element live in a row's buffers);
 - or, before the first dtype's fuse only, the forward budget's float64 truth (check.py,
   _load_with_truth): one module in float64 at a time, READ_BYTES per element of the largest tensor,
   and the freed heap a float64 run may leave, FREE_HEAP_LIMIT; in a dtype other than float32 also the
@@ -39,13 +39,13 @@ from torch import nn
 
 from parity.checks.fresh_copies import FREE_HEAP_LIMIT
 from parity.errors import ParityInputError
+from parity.fused_comparison import CHUNK_ELEMENTS
 from parity.lora.neutral import LoraFile
 from parity.modules import lora_capable_modules
-from parity.reference.merge import CHUNK_ELEMENTS
 
 GIB = 2**30
 BASELINE = 1.5e9
-PER_WEIGHT_FLOAT64 = 10  # float64 arrays of one weight alive while it is compared
+BLOCK_BYTES = 16  # per element of a block of rows compared: fused and base as float32, a difference's δ
 READ_BYTES = 12  # per element of any other weight in a float64 run: the stored float32 value read, its float64
 MEMORY_ENV = "LORA_PARITY_MEMORY_AVAILABLE"  # GiB; overrides what the machine reports (tests, containers)
 
@@ -94,7 +94,7 @@ def predict_check(components: Mapping[str, nn.Module], loras: Sequence[LoraFile]
     targeted, largest = _targeted(components, loras)
     t = targeted if copies_targeted else 0
     a = _adapter_parameters(loras)
-    block = PER_WEIGHT_FLOAT64 * 8 * min(largest, CHUNK_ELEMENTS)
+    block = BLOCK_BYTES * min(largest, CHUNK_ELEMENTS)
     largest_tensor = _largest_parameter(components)
     best = None
     for index, (name, dtype) in enumerate(dtypes.items()):

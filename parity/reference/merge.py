@@ -9,7 +9,7 @@ them could not cancel out.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ def abs_product(m: LoraModule, scale: float = 1.0) -> torch.Tensor:
 class MergeStep:
     """One adapter's contribution to one weight."""
 
-    delta: torch.Tensor | None  # exact δ, float64; None where only the bounds were asked for (chunks)
+    delta: torch.Tensor  # exact δ, float64
     abs_product: torch.Tensor  # P, float64
     rank: int
     file_dtype: torch.dtype
@@ -57,10 +57,9 @@ class MergeReference:
     component: str
     module: str
     base: torch.Tensor  # float64
-    merged: torch.Tensor | None  # float64: base + Σ δ; None where only the bounds were asked for (chunks)
+    merged: torch.Tensor | None  # float64: base + Σ δ (None only while it is being formed)
     steps: list[MergeStep]
     param: str = "weight"  # "bias" for a .diff_b
-    rows: slice = field(default_factory=lambda: slice(None))  # the weight's rows (output features) this reference covers
 
     @property
     def param_name(self) -> str:
@@ -71,12 +70,11 @@ class MergeReference:
         return f"{self.component}.{self.param_name}"
 
 
-def contributions(m: Module, scale: float, deltas: bool = True) -> list[tuple[str, MergeStep]]:
+def contributions(m: Module, scale: float) -> list[tuple[str, MergeStep]]:
     """(parameter, step) for each tensor ``m`` changes: a pair its weight; a difference its weight
-    and/or bias, each one addition (rank 1 in the rounding bound: no sum is formed). Without
-    ``deltas``, a pair's δ is not formed (its bounds need only P)."""
+    and/or bias, each one addition (rank 1 in the rounding bound: no sum is formed)."""
     if isinstance(m, LoraModule):
-        delta = delta_from_factors(m, scale) if deltas else None
+        delta = delta_from_factors(m, scale)
         return [("weight", MergeStep(delta, abs_product(m, scale), m.rank, m.down.dtype, m.effective_alpha / m.rank))]
     assert isinstance(m, DiffModule)
     out = []
@@ -87,24 +85,30 @@ def contributions(m: Module, scale: float, deltas: bool = True) -> list[tuple[st
     return out
 
 
-CHUNK_ELEMENTS = 1 << 22  # a weight's elements compared at once: 32 MiB per float64 array
+@dataclass(frozen=True)
+class Step:
+    """One adapter's contribution to one weight (or bias), as the file holds it: a low-rank pair with
+    its factor f = scale·α/r, or a full difference times its scale."""
 
+    module: Module
+    scale: float  # set_adapters weight × lora_scale
+    param: str  # "weight" or "bias"
 
-def _rows(m: Module, rows: slice) -> Module:
-    """``m`` restricted to output rows ``rows``: a pair's up rows (δ's rows are B's), a difference's rows."""
-    if rows == slice(None):
-        return m
-    if isinstance(m, LoraModule):
-        return replace(m, up=m.up[rows])
-    return replace(m, diff=None if m.diff is None else m.diff[rows], bias=None if m.bias is None else m.bias[rows])
+    @property
+    def rank(self) -> int:
+        return self.module.rank if isinstance(self.module, LoraModule) else 1
+
+    @property
+    def file_dtype(self) -> torch.dtype:
+        m = self.module
+        return m.down.dtype if isinstance(m, LoraModule) else getattr(m, "diff" if self.param == "weight" else "bias").dtype
 
 
 class LazyReferences(Mapping[tuple[str, str], MergeReference]):
     """The reference merge of every targeted weight, computed when asked for and not kept: a check
-    that walks it holds one weight's float64 reference at a time (4 × 8 bytes per element of that
-    weight), not the whole model's; ``chunks`` holds a block of rows of it at a time, so a FLUX.1
-    proj_out (47 M elements) costs 32 MiB per float64 array instead of 377 MiB. Keys as
-    ``reference_merge``'s."""
+    that walks it holds one weight's float64 reference at a time, not the whole model's. The checks
+    themselves compare each weight in one pass from its ``steps`` (parity/fused_comparison.py) and
+    form a whole ``MergeReference`` only to diagnose a failing one. Keys as ``reference_merge``'s."""
 
     def __init__(self, base_weights: Mapping[str, Mapping[str, torch.Tensor]],
                  adapters: Sequence[tuple[LoraFile, float]], lora_scale: float = 1.0) -> None:
@@ -119,39 +123,34 @@ class LazyReferences(Mapping[tuple[str, str], MergeReference]):
                     key = (component, module if param == "weight" else f"{module}.{param}")
                     self.contributors.setdefault(key, []).append((m, weight, param))
 
-    def _base(self, key: tuple[str, str]) -> torch.Tensor:
+    def base(self, key: tuple[str, str]) -> torch.Tensor:
+        """The base weight (or bias) ``key`` changes, as the snapshot holds it (a disk entry is read now)."""
         m, _, param = self.contributors[key][0]
         return self.base_weights[key[0]][f"{m.module}.{param}"]
 
-    def _reference(self, key: tuple[str, str], base_weight: torch.Tensor, rows: slice,
-                   merged: bool = True) -> MergeReference:
-        component = key[0]
+    def name(self, key: tuple[str, str]) -> str:
+        """"component.module.weight" (or ".bias"): the parameter ``key`` changes."""
+        m, _, param = self.contributors[key][0]
+        return f"{key[0]}.{m.module}.{param}"
+
+    def steps(self, key: tuple[str, str]) -> list[Step]:
+        """Each adapter's contribution to ``key``, in merge order, as the file holds it."""
+        return [Step(m, weight * self.lora_scale, param) for m, weight, param in self.contributors[key]]
+
+    def __getitem__(self, key: tuple[str, str]) -> MergeReference:
+        base = self.base(key)
         ref = None
         for m, weight, param in self.contributors[key]:
             if ref is None:
-                ref = MergeReference(component, m.module, base_weight[rows].double(), None, [], param, rows)
-            step = dict(contributions(_rows(m, rows), weight * self.lora_scale, merged))[param]
+                ref = MergeReference(key[0], m.module, base.double(), None, [], param)
+            step = dict(contributions(m, weight * self.lora_scale))[param]
             if step.abs_product.shape != ref.base.shape:
                 raise ValueError(f"{ref.key}: delta {tuple(step.abs_product.shape)} vs {tuple(ref.base.shape)}")
-            if step.delta is not None:
-                # the same float64 additions, in order, as base + δ₁ + δ₂ …, without a copy of base first
-                ref.merged = ref.base + step.delta if ref.merged is None else ref.merged.add_(step.delta)
+            # the same float64 additions, in order, as base + δ₁ + δ₂ …, without a copy of base first
+            ref.merged = ref.base + step.delta if ref.merged is None else ref.merged.add_(step.delta)
             ref.steps.append(step)
         assert ref is not None
         return ref
-
-    def __getitem__(self, key: tuple[str, str]) -> MergeReference:
-        return self._reference(key, self._base(key), slice(None))
-
-    def chunks(self, key: tuple[str, str], merged: bool = True) -> Iterator[MergeReference]:
-        """The reference of ``key`` block of rows by block of rows, each of at most CHUNK_ELEMENTS
-        elements (one row at least), covering the weight once, in order. Without ``merged`` only what
-        the bounds need (base and each step's P): no δ and no merged weight, for the unfuse check."""
-        base = self._base(key)  # a weight or a bias: at least one dimension
-        per_row = max(1, base[0].numel())
-        step = max(1, CHUNK_ELEMENTS // per_row)
-        for start in range(0, base.shape[0], step):
-            yield self._reference(key, base, slice(start, min(base.shape[0], start + step)), merged)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.contributors)

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from parity.checks.fresh_copies import FREE_HEAP_LIMIT
-from parity.checks.memory import BASELINE, MEMORY_ENV, PER_WEIGHT_FLOAT64, READ_BYTES, predict_check
+from parity.checks.memory import BASELINE, BLOCK_BYTES, MEMORY_ENV, READ_BYTES, predict_check
 from parity.cli import main
 from parity.lora.reader import read_lora
 from parity.lora.synth import write_lora
-from parity.reference.merge import CHUNK_ELEMENTS
+from parity.fused_comparison import CHUNK_ELEMENTS
 from parity.zoo import build_pipeline, get_family
 from tests.support.cli import assert_one_line_error
 
@@ -33,7 +33,7 @@ def test_the_prediction_is_the_model_and_its_targeted_copy_plus_one_weight_or_th
     sizes = [m.up.shape[0] * m.down.shape[1] for m in lora.modules.values()]
     t, largest = sum(sizes), max(sizes)
     a = sum(m.up.numel() + m.down.numel() for m in lora.modules.values())
-    block = PER_WEIGHT_FLOAT64 * 8 * min(largest, CHUNK_ELEMENTS)
+    block = BLOCK_BYTES * min(largest, CHUNK_ELEMENTS)
 
     f32 = predict_check(components, [lora], {"float32": torch.float32})
     f32_first = predict_check(components, [lora], {"float32": torch.float32, "bfloat16": torch.bfloat16})

@@ -1,5 +1,5 @@
-"""The reference computed block of rows by block (LazyReferences.chunks, to bound a wide weight's
-float64 arrays) must judge every weight exactly as the whole reference does, and still find one bad
+"""The one-pass comparison converts a wide weight a block of rows at a time (to bound the host copy of a
+bfloat16 or CUDA weight): it must judge every weight exactly as in one block, and still find one bad
 element in the last block, at its index in the whole weight."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from parity import fused_comparison
 from parity.checks.cases import LayoutCase, LoraSpec
 from parity.checks.fuse import fuse_and_measure, load_adapters, measure_merge, snapshot
 from parity.checks.prepare import prepare
-from parity.reference import merge
 from parity.reference.merge import reference_merge
 from parity.tolerances import detectable_ulps, operand_magnitude, ulp
 
@@ -33,22 +33,17 @@ def summary(result):
 
 
 def test_blocks_of_rows_cover_the_weight_once():
-    refs = reference_merge({"c": {"m.weight": torch.arange(30.0).reshape(10, 3)}}, [])
-    m = merge.LoraModule("c", "m", torch.ones(2, 3), torch.arange(20.0).reshape(10, 2), 2.0)
-    refs.contributors[("c", "m")] = [(m, 1.0, "weight")]
-    whole = refs[("c", "m")]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(merge, "CHUNK_ELEMENTS", FEW_ELEMENTS)
-        blocks = list(refs.chunks(("c", "m")))
-    assert [(b.rows.start, b.rows.stop) for b in blocks] == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
-    assert torch.equal(torch.cat([b.merged for b in blocks]), whole.merged)
+        mp.setattr(fused_comparison, "CHUNK_ELEMENTS", FEW_ELEMENTS)
+        blocks = fused_comparison.row_blocks(10, 3)
+    assert [(b.start, b.stop) for b in blocks] == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
 
 
 def test_blocks_judge_every_weight_as_the_whole_does(fused, monkeypatch):
     prep, after = fused
     refs = reference_merge(prep.before, [(prep.loras[0], 1.0)], 1.0)
     whole = measure_merge(prep.before, after, refs, torch.float32)
-    monkeypatch.setattr(merge, "CHUNK_ELEMENTS", FEW_ELEMENTS)
+    monkeypatch.setattr(fused_comparison, "CHUNK_ELEMENTS", FEW_ELEMENTS)
     blocks = measure_merge(prep.before, after, refs, torch.float32)
     assert whole.ok and summary(blocks) == summary(whole)
 
@@ -62,7 +57,7 @@ def test_blocks_find_one_bad_element_in_the_last_row(fused, monkeypatch):
     step = detectable_ulps(torch.float32, rank=SPEC[0].rank) * ulp(operand_magnitude(ref.steps, ref.base),
                                                                    torch.float32)
     weight[row, col] = (weight.double() + step)[row, col].float()
-    monkeypatch.setattr(merge, "CHUNK_ELEMENTS", FEW_ELEMENTS)
+    monkeypatch.setattr(fused_comparison, "CHUNK_ELEMENTS", FEW_ELEMENTS)
     result = measure_merge(prep.before, after, refs, torch.float32)
     failing = [r for r in result.reports if not r.ok]
     assert [(r.name, r.n_over, r.worst_index[:2]) for r in failing] == [(ref.key, 1, (row, col))]
