@@ -107,6 +107,26 @@ def _add_product(d: np.ndarray, p: np.ndarray, a: float, down: np.ndarray) -> No
 
 
 @numba.njit(**_JIT)
+def _add_products4(d: np.ndarray, p: np.ndarray, a: np.ndarray, x0: np.ndarray, x1: np.ndarray, x2: np.ndarray,
+                   x3: np.ndarray) -> None:
+    # four rank terms per pass over the tile: a quarter of the loads and stores of d and p, and the same
+    # additions in the same order as four _add_product calls
+    a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
+    b0, b1, b2, b3 = abs(a0), abs(a1), abs(a2), abs(a3)
+    for j in range(d.shape[0]):
+        d[j] = d[j] + a0 * x0[j] + a1 * x1[j] + a2 * x2[j] + a3 * x3[j]
+        p[j] = p[j] + b0 * abs(x0[j]) + b1 * abs(x1[j]) + b2 * abs(x2[j]) + b3 * abs(x3[j])
+
+
+@numba.njit(**_JIT)
+def _add_abs_products4(p: np.ndarray, a: np.ndarray, x0: np.ndarray, x1: np.ndarray, x2: np.ndarray,
+                       x3: np.ndarray) -> None:
+    b0, b1, b2, b3 = abs(a[0]), abs(a[1]), abs(a[2]), abs(a[3])
+    for j in range(p.shape[0]):
+        p[j] = p[j] + b0 * abs(x0[j]) + b1 * abs(x1[j]) + b2 * abs(x2[j]) + b3 * abs(x3[j])
+
+
+@numba.njit(**_JIT)
 def _add_abs_product(p: np.ndarray, a: float, down: np.ndarray) -> None:
     aa = abs(a)
     for j in range(p.shape[0]):
@@ -131,7 +151,17 @@ def _step(i: int, s: int, c0: int, c1: int, kinds: np.ndarray, ranks: np.ndarray
         _copy_full(d, p, fulls[-k - 1, i, c0:c1])
         return 1.0, 1.0
     _zero(d, p)
-    for q in range(ranks[k]):
+    rank = ranks[k]
+    q = 0
+    while q + 4 <= rank:
+        a = ups[k, i, q:q + 4]
+        x0, x1, x2, x3 = downs[k, q, c0:c1], downs[k, q + 1, c0:c1], downs[k, q + 2, c0:c1], downs[k, q + 3, c0:c1]
+        if with_delta:
+            _add_products4(d, p, a, x0, x1, x2, x3)
+        else:
+            _add_abs_products4(p, a, x0, x1, x2, x3)
+        q += 4
+    for q in range(q, rank):
         if with_delta:
             _add_product(d, p, ups[k, i, q], downs[k, q, c0:c1])
         else:

@@ -85,7 +85,7 @@ def test_check_json_has_results_per_dtype(loras, tmp_path, capsys):
         assert r["unfuse"]["ok"]
         state = r["unfuse"]["state"]
         assert state["ok"] and state["scaling_changed"] == [] and state["active_changed"] == []
-        assert 0 < state["vs_loaded"] <= state["budget"] and state["tolerance"] == "reordered"
+        assert 0 < state["vs_loaded"] <= state["budget"] and state["tolerance"] == "unfused"
 
 
 def test_check_at_scale_0_5_fails_naming_the_scaling_fuse_lora_left_behind(loras, tmp_path, capsys):

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.golden
 @pytest.mark.parametrize("case", params(golden_cases()))
 def test_golden(case: GoldenCase, golden_config, parity_record):
     outcome = run_case(golden_config.store, case, golden_config.report_dir, golden_config.update,
-                       golden_config.device)
+                       golden_config.device, golden_config.model_path)
     if outcome.result is not None:
         m, t = outcome.result.metrics, outcome.result.thresholds
         parity_record("golden", case.dtype, m["max_abs"] * 255, m["max_abs"] / t.max_abs,

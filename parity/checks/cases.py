@@ -191,9 +191,18 @@ FULL_PRODUCT_LAYOUTS = 2
 FLOAT32_PRODUCT_FAMILIES = ("sdxl",)
 
 
+def _full_product(fam: Family, lc: LayoutCase, dtype: str) -> bool:
+    """Whether every scale and adapter set runs on this layout and dtype by default. float16 and bfloat16
+    change the roundings (the tolerance rows), not the names a layout gives modules: their full product
+    runs on the first layout, the second layout's shows its names in float32."""
+    index = fam.layouts.index(lc.layout)
+    if dtype == "float32":
+        return index < FULL_PRODUCT_LAYOUTS
+    return index == 0 and fam.name not in FLOAT32_PRODUCT_FAMILIES
+
+
 def _representative(fam: Family, lc: LayoutCase, dtype: str, scale: float, n: int | str) -> bool:
-    full = fam.layouts.index(lc.layout) < FULL_PRODUCT_LAYOUTS
-    if full and not (fam.name in FLOAT32_PRODUCT_FAMILIES and dtype != "float32"):
+    if _full_product(fam, lc, dtype):
         return isinstance(n, int) or scale == 1.0
     return (dtype, scale, n) in (("float32", 1.3, 2), ("float32", 1.0, "bf16"), ("float32", 1.0, "noalpha"))
 
@@ -295,15 +304,16 @@ class UnfuseCase(LoadsFiles, Marks):
 
 def unfuse_cases(families: Iterable[str] | None = None) -> list[UnfuseCase]:
     """One fuse/unfuse cycle with both adapters on every layout × dtype, and MANY_CYCLES with one
-    adapter on each family's first layout × dtype. All representative: they share the merge cases'
-    loads."""
+    adapter on each family's first layout × dtype. Representative where they share a load the merge
+    cases make by default (_full_product)."""
     out = []
     for fam in _families(families):
         cases = layout_cases([fam.name])
-        # the other layouts' unfuse needs the float32 load their merge cases make; other dtypes are slow
-        out += [UnfuseCase(lc, dtype, 1, 2, slow=fam.layouts.index(lc.layout) >= FULL_PRODUCT_LAYOUTS
-                           and dtype != "float32") for lc in cases for dtype in DTYPES]
-        out += [UnfuseCase(cases[0], dtype, MANY_CYCLES, 1) for dtype in DTYPES]
+        # an unfuse shares the load of its layout's merge cases: where they run only in float32, so does it
+        out += [UnfuseCase(lc, dtype, 1, 2, slow=dtype != "float32" and not _full_product(fam, lc, dtype))
+                for lc in cases for dtype in DTYPES]
+        out += [UnfuseCase(cases[0], dtype, MANY_CYCLES, 1, slow=dtype != "float32" and not _full_product(
+            fam, cases[0], dtype)) for dtype in DTYPES]
     return out
 
 
@@ -440,24 +450,36 @@ LAYOUT_SWAPS = (SwapSpec("same-rank", seed=11, rank=2, alpha=2.0),)
 
 
 HOTSWAP_SLOW_FAMILIES = ("sdxl",)
+# At pipeline level every family goes through the same diffusers code (load_lora_weights with
+# hotswap=True into the denoiser, one pipeline call), so one family runs every spec and the sequence:
+# flux, whose tiny transformer compiles in a third of the time of sd15's UNet.
+PIPELINE_FAMILY = "flux"
+# Families whose second layout's model-level session tests/test_cli_hotswap.py already runs (sd15's
+# kohya files, through `lora-parity hotswap`): here it would compile the same UNet once more.
+CLI_LAYOUT_SESSIONS = ("sd15",)
 
 
 def hotswap_cases(families: Iterable[str] | None = None, sequence: bool = False) -> list[HotswapCase]:
     """Each swap spec (or the ten-swap sequence) into each family × level. Representative: every spec
     at model level (one denoiser step per output); at pipeline level (a whole tiny image, three more
-    for each output check) the first family runs every spec and the sequence, the others one spec
-    each, rotating. Each family's second layout: one swap at model level (pipeline level is slow)."""
+    for each output check) PIPELINE_FAMILY (or the first family selected) runs every spec and the
+    sequence, the others one spec each, rotating. Each family's second layout: one swap at model level
+    (pipeline level is slow)."""
     out = []
-    for f, fam in enumerate(_families(families)):
+    selected = _families(families)
+    names = [fam.name for fam in selected]
+    full = PIPELINE_FAMILY if PIPELINE_FAMILY in names else names[0] if names else None
+    for f, fam in enumerate(selected):
         for level in LEVELS:
             if sequence:
-                out.append(HotswapCase(fam.name, level, slow=level == "pipeline" and f > 0))
+                out.append(HotswapCase(fam.name, level, slow=level == "pipeline" and fam.name != full))
                 continue
             for k, spec in enumerate(SWAPS):
-                representative = level == "model" or f == 0 or k == f % len(SWAPS)
+                representative = level == "model" or fam.name == full or k == f % len(SWAPS)
                 out.append(HotswapCase(fam.name, level, spec, slow=not representative))
             if not sequence and len(fam.layouts) > 1:
-                out += [HotswapCase(fam.name, level, spec, fam.layouts[1], slow=level == "pipeline")
+                out += [HotswapCase(fam.name, level, spec, fam.layouts[1],
+                                    slow=level == "pipeline" or fam.name in CLI_LAYOUT_SESSIONS)
                         for spec in LAYOUT_SWAPS]
     # sdxl hotswaps through the same UNet code path as sd15: its sessions (compiled UNet, about three
     # minutes on 2 cores) run in `make slow`

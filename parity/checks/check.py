@@ -43,13 +43,7 @@ from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
-from parity.zoo.published import (
-    ensure_folder,
-    made_for_published,
-    meta_components,
-    published,
-    read_against_published,
-)
+from parity.zoo.published import ensure_folder, published_route
 
 KNOWN_PREFIX = "known diffusers behaviour: "
 
@@ -245,7 +239,7 @@ def _check_dtype(plan: CheckPlan, dtype: torch.dtype, loras: Sequence[LoraFile],
         unfused_state, unfused_out = adapter_state(loaded.components), denoiser_output(plan.family, loaded.pipe)
         bit_exact = unfuse.frac_changed[-1] == 0.0 and not unfuse.changed_untargeted
         state = compare_unfused(loaded_state, unfused_state, loaded_out, unfused_out, bit_exact,
-                                lambda: truth["out"])
+                                lambda: truth["out"], max(unfuse.max_ulps, default=0.0))
         outcome(unfuse.ok and state.ok)
     del loaded
     if torch.device(plan.device).type == "cuda":
@@ -275,18 +269,15 @@ def _with_published(plan: CheckPlan, tiny: Any, progress: Progress) -> tuple[Che
     device, then built once into the cache and used as a folder. Returns the plan to run and what it
     runs on."""
     request = plan.request
-    if request.model_path is not None or not made_for_published(plan.family, request.loras, tiny):
+    route = None if request.model_path is not None else published_route(
+        plan.family, request.loras, tiny, list(plan.dtypes.values()), request.allow_pickle)
+    if route is None:
         return plan, None
-    components = meta_components(plan.family)
-    loras = read_against_published(components, request.loras, request.allow_pickle)
-    # stored in the one dtype checked, so that loading it maps no wider file than the model it builds
-    dtypes = set(plan.dtypes.values())
-    model = published(plan.family, dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32)
     progress.note(f"the files are wider than the tiny {plan.family.name} model: checking them against the "
-                  f"{model.describe()}")
-    _memory_gate(plan, components, loras, True, progress, None)
-    folder = ensure_folder(plan.family, model, progress.note)
-    return replace(plan, request=replace(request, model_path=folder)), model.describe()
+                  f"{route.model.describe()}")
+    _memory_gate(plan, route.components, route.loras, True, progress, None)
+    folder = ensure_folder(plan.family, route.model, progress.note)
+    return replace(plan, request=replace(request, model_path=folder)), route.model.describe()
 
 
 def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) -> CheckReport:

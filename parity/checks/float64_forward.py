@@ -40,25 +40,26 @@ def _is_lora_layer(module: nn.Module) -> bool:
     return hasattr(module, "base_layer") and hasattr(module, "lora_A")
 
 
-class _Arena:
+class Float64Arena:
     """float64 storage handed out last in, first out (a module's forward runs inside its parent's),
-    grown to the largest module's tensors; a request that does not fit gets a tensor of its own."""
+    grown to the largest module's tensors; a request that does not fit gets a tensor of its own.
+    Shared with the float64 copies of parity/checks/fresh_copies.py."""
 
     def __init__(self) -> None:
         self.storage = torch.empty(0, dtype=torch.float64)
         self.top = 0
         self.wanted = 0
 
-    def take(self, tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], int]:
-        """float64 copies of ``tensors``; and the mark to give them back with."""
-        need = sum(t.numel() for t in tensors)
+    def take(self, values: list[torch.Tensor]) -> tuple[list[torch.Tensor], int]:
+        """float64 copies of ``values`` (any dtype, converted exactly); and the mark to give them back with."""
+        need = sum(t.numel() for t in values)
         mark = self.top
         self.wanted = max(self.wanted, mark + need)
-        if mark + need > self.storage.numel() or self.storage.device != tensors[0].device:
-            return [t.data.double() for t in tensors], mark
+        if mark + need > self.storage.numel() or self.storage.device != values[0].device:
+            return [t.double() for t in values], mark
         out = []
-        for t in tensors:
-            out.append(self.storage[self.top:self.top + t.numel()].view(t.shape).copy_(t.data))
+        for t in values:
+            out.append(self.storage[self.top:self.top + t.numel()].view(t.shape).copy_(t))
             self.top += t.numel()
         return out, mark
 
@@ -74,7 +75,7 @@ def computed_in_float64(model: nn.Module) -> Iterator[None]:
     """Inside, ``model(...)`` computes in float64 and returns float64 outputs."""
     inside_lora = {id(m) for layer in model.modules() if _is_lora_layer(layer) for m in layer.modules()
                    if m is not layer}
-    arena = _Arena()
+    arena = Float64Arena()
     handles = []
     for module in model.modules():
         if id(module) in inside_lora:
@@ -84,7 +85,7 @@ def computed_in_float64(model: nn.Module) -> Iterator[None]:
             continue
 
         def before(mod: nn.Module, args: tuple, kwargs: dict, tensors: list[torch.Tensor] = tensors) -> Any:
-            copies, mark = arena.take(tensors)
+            copies, mark = arena.take([t.data for t in tensors])
             mod._parity_float64_saved = ([(t, t.data) for t in tensors], mark)
             for t, copy in zip(tensors, copies):
                 t.data = copy

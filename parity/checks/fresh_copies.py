@@ -29,13 +29,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from parity.checks.float64_forward import Float64Arena
 from parity.checks.fuse import Digest, digests_of
 from parity.modules import live_weights, pipeline_models
 from parity.zoo import build_pipeline
 from parity.zoo.checkpoint import CheckpointWeights
 from parity.zoo.family import Family
 
-# (component, parameter name in the pristine model) → that tensor's value in float64
+# (component, parameter name in the pristine model) → that tensor's value, in a dtype that holds it exactly
+# (its stored dtype, float32 or float64): the float64 copy converts it into float64 storage it reuses
 Values = Callable[[str, str], torch.Tensor]
 FREE_HEAP_LIMIT = 256 * 2**20  # bytes glibc may keep freed in its heap before a float64 run hands them back
 BIG_MODULE = 2**20  # float64 bytes of a module's weights above which its forward is followed by that check
@@ -80,17 +82,16 @@ def stored_values(pipe: Any, family: Family, dtype: torch.dtype, model_path: str
     build."""
     tensors = _named_tensors(pipe)
     if dtype == torch.float32:
-        return lambda component, name: tensors[component][name].double()
+        return lambda component, name: tensors[component][name]
     if model_path is None:
         float32 = _named_tensors(build_pipeline(family, device=str(device)))
-        return lambda component, name: float32[component][name].double()
+        return lambda component, name: float32[component][name]
     checkpoint = CheckpointWeights(model_path)
-    like = torch.empty(0, dtype=torch.float64, device=device)
 
     def read(component: str, name: str) -> torch.Tensor:
-        stored = checkpoint.read(component, name, like)
+        stored = checkpoint.read(component, name, tensors[component][name], keep_dtype=True)
         # Not in the folder (a buffer the model computes when built): the pipeline's own value.
-        return stored if stored is not None else tensors[component][name].double()
+        return stored if stored is not None else tensors[component][name]
 
     return read
 
@@ -111,31 +112,39 @@ def float64_copy(pristine: Any, values: Values) -> Any:
             memo[id(t)] = _stand_in(t)
             owners[id(memo[id(t)])] = (component, name)
         else:
-            memo[id(t)] = values(component, name)
+            memo[id(t)] = values(component, name).double()
     pipe = copy.deepcopy(pristine, memo)
+    arena = Float64Arena()
     for model in pipeline_models(pipe).values():
         for module in model.modules():
             own = [(p, owners[id(p)]) for p in module.parameters(recurse=False) if id(p) in owners]
             if own:
-                module.register_forward_pre_hook(_filler(own, values))
-                module.register_forward_hook(_emptier(own), always_call=True)
+                module.register_forward_pre_hook(_filler(own, values, arena))
+                module.register_forward_hook(_emptier(own, arena), always_call=True)
     return pipe
 
 
-def _filler(own: list[tuple[nn.Parameter, tuple[str, str]]], values: Values) -> Callable[..., None]:
+def _filler(own: list[tuple[nn.Parameter, tuple[str, str]]], values: Values,
+            arena: Float64Arena) -> Callable[..., None]:
     def fill(module: nn.Module, args: Any) -> None:
-        for p, (component, name) in own:
-            p.data = values(component, name)
+        copies, mark = arena.take([values(component, name) for _, (component, name) in own])
+        module._parity_arena_mark = mark
+        for (p, _), copy64 in zip(own, copies):
+            p.data = copy64
 
     return fill
 
 
-def _emptier(own: list[tuple[nn.Parameter, tuple[str, str]]]) -> Callable[..., None]:
+def _emptier(own: list[tuple[nn.Parameter, tuple[str, str]]], arena: Float64Arena) -> Callable[..., None]:
     big = 8 * sum(p.numel() for p, _ in own) > BIG_MODULE
 
     def empty(module: nn.Module, args: Any, output: Any) -> None:
+        device = own[0][0].device
         for p, _ in own:
             p.data = _stand_in(p)
+        mark = module.__dict__.pop("_parity_arena_mark", None)
+        if mark is not None:
+            arena.give_back(mark, device)
         if big:
             release_free_heap()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -27,6 +27,7 @@ from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
+from parity.zoo.published import ensure_folder, published_route
 
 SHOWN_KEYS = 3  # unexpected keys a refusal's failure line names; the JSON keeps them all
 
@@ -211,6 +212,7 @@ class HotswapReport:
     parameters: int  # the denoiser's, after the first load
     swaps: list[SwapRecord]
     skipped: list[str]  # files not swapped: diffusers deleted the adapter after a refusal
+    model: str = ""  # what ran: the tiny model, the user's folder, or the published architecture
     ok: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -220,21 +222,52 @@ class HotswapReport:
         return asdict(self)
 
 
+def _memory_gate(plan: HotswapPlan, models: Any, loras: Sequence[LoraFile], target_rank: int, progress: Progress,
+                 float32_build: bool) -> None:
+    """The predicted peak, printed; a machine with less available is refused here, before the first compile."""
+    if torch.device(plan.device).type != "cpu":  # host memory; on CUDA the weights live on the device
+        return
+    prediction = predict_hotswap(models, loras, plan.dtype, target_rank, plan.family.denoiser,
+                                 float32_build=float32_build)
+    available = available_memory()
+    progress.note(f"memory: {prediction.describe()}"
+                  + (f"; {available / GIB:.1f} GiB available" if available is not None else ""))
+    refuse_if_short(prediction, available, plan.request.model_path)
+
+
+def _with_published(plan: HotswapPlan, tiny: Any, progress: Progress) -> tuple[HotswapPlan, str | None]:
+    """Without a model folder, files too wide for the tiny model are hotswapped on the published
+    architecture, as ``check`` checks them (parity/zoo/published.py): its memory predicted on the meta
+    device first, then the folder built once into the cache. Returns the plan to run and what it runs on."""
+    request = plan.request
+    route = None if request.model_path is not None else published_route(
+        plan.family, request.loras, plan.family.components(tiny), [plan.dtype], request.allow_pickle)
+    if route is None:
+        return plan, None
+    progress.note(f"the files are wider than the tiny {plan.family.name} model: hotswapping them on the "
+                  f"{route.model.describe()}")
+    target_rank = _target_rank(request.target_rank, route.loras, plan.family.denoiser)
+    _memory_gate(plan, route.components, route.loras, target_rank, progress, float32_build=False)
+    folder = ensure_folder(plan.family, route.model, progress.note)
+    return replace(plan, request=replace(request, model_path=folder)), route.model.describe()
+
+
 def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILENT) -> HotswapReport:
     """Validate and read everything, start a compiled session with the first file, swap each next one in."""
     plan = request if isinstance(request, HotswapPlan) else plan_hotswap(request)
-    request, family = plan.request, plan.family
+    family = plan.family
     # The session's own pipeline: built once, and every input error surfaces before the first compile.
-    pipe = build_pipeline(family, dtype=plan.dtype, device=plan.device, model_path=request.model_path)
+    pipe = build_pipeline(family, dtype=plan.dtype, device=plan.device, model_path=plan.request.model_path)
+    plan, published_model = _with_published(plan, pipe, progress)
+    request = plan.request
+    if published_model is not None:  # the tiny pipeline only showed the files are not its own
+        del pipe
+        pipe = build_pipeline(family, dtype=plan.dtype, device=plan.device, model_path=request.model_path)
     loras = _read_files(plan, pipe)
     target_rank = _target_rank(request.target_rank, loras, family.denoiser)
-    if torch.device(plan.device).type == "cpu":  # host memory; on CUDA the weights live on the device
-        prediction = predict_hotswap(pipeline_models(pipe), loras, plan.dtype, target_rank, family.denoiser,
-                                     float32_build=request.model_path is None and plan.dtype != torch.float32)
-        available = available_memory()
-        progress.note(f"memory: {prediction.describe()}"
-                      + (f"; {available / GIB:.1f} GiB available" if available is not None else ""))
-        refuse_if_short(prediction, available, request.model_path)
+    if published_model is None:  # the published architecture's was predicted before it was built
+        _memory_gate(plan, pipeline_models(pipe), loras, target_rank, progress,
+                     float32_build=request.model_path is None and plan.dtype != torch.float32)
     strict_float32(plan.device)
     first, rest = loras[0], list(zip(request.loras[1:], loras[1:]))
     progress.plan(len(loras))
@@ -256,8 +289,10 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
     finally:
         reset()  # an in-process caller's next compiled model must not meet this one's guards
     return HotswapReport(
-        family.name, request.model_path, plan.level, plan.backend, plan.mode, target_rank, plan.device,
+        family.name, None if published_model else request.model_path, plan.level, plan.backend, plan.mode,
+        target_rank, plan.device,
         str(plan.dtype).removeprefix("torch."), library_versions(), request.loras[0],
         {path: denoiser_rank(lora, family.denoiser) for path, lora in zip(request.loras, loras)},
         session.compile_seconds, baseline[0], swaps, skipped,
+        published_model or request.model_path or "tiny (built-in, seed 0)",
     )

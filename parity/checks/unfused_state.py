@@ -136,14 +136,16 @@ def compare_unfused(
     unfused_out: torch.Tensor,
     weights_bit_exact: bool,
     float64_out: Callable[[], torch.Tensor],
+    drift_ulps: float = 0.0,
 ) -> UnfusedState:
     """The unfused pipeline against the loaded one.
 
     The forward budget is OUTPUT_TOLERANCES': where unfuse restored every weight bit for bit, both runs
     do the same arithmetic and must agree bit for bit ("same-arithmetic"); otherwise the weights differ
-    by the rounding the drift check bounds, and the two outputs are two correct roundings of one
-    function ("reordered": 2·e_fwd + 1 ULP, with e_fwd measured against ``float64_out()``, the loaded
-    pipeline's forward in float64, called only then).
+    by ``drift_ulps`` (the drift check's measured largest, in ULPs at |W| + Σ P), and the two outputs
+    are correct roundings of two functions that far apart ("unfused": (2 + drift_ulps)·e_fwd + 1 ULP,
+    with e_fwd measured against ``float64_out()``, the loaded pipeline's forward in float64, called
+    only then).
     """
     changed = [
         ScalingChange(layer, adapter, now, loaded.scaling.get(layer, {}).get(adapter))
@@ -160,8 +162,9 @@ def compare_unfused(
     if weights_bit_exact:
         kind, forward_error = "same-arithmetic", None
     else:
-        kind = "reordered"
+        kind = "unfused"
         forward_error = float((loaded_out.double() - float64_out().double()).abs().max())
-    budget = output_budget(forward_error or 0.0, loaded_out, dtype, kind)
+    budget = output_budget(forward_error or 0.0, loaded_out, dtype, kind,
+                           weight_roundings=0.0 if weights_bit_exact else math.ceil(drift_ulps))
     vs_loaded = float((unfused_out.double() - loaded_out.double()).abs().max())
     return UnfusedState(changed, sorted(active), merged, vs_loaded, budget, kind, forward_error)

@@ -65,7 +65,8 @@ def fail_on(text: str) -> FailOn:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Which model a verb checks: a zoo family, tiny or from the user's folder."""
     parser.add_argument("--family", required=True, help="model family (see `lora-parity families`)")
-    MODEL_PATH.add_to(parser)
+    MODEL_PATH.add_to(parser, help="local diffusers pipeline folder; default: the family's tiny deterministic "
+                      "model, or for files wider than it its published architecture (synthetic weights)")
 
 
 def add_pickle_argument(parser: argparse.ArgumentParser) -> None:

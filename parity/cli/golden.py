@@ -10,7 +10,7 @@ from parity.cli.arguments import add_overwrite_argument, add_quiet_argument, com
 from parity.cli.output import EXIT_FAILED, EXIT_OK, StderrProgress
 from parity.golden.mismatch import DEFAULT_REPORT_DIR
 from parity.golden.store import DEFAULT_GOLDEN_DIR
-from parity.options import DEVICE, GOLDEN_CLASS
+from parity.options import DEVICE, GOLDEN_CLASS, MODEL_PATH
 from parity.quiet import quiet_libraries
 
 NAME = "golden"
@@ -26,6 +26,10 @@ update  renders each selected case twice, refuses non-finite or differing runs, 
 verify  compares; on a mismatch writes <report-dir>/artifacts/<case>.png (expected | actual |
         difference) and <report-dir>/index.html. A missing baseline fails and names the command.
 
+With --model-path DIR (and one --family) the cases render on that model folder instead of the tiny
+model, and the manifest records the folder: keep its baselines under their own --golden-dir. Its float64
+twin (update) holds one module in float64 at a time, not a float64 model.
+
 Exit codes: 0 every case passes, 1 a case failed or has no baseline, 2 bad input."""
 
 
@@ -36,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--golden-dir", default=DEFAULT_GOLDEN_DIR, metavar="DIR",
                         help=f"golden image root (default: {DEFAULT_GOLDEN_DIR})")
     GOLDEN_CLASS.add_to(parser)
+    MODEL_PATH.add_to(parser, help="local diffusers pipeline folder to render on (one --family); default: the "
+                      "tiny deterministic models")
     parser.add_argument("--report-dir", default=None, metavar="DIR",
                         help="where mismatch images and index.html go (default: a new run folder "
                              f"{DEFAULT_REPORT_DIR}/<time>-<id>/, made only on a mismatch; "
@@ -51,9 +57,13 @@ def run(args: argparse.Namespace) -> int:
     from parity.golden import verify
     from parity.golden.store import GoldenStore, new_update_token
     from parity.runs.folders import adopt, output_folder
+    from parity.errors import ParityInputError
     from parity.zoo import get_family
 
     families = [get_family(f).name for group in (args.family or []) for f in group]
+    if args.model_path is not None and len(families) != 1:
+        raise ParityInputError(f"--model-path renders one family's cases: give exactly one --family "
+                               f"(got {len(families) or 'none'})", path=args.model_path)
     device = resolve(args.device)
     quiet_libraries()
     warnings.filterwarnings("ignore")
@@ -73,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(("ok    " if result.ok else "FAIL  ") + "\n      ".join(shown[0].splitlines()[:1] + shown[1:]))
 
     outcomes = verify.run_cases(store, cases, report_dir, update, device, StderrProgress(enabled=not args.quiet),
-                                on_outcome=show)
+                                on_outcome=show, model_path=args.model_path)
     failed = [result for result in outcomes if not result.ok]
     for result in failed:
         print("\n" + "\n".join(result.lines))

@@ -110,7 +110,7 @@ def _format_swaps(report: HotswapReport) -> list[str]:
 def format_hotswap(report: HotswapReport) -> str:
     mode = f", mode {report.mode}" if report.mode else ""
     header = [
-        f"lora-parity hotswap: family {report.family}, model {report.model_path or 'tiny (built-in, seed 0)'}, "
+        f"lora-parity hotswap: family {report.family}, model {report.model}, "
         f"level {report.level}, device {report.device}, dtype {report.dtype}",
         versions_line(report.versions),
         f"first: {report.first} (rank {report.ranks[report.first]}), target rank {report.target_rank}: "

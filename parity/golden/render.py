@@ -1,4 +1,10 @@
-"""Rendering a golden case: the seeded pipeline call, its LoRA files, and its float64 twin."""
+"""Rendering a golden case: the seeded pipeline call, its LoRA files, and its float64 twin.
+
+A case renders on the family's tiny model, or on the model folder a run names (``model_path``). The
+float64 twin needs no float64 model: it is the case's pipeline copied with float64 stand-ins whose
+values are filled one module at a time (parity/checks/fresh_copies.py, bit for bit a float64
+pipeline's output), so an update of a real model's baselines holds one model and one module in
+float64, not the model twice over."""
 
 from __future__ import annotations
 
@@ -35,14 +41,20 @@ def _lora_file(fam: Any, pipe: Any, adapter: str, case: GoldenCase, workdir: str
                       rank=GOLDEN_LORA_RANK, alpha=GOLDEN_LORA_ALPHA)
 
 
-def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cpu") -> np.ndarray:
-    """The case's image, float32 HxWx3 in [0, 1] as the pipeline returns it (``output_type="np"``)."""
+def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cpu",
+           model_path: str | None = None) -> np.ndarray:
+    """The case's image, float32 HxWx3 in [0, 1] as the pipeline returns it (``output_type="np"``);
+    with ``dtype`` float64, its float64 twin (float64 pixels)."""
+    from parity.checks.fresh_copies import float64_copy, pristine_copy, stored_values
     from parity.checks.fuse import fuse_all_or_nothing
     from parity.zoo import build_pipeline, get_family
 
     fam = get_family(case.family)
-    dtype = dtype or FLOAT_DTYPES[case.dtype]
-    pipe = build_pipeline(fam, dtype=dtype, device=device)
+    own = FLOAT_DTYPES[case.dtype]
+    pipe = build_pipeline(fam, dtype=own, device=device, model_path=model_path)
+    twin = dtype == torch.float64
+    if twin:
+        pipe = float64_copy(pristine_copy(pipe), stored_values(pipe, fam, own, model_path, device))
     args = fam.call_args(pipe, case.seed)
     if case.steps is not None:
         args["num_inference_steps"] = case.steps
@@ -53,6 +65,10 @@ def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cp
             pipe.load_lora_weights(_lora_file(fam, pipe, "a", case, workdir), adapter_name="a")
             if case.op == "lora":
                 args[_scale_kwarg(pipe)] = {"scale": case.scale}
+            elif case.op == "fused" and twin:
+                # float64 stand-ins cannot be written: the twin runs the adapter unfused at the fuse's
+                # scale in every component, the same function up to float64 rounding
+                pipe.set_adapters(["a"], adapter_weights=[case.scale])
             elif case.op == "fused":
                 fuse_all_or_nothing(pipe, fam.components(pipe), case.scale)
             else:
@@ -73,7 +89,7 @@ def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cp
             raise ValueError(f"unknown golden op {case.op!r}")
         with torch.no_grad(), _noise_drawn_in(pipe, case.dtype):
             images = pipe(**args).images
-    image = np.asarray(images[0], dtype=np.float64 if dtype == torch.float64 else np.float32)
+    image = np.asarray(images[0], dtype=np.float64 if twin else np.float32)
     return image
 
 
@@ -82,11 +98,11 @@ def _noise_drawn_in(pipe: Any, dtype_name: str) -> Iterator[None]:
     """Draw the initial noise in the case's dtype whatever the pipeline's dtype. torch.randn with a
     float64 dtype consumes the generator differently (other numbers, not a wider copy), so a float64
     twin of a float32 render would start from different latents; pipelines import diffusers'
-    randn_tensor by name, so it is wrapped in the pipeline's own module for the duration of the call."""
-    import sys
-
-    module = sys.modules[type(pipe).__module__]
-    original = getattr(module, "randn_tensor", None)
+    randn_tensor by name, so it is wrapped in the namespace of the pipeline's own code for the duration
+    of the call. That namespace is read from the function, not from sys.modules: pytester's in-process
+    runs restore sys.modules afterwards, dropping the modules first imported inside them."""
+    namespace = getattr(type(pipe), "prepare_latents", type(pipe).__call__).__globals__
+    original = namespace.get("randn_tensor")
     draw_dtype = FLOAT_DTYPES[dtype_name]
     if original is None:
         yield
@@ -96,22 +112,24 @@ def _noise_drawn_in(pipe: Any, dtype_name: str) -> Iterator[None]:
         noise = original(shape, generator=generator, device=device, dtype=draw_dtype, **kw)
         return noise.to(dtype) if dtype is not None else noise
 
-    module.randn_tensor = randn_tensor
+    namespace["randn_tensor"] = randn_tensor
     try:
         yield
     finally:
-        module.randn_tensor = original
+        namespace["randn_tensor"] = original
 
 
-def case_metadata(case: GoldenCase) -> dict[str, Any]:
-    """What the manifest records about how the image is made (compared before pixels)."""
+def case_metadata(case: GoldenCase, model_path: str | None = None) -> dict[str, Any]:
+    """What the manifest records about how the image is made (compared before pixels): on a model folder
+    also the folder, so that a baseline of one model is never read as another's."""
     from parity.zoo import get_family
 
     call = get_family(case.family).pipeline_call_args(case.seed)
     prompt = call.get("prompt")
     if prompt is None:
         prompt = f"<prompt_embeds from seed {case.seed}>"
-    return {
+    model = {} if model_path is None else {"model": os.path.abspath(model_path)}
+    return {**model,
         "case": case.id,
         "family": case.family,
         "op": case.op,
@@ -127,20 +145,20 @@ def case_metadata(case: GoldenCase) -> dict[str, Any]:
     }
 
 
-def forward_error(case: GoldenCase, image: np.ndarray, device: str = "cpu") -> float:
+def forward_error(case: GoldenCase, image: np.ndarray, device: str = "cpu", model_path: str | None = None) -> float:
     """e_fwd: max |image − the same render in float64| (the dtype's rounding on this very computation)."""
-    ref = render(case, torch.float64, device)
+    ref = render(case, torch.float64, device, model_path)
     return float(np.abs(np.asarray(image, dtype=np.float64) - ref).max())
 
 
-_RENDERS: dict[tuple[GoldenCase, str], np.ndarray] = {}
+_RENDERS: dict[tuple[GoldenCase, str, str | None], np.ndarray] = {}
 
 
-def render_cached(case: GoldenCase, device: str = "cpu") -> np.ndarray:
-    """render(), once per case and device in this process (relations reuse other cases' renders)."""
-    key = (case, device)
+def render_cached(case: GoldenCase, device: str = "cpu", model_path: str | None = None) -> np.ndarray:
+    """render(), once per case, device and model in this process (relations reuse other cases' renders)."""
+    key = (case, device, model_path)
     if key not in _RENDERS:
-        image = render(case, device=device)
+        image = render(case, device=device, model_path=model_path)
         image.setflags(write=False)
         _RENDERS[key] = image
     return _RENDERS[key]

@@ -30,10 +30,11 @@ def update_case(
     device: str = "cpu",
     renderer: Callable[[GoldenCase], np.ndarray] | None = None,
     error_fn: Callable[[GoldenCase, np.ndarray], float] | None = None,
+    model_path: str | None = None,
 ) -> dict[str, Any]:
     """Render twice, refuse non-finite or differing runs (as peft's regression tests do), measure e_fwd
     against float64, store. Returns the manifest entry written."""
-    renderer = renderer or (lambda c: rendering.render(c, device=device))
+    renderer = renderer or (lambda c: rendering.render(c, device=device, model_path=model_path))
     first = renderer(case)
     refuse_non_finite(case.id, first)
     second = renderer(case)
@@ -42,10 +43,10 @@ def update_case(
         diff = float(np.abs(np.asarray(first, np.float64) - np.asarray(second, np.float64)).max())
         raise GoldenError(f"{case.id}: two consecutive runs differ (max |diff| {diff:.3g}); refusing to store "
                           "a baseline that is not reproducible")
-    e_fwd = (error_fn or (lambda c, im: rendering.forward_error(c, im, device)))(case, first)
+    e_fwd = (error_fn or (lambda c, im: rendering.forward_error(c, im, device, model_path)))(case, first)
     if not math.isfinite(e_fwd):
         raise GoldenError(f"{case.id}: the float64 reference render is not finite; refusing to store")
-    entry = {**rendering.case_metadata(case), "device_class": store.cls, "float64_error": e_fwd, "versions": library_versions()}
+    entry = {**rendering.case_metadata(case, model_path), "device_class": store.cls, "float64_error": e_fwd, "versions": library_versions()}
     store.write(case, first, entry)
     return entry
 
@@ -78,13 +79,15 @@ def compare_image(
     return result
 
 
-def verify_image(store: GoldenStore, case: GoldenCase, image: np.ndarray, report_dir: Path | None) -> GoldenResult:
+def verify_image(store: GoldenStore, case: GoldenCase, image: np.ndarray, report_dir: Path | None,
+                 model_path: str | None = None) -> GoldenResult:
     """Compare ``image`` with the stored baseline of ``case`` (GoldenError when there is none)."""
     expected, entry = store.load(case)
+    made = rendering.case_metadata(case, model_path)
     changed = [
-        f"case definition changed since the baseline: {k} {entry.get(k)!r} -> {v!r} (regenerate it)"
-        for k, v in rendering.case_metadata(case).items()
-        if k != "lora" and entry.get(k) != v
+        f"case definition changed since the baseline: {k} {entry.get(k)!r} -> {made.get(k)!r} (regenerate it)"
+        for k in sorted(set(made) | ({"model"} & set(entry)))  # a tiny render against a folder's baseline too
+        if k != "lora" and entry.get(k) != made.get(k)
     ]
     thresholds = golden_thresholds(device_kind(store.cls), case.dtype, float(entry["float64_error"]))
     return compare_image(case.id, expected, image, thresholds, report_dir, changed)
@@ -128,29 +131,30 @@ class CaseOutcome:
 
 
 def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, update: bool = False,
-             device: str = "cpu") -> CaseOutcome:
+             device: str = "cpu", model_path: str | None = None) -> CaseOutcome:
     """Update (if asked) then verify one case: pixels against the baseline, then its relation (fused ≈
     unfused, kohya = diffusers) and, for a schedule, that the schedule changed the image at all.
     A missing baseline without ``update`` is a failure carrying the command that creates it."""
     lines: list[str] = []
     if update:
-        update_case(store, case, device)
+        update_case(store, case, device, model_path=model_path)
         lines.append(f"{case.id}: baseline written to {store.dir / (case.id + '.png')}")
     elif not store.png_path(case.id).exists() or store.entry(case.id) is None:
         return CaseOutcome(case.id, False, [how_to_create(case.id, case.family, store.root, store.cls)])
-    image = rendering.render_cached(case, device)
+    image = rendering.render_cached(case, device, model_path)
     try:
-        result = verify_image(store, case, image, report_dir)
+        result = verify_image(store, case, image, report_dir, model_path)
     except GoldenError as exc:
         return CaseOutcome(case.id, False, [str(exc)])
     ok = result.ok
     lines.append(result.message())
     if case.same_as is not None:
-        rel = check_relation(case, image, rendering.render_cached(golden_case(f"{case.family}-{case.same_as}"), device), store)
+        other = rendering.render_cached(golden_case(f"{case.family}-{case.same_as}"), device, model_path)
+        rel = check_relation(case, image, other, store)
         ok &= rel.ok
         lines.append(rel.detail)
     if case.op == "schedule":
-        constant = rendering.render_cached(replace(case, op="lora", scale=1.0), device)
+        constant = rendering.render_cached(replace(case, op="lora", scale=1.0), device, model_path)
         moved = float(np.abs(np.asarray(image, np.float64) - constant).max())
         distinct = moved > result.thresholds.max_abs
         ok &= distinct
@@ -162,7 +166,8 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
 
 def run_cases(store: GoldenStore, cases: Sequence[GoldenCase], report_dir: Path | None, update: bool = False,
               device: str = "cpu", progress: Progress = SILENT,
-              on_outcome: Callable[[CaseOutcome], None] = lambda outcome: None) -> list[CaseOutcome]:
+              on_outcome: Callable[[CaseOutcome], None] = lambda outcome: None,
+              model_path: str | None = None) -> list[CaseOutcome]:
     """``run_case`` over ``cases`` in turn; an update is one transaction: its baselines are committed
     together after the last case, and discarded if the run is interrupted (``store`` stages them)."""
     progress.plan(len(cases))
@@ -171,7 +176,7 @@ def run_cases(store: GoldenStore, cases: Sequence[GoldenCase], report_dir: Path 
         for case in cases:
             with progress.step(f"{'update' if update else 'verify'} {case.id}") as outcome:
                 try:
-                    result = run_case(store, case, report_dir, update, device)
+                    result = run_case(store, case, report_dir, update, device, model_path)
                 except GoldenError as exc:  # an update refused (non-finite or unreproducible render)
                     result = CaseOutcome(case.id, False, [str(exc)])
                 outcome(result.ok)

@@ -114,6 +114,7 @@ class GoldenConfig:
     update: bool
     report_dir: Path
     device: str
+    model_path: str | None = None  # --model-path: the cases render on that folder
 
 
 @pytest.fixture(scope="session")
@@ -125,4 +126,5 @@ def golden_config(request: pytest.FixtureRequest, device: str) -> GoldenConfig:
         update=request.config.getoption("--update-golden"),
         report_dir=Path(request.config.stash[_REPORT]),
         device=device,
+        model_path=request.config.getoption("--model-path"),
     )

@@ -29,6 +29,14 @@ def case_family(item: pytest.Item) -> str | None:
     return None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # A folder is one family's model: the other families' cases would load it as theirs.
+    families = set(config.getoption("--family") or [])
+    if config.getoption("--model-path") is not None and len(families) != 1:
+        raise pytest.UsageError(f"--model-path {config.getoption('--model-path')} is one family's model: give "
+                                f"exactly one --family (got {', '.join(sorted(families)) or 'none'})")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     families = config.getoption("--family")
     if not families:

@@ -77,11 +77,12 @@ class CheckpointWeights:
             self._files[component] = entries
         return self._files[component]
 
-    def read(self, component: str, name: str, like: torch.Tensor) -> torch.Tensor | None:
-        """``component``'s parameter ``name`` from disk in ``like``'s dtype and device, or None when
-        the folder does not hold it under that name."""
+    def read(self, component: str, name: str, like: torch.Tensor, keep_dtype: bool = False) -> torch.Tensor | None:
+        """``component``'s parameter ``name`` from disk in ``like``'s dtype (``keep_dtype``: as stored)
+        and device, or None when the folder does not hold it under that name."""
         index = self._index(component)
         for key in (name, "text_model." + name, name.removeprefix("text_model.")):
             if key in index:
-                return _mapped(index[key]).to(dtype=like.dtype, device=like.device)
+                stored = _mapped(index[key])
+                return stored.to(dtype=stored.dtype if keep_dtype else like.dtype, device=like.device)
         return None

@@ -235,6 +235,29 @@ def read_against_published(components: Mapping[str, nn.Module], paths: Sequence[
     return [read_lora(path, components, strict=True, allow_pickle=allow_pickle) for path in paths]
 
 
+@dataclass(frozen=True)
+class Route:
+    """Files too wide for the tiny model, read against the published architecture they were made for."""
+
+    model: Published  # stored in the one dtype a run uses, else float32
+    components: dict[str, nn.Module]  # its LoRA-capable components on the meta device: for a memory prediction
+    loras: list[LoraFile]
+
+
+def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.Module],
+                    dtypes: Sequence[torch.dtype], allow_pickle: bool) -> Route | None:
+    """Where ``check`` and ``hotswap`` go without a model folder: None for files the ``tiny``
+    components fit, else the published architecture, the files read against it on the meta device.
+    Nothing is built yet: the caller predicts the run's memory first, then calls ``ensure_folder``."""
+    if not made_for_published(family, paths, tiny):
+        return None
+    components = meta_components(family)
+    loras = read_against_published(components, paths, allow_pickle)
+    # stored in the one dtype run, so that loading it maps no wider file than the model it builds
+    dtype = dtypes[0] if len(set(dtypes)) == 1 else torch.float32
+    return Route(published(family, dtype=dtype), components, loras)
+
+
 def ensure_folder(family: Family, model: Published, note: Callable[[str], None] = lambda _: None) -> str:
     """The published folder, built once: the tiny pipeline saved, then each published component built,
     filled, saved over its tiny one and freed, so only one is in memory at a time. Built beside its

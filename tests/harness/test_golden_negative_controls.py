@@ -199,3 +199,15 @@ def test_the_device_class_is_computed_and_folders_never_mix(tmp_path, store):
     other = GoldenStore(store.root, "cuda-sm90")
     outcome = run_case(other, BASE, None)
     assert not outcome.ok and "cuda-sm90" in outcome.lines[0]
+
+
+def test_a_baseline_made_on_a_model_folder_is_not_read_as_another_model_s(tmp_path):
+    store = GoldenStore(tmp_path / "golden", "cpu")
+    image = render_cached(BASE)
+    update_case(store, BASE, renderer=lambda case: image, error_fn=lambda case, im: 0.0,
+                model_path=str(tmp_path / "my-sd15"))
+    assert verify_image(store, BASE, image, None, model_path=str(tmp_path / "my-sd15")).ok
+    for other in (None, str(tmp_path / "another-sd15")):  # the tiny model, another folder
+        result = verify_image(store, BASE, image, None, model_path=other)
+        assert not result.ok
+        assert any("case definition changed since the baseline: model" in f for f in result.failures)

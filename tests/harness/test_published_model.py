@@ -154,3 +154,32 @@ def test_too_little_disk_is_refused_and_leaves_nothing(cache, monkeypatch):
     with pytest.raises(ParityInputError, match="too little disk"):
         pub.ensure_folder(fam, model)
     assert not Path(model.folder).exists()
+
+
+def denoiser_file(path: Path, module: str, width: int, rank: int = 4) -> Path:
+    """A diffusers-layout file on one attention projection of the denoiser, at a published width."""
+    gen = torch.Generator().manual_seed(5)
+    save_file({f"{module}.lora_A.weight": torch.randn(rank, width, generator=gen),
+               f"{module}.lora_B.weight": torch.randn(width, rank, generator=gen) * 0.01}, str(path))
+    return path
+
+
+def test_hotswap_says_it_runs_on_the_published_architecture(tmp_path, cache, monkeypatch, capsys):
+    to_q = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    paths = [str(denoiser_file(tmp_path / f"{n}.safetensors", to_q, 320, rank)) for n, rank in (("a", 4), ("b", 8))]
+    monkeypatch.setenv(MEMORY_ENV, "0.5")
+    code = main(["hotswap", "--family", "sd15", "--lora", paths[0], "--lora", paths[1]])
+    err = capsys.readouterr().err
+    assert code == 2 and "hotswapping them on the published sd15 architecture, synthetic weights" in err
+    assert "too little memory" in err and not cache.exists()
+
+
+def test_hotswap_refuses_a_published_model_that_would_not_fit_before_it_is_built(tmp_path, cache, monkeypatch,
+                                                                                  capsys):
+    to_q = "transformer.single_transformer_blocks.0.attn.to_q"
+    paths = [str(denoiser_file(tmp_path / f"{n}.safetensors", to_q, 3072)) for n in "ab"]
+    monkeypatch.setenv(MEMORY_ENV, "20")
+    code = main(["hotswap", "--family", "flux", "--lora", paths[0], "--lora", paths[1], "-q"])
+    line = assert_one_line_error(capsys, code, "too little memory for this check", "20.0 GiB are available")
+    assert "12." in line
+    assert not cache.exists()

@@ -132,7 +132,7 @@ def test_golden_cli_mismatches_go_to_a_new_run_folder_per_run_and_a_clean_run_ma
                                                                                        capsys):
     from parity.golden import verify
 
-    def mismatching_case(store, case, report_dir, update, device):  # rendering is not what is tested here
+    def mismatching_case(store, case, report_dir, update, device, model_path):  # rendering is not what is tested here
         verify.compare_image(case.id, np.zeros((8, 8, 3), np.uint8), np.ones((8, 8, 3)),
                              GoldenThresholds(0.01, 40.0, 0.99), report_dir)
         return verify.CaseOutcome(case.id, False, ["mismatch"])

@@ -2,12 +2,12 @@
 
 A tiny sd15 pipeline saved with ``save_pretrained`` stands for the user's model folder, beside two
 synthesised LoRA files; every file's sha256 and mtime and every folder's listing and mtime are taken
-before and after `lora-parity check`, `lora-parity hotswap` and a pytest run with --model-path/--lora,
+before and after `lora-parity check`, `lora-parity hotswap`, `lora-parity golden` and a pytest run with
+--model-path/--lora,
 and every write attempt under the user's folder is watched while they run (in this process: the watch
 sees what root's disregard for file permissions would hide). One run goes against a read-only (chmod)
 copy of the folders and still succeeds.
 
-`lora-parity golden` takes no --model-path (it renders the tiny zoo only), so it is not run here.
 The negative controls of the snapshot and the watch are in tests/harness/test_filesnap.py.
 """
 
@@ -123,3 +123,21 @@ def test_hotswap_on_a_read_only_model_folder_and_lora_files_succeeds_and_writes_
     assert code == 0, output
     assert attempts == []
     assert differences(before, snapshot(user.root)) == []
+
+
+@pytest.mark.slow  # every sd15 case loaded from the folder three or four times over: a minute on 2 cores
+def test_golden_update_and_verify_on_the_user_s_model_folder_write_nothing_under_it(user, tmp_path):
+    before = snapshot(user.root)
+    golden = ["--family", "sd15", "--model-path", user.model, "--golden-dir", tmp_path / "golden",
+              "--report-dir", tmp_path / "report", "--quiet"]
+    with watch_writes(user.root) as attempts:
+        updated, output = cli("golden", "update", *golden[:-3], "--quiet")
+        verified, verify_output = cli("golden", "verify", *golden, "--overwrite")
+    assert updated == 0, output
+    assert verified == 0, verify_output
+    assert attempts == []
+    assert differences(before, snapshot(user.root)) == []
+    # the baselines name the folder they were made on: the tiny model's renders are not compared with them
+    tiny, tiny_output = cli("golden", "verify", "--family", "sd15", "--golden-dir", tmp_path / "golden",
+                            "--report-dir", tmp_path / "tiny-report", "--quiet")
+    assert tiny == 1 and "case definition changed since the baseline: model" in tiny_output

@@ -26,8 +26,8 @@ def _pause() -> None:
 
 
 def pytest_configure(config) -> None:
-    rendering.render = lambda case, dtype=None, device="cpu": np.full((32, 32, 3), FAKE_VALUE, np.float32)
-    rendering.forward_error = lambda case, image, device="cpu": 0.0
+    rendering.render = lambda case, dtype=None, device="cpu", model_path=None: np.full((32, 32, 3), FAKE_VALUE, np.float32)
+    rendering.forward_error = lambda case, image, device="cpu", model_path=None: 0.0
     where = os.environ["GOLDEN_KILL_AT"]
     if where == "staged":
         original, staged = store.GoldenStore.write, []
