@@ -17,7 +17,7 @@ difference (``.diff``/``.diff_b``: δ itself, rank 1 in the bound).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numba
@@ -311,14 +311,16 @@ def _as_rows(t: torch.Tensor) -> torch.Tensor:
 
 
 class _Packed:
-    """The steps of one weight, for rows ``rows``, as the kernels' arrays."""
+    """The steps of one weight as the kernels' arrays: A, the ranks and factors once per weight, B's rows
+    and a full difference's rows per block of rows (a difference in float64 is 8 bytes per element)."""
 
-    def __init__(self, name: str, steps: Sequence[Step], shape: tuple[int, int], rows: slice) -> None:
+    def __init__(self, name: str, steps: Sequence[Step], shape: tuple[int, int]) -> None:
         pairs = [s for s in steps if isinstance(s.module, LoraModule)]
-        fulls = [s for s in steps if not isinstance(s.module, LoraModule)]
-        n_rows = len(range(*rows.indices(shape[0])))
+        self.fulls_steps = [s for s in steps if not isinstance(s.module, LoraModule)]
+        self.shape = shape
         r_max = max((s.rank for s in pairs), default=1)
-        self.ups = np.zeros((len(pairs), n_rows, r_max))
+        self.ups: list[torch.Tensor] = []  # each pair's B as (out, r)
+        self.r_max = r_max
         self.downs = np.zeros((len(pairs), r_max, shape[1]))
         self.ranks = np.array([s.rank for s in pairs] or [0], dtype=np.int64)
         self.dfac = np.array([s.scale * s.module.effective_alpha / s.module.rank for s in pairs] or [0.0])
@@ -330,16 +332,28 @@ class _Packed:
             up, down = m.up.reshape(m.up.shape[0], -1), m.down.reshape(m.rank, -1)
             if (up.shape[0], down.shape[1]) != shape:
                 raise ValueError(f"{name}: delta {(up.shape[0], down.shape[1])} vs {shape}")
-            self.ups[k, :, : m.rank] = up[rows].double().numpy()
+            self.ups.append(up)
             self.downs[k, : m.rank] = down.double().numpy()
-        self.fulls = np.zeros((len(fulls) or 1, n_rows if fulls else 1, shape[1] if fulls else 1))
-        for f, s in enumerate(fulls):
+        self.full_rows: list[torch.Tensor] = []  # each full difference as (out, everything else)
+        for s in self.fulls_steps:
             t = _as_rows(getattr(s.module, "diff" if s.param == "weight" else "bias"))
             if tuple(t.shape) != shape:
                 raise ValueError(f"{name}: delta {tuple(t.shape)} vs {shape}")
-            self.fulls[f] = (s.scale * t[rows].double()).numpy()
-        index = {id(s): k for k, s in enumerate(pairs)} | {id(s): -1 - f for f, s in enumerate(fulls)}
+            self.full_rows.append(t)
+        index = {id(s): k for k, s in enumerate(pairs)} | {id(s): -1 - f for f, s in enumerate(self.fulls_steps)}
         self.kinds = np.array([index[id(s)] for s in steps], dtype=np.int64)
+
+    def block(self, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """(B's rows of every pair, δ's rows of every full difference) for ``rows``, float64."""
+        n_rows = len(range(*rows.indices(self.shape[0])))
+        ups = np.zeros((len(self.ups), n_rows, self.r_max))
+        for k, up in enumerate(self.ups):
+            ups[k, :, : up.shape[1]] = up[rows].double().numpy()
+        fulls = np.zeros((len(self.full_rows) or 1, n_rows if self.full_rows else 1,
+                          self.shape[1] if self.full_rows else 1))
+        for f, (s, t) in enumerate(zip(self.fulls_steps, self.full_rows)):
+            fulls[f] = (s.scale * t[rows].double()).numpy()
+        return ups, fulls
 
 
 def _float32_rows(t: torch.Tensor, rows: slice) -> np.ndarray:
@@ -350,6 +364,17 @@ def _float32_rows(t: torch.Tensor, rows: slice) -> np.ndarray:
 def row_blocks(n_rows: int, per_row: int) -> list[slice]:
     step = max(1, CHUNK_ELEMENTS // max(1, per_row))
     return [slice(start, min(n_rows, start + step)) for start in range(0, n_rows, step)]
+
+
+def _kernel_inputs(name: str, steps: Sequence[Step], shape: tuple[int, int], weight: torch.Tensor,
+                   base: torch.Tensor) -> Iterator[tuple[slice, tuple]]:
+    """Per block of rows: the rows, and the arguments both kernels take first (the weight and its base
+    as float32, then the steps' arrays)."""
+    packed = _Packed(name, steps, shape)
+    for rows in row_blocks(shape[0], shape[1]):
+        ups, fulls = packed.block(rows)
+        yield rows, (_float32_rows(weight, rows), _float32_rows(base, rows), packed.kinds, packed.ranks, ups,
+                     packed.downs, packed.dfac, packed.pfac, fulls)
 
 
 def _first_max(values: np.ndarray) -> int:
@@ -377,11 +402,8 @@ def merge_report(name: str, actual: torch.Tensor, base: torch.Tensor, steps: Seq
                        for s in steps])
     info = torch.finfo(dtype)
     out_f, out_i = np.empty((shape[0], 3)), np.empty((shape[0], 2), dtype=np.int64)
-    for rows in row_blocks(shape[0], shape[1]):
-        packed = _Packed(name, steps, shape, rows)
-        _merge_rows(_float32_rows(actual, rows), _float32_rows(base, rows), packed.kinds, packed.ranks, packed.ups,
-                    packed.downs, packed.dfac, packed.pfac, packed.fulls, rfac, linear,
-                    tol.result_roundings * 0.5, tol.delta_roundings * 0.5, info.eps, info.tiny,
+    for rows, inputs in _kernel_inputs(name, steps, shape, actual, base):
+        _merge_rows(*inputs, rfac, linear, tol.result_roundings * 0.5, tol.delta_roundings * 0.5, info.eps, info.tiny,
                     out_f[rows], out_i[rows])
     row = _first_max(out_f[:, 2])
     flat = row * shape[1] + int(out_i[row, 0])
@@ -411,10 +433,7 @@ def unfuse_drift(name: str, now: torch.Tensor, base: torch.Tensor, steps: Sequen
     coef = cycles * len(steps) * tol.result_roundings * 0.5
     info = torch.finfo(dtype)
     out_f, out_i = np.empty((shape[0], 3)), np.empty((shape[0], 1), dtype=np.int64)
-    for rows in row_blocks(shape[0], shape[1]):
-        packed = _Packed(name, steps, shape, rows)
-        _unfuse_rows(_float32_rows(now, rows), _float32_rows(base, rows), packed.kinds, packed.ranks, packed.ups,
-                     packed.downs, packed.dfac, packed.pfac, packed.fulls, rounding_factor(dtype, rank), coef,
-                     info.eps, info.tiny, out_f[rows], out_i[rows])
+    for rows, inputs in _kernel_inputs(name, steps, shape, now, base):
+        _unfuse_rows(*inputs, rounding_factor(dtype, rank), coef, info.eps, info.tiny, out_f[rows], out_i[rows])
     return UnfuseDrift(_nanmax(out_f[:, 0]), _nanmax(out_f[:, 1]), _nanmax(out_f[:, 2]), int(out_i[:, 0].sum()),
                        base.numel())

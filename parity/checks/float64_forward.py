@@ -66,7 +66,7 @@ class Float64Arena:
     def give_back(self, mark: int, device: torch.device) -> None:
         self.top = mark
         if mark == 0 and self.wanted > self.storage.numel():  # between top-level modules: grow now
-            self.storage = torch.empty(0, dtype=torch.float64)
+            self.storage = torch.empty(0, dtype=torch.float64)  # the old storage freed before the new is made
             self.storage = torch.empty(self.wanted, dtype=torch.float64, device=device)
 
 
