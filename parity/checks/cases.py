@@ -27,12 +27,14 @@ from typing import Any
 from parity.checks.findings import (
     ALPHA_BAKED_IN_FILE_DTYPE,
     BFL_WIDTHS,
+    EDIT_SAME_ADAPTER_NAME,
     FLUX_DIFFUSION_MODEL,
     KOHYA_PER_MODULE_ALPHA,
     KOHYA_Q_PROJ_ONLY,
     LEGACY_ALPHA,
     LORA_TRANSFORMER,
     QWEN_ALPHA_KEYS,
+    SAFE_FUSE_PARTIAL,
     SECOND_FUSE,
     SGM_SD15,
     UNLOAD_AFTER_FUSE,
@@ -41,6 +43,7 @@ from parity.checks.findings import (
 from parity.checks.hotswap import LEVELS
 from parity.lora.layouts import LAYOUTS
 from parity.zoo import FAMILIES
+from parity.zoo.qwenimage import QWEN_LOADER
 from parity.zoo.family import Family
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -145,7 +148,7 @@ class LayoutCase:
 def _merge_known(fam: Family, lc: LayoutCase, n: int | str) -> Known | None:
     if lc.layout in ("kohya", "kohya-sgm") and fam.denoiser == "unet" and n == 2:
         return KOHYA_PER_MODULE_ALPHA
-    if fam.name == "qwenimage" and lc.layout in ("diffusion_model", "kohya", "lightning") and n == "bf16":
+    if fam.lora_loader == QWEN_LOADER and lc.layout in ("diffusion_model", "kohya", "lightning") and n == "bf16":
         return ALPHA_BAKED_IN_FILE_DTYPE
     return None
 
@@ -163,6 +166,7 @@ FINDING_LAYOUTS = (
     LayoutCase("flux", "kohya-bfl-diff", known=(("merge", BFL_WIDTHS),)),
     LayoutCase("flux", "lora_transformer", known=(("merge", LORA_TRANSFORMER),)),
     LayoutCase("qwenimage", "diffusers-alpha", known=(("merge", QWEN_ALPHA_KEYS),)),
+    LayoutCase("qwenimage-edit", "diffusers-alpha", known=(("merge", QWEN_ALPHA_KEYS),)),
 )
 
 
@@ -647,10 +651,60 @@ def bench_cases(names: Mapping[str, bool], padded: Sequence[str] = (),
             for fam in _families(families) for dtype in DTYPES for name, compiled in names.items()]
 
 
+# ---------------------------------------------------------------- the Qwen-Image-Edit workflow
+
+EDIT_PIPELINE = "QwenImageEditPlusPipeline"  # the families whose pipeline runs the edit workflow
+EDIT_SEQUENCES = ("fresh", "one-pipeline")  # parity/checks/edit.py
+EDIT_IMAGES = (1, 2, 3)
+# The default run: one, two and three input images across both dtypes, and the workflow's own
+# one-pipeline sequence once; the rest of the product is `make slow`.
+EDIT_REPRESENTATIVE = {("float32", 1, "fresh"), ("bfloat16", 2, "fresh"), ("float32", 3, "fresh"),
+                       ("float32", 1, "one-pipeline")}
+# Where the NaN of the refused-fuse check sits: the first module diffusers fuses, or the last.
+NAN_PLACES = {"first": "img_in", "last": "proj_out"}
+
+
+@dataclass(frozen=True)
+class EditCase(Marks):
+    family: str
+    dtype: str
+    images: int
+    sequence: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}-{self.dtype}-{self.images}img-{self.sequence}"
+
+
+def edit_cases(families: Iterable[str] | None = None) -> list[EditCase]:
+    """The edit workflow (no fuse against fuse) per dtype × input images × where the fuse block runs."""
+    return [EditCase(fam.name, dtype, images, sequence,
+                     slow=(dtype, images, sequence) not in EDIT_REPRESENTATIVE,
+                     known=EDIT_SAME_ADAPTER_NAME if sequence == "one-pipeline" else None)
+            for fam in _families(families) if fam.pipeline_class == EDIT_PIPELINE
+            for dtype in ("float32", "bfloat16") for images in EDIT_IMAGES for sequence in EDIT_SEQUENCES]
+
+
+@dataclass(frozen=True)
+class RefusedFuseCase(Marks):
+    family: str
+    place: str  # a key of NAN_PLACES
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}-nan-{self.place}"
+
+
+def refused_fuse_cases(families: Iterable[str] | None = None) -> list[RefusedFuseCase]:
+    return [RefusedFuseCase(fam.name, place, known=SAFE_FUSE_PARTIAL if place == "last" else None)
+            for fam in _families(families) if fam.pipeline_class == EDIT_PIPELINE for place in NAN_PLACES]
+
+
 # ---------------------------------------------------------------- every table, for the throwaway check
 
 def all_tables() -> dict[str, list[Any]]:
-    """Every family-derived table (benchmarks aside: their names come from parity.bench)."""
+    """Every table each family is in (benchmarks aside: their names come from parity.bench; the edit
+    tables aside: they hold only the families whose pipeline runs the edit workflow)."""
     return {
         "merge": merge_cases(),
         "unfuse": unfuse_cases(),

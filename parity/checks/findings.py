@@ -100,3 +100,17 @@ ACTIVE_ADAPTERS = Known(
     "component that has one (lora_base.py get_active_adapters: the break leaves only the inner loop), "
     "so after loading a (unet+text_encoder) then b (unet only) it reports ['a'] while the unet runs b"
 )
+
+EDIT_SAME_ADAPTER_NAME = Known(
+    "finding: the Qwen-Image-Edit workflow's fuse block, run after its no-fuse block on the same pipeline as "
+    "the workflow's code runs it, stops at load_lora_weights: PEFT refuses the adapter name the no-fuse block "
+    "loaded (ValueError 'Adapter name edit already in use in the model - please select a new adapter name'); "
+    "the unfuse_lora() before it unloads nothing. The no-fuse block's adapter stays loaded and active"
+)
+
+SAFE_FUSE_PARTIAL = Known(
+    "finding: fuse_lora(safe_fusing=True) refuses a NaN adapter only when it reaches that layer: the layers "
+    "fused before it stay fused and marked merged (measured on the tiny Qwen-Image-Edit with the NaN in "
+    "proj_out, the last module fused: the other 17 of its 18 targeted weights left fused). With the NaN in the first "
+    "module fused, nothing changes"
+)

@@ -119,7 +119,7 @@ def run(family: Family, pipe: Any, level: str, seed: int = 0, replay: Any = None
             dtype = getattr(pipe, family.denoiser).dtype
             pipe.prepare_latents = lambda *args, **kwargs: _cast_floats(replay, dtype)
         try:
-            images = pipe(**family.call_args(pipe, seed)).images
+            images = family.call(pipe, family.call_args(pipe, seed)).images
         finally:
             if replay is not None:
                 del pipe.prepare_latents
@@ -146,7 +146,7 @@ def drawn_latents(family: Family, pipe: Any, seed: int = 0) -> Any:
     pipe.prepare_latents = recording
     try:
         with torch.no_grad():
-            pipe(**family.call_args(pipe, seed))
+            family.call(pipe, family.call_args(pipe, seed))
     except _Drawn:
         pass
     finally:

@@ -18,6 +18,7 @@ from parity.checks.findings import (
 from parity.errors import LoaderRefused
 from parity.lora.neutral import LoraFile, LoraModule
 from parity.tolerances import TensorReport
+from parity.zoo.qwenimage import QWEN_LOADER
 from parity.zoo.family import Family
 
 ATTENTION_PROJECTIONS = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")
@@ -51,7 +52,7 @@ def merge_findings(family: Family, loras: Sequence[LoraFile], reports: Sequence[
                     for r in failing)):
         out.append(KOHYA_PER_MODULE_ALPHA)
     half = any(m.down.element_size() == 2 and not _power_of_two(m.effective_alpha / m.rank) for m in pairs)
-    if (family.name == "qwenimage" and layouts & {"diffusion_model", "kohya", "lightning"} and half
+    if (family.lora_loader == QWEN_LOADER and layouts & {"diffusion_model", "kohya", "lightning"} and half
             and any("extra rounding of the delta" in r.diagnosis for r in failing)):
         out.append(ALPHA_BAKED_IN_FILE_DTYPE)
     return out

@@ -87,14 +87,14 @@ def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cp
             pipe.set_adapters(["a", "b"], adapter_weights=[0.5, 1.0])
         else:
             raise ValueError(f"unknown golden op {case.op!r}")
-        with torch.no_grad(), _noise_drawn_in(pipe, case.dtype):
-            images = pipe(**args).images
+        with torch.no_grad(), noise_drawn_in(pipe, case.dtype):
+            images = fam.call(pipe, args).images
     image = np.asarray(images[0], dtype=np.float64 if twin else np.float32)
     return image
 
 
 @contextlib.contextmanager
-def _noise_drawn_in(pipe: Any, dtype_name: str) -> Iterator[None]:
+def noise_drawn_in(pipe: Any, dtype_name: str) -> Iterator[None]:
     """Draw the initial noise in the case's dtype whatever the pipeline's dtype. torch.randn with a
     float64 dtype consumes the generator differently (other numbers, not a wider copy), so a float64
     twin of a float32 render would start from different latents; pipelines import diffusers'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,11 @@ class Family:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # sizes of the pipeline's components that must agree (parity/zoo/fit.py), checked on a model folder
     fits: tuple[Any, ...] = ()
+    # diffusers' LoRA loader mixin where a finding belongs to it, not to one pipeline: Qwen-Image's
+    # converter serves QwenImagePipeline and QwenImageEditPlusPipeline alike
+    lora_loader: str = ""
+    # pipe → the context a pipeline call runs in (Qwen-Image-Edit's image areas on its tiny model)
+    call_context: Callable[[Any], contextlib.AbstractContextManager] = lambda _pipe: contextlib.nullcontext()
 
     def components(self, pipe: Any) -> dict[str, nn.Module]:
         """The LoRA-capable components present in ``pipe`` (a family may build some as None)."""
@@ -56,6 +62,11 @@ class Family:
             k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
             for k, v in self.pipeline_call_args(seed).items()
         }
+
+    def call(self, pipe: Any, args: Mapping[str, Any]) -> Any:
+        """``pipe(**args)`` inside the family's ``call_context``: every pipeline call goes through here."""
+        with self.call_context(pipe):
+            return pipe(**args)
 
 
 def select_modules(names: list[str], suffixes: tuple[str, ...]) -> list[str]:

@@ -18,12 +18,15 @@ Read = Callable[[Any], int | None]  # pipeline → a size, or None where the com
 
 
 def config(component: str, *fields: str, times: int = 1) -> Read:
-    """``component.config.<field>`` (the first field it has), times ``times``; None without the component."""
+    """``component.config.<field>`` (the first field it has; dotted for a nested config, as Qwen2.5-VL's
+    ``text_config.hidden_size``), times ``times``; None without the component."""
     def read(pipe: Any) -> int | None:
         part = getattr(pipe, component, None)
         cfg = getattr(part, "config", None)
         for f in fields:
-            value = getattr(cfg, f, None)
+            value = cfg
+            for step in f.split("."):  # a nested config may be an object or, serialised, a dict
+                value = value.get(step) if isinstance(value, dict) else getattr(value, step, None)
             if isinstance(value, int):
                 return value * times
         return None

@@ -115,6 +115,10 @@ FULL: dict[str, FullSize] = {
     # 1024x1024 → 128x128 latents → 64x64 packed tokens; 512 T5 tokens
     "flux": FullSize(flux_transformer, InputShape(grid=64, seq=512), FLUX_DOUBLE, 4, "1024x1024, 512 T5 tokens"),
     "qwenimage": FullSize(qwenimage_transformer, InputShape(grid=64, seq=256), QWEN_LAYERS, 8, "1024x1024, 256 text tokens"),
+    # Qwen-Image-Edit-2509's transformer is Qwen-Image's; each call also carries the input image's
+    # 64x64 latent tokens beside the noise (parity/zoo/qwenimage_edit.py: denoiser_inputs)
+    "qwenimage-edit": FullSize(qwenimage_transformer, InputShape(grid=64, seq=256), QWEN_LAYERS, 8,
+                               "1024x1024, one 1024x1024 input image, 256 text tokens"),
 }
 
 

@@ -85,6 +85,13 @@ def _flux_vae() -> nn.Module:
     return AutoencoderKL.from_config({**tiny_flux_vae().config, "latent_channels": 16})
 
 
+def _qwen_vl_text() -> nn.Module:
+    # Not LoRA-capable: one layer at Qwen2.5-VL-7B's width, which the transformer's joint_attention_dim is.
+    from parity.zoo.qwen_vl import PUBLISHED_TEXT, tiny_qwen2_tokenizer, tiny_text_encoder
+
+    return tiny_text_encoder(tiny_qwen2_tokenizer(), PUBLISHED_TEXT)
+
+
 def _qwen_vae() -> nn.Module:
     from diffusers import AutoencoderKLQwenImage
 
@@ -111,8 +118,11 @@ PUBLISHED: dict[str, dict[str, Builder]] = {
     "flux": {"transformer": fullsize.flux_transformer, "text_encoder": _fixed(clip_l),
              "text_encoder_2": _fixed(_flux_t5), "vae": _fixed(_flux_vae)},
     "qwenimage": {"transformer": fullsize.qwenimage_transformer, "vae": _fixed(_qwen_vae)},
+    "qwenimage-edit": {"transformer": fullsize.qwenimage_transformer, "vae": _fixed(_qwen_vae),
+                       "text_encoder": _fixed(_qwen_vl_text)},
 }
-PUBLISHED_BLOCKS = {"flux": fullsize.FLUX_DOUBLE, "qwenimage": fullsize.QWEN_LAYERS}
+PUBLISHED_BLOCKS = {"flux": fullsize.FLUX_DOUBLE, "qwenimage": fullsize.QWEN_LAYERS,
+                    "qwenimage-edit": fullsize.QWEN_LAYERS}
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ Z_DIM = 4
 SEQ_LEN = 8
 N_PADDING = 2  # trailing padded text tokens, so the mask path of the attention runs
 LATENT_GRID = 4  # denoiser_inputs use a 4x4 grid of packed latent tokens
+QWEN_LOADER = "QwenImageLoraLoaderMixin"
 TIMESTEP = 0.5  # flow-matching sigma; the time projection scales it by 1000 itself
 
 
@@ -127,6 +128,7 @@ FAMILY = Family(
     pipeline_class="QwenImagePipeline",
     lora_components=("transformer",),
     denoiser="transformer",
+    lora_loader=QWEN_LOADER,
     default_targets={"transformer": TRANSFORMER_TARGETS},
     conv_targets={},
     layouts=("diffusers", "diffusion_model", "kohya", "lightning", "diffsynth"),

@@ -68,3 +68,35 @@ def test_adapter_ranks_pads_every_adapter_to_the_target_rank() -> None:
     modules = [*a.modules.values(), *b.modules.values()]
     assert adapter_ranks(modules) == {"0": [2, 3], "1": [2]}
     assert adapter_ranks(modules, rank=8) == {"0": [8, 8], "1": [8]}
+
+
+# ---------------------------------------------------------------- the edit call: true CFG's two passes
+
+
+def _edit_call_floors(true_cfg_scale: float) -> tuple[int, int, int]:
+    """(transformer calls, LoRA extra FLOPs, base FLOPs) of the benchmarked edit call."""
+    from parity.zoo import build_pipeline, get_family
+
+    family = get_family("qwenimage-edit")
+    pipe = build_pipeline(family)
+    args = {**family.call_args(pipe, 0), "true_cfg_scale": true_cfg_scale}
+    calls = [0]
+    handle = pipe.transformer.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    # as the benchmark counts it (parity/bench/modes.py: flop_fields): the denoiser's targeted layers
+    ranks = adapter_ranks(synth_lora(family.components(pipe), family.default_targets, seed=1, rank=4).modules.values())
+    try:
+        with torch.no_grad():
+            extra = lora_extra_flops(pipe.transformer, ranks, lambda: family.call(pipe, args))
+            base = counted_flops(lambda: family.call(pipe, args))
+    finally:
+        handle.remove()
+    return calls[0] // 2, extra, base  # each floor ran the call once
+
+
+def test_the_edit_call_floor_counts_two_transformer_passes_a_step() -> None:
+    steps = 2  # the family's num_inference_steps
+    calls, extra, base = _edit_call_floors(4.0)
+    assert calls == 2 * steps
+    # the control: without true CFG the same call makes one pass a step, and both floors shrink
+    calls_1, extra_1, base_1 = _edit_call_floors(1.0)
+    assert calls_1 == steps and extra_1 < extra and base_1 < base

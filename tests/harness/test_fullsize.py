@@ -13,6 +13,7 @@ PUBLISHED = {
     "sdxl": (2_567_463_684, 0),
     "flux": (11.9e9, 0.05e9),
     "qwenimage": (20.4e9, 0.05e9),
+    "qwenimage-edit": (20.4e9, 0.05e9),  # Qwen-Image's transformer
 }
 
 

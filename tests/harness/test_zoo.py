@@ -31,6 +31,10 @@ REAL_NAMES = {
         "transformer": ["transformer_blocks.0.img_mod.1", "transformer_blocks.0.attn.to_q",
                         "transformer_blocks.0.attn.add_q_proj", "transformer_blocks.0.img_mlp.net.0.proj"],
     },
+    "qwenimage-edit": {
+        "transformer": ["transformer_blocks.0.img_mod.1", "transformer_blocks.0.attn.to_q",
+                        "transformer_blocks.0.attn.add_q_proj", "transformer_blocks.0.img_mlp.net.0.proj"],
+    },
 }
 
 
@@ -74,7 +78,7 @@ def test_denoiser_step_is_finite_and_deterministic(family):
 def test_pipeline_call_gives_a_finite_image(family):
     fam = FAMILIES[family]
     pipe = build_pipeline(fam)
-    image = pipe(**fam.pipeline_call_args(0)).images
+    image = fam.call(pipe, fam.pipeline_call_args(0)).images
     image = np.asarray(image)
     assert image.ndim == 4 and np.isfinite(image).all()
 

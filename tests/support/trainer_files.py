@@ -291,6 +291,10 @@ TRAINER_FILES: tuple[TrainerFile, ...] = (
     TrainerFile("qwenimage-transformer-alpha", "qwenimage",
                 lambda p: qwen_file(p / "alpha_qwen.safetensors", "alpha")),
     TrainerFile("sd15-diffusers-legacy", "sd15", lambda p: diffusers_legacy(p / "legacy_sd15.safetensors")),
+    # Qwen-Image-Edit-2509's transformer is Qwen-Image's: its users load the same trainers' files.
+    *(TrainerFile(f"qwenimage-edit-{style}", "qwenimage-edit",
+                  lambda p, style=style: qwen_file(p / f"{style}_qwen_edit.safetensors", style))
+      for style in ("musubi", "lightning", "diffsynth", "comfy", "alpha")),
 )
 
 

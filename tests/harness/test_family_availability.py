@@ -1,0 +1,40 @@
+"""A family whose pipeline the installed diffusers lacks is left out with its reason (the gate's old env
+runs diffusers 0.35, which has no QwenImageEditPlusPipeline), read from the installed version without
+importing diffusers."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+
+import parity.zoo.qwenimage_edit as edit
+from parity import versions
+from parity.versions import version_at_least
+
+
+@pytest.mark.parametrize(("release", "minimum", "expected"), [
+    ("0.36.0", (0, 36), True), ("0.42.1", (0, 36), True), ("0.35.2", (0, 36), False),
+    ("0.36.0rc1", (0, 36), True), ("1.0.0.dev0", (0, 36), True), ("0.3", (0, 36), False),
+])
+def test_version_at_least_reads_the_leading_numbers(monkeypatch, release, minimum, expected):
+    monkeypatch.setattr(versions.metadata, "version", lambda package: release)
+    assert version_at_least("diffusers", minimum) is expected
+
+
+def test_a_missing_package_is_never_new_enough(monkeypatch):
+    def missing(package):
+        raise metadata.PackageNotFoundError(package)
+
+    monkeypatch.setattr(versions.metadata, "version", missing)
+    assert not version_at_least("diffusers", (0, 1))
+
+
+def test_the_edit_family_is_absent_with_its_reason_under_diffusers_0_35(monkeypatch):
+    monkeypatch.setattr(versions.metadata, "version", lambda package: "0.35.2")
+    why = edit.available()
+    assert why is not None and "0.35.2" in why and "QwenImageEditPlusPipeline" in why
+
+
+def test_the_edit_family_is_present_under_this_diffusers():
+    assert edit.available() is None
