@@ -21,16 +21,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from parity.checks.check import known_behaviour
+from parity.checks.findings import EDIT_SAME_ADAPTER_NAME
 from parity.checks.fresh_copies import float64_copy, pristine_copy, release_free_heap, stored_values
+from parity.checks.memory import available_memory, predict_check, refuse_if_short
 from parity.checks.fuse import MergeResult, changed_untargeted, live, measure_merge, snapshot, targeted_parameters
+from parity.golden.mismatch import side_by_side
+from parity.golden.pixels import png_bytes
 from parity.golden.render import noise_drawn_in
 from parity.lora.reader import read_lora
+from parity.modules import pipeline_models
 from parity.reference.merge import reference_merge
 from parity.tolerances import FLOAT_DTYPES, output_budget
 from parity.zoo import build_pipeline, get_family
@@ -72,6 +79,25 @@ class EditReport:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        """The numbers and verdicts (the images go to files: write_strip)."""
+        merge = None if self.merge is None else {"max_ulps": self.merge.max_ulps,
+                                                 "max_bound_ratio": self.merge.max_bound_ratio, "ok": self.merge.ok}
+        return {**asdict(self.request), "float64_error": self.float64_error, "lora_effect": self.lora_effect,
+                "diff": self.diff, "budget": self.budget, "merge": merge, "refused": self.refused,
+                "failures": list(self.failures), "ok": self.ok}
+
+
+def write_strip(report: EditReport, folder: Path) -> str | None:
+    """no-fuse | fused | difference (red over the budget) as one PNG in ``folder``; None without a fused image."""
+    if report.fused is None:
+        return None
+    r = report.request
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{r.dtype}-{r.images}img-{r.sequence}.png"
+    path.write_bytes(png_bytes(side_by_side(report.no_fuse, report.fused, report.budget)))
+    return str(path)
 
 
 def render(pipe: Any, request: EditRequest, twin: bool = False) -> np.ndarray:
@@ -123,6 +149,12 @@ def run_edit(request: EditRequest) -> EditReport:
     pipe = build_pipeline(family, dtype=dtype, device=request.device, model_path=request.model_path)
     components = family.components(pipe)
     lora = read_lora(request.lora, components, strict=True)
+    if torch.device(request.device).type == "cpu":  # refused here, not killed halfway: as check predicts it
+        # (one pipeline, its targeted weights, the float64 twin a module at a time; the fresh pipeline of
+        # the fuse block is built after the first is freed)
+        prediction = predict_check(pipeline_models(pipe), [lora], {request.dtype: dtype},
+                                   copies_targeted=request.model_path is None)
+        refuse_if_short(prediction, available_memory(), request.model_path)
     checkpoint = CheckpointWeights(request.model_path) if request.model_path is not None else None
     before = snapshot(components, targeted_parameters([lora]), checkpoint)
     base = render(pipe, request)
@@ -143,6 +175,8 @@ def run_edit(request: EditRequest) -> EditReport:
     except (ValueError, RuntimeError) as exc:  # what diffusers/PEFT raise is the finding to report
         report.refused = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         report.failures.append(f"the fuse block raised {report.refused}")
+        if request.sequence == "one-pipeline" and "already in use" in report.refused:  # its own symptom only
+            report.failures.append(known_behaviour(EDIT_SAME_ADAPTER_NAME))
         return report
     refs = reference_merge(before, [(lora, 1.0)], 1.0)
     report.merge = measure_merge(before, live(components), refs, dtype, request.device, [lora])

@@ -15,6 +15,7 @@ from parity.cli import (
     agree,
     check,
     compare,
+    edit,
     families,
     gate,
     golden,
@@ -28,7 +29,7 @@ from parity.cli.output import EXIT_BAD_INPUT, PROG, print_error
 from parity.errors import LoaderRefused, ParityInputError
 
 # The one place verbs are registered, in the order `lora-parity --help` lists them.
-VERBS = (check, hotswap, golden, families, model, report, compare, gate, agree, runs)
+VERBS = (check, hotswap, edit, golden, families, model, report, compare, gate, agree, runs)
 
 
 def build_parser() -> argparse.ArgumentParser:

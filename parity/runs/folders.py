@@ -47,6 +47,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "bench-report": ("report.md", "index.html", "plots"),
     "compare": ("compare.md",),
     "gate": ("gate.md", "gate.html", "golden"),
+    "edit": ("images",),
 }
 
 
