@@ -654,7 +654,9 @@ def bench_cases(names: Mapping[str, bool], padded: Sequence[str] = (),
 # ---------------------------------------------------------------- the Qwen-Image-Edit workflow
 
 EDIT_PIPELINE = "QwenImageEditPlusPipeline"  # the families whose pipeline runs the edit workflow
-EDIT_SEQUENCES = ("fresh", "one-pipeline")  # parity/checks/edit.py
+# where the edit workflow's fuse block runs (parity/checks/edit.py): a fresh pipeline, or after the
+# no-fuse block on the same one, as the workflow's own code runs it
+EDIT_SEQUENCES = ("fresh", "one-pipeline")
 EDIT_IMAGES = (1, 2, 3)
 # The default run: one, two and three input images across both dtypes, and the workflow's own
 # one-pipeline sequence once; the rest of the product is `make slow`.

@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from parity.checks.cases import EDIT_SEQUENCES as SEQUENCES
 from parity.checks.check import known_behaviour
 from parity.checks.findings import EDIT_SAME_ADAPTER_NAME
 from parity.checks.fresh_copies import float64_copy, pristine_copy, release_free_heap, stored_values
-from parity.checks.memory import available_memory, predict_check, refuse_if_short
 from parity.checks.fuse import MergeResult, changed_untargeted, live, measure_merge, snapshot, targeted_parameters
+from parity.checks.memory import available_memory, predict_check, refuse_if_short
 from parity.golden.mismatch import side_by_side
 from parity.golden.pixels import png_bytes
 from parity.golden.render import noise_drawn_in
@@ -45,7 +46,6 @@ from parity.zoo.checkpoint import CheckpointWeights
 from parity.zoo.qwenimage_edit import NAME, input_image
 
 ADAPTER = "edit"  # the adapter name the workflow loads its file as
-SEQUENCES = ("fresh", "one-pipeline")
 OUTPUT_KIND = "fused"  # OUTPUT_TOLERANCES entry of fused against no-fuse
 SAFE_FUSING = True  # the workflow's; the refused-fuse check's negative control turns it off
 
