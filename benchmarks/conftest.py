@@ -9,6 +9,8 @@ its floor on the cheapest family: parity.checks.cases.BenchCase.in_smoke_run).
 from __future__ import annotations
 
 import gc
+import sys
+import time
 
 import pytest
 import torch
@@ -19,9 +21,9 @@ from parity.devices import requested
 from parity.tolerances import dtype_from_name
 from parity.zoo import get_family
 
-# Benchmarks whose smoke run takes the cheapest family only: a whole pipeline call, and a check
-# against its floor (seconds per family even on the tiny zoo).
-CHEAPEST_FAMILY_ONLY = ("test_pipeline_call_latency", "test_check_against_its_floor")
+# Benchmarks whose smoke run takes the cheapest family only: a whole pipeline call, a check against
+# its floor (seconds per family even on the tiny zoo), and a group (one subject per mode).
+CHEAPEST_FAMILY_ONLY = ("test_pipeline_call_latency", "test_check_against_its_floor", "test_modes_timed_together")
 
 
 def benchmarks_disabled(config: pytest.Config) -> bool:
@@ -42,6 +44,55 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+class Progress:
+    """A timed run's progress on stderr: benchmark N of M, its group, elapsed and an estimate of the
+    time left (elapsed per benchmark so far times those left: groups differ, so it firms up as it goes)."""
+
+    def __init__(self, items: list[pytest.Item]) -> None:
+        self.total = len(items)
+        self.groups = {item.nodeid: _group_of(item) for item in items}
+        self.order = list(dict.fromkeys(self.groups.values()))
+        self.done = 0
+        self.start = time.monotonic()
+
+    def line(self, nodeid: str) -> str:
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done) if self.done else None
+        group = self.groups.get(nodeid, "?")
+        estimate = f", about {_minutes(left)} left" if left is not None else ""
+        return (f"bench: {self.done + 1}/{self.total}, group {self.order.index(group) + 1} of {len(self.order)} "
+                f"({group}), {_minutes(elapsed)} elapsed{estimate}")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def _group_of(item: pytest.Item) -> str:
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+    return f"{case.family}/{case.dtype}" if isinstance(case, BenchCase) else item.module.__name__.rsplit(".", 1)[-1]
+
+
+# The run's Progress, set once collection is done: the report hooks get a node id, not the config.
+_progress: Progress | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    global _progress
+    timed = not benchmarks_disabled(session.config)
+    _progress = Progress([i for i in session.items if i.get_closest_marker("benchmark")]) if timed else None
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple) -> None:
+    if _progress is not None and nodeid in _progress.groups:
+        print(_progress.line(nodeid), file=sys.stderr, flush=True)
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
+    if _progress is not None and nodeid in _progress.groups:
+        _progress.done += 1
 
 
 class SubjectCache:

@@ -7,8 +7,14 @@ import json
 
 import pytest
 
+
 from parity.cli import main
+from parity.zoo import FAMILIES, UNAVAILABLE
 from tests.support.edit_files import edit_lora
+
+
+# diffusers < 0.36 (the gate's old env) has no edit pipeline: the family is absent, with its reason
+pytestmark = pytest.mark.skipif("qwenimage-edit" not in FAMILIES, reason=UNAVAILABLE.get("qwenimage-edit", ""))
 
 
 @pytest.fixture(scope="module")

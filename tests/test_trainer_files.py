@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from parity.cli import main
+from parity.zoo import UNAVAILABLE
 from tests.support.cli import assert_one_line_error
 from tests.support.trainer_files import (
     TRAINER_FILES,
@@ -114,6 +115,8 @@ def test_every_trainer_file_has_an_expected_verdict():
     [pytest.param(t, id=t.id, marks=[pytest.mark.slow] if t.id in SLOW else []) for t in TRAINER_FILES],
 )
 def test_check_gives_the_right_verdict_on_a_trainer_file(trainer, tmp_path, capsys):
+    if trainer.family in UNAVAILABLE:  # the gate's old env: diffusers without the family's pipeline
+        pytest.skip(UNAVAILABLE[trainer.family])
     path = trainer.write(tmp_path)
     v = run_check(trainer.family, path, tmp_path, capsys)
     code, needle = EXPECTED[trainer.id]

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import gc
 import os
-import random
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Any
 import torch
 
 from parity.bench import record as rec
+from parity.bench.paired import RatioSummary, summarize
 from parity.bench.timing import device_name, driver_versions, synchronize
 from parity.checks.check import CheckReport, CheckRequest, run_check
 from parity.checks.fuse import fuse_components, load_adapters
@@ -35,9 +34,6 @@ from parity.zoo import build_pipeline
 from parity.zoo.family import Family
 
 LORA_RANK = 8
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0  # a fixed seed: the same rounds always give the same interval
-INTERVAL = 0.95
 
 
 @dataclass(frozen=True)
@@ -159,42 +155,6 @@ class Interleaved:
         _settle(self.subject.device)
 
 
-@dataclass(frozen=True)
-class RatioSummary:
-    """Each round's check/floor, their median and a bootstrap interval of the median."""
-
-    ratios: tuple[float, ...]
-    median: float
-    low: float
-    high: float
-    bound: float = rec.CHECK_RATIO_BOUND
-
-    @property
-    def within(self) -> bool:
-        return self.median <= self.bound
-
-
-def bootstrap_interval(values: Sequence[float], level: float = INTERVAL, resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """Percentile bootstrap interval of the median; one value is its own interval."""
-    if len(values) < 2:
-        return float(values[0]), float(values[0])
-    rng = random.Random(seed)
-    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
-    tail = (1.0 - level) / 2
-    return medians[int(tail * (resamples - 1))], medians[int((1.0 - tail) * (resamples - 1))]
-
-
-def summarize(check_seconds: Sequence[float], floor_seconds: Sequence[float],
-              bound: float = rec.CHECK_RATIO_BOUND) -> RatioSummary:
-    """The ratios of rounds timed together; ValueError on unpaired or empty timings."""
-    if not check_seconds or len(check_seconds) != len(floor_seconds):
-        raise ValueError(f"{len(check_seconds)} check and {len(floor_seconds)} floor timings: rounds must pair up")
-    ratios = tuple(c / f for c, f in zip(check_seconds, floor_seconds))
-    low, high = bootstrap_interval(ratios)
-    return RatioSummary(ratios, statistics.median(ratios), low, high, bound)
-
-
 def bench_info(subject: CostSubject, rounds: Interleaved, summary: RatioSummary | None) -> rec.BenchInfo:
     """The benchmark's extra_info: the timed pairs, their ratio and the bound."""
     failed = [r for r in rounds.reports if not getattr(r, "ok", True)]
@@ -238,6 +198,6 @@ def time_check_against_floor(benchmark: Any, subject: CostSubject, rounds: int, 
                        rounds=rounds, warmup_rounds=0, iterations=1)
     if disabled:
         return interleaved
-    summary = summarize(interleaved.check_seconds, interleaved.floor_seconds)
+    summary = summarize(interleaved.check_seconds, interleaved.floor_seconds, rec.CHECK_RATIO_BOUND)
     benchmark.extra_info.update(bench_info(subject, interleaved, summary).to_extra_info())
     return interleaved

@@ -16,12 +16,22 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from parity.bench.results import BenchRecord, BenchRun, format_seconds
+from parity.bench.results import (
+    MODE_SEPARATOR,
+    BenchRecord,
+    BenchRun,
+    Interval,
+    format_seconds,
+    interleaved_groups,
+    interleaved_ratios,
+)
+from parity.bench import record as rec
 from parity.errors import ParityInputError
 
 TIME_STATS = ("min", "max", "mean", "median", "iqr", "stddev")
 RATIO = "ratio"
 OK, REGRESSION, FASTER, ONLY_OLD, ONLY_NEW = "ok", "REGRESSION", "faster", "only-in-old", "only-in-new"
+BELOW_NOISE = "below-noise"  # a ratio gate finer than the runs' noise floor: not judged (issue 17)
 NOT_JUDGED = "-"  # matched, but no --fail-on gate to judge it by
 SHOWN_REGRESSIONS = 5  # names on the verdict line; the table lists every one
 
@@ -74,6 +84,11 @@ class Row:
     new_ratio: float | None = None
     failures: tuple[str, ...] = ()  # one text per gate it fails
     verdict: str = OK
+    # an interleaved group's mode ratio (fullname::mode): its interval in each run, and the larger of
+    # the two runs' noise floors (parity/bench/groups.py)
+    old_interval: Interval | None = None
+    new_interval: Interval | None = None
+    noise_floor: float | None = None
 
     @property
     def old_value(self) -> float | None:
@@ -103,6 +118,10 @@ class Comparison:
     @property
     def regressions(self) -> list[Row]:
         return [r for r in self.rows if r.verdict == REGRESSION]
+
+    @property
+    def below_noise(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == BELOW_NOISE]
 
     @property
     def ok(self) -> bool:
@@ -144,6 +163,58 @@ def _judge(old: BenchRecord, new: BenchRecord, old_ratio: float | None, new_rati
     return tuple(failures), verdict
 
 
+def judge_interval(old: Interval, new: Interval, noise_floor: float, checks: Sequence[FailOn]) -> tuple[tuple[str, ...], str]:
+    """A paired ratio between two runs: a regression only when its whole interval grew beyond the gate
+    (the new interval's low end over the old one's high end), faster only when its whole interval fell;
+    a gate finer than the noise floor is not judged at all."""
+    gates = [c for c in checks if c.stat == RATIO]
+    if not gates:
+        return (), NOT_JUDGED
+    failures, faster, unjudged = [], False, False
+    for check in gates:
+        if check.threshold < noise_floor:
+            unjudged = True
+            continue
+        least, most = new[1] / old[2] - 1.0, new[2] / old[1] - 1.0
+        if least > check.threshold:
+            failures.append(f"ratio {least:+.1%}..{most:+.1%} > {check.text.split(':', 1)[1]}")
+        elif most < -check.threshold:
+            faster = True
+    if failures:
+        return tuple(failures), REGRESSION
+    if unjudged:
+        return (f"the gate is finer than the noise floor {noise_floor:.1%}",), BELOW_NOISE
+    return (), FASTER if faster else OK
+
+
+def _interval_rows(old: BenchRun, new: BenchRun, checks: Sequence[FailOn]) -> list[Row]:
+    """One row per mode ratio of each interleaved group, judged by its interval."""
+    old_by, new_by = old.by_fullname(), new.by_fullname()
+    old_iv, new_iv = interleaved_ratios(old.records), interleaved_ratios(new.records)
+    rows = []
+    for key in list(old_iv) + [k for k in new_iv if k not in old_iv]:
+        fullname, mode = key.rsplit(MODE_SEPARATOR, 1)  # pytest's fullnames hold "::" themselves
+        o, n = old_by.get(fullname), new_by.get(fullname)
+        a, b = old_iv.get(key), new_iv.get(key)
+        noise = max((r.info.noise_floor or 0.0 for r in (o, n) if r is not None and r.info is not None), default=0.0)
+        label = f"{(o or n).name}{MODE_SEPARATOR}{mode}"
+        row = Row(key, label, o, n, "median", a[0] if a else None, b[0] if b else None,
+                  old_interval=a, new_interval=b, noise_floor=noise)
+        if a is None or b is None:
+            rows.append(replace(row, verdict=ONLY_NEW if a is None else ONLY_OLD))
+            continue
+        failures, verdict = judge_interval(a, b, noise, checks)
+        rows.append(replace(row, failures=failures, verdict=verdict))
+    return rows
+
+
+def _superseded(record: BenchRecord | None, groups: set) -> bool:
+    """A per-mode forward/pipeline benchmark whose group was also timed interleaved in both runs: its
+    ratio, from modes timed one after another, is not gated (the interleaved one is)."""
+    info = record.info if record is not None else None
+    return info is not None and (info.family, info.size, info.dtype, info.device, info.kind) in groups
+
+
 def _labels(fullnames: Sequence[str], records: dict[str, BenchRecord]) -> dict[str, str]:
     names = [records[f].name for f in fullnames]
     return {f: (n if names.count(n) == 1 else f) for f, n in zip(fullnames, names)}
@@ -161,19 +232,26 @@ def compare_runs(old: BenchRun, new: BenchRun, checks: Sequence[FailOn] = (),
     time_stats = [c.stat for c in checks if c.stat != RATIO]
     stat = time_stats[0] if time_stats else "median"
     old_ratios, new_ratios = old.ratios(), new.ratios()
+    groups = interleaved_groups(old.records) & interleaved_groups(new.records)
     rows = []
     for f in fullnames:
         o, n = old_by.get(f), new_by.get(f)
+        if (o or n).info is not None and (o or n).info.kind == rec.INTERLEAVED:
+            continue  # judged per mode ratio below
         row = Row(f, labels[f], o, n, stat, old_ratios.get(f), new_ratios.get(f))
         if o is None or n is None:
             rows.append(replace(row, verdict=ONLY_NEW if o is None else ONLY_OLD))
             continue
-        failures, verdict = _judge(o, n, row.old_ratio, row.new_ratio, checks)
+        gated = [c for c in checks if not (c.stat == RATIO and _superseded(o, groups))]
+        failures, verdict = _judge(o, n, row.old_ratio, row.new_ratio, gated)
         rows.append(replace(row, failures=failures, verdict=verdict))
+    rows += _interval_rows(old, new, checks)
     return Comparison(old.path, new.path, old.devices(), new.devices(), tuple(checks), rows)
 
 
-def _ratio_cell(value: float | None) -> str:
+def _ratio_cell(value: float | None, interval: Interval | None = None) -> str:
+    if interval is not None:
+        return f"{interval[0]:.3f} [{interval[1]:.3f}, {interval[2]:.3f}]"
     return "-" if value is None else f"{value:.3f}"
 
 
@@ -188,7 +266,7 @@ def table_cells(comparison: Comparison) -> list[list[str]]:
         cells = [r.label, format_seconds(r.old_value), format_seconds(r.new_value),
                  "-" if r.change is None else f"{r.change:.3f}"]
         if comparison.shows_ratios:
-            cells += [_ratio_cell(r.old_ratio), _ratio_cell(r.new_ratio)]
+            cells += [_ratio_cell(r.old_ratio, r.old_interval), _ratio_cell(r.new_ratio, r.new_interval)]
         verdict = r.verdict + (f" ({'; '.join(r.failures)})" if r.failures else "")
         rows.append(cells + [verdict])
     return rows
@@ -199,9 +277,12 @@ def verdict_line(comparison: Comparison) -> str:
     if not comparison.checks:
         return "no --fail-on gate given: nothing counts as a regression"
     regressions = comparison.regressions
+    unjudged = comparison.below_noise
+    noise = (f"; {len(unjudged)} ratio(s) not judged: {gates} is finer than the noise floor "
+             f"{max(r.noise_floor or 0.0 for r in unjudged):.1%}") if unjudged else ""
     if not regressions:
-        return f"no regression beyond {gates}"
+        return f"no regression beyond {gates}{noise}"
     names = ", ".join(r.label for r in regressions[:SHOWN_REGRESSIONS])
     more = len(regressions) - SHOWN_REGRESSIONS
     noun = "regression" if len(regressions) == 1 else "regressions"
-    return f"{len(regressions)} {noun} beyond {gates}: {names}" + (f" (+{more} more)" if more > 0 else "")
+    return f"{len(regressions)} {noun} beyond {gates}: {names}" + (f" (+{more} more)" if more > 0 else "") + noise

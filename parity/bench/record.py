@@ -16,12 +16,16 @@ FORWARD = "forward"  # one denoiser forward
 PIPELINE = "pipeline"  # one full (tiny) pipeline call
 OPERATION = "operation"  # a LoRA API call: load, fuse, unfuse, hotswap, set_adapters, first calls
 CHECK = "check"  # `lora-parity check` against its floor, timed interleaved (parity/bench/checkcost.py)
-KINDS = (FORWARD, PIPELINE, OPERATION, CHECK)
+# a group's modes timed round-robin in a fresh random order each round (parity/bench/groups.py): one
+# record per family × size × dtype × device × call, each mode's ratio to base paired per round
+INTERLEAVED = "interleaved"
+KINDS = (FORWARD, PIPELINE, OPERATION, CHECK, INTERLEAVED)
 
 # forward / pipeline modes, in the order reports list them
 BASE = "base"
 FUSED = "fused"
 FUSED_UNLOADED = "fused+unloaded"
+BASE_AGAIN = "base-again"  # the A/A control: a second copy of base, timed as a mode of its own
 COMPILED_BASE = "compiled-base"
 COMPILED_FUSED = "compiled-fused"
 HOTSWAP_READY = "compiled-hotswap-ready"  # mode name gets "-r{target_rank}"
@@ -92,6 +96,14 @@ class BenchInfo:
     ratio_low: float | None = None
     ratio_high: float | None = None
     ratio_bound: float | None = None
+    # Kind INTERLEAVED only: the call timed ("forward" or "pipeline"), each mode's seconds per round (same
+    # index, same round), each mode's ratio to base as [median, low, high] of the per-round ratios, the
+    # FLOP floor of each, and the noise floor: how far the A/A pair's interval reaches from 1.
+    call: str | None = None
+    mode_seconds: dict[str, list[float]] | None = None
+    mode_ratios: dict[str, list[float]] | None = None
+    mode_flop_floors: dict[str, float | None] | None = None
+    noise_floor: float | None = None
 
     @property
     def flop_floor(self) -> float | None:

@@ -31,6 +31,7 @@ from parity.bench.checkreport import (
     check_rows,
     over_bound,
 )
+from parity.bench.groupreport import GROUP_NOTE, GROUP_SECTION, group_records, group_tables
 from parity.bench.record import (
     BASE,
     CHECK,
@@ -41,6 +42,7 @@ from parity.bench.record import (
     FUSED_RATIO_FLAG,
     FUSED_UNLOADED,
     HOTSWAP_READY,
+    INTERLEAVED,
     OPERATION,
     OPERATIONS,
     PIPELINE,
@@ -111,7 +113,7 @@ def _sort_key(r: BenchRecord) -> tuple:
 def _panels(run: BenchRun) -> dict[Panel, list[BenchRecord]]:
     panels: dict[Panel, list[BenchRecord]] = {}
     for r in run.records:
-        if r.info is not None and r.info.kind != CHECK:  # those have their own section
+        if r.info is not None and r.info.kind not in (CHECK, INTERLEAVED):  # those have their own sections
             panels.setdefault((r.info.family, r.info.size, r.info.device), []).append(r)
     return {k: sorted(v, key=_sort_key) for k, v in sorted(panels.items())}
 
@@ -453,6 +455,10 @@ def write_report(run: BenchRun, out: str | os.PathLike, junit: JunitSummary | No
             section.plots.append(("check against its floor", path, png))
             plots.append(path)
         sections.append(section)
+    grouped = group_records(run)
+    if grouped:
+        sections.append(_Section(GROUP_SECTION, [], [("how to read it", [[""], [GROUP_NOTE]])]
+                                 + group_tables(grouped)))
     for panel, records in panels.items():
         section = _Section("/".join(panel), [], [])
         for name, plot in PLOTS:

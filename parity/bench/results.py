@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from parity.bench.record import CHECK, FORWARD, KINDS, PIPELINE, BenchInfo, baseline_mode, group_name
+from parity.bench.record import CHECK, FORWARD, INTERLEAVED, KINDS, PIPELINE, BenchInfo, baseline_mode, group_name
 from parity.errors import ParityInputError
 
 # The stats every reader relies on; pytest-benchmark writes these since 3.x.
@@ -89,6 +89,31 @@ def baseline_ratios(records: Iterable[BenchRecord]) -> dict[str, float]:
         if base is not None and base.stat("median") > 0:
             out[r.fullname] = r.stat("median") / base.stat("median")
     return out
+
+
+Interval = tuple[float, float, float]  # a ratio's median, and the low and high ends of its interval
+# fullname::mode names one mode's ratio inside an interleaved group's record (split at the last "::":
+# pytest's fullnames hold it too)
+MODE_SEPARATOR = "::"
+
+
+def interleaved_ratios(records: Iterable[BenchRecord]) -> dict[str, Interval]:
+    """Each interleaved group's mode ratios to base, by ``fullname::mode`` (a smoke run's group, which
+    records nothing, is left out)."""
+    out = {}
+    for r in records:
+        if r.info is None or r.info.kind != INTERLEAVED or not isinstance(r.info.mode_ratios, dict):
+            continue
+        for mode, value in r.info.mode_ratios.items():
+            if isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value):
+                out[f"{r.fullname}{MODE_SEPARATOR}{mode}"] = (float(value[0]), float(value[1]), float(value[2]))
+    return out
+
+
+def interleaved_groups(records: Iterable[BenchRecord]) -> set[tuple[str, str, str, str, str | None]]:
+    """(family, size, dtype, device, call) of every interleaved group that recorded its ratios."""
+    return {(r.info.family, r.info.size, r.info.dtype, r.info.device, r.info.call) for r in records
+            if r.info is not None and r.info.kind == INTERLEAVED and isinstance(r.info.mode_ratios, dict)}
 
 
 def check_ratios(records: Iterable[BenchRecord]) -> dict[str, float]:

@@ -24,12 +24,8 @@ import pytest
 
 from parity.bench import checkcost
 from parity.bench import record as rec
-from parity.bench.checkcost import (
-    CostSubject,
-    bootstrap_interval,
-    summarize,
-    time_check_against_floor,
-)
+from parity.bench.checkcost import CostSubject, time_check_against_floor
+from parity.bench.paired import bootstrap_interval, summarize
 from parity.bench.checkreport import CHECK_FLAG_TEXT, CHECK_SECTION, NO_CHECK_FLAGS
 from parity.bench.compare import compare_runs, parse_fail_on
 from parity.bench.record import BenchInfo
@@ -122,7 +118,7 @@ def test_a_disabled_benchmark_runs_one_floor_and_one_check_and_records_nothing(t
 
 
 def test_the_ratio_is_the_median_of_per_round_ratios_with_an_interval_inside_their_range():
-    summary = summarize([3.0, 2.0, 9.0, 2.4, 2.2], [1.0, 1.0, 1.0, 2.0, 1.1])
+    summary = summarize([3.0, 2.0, 9.0, 2.4, 2.2], [1.0, 1.0, 1.0, 2.0, 1.1], rec.CHECK_RATIO_BOUND)
     assert summary.ratios == pytest.approx((3.0, 2.0, 9.0, 1.2, 2.0))
     assert summary.median == pytest.approx(2.0)
     assert 1.2 <= summary.low <= summary.median <= summary.high <= 9.0

@@ -1,0 +1,116 @@
+"""A group's modes timed together: base, its A/A twin, unfused and fused, each on its own copy of the
+subject, round-robin in a fresh random order every round (parity/bench/paired.py), with each mode's
+ratio to base taken per round and the A/A pair's interval as the run's noise floor.
+
+The per-mode benchmarks (benchmarks/test_bench_modes.py) time one mode after another: right for a
+latency table, wrong for a ratio on a shared machine, where a slow spell lands on whichever mode is
+running (issue 17: a fused model, which runs base's arithmetic, read 8.6x base). Here every mode runs
+in every round, so a spell slows the round's base as much as its fused, and the ratio keeps only the
+spread, which its interval shows. The A/A twin is base timed as a mode of its own: its ratio must come
+out 1, and how far its interval reaches from 1 is the smallest difference this run can tell apart
+(``noise_floor``); compare and gate judge nothing finer (parity/bench/compare.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from parity.bench import record as rec
+from parity.bench.modes import BENCH_RANK, MODES_BY_NAME, Subject, build_subject, call_of, enter, flop_fields, info
+from parity.bench.paired import RoundRobin, summarize
+from parity.bench.run import Rounds
+from parity.bench.timing import synced
+from parity.zoo.family import Family
+
+# The modes of a group: base first (what every ratio divides by), its A/A twin, one adapter unfused
+# (the flop floor above 1) and fused (the flop floor 1: base's arithmetic).
+GROUP_MODES = (rec.BASE, rec.BASE_AGAIN, rec.unfused_mode(1), rec.FUSED)
+GROUP = "group"  # the mode name a group's one record carries
+SEED = 0  # the round orders' generator: the same run draws the same orders
+CPU_THREADS = 1  # torch threads while a CPU group is timed (_cpu_threads)
+REPEATS = 3  # passes per round; each mode keeps its fastest (parity/bench/paired.py: RoundRobin)
+
+
+def _mode(name: str) -> Any:
+    return MODES_BY_NAME[rec.BASE if name == rec.BASE_AGAIN else name]
+
+
+def build_group(family: Family, size: str, dtype: torch.dtype, device: str, directory: str, kind: str,
+                model_path: str | None = None, blocks: int | None = None,
+                modes: Sequence[str] = GROUP_MODES) -> dict[str, Subject]:
+    """One subject per mode, each put into its mode, and the FLOPs of each counted in its base state.
+
+    On CPU a throwaway subject is built first and kept until the group is built: the first model a
+    process builds lands in other memory than the ones after it (fresh pages from the kernel), and ran
+    2.6% slower than an identical second one on the tiny sd15 forward, whichever mode it held (the A/A
+    pair read 0.975 [0.963, 0.985] built base first, 1.027 [1.020, 1.044] built base-again first, and
+    0.998 [0.980, 1.004] behind a throwaway)."""
+    settle = build_subject(family, size, dtype, device, directory, model_path=model_path, blocks=blocks) \
+        if torch.device(device).type == "cpu" else None
+    subjects = {}
+    for name in modes:
+        subject = build_subject(family, size, dtype, device, directory, model_path=model_path, blocks=blocks)
+        subject.flops[("floors", kind)] = flop_fields(subject, _mode(name), kind)  # before entering: base state
+        enter(subject, _mode(name), warmup=call_of(subject, kind))
+        subjects[name] = subject
+    del settle
+    return subjects
+
+
+def group_info(subjects: dict[str, Subject], kind: str, robin: RoundRobin) -> rec.BenchInfo:
+    """The group's record: each mode's seconds, its ratio to base with the interval, its FLOP floor,
+    and the noise floor from the A/A pair."""
+    base = robin.seconds[rec.BASE]
+    ratios = {name: summarize(seconds, base) for name, seconds in robin.seconds.items() if name != rec.BASE}
+    floors = {}
+    for name, subject in subjects.items():
+        fields = subject.flops[("floors", kind)]
+        floors[name] = (1.0 + fields["flops_lora"] / fields["flops_base"]) if fields["flops_base"] else None
+    first = subjects[rec.BASE]
+    return info(first, rec.INTERLEAVED, GROUP, rank=BENCH_RANK, adapters=1, call=kind,
+                mode_seconds={name: list(s) for name, s in robin.seconds.items()},
+                mode_ratios={name: [r.median, r.low, r.high] for name, r in ratios.items()},
+                mode_flop_floors=floors,
+                noise_floor=ratios[rec.BASE_AGAIN].spread if rec.BASE_AGAIN in ratios else None)
+
+
+def time_group(benchmark: Any, subjects: dict[str, Subject], kind: str, rounds: Rounds,
+               seed: int = SEED) -> RoundRobin:
+    """Time the group's modes round-robin under pytest-benchmark's fixture (its stats: whole rounds)
+    and put every mode's timings and ratios into its ``extra_info``. Disabled (the smoke run), one
+    round runs and nothing is recorded."""
+    device = subjects[rec.BASE].device
+    robin = RoundRobin({name: synced(call_of(s, kind), device) for name, s in subjects.items()},
+                       warmup=rounds.warmup, seed=seed, repeats=REPEATS)
+    benchmark.group = f"{subjects[rec.BASE].family.name}/{subjects[rec.BASE].size}/" \
+                      f"{str(subjects[rec.BASE].dtype).removeprefix('torch.')}/{torch.device(device).type}/" \
+                      f"{rec.INTERLEAVED}-{kind}"
+    with _cpu_threads(device, CPU_THREADS):
+        benchmark.pedantic(robin, rounds=rounds.rounds, warmup_rounds=rounds.warmup, iterations=1)
+    if not getattr(benchmark, "disabled", False):
+        record = group_info(subjects, kind, robin)
+        if torch.device(device).type == "cpu":
+            record.notes = "; ".join(n for n in (record.notes, f"{CPU_THREADS} torch thread(s)") if n)
+        benchmark.extra_info.update(record.to_extra_info())
+    return robin
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: str, threads: int) -> Iterator[None]:
+    """On CPU, torch's intra-op threads for the timed rounds. With two threads on two cores, another
+    process taking one core stalls every parallel op at its barrier, and more so the modes with more
+    ops: measured beside a busy process, unfused-1 read 2.9x base on the tiny flux forward against
+    1.5x when quiet. One thread is slowed by the other process, not stalled by it."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
