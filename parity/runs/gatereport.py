@@ -5,10 +5,12 @@ from __future__ import annotations
 import html
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from parity.bench.compare import REGRESSION, table_cells
 from parity.bench.report import markdown_table
+from parity.runs.evidence import distinct, group_changes, growth_ratio
 from parity.runs.gate import GOLDEN_REPORT, Bundle, Verdict
 
 SHOWN = 10  # rows per section on the terminal; the files list every row
@@ -39,39 +41,61 @@ def headline(verdict: Verdict) -> str:
     return "FAIL: " + "; ".join(parts)
 
 
-def _sections(verdict: Verdict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) per kind of evidence, failing kinds first."""
+GROUPED = ["check", "family", "layout", "tests", "before → now", "message"]
+
+
+def _families() -> list[str]:
+    from parity.zoo import FAMILIES, UNAVAILABLE
+
+    return [*FAMILIES, *UNAVAILABLE]
+
+
+Section = tuple[str, list[str], list[list[str]], list[str]]  # title, header, rows, every test it groups
+
+
+def _sections(verdict: Verdict) -> list[Section]:
+    """(title, header, rows, tests) per kind of evidence, failing kinds first. Changed tests come grouped by
+    check, family and layout (parity/runs/evidence.py); their full list is in ``details``."""
     out = []
-    tests = ["test", "before", "now", "message"]
+    tests = GROUPED
+    families = _families()
 
     def changes(items):
-        return [[c.test, c.old, c.new, _first_line(c.message)] for c in items]
+        rows = []
+        for group in group_changes(items, families):
+            statuses = Counter(f"{c.old} → {c.new}" for c in items if c.test in set(group.tests))
+            rows.append([group.check, group.family, group.layout, str(group.count),
+                         ", ".join(s for s, _ in statuses.most_common()), group.message])
+        return rows
 
-    out.append(("Regressed: passed before, fail now", tests, changes(verdict.regressions)))
-    out.append(("No longer checked: ran before, skipped or gone now", tests, changes(verdict.lost)))
-    out.append(("New checks that fail", tests, changes(verdict.new_failures)))
+    def tested(title, items):
+        return title, tests, changes(items), [c.test for c in items]
+
+    out.append(tested("Regressed: passed before, fail now", verdict.regressions))
+    out.append(tested("No longer checked: ran before, skipped or gone now", verdict.lost))
+    out.append(tested("New checks that fail", verdict.new_failures))
     out.append((
         "Golden images that moved (expected | actual | difference)",
         ["case", "max-abs", "SSIM", "PSNR (dB)", "why"],
         [[case, f"{e['max_abs']:.3g} (≤ {e['max_abs_max']:.3g})", f"{e['ssim']:.5f}", f"{e['psnr']:.2f}",
           _first_line("; ".join(e.get("failures", [])))] for case, e in sorted(verdict.golden_moved.items())],
+        [],
     ))
     if verdict.bench is not None:
         bench_rows = table_cells(verdict.bench)
         slower = [row for row in bench_rows[1:] if any(REGRESSION in cell for cell in row)]
-        out.append(("Benchmarks beyond their gate", bench_rows[0], slower))
+        out.append(("Benchmarks beyond their gate", bench_rows[0], slower, []))
     out.append((
         "Parity errors that grew (still within their bound unless a check above failed)",
-        ["check", "case", "dtype", "ULP before", "ULP now", "bound used now"],
-        [[c.check, c.case, c.dtype, f"{c.old_ulps:.2f}", f"{c.new_ulps:.2f}", f"{c.new_bound_ratio:.2f}"]
-         for c in verdict.parity_grew],
+        ["check", "case", "dtype", "ULP before", "ULP now", "growth", "bound used now"],
+        [[c.check, c.case, c.dtype, *distinct(c.old_ulps, c.new_ulps), growth_ratio(c.old_ulps, c.new_ulps),
+          f"{c.new_bound_ratio:.2f}"] for c in verdict.parity_grew],
+        [],
     ))
-    out.append((
-        "Pinned findings that no longer reproduce (behaviour changed: review, then update tests/test_findings.py)",
-        tests, changes(verdict.findings_changed),
-    ))
-    out.append(("Fixed: failed before, pass now", tests, changes(verdict.fixed)))
-    out.append(("Failing before and now: not compared, so not vouched for", tests, changes(verdict.still_failing)))
+    out.append(tested("Pinned findings that no longer reproduce (behaviour changed: review, then update "
+                      "tests/test_findings.py)", verdict.findings_changed))
+    out.append(tested("Fixed: failed before, pass now", verdict.fixed))
+    out.append(tested("Failing before and now: not compared, so not vouched for", verdict.still_failing))
     return out
 
 
@@ -81,10 +105,11 @@ def terminal_lines(verdict: Verdict) -> list[str]:
         f"new: {_libs(verdict.new)}  ({verdict.new.path})",
         headline(verdict),
     ]
-    for title, _, rows in _sections(verdict):
+    for title, _, rows, details in _sections(verdict):
         if not rows:
             continue
-        lines.append(f"  {title}: {len(rows)}")
+        counted = f"{len(details)} in {len(rows)} group(s)" if details else str(len(rows))
+        lines.append(f"  {title}: {counted}")
         for row in rows[:SHOWN]:
             lines.append("    " + " | ".join(cell for cell in row if cell))
         if len(rows) > SHOWN:
@@ -116,14 +141,20 @@ def write_gate_report(verdict: Verdict, out: str | os.PathLike) -> tuple[Path, P
           f"**{headline(verdict)}**"]
     body = [f"<h1>Upgrade gate</h1><p>old: {html.escape(_libs(verdict.old))}<br>new: {html.escape(_libs(verdict.new))}</p>",
             f"<p class='{'pass' if verdict.ok else 'fail'}'><b>{html.escape(headline(verdict))}</b></p>"]
-    for title, header, rows in _sections(verdict):
+    for title, header, rows, details in _sections(verdict):
         if not rows:
             continue
-        md += ["", f"## {title} ({len(rows)})", "", *markdown_table([header, *rows])]
-        body.append(f"<h2>{html.escape(title)} ({len(rows)})</h2><table><tr>"
+        counted = f"{len(details)} in {len(rows)} group(s)" if details else str(len(rows))
+        md += ["", f"## {title} ({counted})", "", *markdown_table([header, *rows])]
+        body.append(f"<h2>{html.escape(title)} ({counted})</h2><table><tr>"
                     + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
                     + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
                     + "</table>")
+        if details:
+            md += ["", f"<details><summary>all {len(details)} tests</summary>", "", *(f"- `{t}`" for t in details),
+                   "", "</details>"]
+            body.append(f"<details><summary>all {len(details)} tests</summary><ul>"
+                        + "".join(f"<li>{html.escape(t)}</li>" for t in details) + "</ul></details>")
         if title.startswith("Golden"):
             for case, rel in sorted(images.items()):
                 md.append(f"\n![{case}]({rel})")
