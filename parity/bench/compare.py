@@ -208,6 +208,15 @@ def _interval_rows(old: BenchRun, new: BenchRun, checks: Sequence[FailOn]) -> li
     return rows
 
 
+def _check_interval(record: BenchRecord | None) -> Interval | None:
+    """A check against its floor's median ratio and interval (parity/bench/checkcost.py), where recorded."""
+    info = record.info if record is not None else None
+    if info is None or info.kind != rec.CHECK:
+        return None
+    values = (info.ratio, info.ratio_low, info.ratio_high)
+    return tuple(float(v) for v in values) if all(isinstance(v, (int, float)) for v in values) else None
+
+
 def _superseded(record: BenchRecord | None, groups: set) -> bool:
     """A per-mode forward/pipeline benchmark whose group was also timed interleaved in both runs: its
     ratio, from modes timed one after another, is not gated (the interleaved one is)."""
@@ -243,7 +252,15 @@ def compare_runs(old: BenchRun, new: BenchRun, checks: Sequence[FailOn] = (),
             rows.append(replace(row, verdict=ONLY_NEW if o is None else ONLY_OLD))
             continue
         gated = [c for c in checks if not (c.stat == RATIO and _superseded(o, groups))]
-        failures, verdict = _judge(o, n, row.old_ratio, row.new_ratio, gated)
+        a, b = _check_interval(o), _check_interval(n)
+        if a is not None and b is not None:  # a check against its floor: its ratio is paired, with an interval
+            row = replace(row, old_interval=a, new_interval=b, noise_floor=0.0)
+            ratio_failures, ratio_verdict = judge_interval(a, b, 0.0, gated)
+            failures, verdict = _judge(o, n, None, None, [c for c in gated if c.stat != RATIO])
+            failures += ratio_failures
+            verdict = REGRESSION if failures else (ratio_verdict if ratio_verdict != NOT_JUDGED else verdict)
+        else:
+            failures, verdict = _judge(o, n, row.old_ratio, row.new_ratio, gated)
         rows.append(replace(row, failures=failures, verdict=verdict))
     rows += _interval_rows(old, new, checks)
     return Comparison(old.path, new.path, old.devices(), new.devices(), tuple(checks), rows)
