@@ -141,50 +141,49 @@ def check_same_device(old: BenchRun, new: BenchRun) -> None:
         )
 
 
-def _judge(old: BenchRecord, new: BenchRecord, old_ratio: float | None, new_ratio: float | None,
-           checks: Sequence[FailOn]) -> tuple[tuple[str, ...], str]:
+def _judge(row: Row, checks: Sequence[FailOn]) -> tuple[tuple[str, ...], str]:
+    """The row against every gate. A ratio with an interval in both runs (a group's mode, a check against
+    its floor) regresses only when its whole interval grew beyond the gate (the new interval's low end
+    over the old one's high end) and is faster only when its whole interval fell; a gate finer than the
+    row's noise floor judges nothing. A ratio without one, and a time stat, compare the two values."""
     if not checks:
         return (), NOT_JUDGED
-    failures, faster = [], False
+    failures, faster, unjudged = [], False, False
     for check in checks:
+        limit = check.text.split(":", 1)[1]
+        if check.stat == RATIO and row.old_interval is not None and row.new_interval is not None:
+            if check.threshold < (row.noise_floor or 0.0):
+                unjudged = True
+                continue
+            old, new = row.old_interval, row.new_interval
+            least, most = new[1] / old[2] - 1.0, new[2] / old[1] - 1.0
+            if least > check.threshold:
+                failures.append(f"ratio {least:+.1%}..{most:+.1%} > {limit}")
+            faster = faster or most < -check.threshold
+            continue
         if check.stat == RATIO:
-            if old_ratio is None or new_ratio is None:
+            if row.old_ratio is None or row.new_ratio is None:
                 continue  # a baseline mode, an operation or a foreign benchmark: no ratio to gate
-            a, b = old_ratio, new_ratio
+            a, b = row.old_ratio, row.new_ratio
         else:
-            a, b = old.stat(check.stat), new.stat(check.stat)
+            a, b = row.old.stat(check.stat), row.new.stat(check.stat)
         change = check.change(a, b)
         if change > check.threshold:
             grew = f"{change:+.1%}" if check.relative else f"+{format_seconds(change)}"
-            failures.append(f"{check.stat} {grew} > {check.text.split(':', 1)[1]}")
-        elif change < -check.threshold:
-            faster = True
-    verdict = REGRESSION if failures else (FASTER if faster else OK)
-    return tuple(failures), verdict
-
-
-def judge_interval(old: Interval, new: Interval, noise_floor: float, checks: Sequence[FailOn]) -> tuple[tuple[str, ...], str]:
-    """A paired ratio between two runs: a regression only when its whole interval grew beyond the gate
-    (the new interval's low end over the old one's high end), faster only when its whole interval fell;
-    a gate finer than the noise floor is not judged at all."""
-    gates = [c for c in checks if c.stat == RATIO]
-    if not gates:
-        return (), NOT_JUDGED
-    failures, faster, unjudged = [], False, False
-    for check in gates:
-        if check.threshold < noise_floor:
-            unjudged = True
-            continue
-        least, most = new[1] / old[2] - 1.0, new[2] / old[1] - 1.0
-        if least > check.threshold:
-            failures.append(f"ratio {least:+.1%}..{most:+.1%} > {check.text.split(':', 1)[1]}")
-        elif most < -check.threshold:
-            faster = True
+            failures.append(f"{check.stat} {grew} > {limit}")
+        faster = faster or change < -check.threshold
     if failures:
         return tuple(failures), REGRESSION
     if unjudged:
-        return (f"the gate is finer than the noise floor {noise_floor:.1%}",), BELOW_NOISE
+        return (f"the gate is finer than the noise floor {row.noise_floor:.1%}",), BELOW_NOISE
     return (), FASTER if faster else OK
+
+
+def judge_interval(old: Interval, new: Interval, noise_floor: float,
+                   checks: Sequence[FailOn]) -> tuple[tuple[str, ...], str]:
+    """One paired ratio between two runs against the ratio gates (``_judge``)."""
+    row = Row("", "", None, None, "median", old_interval=old, new_interval=new, noise_floor=noise_floor)
+    return _judge(row, [c for c in checks if c.stat == RATIO])
 
 
 def _interval_rows(old: BenchRun, new: BenchRun, checks: Sequence[FailOn]) -> list[Row]:
@@ -203,7 +202,7 @@ def _interval_rows(old: BenchRun, new: BenchRun, checks: Sequence[FailOn]) -> li
         if a is None or b is None:
             rows.append(replace(row, verdict=ONLY_NEW if a is None else ONLY_OLD))
             continue
-        failures, verdict = judge_interval(a, b, noise, checks)
+        failures, verdict = _judge(row, [c for c in checks if c.stat == RATIO])  # its stats are whole rounds
         rows.append(replace(row, failures=failures, verdict=verdict))
     return rows
 
@@ -251,16 +250,11 @@ def compare_runs(old: BenchRun, new: BenchRun, checks: Sequence[FailOn] = (),
         if o is None or n is None:
             rows.append(replace(row, verdict=ONLY_NEW if o is None else ONLY_OLD))
             continue
-        gated = [c for c in checks if not (c.stat == RATIO and _superseded(o, groups))]
         a, b = _check_interval(o), _check_interval(n)
         if a is not None and b is not None:  # a check against its floor: its ratio is paired, with an interval
             row = replace(row, old_interval=a, new_interval=b, noise_floor=0.0)
-            ratio_failures, ratio_verdict = judge_interval(a, b, 0.0, gated)
-            failures, verdict = _judge(o, n, None, None, [c for c in gated if c.stat != RATIO])
-            failures += ratio_failures
-            verdict = REGRESSION if failures else (ratio_verdict if ratio_verdict != NOT_JUDGED else verdict)
-        else:
-            failures, verdict = _judge(o, n, row.old_ratio, row.new_ratio, gated)
+        gated = [c for c in checks if not (c.stat == RATIO and _superseded(o, groups))]
+        failures, verdict = _judge(row, gated)
         rows.append(replace(row, failures=failures, verdict=verdict))
     rows += _interval_rows(old, new, checks)
     return Comparison(old.path, new.path, old.devices(), new.devices(), tuple(checks), rows)

@@ -66,16 +66,17 @@ def group_info(subjects: dict[str, Subject], kind: str, robin: RoundRobin) -> re
     and the noise floor from the A/A pair."""
     base = robin.seconds[rec.BASE]
     ratios = {name: summarize(seconds, base) for name, seconds in robin.seconds.items() if name != rec.BASE}
-    floors = {}
-    for name, subject in subjects.items():
-        fields = subject.flops[("floors", kind)]
-        floors[name] = (1.0 + fields["flops_lora"] / fields["flops_base"]) if fields["flops_base"] else None
-    first = subjects[rec.BASE]
-    return info(first, rec.INTERLEAVED, GROUP, rank=BENCH_RANK, adapters=1, call=kind,
-                mode_seconds={name: list(s) for name, s in robin.seconds.items()},
-                mode_ratios={name: [r.median, r.low, r.high] for name, r in ratios.items()},
-                mode_flop_floors=floors,
-                noise_floor=ratios[rec.BASE_AGAIN].spread if rec.BASE_AGAIN in ratios else None)
+    floors = {name: rec.flop_floor(**subject.flops[("floors", kind)]) for name, subject in subjects.items()}
+    return _record(subjects[rec.BASE], kind,
+                   mode_seconds={name: list(s) for name, s in robin.seconds.items()},
+                   mode_ratios={name: [r.median, r.low, r.high] for name, r in ratios.items()},
+                   mode_flop_floors=floors,
+                   noise_floor=ratios[rec.BASE_AGAIN].spread if rec.BASE_AGAIN in ratios else None)
+
+
+def _record(base: Subject, kind: str, **fields: Any) -> rec.BenchInfo:
+    """The group's BenchInfo, as the base mode's subject describes the run."""
+    return info(base, rec.INTERLEAVED, GROUP, rank=BENCH_RANK, adapters=1, call=kind, **fields)
 
 
 def time_group(benchmark: Any, subjects: dict[str, Subject], kind: str, rounds: Rounds,
@@ -86,9 +87,7 @@ def time_group(benchmark: Any, subjects: dict[str, Subject], kind: str, rounds: 
     device = subjects[rec.BASE].device
     robin = RoundRobin({name: synced(call_of(s, kind), device) for name, s in subjects.items()},
                        warmup=rounds.warmup, seed=seed, repeats=REPEATS)
-    benchmark.group = f"{subjects[rec.BASE].family.name}/{subjects[rec.BASE].size}/" \
-                      f"{str(subjects[rec.BASE].dtype).removeprefix('torch.')}/{torch.device(device).type}/" \
-                      f"{rec.INTERLEAVED}-{kind}"
+    benchmark.group = f"{rec.group_name(_record(subjects[rec.BASE], kind))}-{kind}"
     with _cpu_threads(device, CPU_THREADS):
         benchmark.pedantic(robin, rounds=rounds.rounds, warmup_rounds=rounds.warmup, iterations=1)
     if not getattr(benchmark, "disabled", False):

@@ -107,10 +107,7 @@ class BenchInfo:
 
     @property
     def flop_floor(self) -> float | None:
-        """The latency ratio against base that the arithmetic alone predicts (1 + extra/base)."""
-        if not self.flops_base or self.flops_lora is None:
-            return None
-        return 1.0 + self.flops_lora / self.flops_base
+        return flop_floor(self.flops_base, self.flops_lora)
 
     def to_extra_info(self) -> dict[str, Any]:
         out = asdict(self)
@@ -121,6 +118,13 @@ class BenchInfo:
     def from_extra_info(cls, info: dict[str, Any]) -> BenchInfo:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in info.items() if k in known})
+
+
+def flop_floor(flops_base: float | None, flops_lora: float | None) -> float | None:
+    """The latency ratio against base that the arithmetic alone predicts (1 + extra/base)."""
+    if not flops_base or flops_lora is None:
+        return None
+    return 1.0 + flops_lora / flops_base
 
 
 def group_name(info: BenchInfo) -> str:

@@ -26,7 +26,7 @@ from parity.checks.findings import SECOND_FUSE, Known
 from parity.checks.fresh_copies import float64_copy, pristine_copy, release_free_heap, stored_values
 from parity.checks.fuse import Loaded, fuse_and_measure, fuse_unfuse_cycles, load_files
 from parity.checks.known_findings import merge_findings, refusal_finding
-from parity.checks.memory import GIB, available_memory, predict_check, refuse_if_short
+from parity.checks.memory import gate_memory, predict_check
 from parity.checks.progress import SILENT, Progress
 from parity.checks.unfused_state import (
     UnfusedState,
@@ -256,11 +256,7 @@ def _memory_gate(plan: CheckPlan, components: Any, loras: Sequence[LoraFile], fo
     """The predicted peak, printed; a machine with less available is refused here, before the long work."""
     if torch.device(plan.device).type != "cpu":  # host memory; on CUDA the weights live on the device
         return
-    prediction = predict_check(components, loras, plan.dtypes, copies_targeted=not folder)
-    available = available_memory()
-    progress.note(f"memory: {prediction.describe()}"
-                  + (f"; {available / GIB:.1f} GiB available" if available is not None else ""))
-    refuse_if_short(prediction, available, path)
+    gate_memory(predict_check(components, loras, plan.dtypes, copies_targeted=not folder), progress.note, path)
 
 
 def _with_published(plan: CheckPlan, tiny: Any, progress: Progress) -> tuple[CheckPlan, str | None]:

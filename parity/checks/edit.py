@@ -33,7 +33,7 @@ from parity.checks.check import known_behaviour
 from parity.checks.findings import EDIT_SAME_ADAPTER_NAME
 from parity.checks.fresh_copies import float64_copy, pristine_copy, release_free_heap, stored_values
 from parity.checks.fuse import MergeResult, changed_untargeted, live, measure_merge, snapshot, targeted_parameters
-from parity.checks.memory import available_memory, predict_check, refuse_if_short
+from parity.checks.memory import gate_memory, predict_check
 from parity.golden.mismatch import side_by_side
 from parity.golden.pixels import png_bytes
 from parity.golden.render import noise_drawn_in
@@ -154,7 +154,7 @@ def run_edit(request: EditRequest) -> EditReport:
         # the fuse block is built after the first is freed)
         prediction = predict_check(pipeline_models(pipe), [lora], {request.dtype: dtype},
                                    copies_targeted=request.model_path is None)
-        refuse_if_short(prediction, available_memory(), request.model_path)
+        gate_memory(prediction, lambda _: None, request.model_path)
     checkpoint = CheckpointWeights(request.model_path) if request.model_path is not None else None
     before = snapshot(components, targeted_parameters([lora]), checkpoint)
     base = render(pipe, request)

@@ -31,7 +31,7 @@ aside: diffusers maps the file while it loads, before the prediction is made).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -135,6 +135,15 @@ def refuse_if_short(prediction: MemoryPrediction, available: float | None, path:
         raise ParityInputError(
             f"too little memory for this check: {prediction.describe()}, but only "
             f"{available / GIB:.1f} GiB are available", path=path)
+
+
+def gate_memory(prediction: MemoryPrediction, note: Callable[[str], None], path: str | None) -> None:
+    """The prediction and what is available, passed to ``note`` (printed before a long run); then
+    ``refuse_if_short``."""
+    available = available_memory()
+    note(f"memory: {prediction.describe()}" + (f"; {available / GIB:.1f} GiB available" if available is not None
+                                              else ""))
+    refuse_if_short(prediction, available, path)
 
 
 PER_WEIGHT_HOTSWAP = 6  # float64 arrays of a targeted weight alive in a float64 run: its value and the merge's

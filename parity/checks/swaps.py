@@ -16,7 +16,7 @@ import torch
 
 from parity.checks import hotswap as hs
 from parity.checks.dynamo import compile_options, reset
-from parity.checks.memory import GIB, available_memory, predict_hotswap, refuse_if_short
+from parity.checks.memory import gate_memory, predict_hotswap
 from parity.checks.progress import SILENT, Progress
 from parity.devices import resolve, strict_float32
 from parity.errors import ParityInputError
@@ -229,10 +229,7 @@ def _memory_gate(plan: HotswapPlan, models: Any, loras: Sequence[LoraFile], targ
         return
     prediction = predict_hotswap(models, loras, plan.dtype, target_rank, plan.family.denoiser,
                                  float32_build=float32_build)
-    available = available_memory()
-    progress.note(f"memory: {prediction.describe()}"
-                  + (f"; {available / GIB:.1f} GiB available" if available is not None else ""))
-    refuse_if_short(prediction, available, plan.request.model_path)
+    gate_memory(prediction, progress.note, plan.request.model_path)
 
 
 def _with_published(plan: HotswapPlan, tiny: Any, progress: Progress) -> tuple[HotswapPlan, str | None]:

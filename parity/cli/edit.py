@@ -8,7 +8,7 @@ import os
 from parity.checks.cases import EDIT_SEQUENCES
 from parity.checks.edit import EditReport, EditRequest, run_edit, write_strip
 from parity.checks.progress import Progress
-from parity.cli.arguments import add_run_arguments
+from parity.cli.arguments import add_run_arguments, comma_list
 from parity.cli.output import EXIT_FAILED, EXIT_OK, StderrProgress, check_json_target, table, write_json
 from parity.errors import ParityInputError
 from parity.options import MODEL_PATH
@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(default: {EDIT_FAMILY})")
     MODEL_PATH.add_to(parser, help="local Qwen-Image-Edit-2509 folder; default: the tiny edit pipeline")
     parser.add_argument("--lora", required=True, metavar="FILE", help=".safetensors LoRA file for the transformer")
-    parser.add_argument("--dtype", default="float32", help="comma-separated: float32, float16, bfloat16")
+    parser.add_argument("--dtype", type=comma_list, default=["float32"], metavar="DTYPES",
+                        help="comma-separated: float32, float16, bfloat16 (default: float32)")
     parser.add_argument("--images", default="1", help="comma-separated numbers of input images (default: 1)")
     parser.add_argument("--sequence", default="fresh", choices=[*EDIT_SEQUENCES, "both"],
                         help="where the fuse block runs (default: fresh)")
@@ -60,10 +61,9 @@ def _requests(args: argparse.Namespace) -> list[EditRequest]:
     if family.pipeline_class != PIPELINE:
         raise ParityInputError(f"--family {args.family} runs {family.pipeline_class}; the edit workflow needs a "
                                f"{PIPELINE} family ({EDIT_FAMILY})")
-    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
-    unknown = [d for d in dtypes if d not in FLOAT_DTYPES or d == "float64"]
-    if unknown or not dtypes:
-        raise ParityInputError(f"--dtype {args.dtype}: use float32, float16 or bfloat16")
+    dtypes = args.dtype
+    if any(d not in FLOAT_DTYPES or d == "float64" for d in dtypes):
+        raise ParityInputError(f"--dtype {','.join(dtypes)}: use float32, float16 or bfloat16")
     try:
         images = [int(n) for n in args.images.split(",")]
     except ValueError:

@@ -62,8 +62,9 @@ def _sections(verdict: Verdict) -> list[Section]:
 
     def changes(items):
         rows = []
+        status = {c.test: f"{c.old} → {c.new}" for c in items}
         for group in group_changes(items, families):
-            statuses = Counter(f"{c.old} → {c.new}" for c in items if c.test in set(group.tests))
+            statuses = Counter(status[test] for test in group.tests)
             rows.append([group.check, group.family, group.layout, str(group.count),
                          ", ".join(s for s, _ in statuses.most_common()), group.message])
         return rows
