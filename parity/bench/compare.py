@@ -142,8 +142,7 @@ def check_same_device(old: BenchRun, new: BenchRun) -> None:
 
 
 def _judge(row: Row, checks: Sequence[FailOn]) -> tuple[tuple[str, ...], str]:
-    """The row against every gate. A ratio with an interval in both runs (a group's mode, a check against
-    its floor) regresses only when its whole interval grew beyond the gate (the new interval's low end
+    """The row against every gate. A ratio with an interval in both runs (a group's mode) regresses only when its whole interval grew beyond the gate (the new interval's low end
     over the old one's high end) and is faster only when its whole interval fell; a gate finer than the
     row's noise floor judges nothing. A ratio without one, and a time stat, compare the two values."""
     if not checks:
@@ -207,15 +206,6 @@ def _interval_rows(old: BenchRun, new: BenchRun, checks: Sequence[FailOn]) -> li
     return rows
 
 
-def _check_interval(record: BenchRecord | None) -> Interval | None:
-    """A check against its floor's median ratio and interval (parity/bench/checkcost.py), where recorded."""
-    info = record.info if record is not None else None
-    if info is None or info.kind != rec.CHECK:
-        return None
-    values = (info.ratio, info.ratio_low, info.ratio_high)
-    return tuple(float(v) for v in values) if all(isinstance(v, (int, float)) for v in values) else None
-
-
 def _superseded(record: BenchRecord | None, groups: set) -> bool:
     """A per-mode forward/pipeline benchmark whose group was also timed interleaved in both runs: its
     ratio, from modes timed one after another, is not gated (the interleaved one is)."""
@@ -250,9 +240,6 @@ def compare_runs(old: BenchRun, new: BenchRun, checks: Sequence[FailOn] = (),
         if o is None or n is None:
             rows.append(replace(row, verdict=ONLY_NEW if o is None else ONLY_OLD))
             continue
-        a, b = _check_interval(o), _check_interval(n)
-        if a is not None and b is not None:  # a check against its floor: its ratio is paired, with an interval
-            row = replace(row, old_interval=a, new_interval=b, noise_floor=0.0)
         gated = [c for c in checks if not (c.stat == RATIO and _superseded(o, groups))]
         failures, verdict = _judge(row, gated)
         rows.append(replace(row, failures=failures, verdict=verdict))

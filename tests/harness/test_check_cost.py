@@ -183,13 +183,8 @@ def test_compare_gates_the_check_ratio_between_runs(tmp_path):
 
     (row,) = comparison.rows
     assert (row.old_ratio, row.new_ratio) == (pytest.approx(1.3), pytest.approx(1.8))
-    # judged by the intervals (1.235-1.365 then 1.71-1.89): the whole interval moved by 25.3% at least
-    assert not comparison.ok and row.failures == ("ratio +25.3%..+53.0% > 25%",)
+    assert not comparison.ok and row.failures == ("ratio +38.5% > 25%",)
     assert compare_runs(old, old, [parse_fail_on("ratio:25%")]).ok
-    # the control: a median 38% up whose interval overlaps the old one's reach is not a regression
-    wide = read_run(write_run(tmp_path / "wide.json", [check_bench(1.8)]))
-    wide.records[0].info.ratio_low = 1.6
-    assert compare_runs(old, wide, [parse_fail_on("ratio:25%")]).ok
 
 
 # ---------------------------------------------------------------- the negative control, on a real model
