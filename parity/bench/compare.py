@@ -142,9 +142,10 @@ def check_same_device(old: BenchRun, new: BenchRun) -> None:
 
 
 def _judge(row: Row, checks: Sequence[FailOn]) -> tuple[tuple[str, ...], str]:
-    """The row against every gate. A ratio with an interval in both runs (a group's mode) regresses only when its whole interval grew beyond the gate (the new interval's low end
-    over the old one's high end) and is faster only when its whole interval fell; a gate finer than the
-    row's noise floor judges nothing. A ratio without one, and a time stat, compare the two values."""
+    """The row against every gate. A ratio with an interval in both runs (a group's mode) regresses only
+    when its whole interval grew beyond the gate (the new interval's low end over the old one's high end)
+    and is faster only when its whole interval fell; a gate finer than the row's noise floor judges
+    nothing. A ratio without one, and a time stat, compare the two values."""
     if not checks:
         return (), NOT_JUDGED
     failures, faster, unjudged = [], False, False

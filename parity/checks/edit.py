@@ -122,7 +122,7 @@ def _fuse_block(pipe: Any, request: EditRequest) -> None:
     pipe.fuse_lora(adapter_names=[ADAPTER], lora_scale=1.0, safe_fusing=SAFE_FUSING)
 
 
-def _twin_error(pipe: Any, pristine: Any, values: Any, request: EditRequest, no_fuse: np.ndarray) -> float:
+def _twin_error(pristine: Any, values: Any, request: EditRequest, no_fuse: np.ndarray) -> float:
     twin = float64_copy(pristine, values)
     _no_fuse(twin, request)
     error = float(np.abs(render(twin, request, twin=True) - no_fuse).max())
@@ -162,7 +162,7 @@ def run_edit(request: EditRequest) -> EditReport:
     values = stored_values(pipe, family, dtype, request.model_path, request.device)
     _no_fuse(pipe, request)
     no_fuse = render(pipe, request)
-    report = EditReport(request, no_fuse, base, _twin_error(pipe, pristine, values, request, no_fuse),
+    report = EditReport(request, no_fuse, base, _twin_error(pristine, values, request, no_fuse),
                         float(np.abs(no_fuse - base).max()))
     del pristine, values
     if request.sequence == "fresh":
@@ -182,7 +182,8 @@ def run_edit(request: EditRequest) -> EditReport:
     report.merge = measure_merge(before, live(components), refs, dtype, request.device, [lora])
     report.fused = render(pipe, request)
     report.diff = float(np.abs(report.fused - no_fuse).max())
-    report.budget = output_budget(report.float64_error, torch.from_numpy(no_fuse.astype(np.float64)), dtype, OUTPUT_KIND)
+    report.budget = output_budget(report.float64_error, torch.from_numpy(no_fuse.astype(np.float64)), dtype,
+                                  OUTPUT_KIND)
     report.failures += [f"merge: {line}" for line in report.merge.failures()]
     if not np.isfinite(report.diff) or report.diff > report.budget:
         report.failures.append(f"the fused image differs from the no-fuse image by {report.diff:.3g} "
@@ -191,7 +192,6 @@ def run_edit(request: EditRequest) -> EditReport:
         report.failures.append(f"the LoRA moves the image by {report.lora_effect:.3g}, within the budget "
                                f"{report.budget:.3g}: fused and no-fuse agreeing would prove nothing")
     return report
-
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 
 from parity.checks.cases import GOLDEN_LORA_ALPHA, GOLDEN_LORA_RANK, GOLDEN_LORA_SEEDS, GoldenCase, targets_for
 from parity.tolerances import FLOAT_DTYPES
+from parity.zoo.family import pipeline_namespace
 
 
 def _scale_kwarg(pipe: Any) -> str:
@@ -99,9 +100,8 @@ def noise_drawn_in(pipe: Any, dtype_name: str) -> Iterator[None]:
     float64 dtype consumes the generator differently (other numbers, not a wider copy), so a float64
     twin of a float32 render would start from different latents; pipelines import diffusers'
     randn_tensor by name, so it is wrapped in the namespace of the pipeline's own code for the duration
-    of the call. That namespace is read from the function, not from sys.modules: pytester's in-process
-    runs restore sys.modules afterwards, dropping the modules first imported inside them."""
-    namespace = getattr(type(pipe), "prepare_latents", type(pipe).__call__).__globals__
+    of the call (parity/zoo/family.py: pipeline_namespace)."""
+    namespace = pipeline_namespace(pipe)
     original = namespace.get("randn_tensor")
     draw_dtype = FLOAT_DTYPES[dtype_name]
     if original is None:

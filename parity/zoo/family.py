@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +68,13 @@ class Family:
         """``pipe(**args)`` inside the family's ``call_context``: every pipeline call goes through here."""
         with self.call_context(pipe):
             return pipe(**args)
+
+
+def pipeline_namespace(pipe: Any) -> dict[str, Any]:
+    """The globals of the pipeline's own module, which its code reads names from at call time. Read from
+    its functions, not from sys.modules: pytester's in-process runs restore sys.modules afterwards,
+    dropping the modules first imported inside them; and past the decorators on ``__call__``."""
+    return getattr(type(pipe), "prepare_latents", inspect.unwrap(type(pipe).__call__)).__globals__
 
 
 def select_modules(names: list[str], suffixes: tuple[str, ...]) -> list[str]:

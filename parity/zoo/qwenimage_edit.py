@@ -17,7 +17,6 @@ the same code runs, on smaller images. A model is tiny when its VAE has the tiny
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 import parity.zoo.qwenimage as qwenimage
-from parity.zoo.family import Family, InputShape, from_pretrained, generator
+from parity.zoo.family import Family, InputShape, from_pretrained, generator, pipeline_namespace
 from parity.zoo.fit import Fit, config
 from parity.zoo.qwen_vl import HIDDEN, folder_processor, tiny_processor, tiny_qwen2_tokenizer, tiny_text_encoder
 from parity.versions import library_versions, version_at_least
@@ -99,8 +98,7 @@ def call_context(pipe: Any) -> Iterator[None]:
     if not is_tiny(pipe):
         yield
         return
-    # the pipeline module's own globals, which __call__ reads at call time (under its decorators)
-    namespace = inspect.unwrap(type(pipe).__call__).__globals__
+    namespace = pipeline_namespace(pipe)
     saved = {name: namespace[name] for name in ("CONDITION_IMAGE_SIZE", "VAE_IMAGE_SIZE")}
     namespace.update(dict.fromkeys(saved, TINY_IMAGE_AREA))
     try:

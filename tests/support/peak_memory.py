@@ -5,8 +5,9 @@ The peak is the process's own address space's high-water mark (VmHWM in /proc/se
 ru_maxrss: Linux carries the maximum RSS of the image a process replaced across execve, and Python
 starts a subprocess by vfork + exec, so a child's ru_maxrss starts at its parent's lifetime peak. A
 pytest worker that had run other slow tests reported 5.45 GiB for a check that itself peaks under 3 GiB
-(measured: a parent that touched 3 GiB gives its child ru_maxrss 3.2 GiB, VmHWM 11 MiB). ``--keep-full-copy`` first makes the check keep a full
-copy of the loaded pipeline's components alive: the negative control of the memory bound.
+(measured: a parent that touched 3 GiB gives its child ru_maxrss 3.2 GiB, VmHWM 11 MiB).
+``--keep-full-copy`` first makes the check keep a full copy of the loaded pipeline's components alive:
+the negative control of the memory bound.
 
     python -m tests.support.peak_memory [--keep-full-copy] check --family ... --model-path ... --lora ...
 """
