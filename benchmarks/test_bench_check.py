@@ -13,6 +13,7 @@ import pytest
 
 from parity.bench import record as rec
 from parity.bench.checkcost import CostSubject, folder_subject, time_check_against_floor, tiny_subject
+from parity.bench.modes import DENOISER_ONLY
 from parity.bench.run import rounds_for
 from parity.checks.cases import BenchCase, bench_cases
 from parity.pytest.cases import params
@@ -29,8 +30,8 @@ def cost_subject(request: pytest.FixtureRequest, case: BenchCase, device: str, m
     family, dtype = get_family(case.family), dtype_from_name(case.dtype)
     directory = str(tmp_path_factory.mktemp(f"check-cost-{case.family}"))
     if model_path is None:
-        if request.config.getoption("--bench-size") == "full":
-            pytest.skip("check against its floor at full size needs a model folder: pass --model-path DIR")
+        if request.config.getoption("--bench-size") in DENOISER_ONLY:
+            pytest.skip("check against its floor beyond the tiny size needs a model folder: pass --model-path DIR")
         return tiny_subject(family, directory, dtype, device)
     loras = request.config.getoption("--lora")
     if any(str(p).lower().endswith(PICKLE_SUFFIXES) for p in loras):

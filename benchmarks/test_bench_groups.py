@@ -7,6 +7,7 @@ import pytest
 
 from parity.bench import record as rec
 from parity.bench.groups import build_group, time_group
+from parity.bench.modes import DENOISER_ONLY, DENOISER_ONLY_SKIP
 from parity.bench.run import rounds_for
 from parity.checks.cases import BenchCase, bench_cases
 from parity.pytest.cases import params
@@ -23,8 +24,8 @@ def test_modes_timed_together(benchmark, case: BenchCase, call: str, request: py
                               model_path: str | None, bench_rounds: int | None,
                               tmp_path_factory: pytest.TempPathFactory) -> None:
     size = request.config.getoption("--bench-size")
-    if call == rec.PIPELINE and size == "full" and model_path is None:
-        pytest.skip("full size builds only the denoiser at full size; time a whole pipeline with --model-path")
+    if call == rec.PIPELINE and size in DENOISER_ONLY and model_path is None:
+        pytest.skip(DENOISER_ONLY_SKIP.format(size=size))
     subjects = build_group(get_family(case.family), size, dtype_from_name(case.dtype), device,
                            str(tmp_path_factory.mktemp(f"group-{case.family}")), call, model_path=model_path,
                            blocks=request.config.getoption("--bench-blocks"))

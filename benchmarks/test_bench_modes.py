@@ -8,6 +8,8 @@ import pytest
 
 from parity.bench import record as rec
 from parity.bench.modes import (
+    DENOISER_ONLY,
+    DENOISER_ONLY_SKIP,
     MODES,
     MODES_BY_NAME,
     PADDINGS_BELOW_LARGEST,
@@ -44,6 +46,6 @@ def test_denoiser_forward_latency(benchmark, case: BenchCase, subject: Subject, 
 @pytest.mark.benchmark
 @pytest.mark.parametrize("case", CASES)
 def test_pipeline_call_latency(benchmark, case: BenchCase, subject: Subject, bench_rounds: int | None) -> None:
-    if subject.size == "full":
-        pytest.skip("full size builds only the denoiser at full size; time a whole pipeline with --model-path")
+    if subject.size in DENOISER_ONLY:
+        pytest.skip(DENOISER_ONLY_SKIP.format(size=subject.size))
     _time_mode(benchmark, subject, MODES_BY_NAME[case.name], rec.PIPELINE, bench_rounds)

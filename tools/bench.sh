@@ -14,6 +14,12 @@ if [ -n "${BENCH_OUT:-}" ]; then
 else
     OUT=$("$PY" -m parity.cli runs new reports/bench --command "tools/bench.sh $*") || exit 2
 fi
+# Transparent huge pages for torch's CPU tensors of 2 MiB and more (read once, when torch starts): a
+# weight's speed depends on where its pages land, and the groups move every weight to fresh memory
+# before each round to draw that again (parity/bench/groups.py: FRESH_STORAGE); with 2 MiB pages the
+# move of a 2.2 GB model took 0.3 s instead of 1.0 s, and six copies of it ran within 2.3% of each
+# other instead of 5%. THP_MEM_ALLOC_ENABLE=0 in the environment turns it off.
+export THP_MEM_ALLOC_ENABLE="${THP_MEM_ALLOC_ENABLE-1}"
 # One process: parallel workers would time each other's work.
 "$PY" -m pytest benchmarks -n 0 -p no:randomly --benchmark-enable \
     --benchmark-json="$OUT/run.json" --junitxml="$OUT/junit.xml" "$@"

@@ -14,6 +14,7 @@ out 1, and how far its interval reaches from 1 is the smallest difference this r
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,7 +33,20 @@ GROUP_MODES = (rec.BASE, rec.BASE_AGAIN, rec.unfused_mode(1), rec.FUSED)
 GROUP = "group"  # the mode name a group's one record carries
 SEED = 0  # the round orders' generator: the same run draws the same orders
 CPU_THREADS = 1  # torch threads while a CPU group is timed (_cpu_threads)
-REPEATS = 3  # passes per round; each mode keeps its fastest (parity/bench/paired.py: RoundRobin)
+# Passes per round; each mode keeps its fastest (parity/bench/paired.py: RoundRobin). A pass of the
+# tiny zoo takes milliseconds, so one preempted call would be a round's whole difference; a small-size
+# call takes 0.2-0.8 s on one core, which a preemption of a few milliseconds barely moves, and three
+# passes would triple a group's minutes.
+REPEATS = {"tiny": 3, "small": 1}
+DEFAULT_REPEATS = 3
+# Sizes whose weights move to fresh memory before every round (fresh_storage). Measured on the small
+# flux forward, one thread: the same weights, cloned six times, ran 0.409-0.430 s by copy and kept
+# their copy's speed call after call, so two copies of one model differ by up to 5% for where their
+# pages landed. Left in place, that difference is fixed for the run: the A/A pair read
+# 0.991 [0.986, 0.996], an interval without 1. Moved every round, it becomes one more draw in every
+# round's ratio, which the interval then covers. The tiny zoo's weights are a few small allocations
+# that a clone puts back into the chunks it just freed; its throwaway build (build_group) answers that.
+FRESH_STORAGE = ("small", "full", "model-path")
 
 
 def _mode(name: str) -> Any:
@@ -48,17 +62,31 @@ def build_group(family: Family, size: str, dtype: torch.dtype, device: str, dire
     process builds lands in other memory than the ones after it (fresh pages from the kernel), and ran
     2.6% slower than an identical second one on the tiny sd15 forward, whichever mode it held (the A/A
     pair read 0.975 [0.963, 0.985] built base first, 1.027 [1.020, 1.044] built base-again first, and
-    0.998 [0.980, 1.004] behind a throwaway)."""
-    settle = build_subject(family, size, dtype, device, directory, model_path=model_path, blocks=blocks) \
-        if torch.device(device).type == "cpu" else None
+    0.998 [0.980, 1.004] behind a throwaway). Larger models are left without one: each of their
+    weights is an allocation of its own, fresh from the kernel whichever subject holds it, and a
+    throwaway would be one more copy of the model in memory.
+
+    No subject keeps a snapshot of its weights: a group's subjects stay in their modes until dropped."""
+    settle = build_subject(family, size, dtype, device, directory, snapshot=False) \
+        if torch.device(device).type == "cpu" and size == "tiny" and model_path is None else None
     subjects = {}
     for name in modes:
-        subject = build_subject(family, size, dtype, device, directory, model_path=model_path, blocks=blocks)
+        subject = build_subject(family, size, dtype, device, directory, model_path=model_path, blocks=blocks,
+                                snapshot=False)
         subject.flops[("floors", kind)] = flop_fields(subject, _mode(name), kind)  # before entering: base state
         enter(subject, _mode(name), warmup=call_of(subject, kind))
         subjects[name] = subject
     del settle
     return subjects
+
+
+def fresh_storage(subjects: dict[str, Subject]) -> None:
+    """Every parameter of every subject's denoiser copied into new memory, the old freed: where a
+    weight's pages land changes its read speed (FRESH_STORAGE), and this draws it again."""
+    with torch.no_grad():
+        for subject in subjects.values():
+            for p in subject.denoiser.parameters():
+                p.data = p.data.clone()
 
 
 def group_info(subjects: dict[str, Subject], kind: str, robin: RoundRobin) -> rec.BenchInfo:
@@ -86,10 +114,12 @@ def time_group(benchmark: Any, subjects: dict[str, Subject], kind: str, rounds: 
     round runs and nothing is recorded."""
     device = subjects[rec.BASE].device
     robin = RoundRobin({name: synced(call_of(s, kind), device) for name, s in subjects.items()},
-                       warmup=rounds.warmup, seed=seed, repeats=REPEATS)
+                       warmup=rounds.warmup, seed=seed,
+                       repeats=REPEATS.get(subjects[rec.BASE].size, DEFAULT_REPEATS))
     benchmark.group = f"{rec.group_name(_record(subjects[rec.BASE], kind))}-{kind}"
+    setup = functools.partial(fresh_storage, subjects) if subjects[rec.BASE].size in FRESH_STORAGE else None
     with _cpu_threads(device, CPU_THREADS):
-        benchmark.pedantic(robin, rounds=rounds.rounds, warmup_rounds=rounds.warmup, iterations=1)
+        benchmark.pedantic(robin, setup=setup, rounds=rounds.rounds, warmup_rounds=rounds.warmup, iterations=1)
     if not getattr(benchmark, "disabled", False):
         record = group_info(subjects, kind, robin)
         if torch.device(device).type == "cpu":

@@ -29,7 +29,7 @@ from parity.modules import lora_capable_modules
 from parity.versions import library_versions
 from parity.zoo import build_pipeline
 from parity.zoo.family import Family, InputShape
-from parity.zoo.fullsize import FULL, full_denoiser
+from parity.zoo.fullsize import FULL, SIZES, full_denoiser
 
 BENCH_RANK = 8  # rank of every benchmark adapter; hotswap-ready modes pad it to their target rank
 MAX_ADAPTERS = 4
@@ -66,7 +66,7 @@ class Subject:
 
     family: Family
     pipe: Any
-    size: str  # "tiny", "full", or "model-path"
+    size: str  # "tiny", "small", "full", or "model-path"
     dtype: torch.dtype
     device: str
     paths: list[str]
@@ -103,17 +103,20 @@ def build_subject(
     backend: str = "eager",
     compile_mode: str | None = None,
     blocks: int | None = None,
+    snapshot: bool = True,
 ) -> Subject:
-    """The pipeline for ``size`` with ``MAX_ADAPTERS`` rank-``BENCH_RANK`` LoRA files on its denoiser."""
+    """The pipeline for ``size`` with ``MAX_ADAPTERS`` rank-``BENCH_RANK`` LoRA files on its denoiser.
+    Without ``snapshot`` the subject cannot ``leave`` a mode (a group's subjects never do): at the
+    small size the snapshot is nearly a second copy of the model."""
     notes = ""
     if model_path is not None:
         size = "model-path"
         pipe = build_pipeline(family, dtype=dtype, device=device, model_path=model_path)
         shape = FULL[family.name].shape
-    elif size == "full":
-        spec = FULL[family.name]
+    elif size in SIZES:
+        spec = SIZES[size][family.name]
         pipe = build_pipeline(family, dtype=dtype, device=device)
-        denoiser = full_denoiser(family.name, device, blocks=blocks).to(dtype)
+        denoiser = full_denoiser(family.name, device, blocks=blocks, size=size).to(dtype)
         pipe.register_modules(**{family.denoiser: denoiser})
         shape = spec.shape
         notes = spec.note
@@ -135,8 +138,15 @@ def build_subject(
     inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     subject = Subject(family, pipe, size, dtype, device, paths, loras, inputs, shape, backend=backend,
                       compile_mode=compile_mode, notes=notes)
-    subject.saved = _targeted_weights(subject)
+    if snapshot:
+        subject.saved = _targeted_weights(subject)
     return subject
+
+
+# Sizes whose subject is the tiny pipeline around a denoiser of that size: its pipeline call would
+# feed the denoiser the tiny VAE's latents, so only the forward is timed without a model folder.
+DENOISER_ONLY = tuple(SIZES)
+DENOISER_ONLY_SKIP = "{size} size builds only the denoiser; time a whole pipeline with --model-path"
 
 
 def _targeted_weights(subject: Subject) -> dict[str, torch.Tensor]:

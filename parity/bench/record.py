@@ -73,7 +73,7 @@ class BenchInfo:
     device: str  # "cpu" or "cuda"
     device_name: str  # GPU name, or the CPU model
     device_class: str  # "cpu" or "cuda-sm90": what golden/ and run comparison group by
-    size: str  # "tiny", "full", or "model-path"
+    size: str  # "tiny", "small", "full", or "model-path"
     rank: int = 0  # LoRA rank of each adapter (0: no LoRA)
     adapters: int = 0  # adapters loaded and active
     target_rank: int | None = None  # enable_lora_hotswap padding, hotswap-ready modes only

@@ -10,8 +10,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--bench-size",
         default="tiny",
-        choices=("tiny", "full"),
-        help="benchmarks: tiny zoo models (seconds on a CPU) or full-size denoisers with real shapes (GPU)",
+        choices=("tiny", "small", "full"),
+        help="benchmarks: tiny zoo models (seconds on a CPU); small: full-width denoisers with one block or layer "
+        "per level, so CPU ratios measure the layers' arithmetic; full: full-size denoisers with real shapes (GPU)",
     )
     group.addoption(
         "--bench-rounds", type=int, default=None, help="benchmarks: timed rounds per case (default: by size and kind)"

@@ -115,3 +115,21 @@ def test_leave_undoes_a_fuse_that_unload_would_keep(subject: Subject, base_outpu
         subject.saved = saved
         leave(subject)
     assert torch.equal(subject.forward(), base_output)
+
+
+def test_fresh_storage_moves_every_weight_of_a_group_and_keeps_each_mode_as_it_was(tmp_path) -> None:
+    """parity/bench/groups.py moves every weight to new memory before each round at the small and full
+    sizes: each mode must give what it gave before, fused included, from weights at new addresses."""
+    from parity.bench.groups import build_group, fresh_storage
+
+    subjects = build_group(get_family("flux"), "tiny", torch.float32, "cpu", str(tmp_path), rec.FORWARD,
+                           modes=(rec.BASE, rec.FUSED))
+    before = {name: (s.forward().clone(), {n: p.data_ptr() for n, p in s.denoiser.named_parameters()})
+              for name, s in subjects.items()}
+    fresh_storage(subjects)
+    for name, s in subjects.items():
+        output, pointers = before[name]
+        assert torch.equal(s.forward(), output), name
+        moved = {n for n, p in s.denoiser.named_parameters() if p.data_ptr() != pointers[n]}
+        assert moved == set(pointers), f"{name}: {len(pointers) - len(moved)} weights stayed in place"
+    assert not torch.equal(before[rec.BASE][0], before[rec.FUSED][0])  # the fused mode is still fused

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from parity.bench import record as rec
-from parity.bench.run import Rounds, rounds_for, time_target
+from parity.bench.run import ROUNDS, Rounds, rounds_for, time_target
 from parity.checks.dynamo import reset
 
 
@@ -74,3 +74,8 @@ def test_rounds_for_gives_compiling_targets_few_rounds_and_honours_an_override()
     assert rounds_for("tiny", rec.OPERATION, compiling=True).rounds < rounds_for("tiny", rec.OPERATION).rounds
     assert rounds_for("full", rec.FORWARD, override=7).rounds == 7
     assert rounds_for("model-path", rec.FORWARD) == rounds_for("full", rec.FORWARD)
+
+
+def test_the_small_size_has_rounds_of_its_own_for_a_forward_and_full_sizes_rounds_otherwise() -> None:
+    assert rounds_for("small", rec.FORWARD) == ROUNDS[("small", rec.FORWARD)] != rounds_for("full", rec.FORWARD)
+    assert rounds_for("small", rec.OPERATION) == rounds_for("full", rec.OPERATION)

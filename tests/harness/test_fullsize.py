@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity.zoo.fullsize import FULL
+from parity.zoo.fullsize import FULL, SMALL
 
 # Counts from the released checkpoints (exact for the UNets; the model cards round the transformers).
 PUBLISHED = {
@@ -41,3 +41,15 @@ def test_full_size_sd15_subject_runs_one_forward_at_its_native_shape(tmp_path) -
     subject = build_subject(get_family("sd15"), "full", torch.float32, "cpu", str(tmp_path))
     out = subject.forward()
     assert out.shape == (1, 4, 64, 64) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_small_size_keeps_the_published_layer_widths_in_few_layers(family: str) -> None:
+    """--bench-size small: every Linear of the small denoiser has a published one's shape, with far
+    fewer of them (the point of the size: full-width arithmetic, seconds per round on one core)."""
+    with torch.device("meta"):
+        full, small = FULL[family].build(None), SMALL[family].build(None)
+    shapes = lambda m: {tuple(x.weight.shape) for x in m.modules() if isinstance(x, torch.nn.Linear)}  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert shapes(small) <= shapes(full)
+    assert count(small) < 0.7 * count(full)
