@@ -1,8 +1,9 @@
 """The merge and unfuse comparisons of one weight, evaluated in one compiled pass (numba).
 
 Why a kernel: a check at full size compares hundreds of millions of elements, and the same formulas as
-torch operations (``delta_from_factors``/``abs_product`` in parity/reference/merge.py,
-``merge_bound``, ``operand_magnitude``, ``report_against_bound`` and ``unfuse_bound`` in parity/tolerances.py)
+torch operations (``delta_from_factors`` in parity/reference/variants.py, ``abs_product`` in
+parity/reference/merge.py, ``merge_bound``, ``operand_magnitude``, ``report_against_bound`` and
+``unfuse_bound`` in parity/tolerances.py)
 make some thirty passes over float64 temporaries per block of rows: 12.3 s of a 28 s full-size SD1.5
 check whose floor (diffusers' own load + fuse + unfuse) is 6.5 s. Here each element of the fused and
 base weights is read once, and the reference δ = Σ f·B@A, P = |f|·|B|@|A|, the bound and the comparison

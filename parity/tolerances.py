@@ -9,6 +9,10 @@ Notation (all per element, evaluated in float64 from the raw LoRA tensors):
   ulp_d(x) spacing of d's grid at |x|
   δ       one adapter's exact delta  s·(α/r)·B@A  (s folds adapter weight and lora_scale)
   P       s·(|B|@|A|): the sum of absolute products, which bounds every summation error of B@A
+
+Over 500 lines because the table and every bound derived from its entries (merge, unfuse, DoRA's norm and
+division, outputs, golden images) stay together: each number's derivation sits beside the formula that uses
+it, and a new bound is reviewed against the ones it must agree with.
 """
 
 from __future__ import annotations
@@ -381,6 +385,49 @@ def merge_bound(
         if tol.input_cast and input_cast_is_inexact(step.file_dtype, dtype):
             bound += (2 * u + u * u) * p
     return bound
+
+
+def dora_bound(step: "MergeStep", base: torch.Tensor, magnitude: torch.Tensor, axis: str, eps: float,
+               magnitude_dtype: torch.dtype, dtype: torch.dtype, tol: Tolerance) -> torch.Tensor:
+    """Element-wise bound on |fused − reference| for a DoRA merge (float64): W' = f ⊙ V with
+    f = m / ‖V‖ and V = W + δ, as PEFT computes it (peft/tuners/lora/variants.py merge): V̂ = fl(W + δ̂),
+    n̂ = fl(‖V̂‖), f̂ = fl(m̂ / n̂), Ŵ' = fl(f̂ · V̂).
+
+    - |V̂ − V| ≤ E, the merge bound of the addition (``merge_bound``);
+    - n̂: ‖V̂‖ is within ‖E‖ of ‖V‖ (triangle inequality, norms over the same axis); the sum of
+      squares of ℓ terms carries ≤ ℓ·u_fp32 relative (torch reduces in float32 for every model
+      dtype), its square root halves that and adds u_fp32, the cast to the model dtype adds u;
+    - m̂: the magnitude rounded to the model dtype on load (u where that cast is inexact);
+    - f̂: the division adds u; the writer's eps (LyCORIS adds finfo(dtype).eps to ‖V‖, PEFT nothing)
+      moves f by at most eps/‖V‖ relative, allowed so either loader's reading passes;
+    - Ŵ': |f̂V̂ − fV| ≤ |f̂|·E + |f|·|V̂|·ρ with ρ the relative error of f̂, then one rounding of the
+      result.
+    ρ is first-order; (1 + 2ρ) covers the products of the terms."""
+    u = unit_roundoff(dtype)
+    u32 = unit_roundoff(torch.float32)
+    e = merge_bound([step], base, dtype, tol)
+    v = base.double() + step.delta
+    dims = tuple(d for d in range(v.ndim) if d != (0 if axis == "out" else 1))
+    norm = torch.linalg.vector_norm(v, dim=dims, keepdim=True)
+    length = v.numel() // norm.numel()
+    rel_norm = torch.linalg.vector_norm(e, dim=dims, keepdim=True) / norm + (length / 2 + 1) * u32 + u
+    rel_mag = u if input_cast_is_inexact(magnitude_dtype, dtype) else 0.0
+    rho = rel_norm + rel_mag + u + eps / norm
+    rho = rho * (1 + 2 * rho)
+    f = magnitude.abs() / norm
+    product = f * (1 + rho) * e + f * (v.abs() + e) * rho
+    return product + 0.5 * ulp(f * (1 + rho) * (v.abs() + e), dtype)
+
+
+def dora_unfuse_bound(step: "MergeStep", base: torch.Tensor, dtype: torch.dtype, cycles: int = 1) -> torch.Tensor:
+    """Element-wise bound on |W after ``cycles`` DoRA fuse/unfuse cycles − W| (float64). PEFT's unmerge
+    divides the fused weight by the factor it cached at the merge and subtracts the same δ̂
+    (peft/tuners/lora/variants.py): fl(fl(f̂·V̂)/f̂) = V̂·(1 + θ), |θ| ≤ 2u + u²; V̂ − δ̂ = W + (the
+    add's rounding, ≤ 0.5 ulp(|V̂|)); the subtraction rounds once more (≤ 0.5 ulp). Every intermediate
+    is within M = |W| + P, the operands' magnitude, so per cycle (2u + u²)·M + ulp(M·(1 + 3u))."""
+    u = unit_roundoff(dtype)
+    magnitude = base.double().abs() + step.abs_product
+    return cycles * ((2 * u + u * u) * magnitude + ulp(magnitude * (1 + 3 * u), dtype))
 
 
 def unfuse_bound(

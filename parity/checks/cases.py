@@ -27,12 +27,14 @@ from typing import Any
 from parity.checks.findings import (
     ALPHA_BAKED_IN_FILE_DTYPE,
     BFL_WIDTHS,
+    DORA_SCALE_DROPPED,
     EDIT_SAME_ADAPTER_NAME,
     FLUX_DIFFUSION_MODEL,
     KOHYA_PER_MODULE_ALPHA,
     KOHYA_Q_PROJ_ONLY,
     LEGACY_ALPHA,
     LORA_TRANSFORMER,
+    LYCORIS_REFUSED,
     QWEN_ALPHA_KEYS,
     SAFE_FUSE_PARTIAL,
     SECOND_FUSE,
@@ -719,3 +721,38 @@ def all_tables() -> dict[str, list[Any]]:
         "weighted": weighted_cases(),
     }
 
+
+
+# ---------------------------------------------------------------- LoRA algorithms (issue 19)
+
+# Files written as LyCORIS and PEFT write them (tests/support/trainer_lycoris.py): PEFT's DoRA, LyCORIS's
+# DoRA on either norm axis, tucker LoCon, LoHa (plain, tucker, with DoRA) and LoKr (plain, tucker).
+ALGORITHM_FILES = ("peft-dora", "lycoris-dora", "lycoris-dora-input-axis", "locon-tucker", "loha", "loha-tucker",
+                   "loha-dora", "lokr", "lokr-tucker")
+# What each family's trainers publish: LyCORIS trains every algorithm on the SD UNets; for FLUX.1 and
+# Qwen-Image the trainers write DoRA (PEFT, LyCORIS) and LoKr.
+ALGORITHMS_BY_FAMILY = {"sd15": ALGORITHM_FILES, "sdxl": ALGORITHM_FILES,
+                        "flux": ("peft-dora", "lycoris-dora", "lokr"),
+                        "qwenimage": ("peft-dora", "lycoris-dora", "lokr")}
+
+
+@dataclass(frozen=True)
+class AlgorithmCase(Marks):
+    family: str
+    file: str  # one of ALGORITHM_FILES
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}-{self.file}"
+
+
+def _algorithm_finding(file: str) -> Known | None:
+    if file == "peft-dora":
+        return None
+    return DORA_SCALE_DROPPED if file.startswith("lycoris-dora") else LYCORIS_REFUSED
+
+
+def algorithm_cases(families: Iterable[str] | None = None) -> list[AlgorithmCase]:
+    """family × the algorithms its trainers publish, each with what diffusers does with it."""
+    return [AlgorithmCase(fam.name, file, known=_algorithm_finding(file))
+            for fam in _families(families) for file in ALGORITHMS_BY_FAMILY.get(fam.name, ())]

@@ -99,6 +99,7 @@ class FileReport:
     # modules the file sets that got no LoRA layer from diffusers (their keys, dropped on loading)
     not_loaded: dict[str, list[str]] = field(default_factory=dict)
     loaded_elsewhere: list[str] = field(default_factory=list)  # LoRA layers on modules the file does not set
+    algorithms: list[str] = field(default_factory=list)  # LoRA, LoHa, LoKr, DoRA, … (parity/lora/neutral.py)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ def file_report(lora: LoraFile, placed: set[tuple[str, str]] | None = None) -> F
         not_loaded = {f"{c}.{m}": list(lora.sources.get((c, m), ())) for c, m in sorted(ours - placed)}
         elsewhere = [f"{c}.{m}" for c, m in sorted(placed - set(lora.modules))]
     return FileReport(lora.path, lora.layout, matched, list(lora.unmatched), len(keys) + len(lora.unmatched),
-                      {stem: list(mods) for stem, mods in lora.placement.items()}, not_loaded, elsewhere)
+                      {stem: list(mods) for stem, mods in lora.placement.items()}, not_loaded, elsewhere,
+                      lora.algorithms())
 
 
 def known_behaviour(finding: Known) -> str:
@@ -298,7 +300,8 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     try:
         preloaded = [_load_with_truth(plan, first, loras, truth)]
     except LoaderRefused as exc:
-        finding = refusal_finding(plan.family, exc.layout)
+        refused = next((lora for lora in loras if str(lora.path) == exc.path), None)
+        finding = refusal_finding(plan.family, exc.layout, refused)
         if finding is not None:
             exc.known = known_behaviour(finding)
         raise

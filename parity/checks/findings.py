@@ -114,3 +114,19 @@ SAFE_FUSE_PARTIAL = Known(
     "proj_out, the last module fused: the other 17 of its 18 targeted weights left fused). With the NaN in the first "
     "module fused, nothing changes"
 )
+
+DORA_SCALE_DROPPED = Known(
+    "finding: diffusers drops the dora_scale keys of a kohya/LyCORIS DoRA file before converting it "
+    "(lora_state_dict of the SD1.5, SDXL, FLUX.1 and Qwen-Image loaders: 'It seems like you are using a DoRA "
+    "checkpoint that is not compatible in Diffusers at the moment', a warning only) and loads the rest as plain "
+    "LoRA: every DoRA module fuses W + ΔW, without m / ‖W + ΔW‖. A PEFT file's lora_magnitude_vector is kept"
+)
+
+LYCORIS_REFUSED = Known(
+    "finding: diffusers has no loader for LyCORIS's LoHa (hada_*), LoKr (lokr_*) or tucker (lora_mid) "
+    "modules in SD1.5, SDXL, FLUX.1 or Qwen-Image files: _convert_non_diffusers_lora_to_diffusers takes only "
+    "lora_down, lora_up, alpha and dora_scale and raises 'The following keys have not been correctly renamed' "
+    "for the rest; FLUX.1's loader drops them and loads no adapter ('Adapter name(s) {'a0'} not in the list of "
+    "present adapters'). Only the Z-Image and Flux2 loaders route lokr_ keys to PEFT's LoKr",
+    raises=LoaderRefused,
+)

@@ -15,6 +15,7 @@ from torch import nn
 
 from parity.checks.diagnosis import diagnose
 from parity.checks.progress import SILENT, Progress
+from parity.checks.variant_merge import formula_drift, formula_report
 from parity.errors import LoaderRefused, ParityInputError
 from parity.fused_comparison import merge_report, unfuse_drift
 from parity.lora.neutral import LoraFile
@@ -169,8 +170,12 @@ def measure_merge(
         if actual is None:
             missing.append(f"{key[0]}.{parameter_of(key)[1]}")
             continue
+        steps = refs.steps(key)
+        if any(step.formula for step in steps):  # LyCORIS or DoRA: the whole weight's float64 reference
+            reports.append(formula_report(refs.name(key), actual, refs[key], dtype, tol))
+            continue
         # one pass, no float64 array of the weight's size (parity/fused_comparison.py)
-        report = merge_report(refs.name(key), actual, refs.base(key), refs.steps(key), dtype, tol)
+        report = merge_report(refs.name(key), actual, refs.base(key), steps, dtype, tol)
         if not report.ok:  # the diagnosis fits the whole weight: only for one that failed
             ref = refs[key]
             others = {refs[k].key: refs[k] for k in siblings.get(key, ()) if k != key and k in refs}
@@ -288,10 +293,12 @@ def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Seque
         raise
     except Exception as exc:  # noqa: BLE001 - what diffusers/PEFT raise on a file we read is their verdict
         failing = _failing_file(pipe, loras)
-        layout = next((lora.layout for lora in loras if str(lora.path) == failing), loras[0].layout)
+        lora = next((lora for lora in loras if str(lora.path) == failing), loras[0])
         message = " ".join(str(exc).split())[:300]
-        raise LoaderRefused(failing, layout, f"{type(exc).__name__}: {message}" if message
-                            else f"{type(exc).__name__} (no message)") from None
+        reason = f"{type(exc).__name__}: {message}" if message else f"{type(exc).__name__} (no message)"
+        if lora.variants():  # what the file is that diffusers has no loader for, before its words
+            reason = f"diffusers cannot load {' and '.join(lora.variants())} files ({reason})"
+        raise LoaderRefused(failing, lora.layout, reason) from None
     finally:
         diffusers_logging.set_verbosity(level)
     placed = [placements(components, f"a{i}") for i in range(len(loras))]
@@ -428,7 +435,11 @@ def measure_unfuse(
     for done, key in enumerate(refs, start=1):
         progress.advance(done, len(refs), f"weights compared after cycle {cycles}")
         component, name = parameter_of(key)
-        drifts.append(unfuse_drift(refs.name(key), after[component][name], refs.base(key), refs.steps(key), dtype,
+        steps = refs.steps(key)
+        if any(step.formula for step in steps):
+            drifts.append(formula_drift(refs.name(key), after[component][name], refs[key], dtype, tol, cycles))
+            continue
+        drifts.append(unfuse_drift(refs.name(key), after[component][name], refs.base(key), steps, dtype,
                                    tol, cycles))
     worst_ulps = max((d.max_ulps for d in drifts), default=0.0)
     worst_base_ulps = max((d.max_base_ulps for d in drifts), default=0.0)

@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from parity.checks.cases import FINDING_LAYOUTS
 from parity.checks.findings import (
     ALPHA_BAKED_IN_FILE_DTYPE,
+    DORA_SCALE_DROPPED,
     KOHYA_PER_MODULE_ALPHA,
+    LYCORIS_REFUSED,
     Known,
 )
 from parity.errors import LoaderRefused
-from parity.lora.neutral import LoraFile, LoraModule
+from parity.lora.neutral import DoraModule, LoraFile, LoraModule
 from parity.tolerances import TensorReport
 from parity.zoo.qwenimage import QWEN_LOADER
 from parity.zoo.family import Family
@@ -24,8 +26,11 @@ from parity.zoo.family import Family
 ATTENTION_PROJECTIONS = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")
 
 
-def refusal_finding(family: Family, layout: str) -> Known | None:
-    """The pinned refusal of this family's files in this layout, if diffusers refuses them all."""
+def refusal_finding(family: Family, layout: str, lora: LoraFile | None = None) -> Known | None:
+    """The pinned refusal of this family's files in this layout, if diffusers refuses them all, or of
+    the refused file's LyCORIS modules, which no loader of these families converts."""
+    if lora is not None and any(v != "DoRA" for v in lora.variants()):
+        return LYCORIS_REFUSED
     for case in FINDING_LAYOUTS:
         known = case.known_for("merge")
         if (case.family, case.layout, case.targets) == (family.name, layout, "default") and known is not None \
@@ -51,6 +56,10 @@ def merge_findings(family: Family, loras: Sequence[LoraFile], reports: Sequence[
                     and (any(p in r.name for p in ATTENTION_PROJECTIONS) or r.name.startswith("text_encoder"))
                     for r in failing)):
         out.append(KOHYA_PER_MODULE_ALPHA)
+    dora_scales = [m for lora in loras for m in lora.modules.values()
+                   if isinstance(m, DoraModule) and m.magnitude.key.endswith(".dora_scale")]
+    if dora_scales and any("the DoRA magnitude was dropped" in r.diagnosis for r in failing):
+        out.append(DORA_SCALE_DROPPED)
     half = any(m.down.element_size() == 2 and not _power_of_two(m.effective_alpha / m.rank) for m in pairs)
     if (family.lora_loader == QWEN_LOADER and layouts & {"diffusion_model", "kohya", "lightning"} and half
             and any("extra rounding of the delta" in r.diagnosis for r in failing)):

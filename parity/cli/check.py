@@ -72,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _format_files(report: CheckReport) -> list[str]:
-    rows = [["file", "layout", "keys read", "modules matched", "keys unmatched", "weight"]]
+    rows = [["file", "layout", "keys read", "modules matched", "keys unmatched", "weight", "algorithms"]]
     for f, weight in zip(report.files, report.weights):
         by_component = ", ".join(f"{c} {n}" for c, n in f.matched.items())
         rows.append([f.path, f.layout, str(f.keys_read), f"{sum(f.matched.values())} ({by_component})",
-                     str(len(f.unmatched)), f"{weight:g}"])
+                     str(len(f.unmatched)), f"{weight:g}", ", ".join(f.algorithms)])
     lines = ["LoRA files", *table(rows)]
     for f in report.files:
         split = {stem: mods for stem, mods in f.modules.items() if len(mods) > 1}

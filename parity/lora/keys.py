@@ -49,7 +49,34 @@ ROLES = (
     (".alpha", "alpha", ""),
     (".diff_b", "diff_b", "diff"),
     (".diff", "diff", "diff"),
+    # LyCORIS (lycoris/modules/*.py custom_state_dict): its algorithms' tensors sit beside kohya pairs
+    # in one file, under the same prefixes and names, so they share the kohya pair style.
+    (".lora_mid.weight", "mid", "lora_down"),
+    (".hada_w1_a", "hada_w1_a", "lora_down"),
+    (".hada_w1_b", "hada_w1_b", "lora_down"),
+    (".hada_w2_a", "hada_w2_a", "lora_down"),
+    (".hada_w2_b", "hada_w2_b", "lora_down"),
+    (".hada_t1", "hada_t1", "lora_down"),
+    (".hada_t2", "hada_t2", "lora_down"),
+    (".lokr_w1", "lokr_w1", "lora_down"),
+    (".lokr_w1_a", "lokr_w1_a", "lora_down"),
+    (".lokr_w1_b", "lokr_w1_b", "lora_down"),
+    (".lokr_w2", "lokr_w2", "lora_down"),
+    (".lokr_w2_a", "lokr_w2_a", "lora_down"),
+    (".lokr_w2_b", "lokr_w2_b", "lora_down"),
+    (".lokr_t2", "lokr_t2", "lora_down"),
+    # DoRA magnitudes: LyCORIS/kohya's dora_scale, PEFT's lora_magnitude_vector (diffusers' save drops
+    # PEFT's ".weight"; a state dict taken from the model keeps it)
+    (".dora_scale", "dora_scale", ""),
+    (".lora_magnitude_vector.weight", "magnitude", ""),
+    (".lora_magnitude_vector", "magnitude", ""),
 )
+# The roles of LyCORIS's LoHa and LoKr tensors: a module with any of them is that algorithm.
+LOHA_ROLES = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
+LOKR_ROLES = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+MAGNITUDE_ROLES = ("dora_scale", "magnitude")
+# Roles that make a module by themselves (an alpha or a magnitude alone makes none).
+MODULE_ROLES = ("down", "up", "diff", "diff_b", *LOHA_ROLES, *LOKR_ROLES)
 NAMED_ADAPTER = re.compile(r"\.lora_([AB])\.([A-Za-z0-9_-]+)\.weight$")
 
 
@@ -58,7 +85,7 @@ class ParsedKey:
     key: str
     prefix: Prefix
     body: str  # the module name as the file spells it
-    role: str  # down | up | alpha | diff | diff_b
+    role: str  # down | up | alpha | diff | diff_b | mid | dora_scale | magnitude | a LoHa or LoKr tensor
     style: str  # how the pair is spelled: lora_down | lora_A | lora_A.<adapter> | down/up | diff | ""
 
 

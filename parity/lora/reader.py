@@ -15,7 +15,7 @@ import difflib
 import os
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -23,12 +23,39 @@ from torch import nn
 from parity.errors import ParityInputError
 from parity.lora.familyguess import describe_guess
 from parity.lora.headeralpha import alpha_from_config, metadata_alphas
-from parity.lora.keys import DENOISER, ParsedKey, Prefix, parse_key
+from parity.lora.keys import (
+    DENOISER,
+    LOHA_ROLES,
+    LOKR_ROLES,
+    MAGNITUDE_ROLES,
+    MODULE_ROLES,
+    ParsedKey,
+    Prefix,
+    parse_key,
+)
 from parity.lora.layouts import Signature, layout_name
 from parity.lora.names import Target
 from parity.lora.names.table import ComponentNames, Resolved, component_names
-from parity.lora.neutral import DiffModule, LoraFile, LoraModule, Module
-from parity.lora.tensorchecks import alpha_value, check_diff, check_factors, check_pair
+from parity.lora.neutral import (
+    DiffModule,
+    DoraModule,
+    LohaModule,
+    LokrModule,
+    LoraFile,
+    LoraModule,
+    Module,
+    RowsOf,
+    TuckerModule,
+)
+from parity.lora.tensorchecks import (
+    alpha_value,
+    check_diff,
+    check_factors,
+    check_lycoris,
+    check_pair,
+    check_tucker,
+    magnitude,
+)
 from parity.lora.tensors import is_pickle_path, load_tensors
 
 # The components a LoRA file can address in some zoo family; a key for one the model lacks means
@@ -43,7 +70,8 @@ PARTNER = {"lora_down": {"down": ".lora_down.weight", "up": ".lora_up.weight"},
 
 @dataclass
 class _Group:
-    """One module of the file: its keys by role (down, up, alpha, diff, diff_b)."""
+    """One module of the file: its keys by role (down, up, alpha, diff, diff_b, and LyCORIS's and
+    DoRA's roles: parity/lora/keys.py)."""
 
     prefix: Prefix
     body: str
@@ -120,18 +148,78 @@ class _Reading:
         label = f"{component}.{name}"
         check_factors(down, up, label, self.path, down_key, up_key)
         _check_rows(up, target, label, self.path, up_key)
-        alpha = alpha_value(tensors[group.keys["alpha"]], self.path, group.keys["alpha"]) if "alpha" in group.keys \
-            else None
+        alpha = self.alpha(group, tensors)
         modules = self.names[component].modules
+        mid_key = group.keys.get("mid")
+        if mid_key is not None and not target.whole:
+            raise ParityInputError(f"a tucker core on the fused module {label} cannot be split per module "
+                                   "(not supported yet)", path=self.path, key=mid_key)
         for module in target.modules:
             if alpha is None and component in self.header and group.prefix.style == "component":
                 alpha_m = alpha_from_config(self.header[component], module)
             else:
                 alpha_m = alpha
             out = int(modules[module].weight.shape[0])
-            m = LoraModule(component, module, down, _rows(up, target, module, out), alpha_m)
-            check_pair(m, modules[module], self.path, down_key, up_key)
-            self.add(component, m, group)
+            m: Module
+            if mid_key is not None:
+                m = TuckerModule(component, module, down, tensors[mid_key], up, alpha_m)
+                check_tucker(m, modules[module], self.path, down_key, mid_key, up_key)
+            else:
+                m = LoraModule(component, module, down, _rows(up, target, module, out), alpha_m)
+                check_pair(m, modules[module], self.path, down_key, up_key)
+            self.add(component, self.with_magnitude(m, modules[module], target, group, tensors), group)
+
+    def alpha(self, group: _Group, tensors: Mapping[str, torch.Tensor]) -> float | None:
+        return alpha_value(tensors[group.keys["alpha"]], self.path, group.keys["alpha"]) if "alpha" in group.keys \
+            else None
+
+    def with_magnitude(self, m: Module, layer: nn.Module, target: Target, group: _Group,
+                       tensors: Mapping[str, torch.Tensor]) -> Module:
+        """``m`` with the group's DoRA magnitude, if it has one, cut to ``m``'s rows of a fused module."""
+        roles = [r for r in MAGNITUDE_ROLES if r in group.keys]
+        if not roles:
+            return m
+        if len(roles) > 1:
+            raise ParityInputError("both a dora_scale and a lora_magnitude_vector for one module",
+                                   path=self.path, key=group.keys[roles[0]])
+        key = group.keys[roles[0]]
+        weight = layer.weight
+        mag = magnitude(tensors[key], roles[0], tuple(weight.shape), f"{m.component}.{m.module}", self.path, key)
+        if not target.whole:
+            if mag.axis == "in":
+                raise ParityInputError(f"an input-axis DoRA magnitude on the fused module {' | '.join(target.modules)} "
+                                       "normalises across its parts and cannot be split (not supported yet)",
+                                       path=self.path, key=key)
+            rows = _rows(mag.value.reshape(-1, 1), target, m.module, int(weight.shape[0]))
+            mag = replace(mag, value=rows.reshape(-1))
+        return DoraModule(m, mag)
+
+    def lycoris(self, component: str, name: str, target: Target, group: _Group,
+                tensors: Mapping[str, torch.Tensor]) -> None:
+        """A LoHa or LoKr module: every tensor its formula needs, shapes that give the module's weight."""
+        label = f"{component}.{name}"
+        loha = any(r in group.keys for r in LOHA_ROLES)
+        if loha and any(r in group.keys for r in LOKR_ROLES):
+            raise ParityInputError(f"{label} has both LoHa (hada_) and LoKr (lokr_) tensors",
+                                   path=self.path, key=group.keys.get("hada_w1_a", next(iter(group.keys.values()))))
+        modules = self.names[component].modules
+        first = modules[target.modules[0]]
+        t = {role: tensors[key] for role, key in group.keys.items()}
+        alpha = self.alpha(group, tensors)
+        whole: LohaModule | LokrModule
+        if loha:
+            whole = LohaModule(component, name, t.get("hada_w1_a"), t.get("hada_w1_b"), t.get("hada_w2_a"),
+                               t.get("hada_w2_b"), t.get("hada_t1"), t.get("hada_t2"), alpha)
+        else:
+            whole = LokrModule(component, name, t.get("lokr_w1"), t.get("lokr_w1_a"), t.get("lokr_w1_b"),
+                               t.get("lokr_w2"), t.get("lokr_w2_a"), t.get("lokr_w2_b"), t.get("lokr_t2"), alpha)
+        # a fused module's ΔW has the parts' rows stacked, over the columns they share
+        check_lycoris(whole, (target.rows, *first.weight.shape[1:]), label, self.path, group.keys)
+        for module in target.modules:
+            m: Module = replace(whole, module=module) if target.whole else RowsOf(
+                component, module, whole, tuple((p.start, p.size, p.at) for p in target.pieces if p.module == module),
+                int(modules[module].weight.shape[0]))
+            self.add(component, self.with_magnitude(m, modules[module], target, group, tensors), group)
 
     def diff(self, component: str, name: str, target: Target, group: _Group,
              tensors: Mapping[str, torch.Tensor]) -> None:
@@ -197,7 +285,7 @@ def read_lora(
         raw = tensors if is_pickle_path(path) else None
     keys = list(tensors)
     groups, unmatched = _groups(keys)
-    if not any(r in g.keys for g in groups for r in ("down", "up", "diff", "diff_b")):
+    if not any(r in g.keys for g in groups for r in MODULE_ROLES):
         raise ParityInputError("unrecognised LoRA layout (no lora_A/lora_B or lora_down/lora_up keys)"
                                + describe_guess(keys), path=path, key=min(keys) if keys else None)
     names = {c: component_names(c, m) for c, m in components.items()}
@@ -220,6 +308,9 @@ def read_lora(
         if set(group.keys) == {"alpha"}:
             unmatched.append(first)  # a stray alpha
             continue
+        if not any(r in group.keys for r in MODULE_ROLES):
+            lone = next(group.keys[r] for r in MAGNITUDE_ROLES if r in group.keys)
+            raise ParityInputError("DoRA magnitude without its module's LoRA tensors", path=path, key=lone)
         if ("down" in group.keys) != ("up" in group.keys):
             halves.append(group)
             continue
@@ -251,6 +342,8 @@ def read_lora(
             continue
         if "down" in group.keys:
             reading.pair(component, hit.name, hit.target, group, tensors)
+        elif any(r in group.keys for r in (*LOHA_ROLES, *LOKR_ROLES)):
+            reading.lycoris(component, hit.name, hit.target, group, tensors)
         if "diff" in group.keys or "diff_b" in group.keys:
             reading.diff(component, hit.name, hit.target, group, tensors)
         reading.placement[group.stem] = tuple(f"{component}.{m}" for m in hit.target.modules)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from parity.errors import ParityInputError
-from parity.lora.neutral import DiffModule, LoraModule
+from parity.lora.neutral import DiffModule, LohaModule, LokrModule, LoraModule, Magnitude, TuckerModule
 
 # What a LoRA weight may be stored as: the dtypes diffusers/PEFT train and save in, and that the
 # float64 reference merge can upcast exactly. float8/float4, integers, bool and complex are refused.
@@ -109,3 +109,86 @@ def check_diff(m: DiffModule, target: nn.Module, path: str | None, diff_key: str
             raise ParityInputError(f"shape mismatch with module {label}: diff_b {tuple(m.bias.shape)}, bias "
                                    f"{tuple(bias.shape)}", path=path, key=bias_key)
         check_finite(m.bias, "diff_b", label, path, bias_key)
+
+
+def check_tucker(m: TuckerModule, target: nn.Module, path: str | None, down_key: str, mid_key: str,
+                 up_key: str) -> None:
+    """LoCon's tucker form: a 1×1 down, an (r, r, k, k) core with the module's kernel, a 1×1 up."""
+    label = f"{m.component}.{m.module}"
+    w = target.weight
+    check_tensor(m.mid, "mid", label, path, mid_key, ndims=(4,))
+    r = m.rank
+    want = {"down": (r, w.shape[1], 1, 1), "mid": (r, r, *w.shape[2:]), "up": (w.shape[0], r, 1, 1)}
+    got = {"down": tuple(m.down.shape), "mid": tuple(m.mid.shape), "up": tuple(m.up.shape)}
+    if w.ndim != 4 or got != want:
+        raise ParityInputError(f"shape mismatch with module {label} (weight {tuple(w.shape)}): tucker down/mid/up "
+                               f"{got['down']}/{got['mid']}/{got['up']}; expected "
+                               f"{want['down']}/{want['mid']}/{want['up']}", path=path, key=mid_key)
+    for part, t, key in (("down", m.down, down_key), ("mid", m.mid, mid_key), ("up", m.up, up_key)):
+        check_finite(t, part, label, path, key)
+
+
+# Which tensors each LyCORIS form needs: any one of the alternatives of each entry, all of its keys.
+NEEDS = {
+    "LoHa": ((("hada_w1_a", "hada_w1_b"),), (("hada_w2_a", "hada_w2_b"),)),
+    "LoKr": ((("lokr_w1",), ("lokr_w1_a", "lokr_w1_b")), (("lokr_w2",), ("lokr_w2_a", "lokr_w2_b"))),
+}
+
+
+def check_lycoris(m: LohaModule | LokrModule, weight_shape: tuple[int, ...], label: str, path: str | None,
+                  keys: dict[str, str]) -> None:
+    """A LoHa or LoKr module: the tensors its formula needs, float and finite, and a ΔW whose shape,
+    by the formula (taken on tensors without storage), is ``weight_shape`` (a fused module's: its
+    parts' rows stacked)."""
+    from parity.reference.variants import raw_delta
+
+    algo = "LoHa" if isinstance(m, LohaModule) else "LoKr"
+    first = next(iter(keys.values()))
+    for alternatives in NEEDS[algo]:
+        if not any(all(k in keys for k in option) for option in alternatives):
+            wanted = " or ".join("+".join(option) for option in alternatives)
+            raise ParityInputError(f"{algo} module {label} lacks {wanted}", path=path, key=first)
+    if isinstance(m, LohaModule) and (m.t1 is None) != (m.t2 is None):
+        raise ParityInputError(f"LoHa module {label} has one tucker core of two (hada_t1 and hada_t2 go together)",
+                               path=path, key=keys.get("hada_t1", keys.get("hada_t2")))
+    for role, key in keys.items():
+        if role in ("alpha", "dora_scale", "magnitude"):
+            continue
+        check_tensor(t := getattr(m, _FIELD[role]), role, label, path, key, ndims=(2, 4))
+        check_finite(t, role, label, path, key)
+    stand_ins = {f: torch.empty(getattr(m, f).shape, dtype=torch.float64, device="meta")
+                 for f in _FIELD.values() if getattr(m, f, None) is not None}
+    try:
+        shape = tuple(raw_delta(type(m)(**{**m.__dict__, **stand_ins})).shape)
+    except RuntimeError as exc:
+        raise ParityInputError(f"{algo} tensors of {label} do not compose: {' '.join(str(exc).split())[:200]}",
+                               path=path, key=first) from None
+    if not shape or shape[0] != weight_shape[0] or math.prod(shape) != math.prod(weight_shape):
+        raise ParityInputError(f"shape mismatch with module {label}: {algo} ΔW is {shape}, weight "
+                               f"{weight_shape}", path=path, key=first)
+
+
+# LyCORIS's tensor names → the neutral modules' fields
+_FIELD = {"hada_w1_a": "w1a", "hada_w1_b": "w1b", "hada_w2_a": "w2a", "hada_w2_b": "w2b", "hada_t1": "t1",
+          "hada_t2": "t2", "lokr_w1": "w1", "lokr_w1_a": "w1a", "lokr_w1_b": "w1b", "lokr_w2": "w2",
+          "lokr_w2_a": "w2a", "lokr_w2_b": "w2b", "lokr_t2": "t2"}
+
+
+def magnitude(t: torch.Tensor, role: str, weight_shape: tuple[int, ...], label: str, path: str | None,
+              key: str) -> Magnitude:
+    """A DoRA magnitude read by its writer's conventions: PEFT's lora_magnitude_vector has one value
+    per output row and no eps; LyCORIS's dora_scale is (out, 1…) per output row or, in files from
+    before LyCORIS 3.2, (1, in, 1…) per input channel, with finfo(dtype).eps. The axis is told by which
+    dimension holds the values (ComfyUI's shape[0] == out where both could)."""
+    check_tensor(t, role, label, path, key, ndims=(1, 2, 4))
+    out, fan_in = weight_shape[0], weight_shape[1]
+    per_row = t.numel() == out and (t.ndim == 1 or t.shape[0] == out or (t.ndim == 4 and t.shape[1] == out
+                                                                          and role == "magnitude"))
+    per_input = role == "dora_scale" and t.numel() == fan_in and t.ndim > 1 and t.shape[0] == 1
+    if not (per_row or per_input):
+        raise ParityInputError(f"shape mismatch with module {label} (weight {weight_shape}): {role} "
+                               f"{tuple(t.shape)} is neither one value per output row nor per input channel",
+                               path=path, key=key)
+    check_finite(t, role, label, path, key)
+    eps = float(torch.finfo(t.dtype).eps) if role == "dora_scale" else 0.0
+    return Magnitude(t.reshape(-1), "out" if per_row else "in", eps, key)

@@ -1,5 +1,6 @@
 """The reference merge: W' = W + Σ wᵢ · lora_scale · (αᵢ/rᵢ) · Bᵢ@Aᵢ, in float64, from raw file tensors;
-a full difference (``.diff``/``.diff_b``) adds wᵢ · lora_scale · ΔW (or Δb) itself.
+a full difference (``.diff``/``.diff_b``) adds wᵢ · lora_scale · ΔW (or Δb) itself, a LyCORIS module its
+ΔW by its own formula, and a DoRA module renormalises: W' = m ⊙ V / ‖V‖ (parity/reference/variants.py).
 
 Independent of PEFT on purpose: it reads only ``LoraModule`` tensors parsed from the file and the
 base weights captured before loading, so a bug shared by PEFT's layers and a reference built from
@@ -9,30 +10,23 @@ them could not cancel out.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
-import torch.nn.functional as F
 
-from parity.lora.neutral import DiffModule, LoraFile, LoraModule, Module
-
-
-def delta_from_factors(m: LoraModule, scale: float = 1.0) -> torch.Tensor:
-    """scale · (α/r) · up ∘ down in float64, shaped like the target weight.
-
-    Linear: B@A. Conv: a k×k ``down`` followed by a 1×1 ``up`` composes to the k×k kernel
-    Σ_r B[:, r] · A[r] (kohya's conv2d(down.permute(1,0,2,3), up) is the same sum).
-    """
-    down = m.down.double()
-    up = m.up.double()
-    factor = scale * m.effective_alpha / m.rank
-    if m.is_conv:
-        if up.shape[2:] != (1, 1):
-            raise ValueError(f"{m.component}.{m.module}: LoRA up must be 1x1 for conv, got {tuple(up.shape)}")
-        delta = F.conv2d(down.permute(1, 0, 2, 3), up).permute(1, 0, 2, 3)
-    else:
-        delta = up @ down
-    return delta.mul_(factor)  # in place: a full-size weight's float64 delta is hundreds of MB
+from parity.lora.neutral import (
+    DiffModule,
+    DoraModule,
+    Factored,
+    LohaModule,
+    LokrModule,
+    LoraFile,
+    LoraModule,
+    Module,
+    RowsOf,
+    TuckerModule,
+)
+from parity.reference.variants import delta_from_factors, dora_merged, factored_delta
 
 
 def abs_product(m: LoraModule, scale: float = 1.0) -> torch.Tensor:
@@ -60,6 +54,7 @@ class MergeReference:
     merged: torch.Tensor | None  # float64: base + Σ δ (None only while it is being formed)
     steps: list[MergeStep]
     param: str = "weight"  # "bias" for a .diff_b
+    dora: DoraModule | None = None  # merged is the DoRA merge of this module, not base + Σ δ
 
     @property
     def param_name(self) -> str:
@@ -70,12 +65,22 @@ class MergeReference:
         return f"{self.component}.{self.param_name}"
 
 
-def contributions(m: Module, scale: float) -> list[tuple[str, MergeStep]]:
+def contributions(m: Module, scale: float, shape: tuple[int, ...] | None = None) -> list[tuple[str, MergeStep]]:
     """(parameter, step) for each tensor ``m`` changes: a pair its weight; a difference its weight
-    and/or bias, each one addition (rank 1 in the rounding bound: no sum is formed)."""
+    and/or bias, each one addition (rank 1 in the rounding bound: no sum is formed); a LyCORIS module
+    its weight (``shape``), by its own formula (parity/reference/variants.py). A DoRA module is not an
+    addition: its merge is ``variants.dora_merged``, and its step here is its inner module's."""
     if isinstance(m, LoraModule):
         delta = delta_from_factors(m, scale)
         return [("weight", MergeStep(delta, abs_product(m, scale), m.rank, m.down.dtype, m.effective_alpha / m.rank))]
+    if isinstance(m, DoraModule):
+        return contributions(m.inner, scale, shape)
+    if isinstance(m, (TuckerModule, LohaModule, LokrModule, RowsOf)):
+        if shape is None:
+            raise ValueError(f"{m.component}.{m.module}: a {type(m).__name__}'s ΔW needs the weight's shape")
+        delta = factored_delta(m, shape).mul_(scale)
+        return [("weight", MergeStep(delta, variant_abs_product(m, shape).mul_(abs(scale)), max(m.rank, 1),
+                                     file_dtype(m)))]
     assert isinstance(m, DiffModule)
     out = []
     for param, t in (("weight", m.diff), ("bias", m.bias)):
@@ -83,6 +88,31 @@ def contributions(m: Module, scale: float) -> list[tuple[str, MergeStep]]:
             delta = scale * t.double()
             out.append((param, MergeStep(delta, delta.abs(), 1, t.dtype)))
     return out
+
+
+def variant_abs_product(m: Factored, shape: tuple[int, ...]) -> torch.Tensor:
+    """The module's formula on the absolute values of its tensors: it bounds |ΔW| and every summation
+    error in forming it, as |B|∘|A| does for a pair."""
+    return factored_delta(_absolute(m), shape).abs_()
+
+
+def _absolute(m: Factored) -> Factored:
+    """``m`` with every tensor replaced by its absolute values."""
+    if isinstance(m, RowsOf):
+        return replace(m, whole=_absolute(m.whole))
+    return replace(m, **{f.name: getattr(m, f.name).abs() for f in fields(m)
+                         if isinstance(getattr(m, f.name), torch.Tensor)})
+
+
+def file_dtype(m: Module) -> torch.dtype:
+    """The dtype the file stores ``m``'s factors in."""
+    if isinstance(m, DoraModule):
+        return file_dtype(m.inner)
+    if isinstance(m, RowsOf):
+        return file_dtype(m.whole)
+    if isinstance(m, DiffModule):
+        return (m.diff if m.diff is not None else m.bias).dtype
+    return next(getattr(m, f.name) for f in fields(m) if isinstance(getattr(m, f.name), torch.Tensor)).dtype
 
 
 @dataclass(frozen=True)
@@ -96,12 +126,19 @@ class Step:
 
     @property
     def rank(self) -> int:
-        return self.module.rank if isinstance(self.module, LoraModule) else 1
+        return 1 if isinstance(self.module, DiffModule) else max(self.module.rank, 1)
 
     @property
     def file_dtype(self) -> torch.dtype:
         m = self.module
-        return m.down.dtype if isinstance(m, LoraModule) else getattr(m, "diff" if self.param == "weight" else "bias").dtype
+        return getattr(m, "diff" if self.param == "weight" else "bias").dtype if isinstance(m, DiffModule) \
+            else file_dtype(m)
+
+    @property
+    def formula(self) -> bool:
+        """Whether this step is compared by its dense float64 reference (a LyCORIS algorithm or DoRA)
+        rather than by the pair and difference kernels of parity/fused_comparison.py."""
+        return not isinstance(self.module, (LoraModule, DiffModule))
 
 
 class LazyReferences(Mapping[tuple[str, str], MergeReference]):
@@ -117,7 +154,7 @@ class LazyReferences(Mapping[tuple[str, str], MergeReference]):
         self.contributors: dict[tuple[str, str], list[tuple[Module, float, str]]] = {}
         for lora, weight in self.adapters:
             for (component, module), m in lora.modules.items():
-                params = ["weight"] if isinstance(m, LoraModule) else [
+                params = ["weight"] if not isinstance(m, DiffModule) else [
                     p for p, t in (("weight", m.diff), ("bias", m.bias)) if t is not None]
                 for param in params:
                     key = (component, module if param == "weight" else f"{module}.{param}")
@@ -140,10 +177,19 @@ class LazyReferences(Mapping[tuple[str, str], MergeReference]):
     def __getitem__(self, key: tuple[str, str]) -> MergeReference:
         base = self.base(key)
         ref = None
-        for m, weight, param in self.contributors[key]:
+        contributors = self.contributors[key]
+        if any(isinstance(m, DoraModule) for m, _, _ in contributors):
+            if len(contributors) > 1:
+                raise ValueError(f"{self.name(key)}: DoRA with another adapter on the same weight has no "
+                                 "reference yet (PEFT merges each DoRA against the unmerged base)")
+            m, weight, param = contributors[0]
+            step = dict(contributions(m, weight * self.lora_scale, tuple(base.shape)))[param]
+            merged = dora_merged(base, m, weight * self.lora_scale)
+            return MergeReference(key[0], m.module, base.double(), merged, [step], param, dora=m)
+        for m, weight, param in contributors:
             if ref is None:
                 ref = MergeReference(key[0], m.module, base.double(), None, [], param)
-            step = dict(contributions(m, weight * self.lora_scale))[param]
+            step = dict(contributions(m, weight * self.lora_scale, tuple(base.shape)))[param]
             if step.abs_product.shape != ref.base.shape:
                 raise ValueError(f"{ref.key}: delta {tuple(step.abs_product.shape)} vs {tuple(ref.base.shape)}")
             # the same float64 additions, in order, as base + δ₁ + δ₂ …, without a copy of base first

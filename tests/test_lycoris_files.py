@@ -1,0 +1,161 @@
+"""`lora-parity check` on DoRA, LoHa, LoKr and tucker files (issue 19), written as LyCORIS and PEFT
+write them (tests/support/trainer_lycoris.py, which shares no code with parity.lora), on the families
+whose trainers produce them: every algorithm on SD1.5 and SDXL, DoRA and LoKr on FLUX.1 and Qwen-Image.
+
+The cases are data (``algorithm_cases`` in parity/checks/cases.py), each with what diffusers 0.42.1 does:
+nothing wrong, the DoRA magnitude dropped (DORA_SCALE_DROPPED), or the file refused (LYCORIS_REFUSED). The
+generic check runs them all, the findings as strict expected failures; a second test pins the verdict
+`lora-parity check` prints for each. The negative controls of the formulas are
+tests/harness/test_variant_negative_controls.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from parity.checks.cases import AlgorithmCase, algorithm_cases
+from parity.checks.check import CheckRequest, run_check
+from parity.checks.findings import DORA_SCALE_DROPPED, LYCORIS_REFUSED
+from parity.cli import main
+from parity.pytest.cases import params
+from tests.support.trainer_common import tiny_components
+from tests.support.trainer_files import keys_of, sgm_block_map, sgm_name
+from tests.support.trainer_flux import bfl_modules
+from tests.support.trainer_lycoris import lycoris_state_dict, peft_dora_state_dict, save
+
+# The modules each family's files reach (diffusers names): attention Linears, a 1×1 and a 3×3 conv
+# where the family has them (tucker needs a k×k kernel).
+MODULES = {
+    "sd15": ("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+             "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k",
+             "down_blocks.1.attentions.0.proj_in", "down_blocks.1.resnets.0.conv1"),
+    "sdxl": ("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+             "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_v",
+             "down_blocks.1.resnets.0.conv1"),
+    "flux": ("transformer_blocks.0.ff.net.0.proj", "transformer_blocks.0.attn.to_out.0",
+             "single_transformer_blocks.0.proj_out"),
+    "qwenimage": ("transformer_blocks.0.attn.to_q", "transformer_blocks.0.img_mlp.net.2", "img_in"),
+}
+# kohya sd-scripts' lora_flux.py names (BFL) for the FLUX.1 modules above, whole (not fused) targets
+BFL = {"transformer_blocks.0.ff.net.0.proj": "double_blocks.0.img_mlp.0",
+       "transformer_blocks.0.attn.to_out.0": "double_blocks.0.img_attn.proj",
+       "single_transformer_blocks.0.proj_out": "single_blocks.0.linear2"}
+
+# file kind → how LyCORIS writes it (lycoris_state_dict's arguments); "peft-dora" is PEFT's own format
+FILES = {
+    "lycoris-dora": dict(algo="locon", dora=True),
+    "lycoris-dora-input-axis": dict(algo="locon", dora=True, wd_on_out=False),
+    "locon-tucker": dict(algo="locon", tucker=True),
+    "loha": dict(algo="loha"),
+    "loha-tucker": dict(algo="loha", tucker=True),
+    "loha-dora": dict(algo="loha", dora=True),
+    "lokr": dict(algo="lokr"),
+    "lokr-tucker": dict(algo="lokr", tucker=True),
+    "peft-dora": {},
+}
+# What the verdict says the file is, where diffusers refuses it
+REFUSED_AS = {"locon-tucker": "LoCon (tucker)", "loha": "LoHa", "loha-tucker": "LoHa", "loha-dora": "DoRA (LoHa)",
+              "lokr": "LoKr", "lokr-tucker": "LoKr"}
+CASES = algorithm_cases()
+
+
+def _stem(family: str, name: str, unet: torch.nn.Module) -> str:
+    """The module's name as kohya-style trainers write it for this family (without lora_unet_)."""
+    if family == "sdxl":
+        return sgm_name(name, sgm_block_map(unet)).replace(".", "_")
+    if family == "flux":
+        return BFL[name].replace(".", "_")
+    return name.replace(".", "_")
+
+
+def write_file(family: str, kind: str, folder: Path) -> Path:
+    components = tiny_components(family)
+    component = "unet" if "unet" in components else "transformer"
+    model = components[component]
+    layers = dict(model.named_modules())
+    tucker = FILES[kind].get("tucker", False)
+    names = [n for n in MODULES[family] if not tucker or layers[n].weight.shape[2:] == (3, 3)] if tucker \
+        else list(MODULES[family])
+    if kind == "peft-dora":
+        shapes = {n: tuple(layers[n].weight.shape) for n in names}
+        base = {n: layers[n].weight.detach().clone() for n in names}
+        sd = peft_dora_state_dict(shapes, component=component, rank=2, base=base)
+    else:
+        stems = {n: _stem(family, n, model) for n in names}
+        shapes = {stems[n]: tuple(layers[n].weight.shape) for n in names}
+        base = {stems[n]: layers[n].weight.detach().clone() for n in names}
+        sd = lycoris_state_dict(shapes, rank=2, base=base, **FILES[kind])
+    return Path(save(sd, str(folder / f"{family}-{kind}.safetensors")))
+
+
+def modules_of(path: Path) -> int:
+    """Modules a file sets: one per lora_A / lora_down (each file module here reaches one model module)."""
+    return sum(k.endswith((".lora_A.weight", ".lora_down.weight")) for k in keys_of(path))
+
+
+def component_of(family: str) -> str:
+    return "unet" if family in ("sd15", "sdxl") else "transformer"
+
+
+def _dtypes(case: AlgorithmCase) -> tuple[str, ...]:
+    # DoRA's bound has a norm and a division in it: held in both dtypes; a refusal needs one
+    return ("float32", "bfloat16") if case.known is not LYCORIS_REFUSED else ("float32",)
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_the_fused_file_matches_its_algorithms_reference(case: AlgorithmCase, tmp_path: Path) -> None:
+    """The generic check: diffusers loads the file and its fused weights are our reference merge. The
+    case table's findings make the DoRA files whose magnitude diffusers drops, and the files it refuses,
+    strict expected failures."""
+    path = write_file(case.family, case.file, tmp_path)
+    report = run_check(CheckRequest(case.family, (str(path),), dtypes=_dtypes(case)))
+    assert report.ok, "\n".join(f for r in report.results for f in r.failures)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_check_names_what_diffusers_does_with_each_algorithm(case: AlgorithmCase, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`lora-parity check`'s verdict: PASS with every key accounted for and the algorithm named, the
+    dropped magnitude named per module with the finding, or the refusal naming the algorithm and
+    carrying diffusers' own error."""
+    path = write_file(case.family, case.file, tmp_path)
+    code = main(["check", "--family", case.family, "--dtype", ",".join(_dtypes(case)), "--lora", str(path), "-q"])
+    out, err = capsys.readouterr()
+    text = out + err
+    assert "Traceback" not in text
+    if case.known is None:
+        row = next(line for line in out.splitlines() if str(path) in line)
+        assert code == 0 and "PASS" in out, text
+        assert row.split()[2:6] == [str(len(keys_of(path))), str(modules_of(path)), f"({component_of(case.family)}",
+                                    f"{modules_of(path)})"] and row.split()[6] == "0", row  # every key read
+        assert row.split()[8:] == ["DoRA"], row  # the algorithm named beside the layout
+    elif case.known is DORA_SCALE_DROPPED:
+        failing = [line for line in out.splitlines() if "elements over bound" in line]
+        assert code == 1 and failing and all("the DoRA magnitude was dropped" in line and ".dora_scale" in line
+                                             for line in failing), text
+        assert "known diffusers behaviour: diffusers drops the dora_scale keys" in text, text
+    else:
+        assert code == 1 and f"diffusers cannot load {REFUSED_AS[case.file]} files (ValueError: " in text, text
+
+
+@pytest.mark.parametrize("algo", ["lokr", "loha"])
+def test_a_lycoris_file_on_flux_fused_modules_is_read_per_module_and_refused(algo: str, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """kohya's lora_flux.py names FLUX.1's fused qkv and linear1: each diffusers module they set gets its
+    rows of the whole ΔW (parity/lora/neutral.py RowsOf), and diffusers, which has no loader for them,
+    loads nothing."""
+    transformer = tiny_components("flux")["transformer"]
+    shapes = {name.replace(".", "_"): (out, fan_in) for name, out, fan_in in bfl_modules(transformer)
+              if name in ("double_blocks.0.img_attn.qkv", "single_blocks.0.linear1")}
+    path = save(lycoris_state_dict(shapes, algo, rank=2), str(tmp_path / f"flux-{algo}.safetensors"))
+    from parity.lora.reader import read_lora  # the reader alone: how the fused modules were split
+
+    lora = read_lora(path, {"transformer": transformer})
+    assert len(lora.modules) == 7  # to_q, to_k, to_v; and to_q, to_k, to_v, proj_mlp of the single block
+    code = main(["check", "--family", "flux", "--dtype", "float32", "--lora", path, "-q"])
+    text = "".join(capsys.readouterr())
+    assert code == 1 and f"diffusers cannot load {REFUSED_AS[algo]} files" in text, text
