@@ -22,6 +22,7 @@ from parity.checks.check import CheckRequest, run_check
 from parity.checks.findings import DORA_SCALE_DROPPED, LYCORIS_REFUSED
 from parity.cli import main
 from parity.pytest.cases import params
+from tests.support.cli import assert_one_line_error
 from tests.support.trainer_common import tiny_components
 from tests.support.trainer_files import keys_of, sgm_block_map, sgm_name
 from tests.support.trainer_flux import bfl_modules
@@ -159,3 +160,20 @@ def test_a_lycoris_file_on_flux_fused_modules_is_read_per_module_and_refused(alg
     code = main(["check", "--family", "flux", "--dtype", "float32", "--lora", path, "-q"])
     text = "".join(capsys.readouterr())
     assert code == 1 and f"diffusers cannot load {REFUSED_AS[algo]} files" in text, text
+
+
+def test_two_adapters_on_one_weight_with_dora_among_them_are_refused_in_one_line(tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture[str]):
+    """PEFT merges each DoRA adapter against the unmerged base; the reference has no such stack yet, so
+    check says so, naming the file and key, before anything loads."""
+    first = write_file("sd15", "peft-dora", tmp_path)
+    (tmp_path / "second").mkdir()
+    second = write_file("sd15", "peft-dora", tmp_path / "second")
+    code = main(["check", "--family", "sd15", "--lora", str(first), "--lora", str(second), "-q"])
+    assert_one_line_error(capsys, code, str(second), "DoRA and another adapter on unet.", "not supported")
+
+
+def test_hotswap_refuses_a_file_of_another_algorithm_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    path = write_file("sd15", "loha", tmp_path)
+    code = main(["hotswap", "--family", "sd15", "--lora", str(path), "--lora", str(path), "-q"])
+    assert_one_line_error(capsys, code, str(path), "holds LoHa modules", "plain LoRA factors only")

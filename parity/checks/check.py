@@ -24,7 +24,7 @@ import torch
 
 from parity.checks.findings import SECOND_FUSE, Known
 from parity.checks.fresh_copies import float64_copy, pristine_copy, release_free_heap, stored_values
-from parity.checks.fuse import Loaded, fuse_and_measure, fuse_unfuse_cycles, load_files
+from parity.checks.fuse import Loaded, fuse_and_measure, fuse_unfuse_cycles, load_files, targeted_parameters
 from parity.checks.known_findings import merge_findings, refusal_finding
 from parity.checks.memory import gate_memory, predict_check
 from parity.checks.progress import SILENT, Progress
@@ -291,6 +291,7 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
         first = _built(plan, next(iter(plan.dtypes.values())))
     loras = [read_lora(path, plan.family.components(first), strict=True, allow_pickle=request.allow_pickle)
              for path in request.loras]
+    targeted_parameters(loras)  # a stack the reference cannot form is refused before anything loads
     if published_model is None:  # the published architecture's was predicted before it was built
         # every model the pipeline holds counts, not only the LoRA-capable ones (FLUX.1's T5 is 4.7 B);
         # no name here may keep them alive past ``del first``

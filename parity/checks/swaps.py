@@ -90,6 +90,9 @@ def _read_files(plan: HotswapPlan, pipe: Any) -> list[LoraFile]:
         if diffs:
             raise ParityInputError(f"sets {len(diffs)} module(s) by a full difference (.diff keys, e.g. {diffs[0]}): "
                                    "hotswap swaps LoRA factors only", path=lora.path)
+        if lora.variants():  # the swap's file is written as plain pairs, and PEFT's hotswap swaps pairs
+            raise ParityInputError(f"holds {' and '.join(lora.variants())} modules: the hotswap check swaps plain "
+                                   "LoRA factors only (check the file with `lora-parity check`)", path=lora.path)
         if denoiser not in lora.components():
             raise ParityInputError(f"no {denoiser} keys: only the {denoiser} part of a file can be hotswapped",
                                    path=lora.path)

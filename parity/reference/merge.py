@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from parity.errors import ParityInputError
 from parity.lora.neutral import (
     DiffModule,
     DoraModule,
@@ -158,7 +159,13 @@ class LazyReferences(Mapping[tuple[str, str], MergeReference]):
                     p for p, t in (("weight", m.diff), ("bias", m.bias)) if t is not None]
                 for param in params:
                     key = (component, module if param == "weight" else f"{module}.{param}")
-                    self.contributors.setdefault(key, []).append((m, weight, param))
+                    others = self.contributors.setdefault(key, [])
+                    if others and (isinstance(m, DoraModule) or any(isinstance(o, DoraModule) for o, _, _ in others)):
+                        # PEFT merges each DoRA adapter against the unmerged base: no reference for a stack yet
+                        raise ParityInputError(f"DoRA and another adapter on {component}.{module}: a stack with "
+                                               "DoRA in it has no reference yet (not supported)", path=lora.path,
+                                               key=next(iter(lora.sources.get((component, module), ())), None))
+                    others.append((m, weight, param))
 
     def base(self, key: tuple[str, str]) -> torch.Tensor:
         """The base weight (or bias) ``key`` changes, as the snapshot holds it (a disk entry is read now)."""
@@ -179,10 +186,7 @@ class LazyReferences(Mapping[tuple[str, str], MergeReference]):
         ref = None
         contributors = self.contributors[key]
         if any(isinstance(m, DoraModule) for m, _, _ in contributors):
-            if len(contributors) > 1:
-                raise ValueError(f"{self.name(key)}: DoRA with another adapter on the same weight has no "
-                                 "reference yet (PEFT merges each DoRA against the unmerged base)")
-            m, weight, param = contributors[0]
+            [(m, weight, param)] = contributors  # a stack with DoRA in it is refused in __init__
             step = dict(contributions(m, weight * self.lora_scale, tuple(base.shape)))[param]
             merged = dora_merged(base, m, weight * self.lora_scale)
             return MergeReference(key[0], m.module, base.double(), merged, [step], param, dora=m)
