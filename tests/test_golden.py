@@ -21,6 +21,8 @@ pytestmark = pytest.mark.golden
 
 @pytest.mark.parametrize("case", params(golden_cases()))
 def test_golden(case: GoldenCase, golden_config, parity_record):
+    if golden_config.skip_missing and not golden_config.update and not golden_config.store.has(case.id):
+        pytest.skip(f"no baseline image for {case.id} in {golden_config.store.dir} (--golden-missing skip)")
     outcome = run_case(golden_config.store, case, golden_config.report_dir, golden_config.update,
                        golden_config.device, golden_config.model_path)
     if outcome.result is not None:

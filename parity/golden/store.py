@@ -132,6 +132,10 @@ class GoldenStore:
             return {"device_class": self.cls, "entries": {}}
         return json.loads(self.manifest_path.read_text())
 
+    def has(self, case_id: str) -> bool:
+        """Whether the case has a baseline here: its PNG and its manifest entry."""
+        return self.png_path(case_id).exists() and self.entry(case_id) is not None
+
     def entry(self, case_id: str) -> dict[str, Any] | None:
         staged = self._staged(f"{case_id}.json")
         if staged is not None:

@@ -139,7 +139,7 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
     if update:
         update_case(store, case, device, model_path=model_path)
         lines.append(f"{case.id}: baseline written to {store.dir / (case.id + '.png')}")
-    elif not store.png_path(case.id).exists() or store.entry(case.id) is None:
+    elif not store.has(case.id):
         return CaseOutcome(case.id, False, [how_to_create(case.id, case.family, store.root, store.cls)])
     image = rendering.render_cached(case, device, model_path)
     try:

@@ -36,6 +36,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="rewrite the golden baselines of the selected cases (others are left untouched)",
     )
     group.addoption("--golden-dir", default=None, help="golden image root (default: <rootdir>/golden)")
+    group.addoption(
+        "--golden-missing",
+        default="fail",
+        choices=("fail", "skip"),
+        help="a case without a baseline image: fail (default), or skip it, as the upgrade gate does where the "
+        "old versions rendered no image for it (a family they cannot build)",
+    )
     GOLDEN_CLASS.add_to(group)
     group.addoption(
         "--golden-report",
@@ -115,6 +122,7 @@ class GoldenConfig:
     report_dir: Path
     device: str
     model_path: str | None = None  # --model-path: the cases render on that folder
+    skip_missing: bool = False  # --golden-missing skip
 
 
 @pytest.fixture(scope="session")
@@ -127,4 +135,5 @@ def golden_config(request: pytest.FixtureRequest, device: str) -> GoldenConfig:
         report_dir=Path(request.config.stash[_REPORT]),
         device=device,
         model_path=request.config.getoption("--model-path"),
+        skip_missing=request.config.getoption("--golden-missing") == "skip",
     )

@@ -146,12 +146,45 @@ class Verdict:
     still_failing: list[TestChange] = field(default_factory=list)  # failed before and now: not vouched for
     parity_grew: list[ParityChange] = field(default_factory=list)
     golden_moved: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # golden images that moved where the old versions failed the parity checks of the same family and
+    # layout and the new ones pass them: the old image came from a wrong merge (vouched_moves)
+    moved_by_fix: list[TestChange] = field(default_factory=list)
     bench: Comparison | None = None
 
     @property
     def ok(self) -> bool:
         bench_ok = self.bench is None or self.bench.ok
         return not (self.regressions or self.lost or self.new_failures) and bench_ok
+
+
+GOLDEN_TEST = "::test_golden["
+
+
+def _family_layout(test: str) -> tuple[str, str]:
+    """(family, registered layout) of a test id: the layout part cut to the longest layout name that
+    starts it (``xlabs-1.0`` → ``xlabs``, ``kohya-sgm`` stays whole)."""
+    from parity.lora.layouts import LAYOUTS
+    from parity.runs.evidence import id_parts
+    from parity.zoo import FAMILIES, UNAVAILABLE
+
+    _, family, part = id_parts(test, [*FAMILIES, *UNAVAILABLE])
+    names = [n for n in LAYOUTS if part == n or part.startswith(n + "-")]
+    return family, max(names, key=len) if names else part
+
+
+def vouch_for_moves(verdict: Verdict) -> None:
+    """Move a golden image's regression to ``moved_by_fix`` where the parity checks of its family and
+    layout failed under the old versions and all pass under the new: the old image was rendered with a
+    merge those checks show was wrong (measured: FLUX.1 XLabs files under diffusers 0.35.2), so the
+    image had to move, and the new one is the one the checks vouch for."""
+    fixed = {_family_layout(c.test) for c in verdict.fixed if GOLDEN_TEST not in c.test}
+    broken = {_family_layout(c.test) for c in [*verdict.regressions, *verdict.still_failing, *verdict.new_failures]
+              if GOLDEN_TEST not in c.test}
+    kept = []
+    for change in verdict.regressions:
+        moved = GOLDEN_TEST in change.test and _family_layout(change.test) in fixed - broken
+        (verdict.moved_by_fix if moved else kept).append(change)
+    verdict.regressions = kept
 
 
 def judge(old: Bundle, new: Bundle, bench_gates: Sequence[FailOn] = (), allow_cross_device: bool = False) -> Verdict:
@@ -177,6 +210,7 @@ def judge(old: Bundle, new: Bundle, bench_gates: Sequence[FailOn] = (), allow_cr
     for test, now in sorted(new.outcomes.items()):
         if test not in old.outcomes and now.status == FAILED:
             verdict.new_failures.append(TestChange(test, "absent", now.status, now.message))
+    vouch_for_moves(verdict)
     for key, row in new.parity.items():
         before_row = old.parity.get(key)
         if before_row is not None and row["max_ulps"] > before_row["max_ulps"]:

@@ -45,3 +45,35 @@ def test_a_growth_shows_the_digits_that_show_it():
     assert distinct(0.5, 0.5004) == ("0.5000", "0.5004")  # issue 17: "0.50 → 0.50"
     assert distinct(1.0, 2.5) == ("1.00", "2.50")
     assert growth_ratio(0.5, 0.5004) == "×1.001"
+
+
+def _verdict(changes: dict[str, tuple[str, str]]):
+    from pathlib import Path
+
+    from parity.runs.gate import Bundle, judge
+    from parity.runs.junit import Outcome
+
+    def bundle(which: int) -> Bundle:
+        outcomes = {t: Outcome(t, statuses[which]) for t, statuses in changes.items()}
+        return Bundle(Path("."), {}, outcomes, {}, {}, None)
+
+    return judge(bundle(0), bundle(1))
+
+
+GOLDEN_XLABS = "tests.test_golden::test_golden[flux-xlabs-1.0]"
+MERGE_XLABS = "tests.test_merge_parity::test_fuse_matches_reference_merge[flux-xlabs-float32-cpu-s1-x1]"
+MERGE_KOHYA_BFL = "tests.test_merge_parity::test_fuse_matches_reference_merge[flux-kohya-bfl-float32-cpu-s1-x1]"
+
+
+def test_a_golden_image_that_moved_where_the_old_merge_was_wrong_is_not_a_regression():
+    verdict = _verdict({GOLDEN_XLABS: ("passed", "failed"), MERGE_XLABS: ("failed", "passed")})
+    assert verdict.ok and [c.test for c in verdict.moved_by_fix] == [GOLDEN_XLABS]
+
+
+def test_a_golden_image_that_moved_is_a_regression_where_its_layouts_checks_did_not_go_from_fail_to_pass():
+    # the controls: no fix of its own layout (another layout's fix does not count), or a fix that left a check failing
+    other = _verdict({GOLDEN_XLABS: ("passed", "failed"), MERGE_KOHYA_BFL: ("failed", "passed")})
+    assert not other.ok and [c.test for c in other.regressions] == [GOLDEN_XLABS]
+    half = _verdict({GOLDEN_XLABS: ("passed", "failed"), MERGE_XLABS: ("failed", "passed"),
+                     MERGE_XLABS.replace("x1]", "x2]"): ("failed", "failed")})
+    assert not half.ok and [c.test for c in half.regressions] == [GOLDEN_XLABS]
