@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from parity.reference.variants import norm_of
+
 if TYPE_CHECKING:
     from parity.reference.merge import MergeStep
 
@@ -407,10 +409,9 @@ def dora_bound(step: "MergeStep", base: torch.Tensor, magnitude: torch.Tensor, a
     u32 = unit_roundoff(torch.float32)
     e = merge_bound([step], base, dtype, tol)
     v = base.double() + step.delta
-    dims = tuple(d for d in range(v.ndim) if d != (0 if axis == "out" else 1))
-    norm = torch.linalg.vector_norm(v, dim=dims, keepdim=True)
+    norm = norm_of(v, axis)
     length = v.numel() // norm.numel()
-    rel_norm = torch.linalg.vector_norm(e, dim=dims, keepdim=True) / norm + (length / 2 + 1) * u32 + u
+    rel_norm = norm_of(e, axis) / norm + (length / 2 + 1) * u32 + u
     rel_mag = u if input_cast_is_inexact(magnitude_dtype, dtype) else 0.0
     rho = rel_norm + rel_mag + u + eps / norm
     rho = rho * (1 + 2 * rho)

@@ -7,11 +7,13 @@ division), and a DoRA weight that misses says which of DoRA's parts is off.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from parity.fused_comparison import UnfuseDrift
 from parity.reference.merge import MergeReference
-from parity.reference.variants import magnitude_of, norm_of
+from parity.reference.variants import magnitude_of, renormalised
 from parity.tolerances import (
     Tolerance,
     TensorReport,
@@ -63,13 +65,8 @@ def diagnose_dora(actual: torch.Tensor, ref: MergeReference, dtype: torch.dtype,
                 f"({key} not applied)")
     if ref.base.ndim > 1 and ref.base.shape[0] * ref.base.shape[1] > 1:
         other = "in" if mag.axis == "out" else "out"
-        size = ref.base.shape[0 if other == "out" else 1]
-        if mag.value.numel() == size:
-            shape = tuple(ref.base.shape)
-            view = [1] * len(shape)
-            view[0 if other == "out" else 1] = -1
-            swapped = mag.value.double().reshape(view) * v / (norm_of(v, other) + mag.eps)
-            if _within(actual, swapped, bound):
+        if mag.value.numel() == ref.base.shape[0 if other == "out" else 1]:
+            if _within(actual, renormalised(v, replace(mag, axis=other)), bound):
                 per = {"out": "output row", "in": "input channel"}
                 return f"DoRA normalised over the wrong axis: per {per[other]}, where {key} is per {per[mag.axis]}"
     ratio = actual.double() / v.where(v.abs() > 0, torch.ones_like(v))

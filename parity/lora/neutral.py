@@ -12,7 +12,8 @@ with the shared ``down`` and its own rows of ``up``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -151,6 +152,14 @@ class RowsOf:
 Factored = LoraModule | TuckerModule | LohaModule | LokrModule | RowsOf
 
 
+def with_tensors(m: Factored, fn: Callable[[torch.Tensor], torch.Tensor]) -> Factored:
+    """``m`` with ``fn`` of each of its tensors (a RowsOf's, its whole module's) in their place."""
+    if isinstance(m, RowsOf):
+        return replace(m, whole=with_tensors(m.whole, fn))
+    return replace(m, **{f.name: fn(getattr(m, f.name)) for f in fields(m)
+                         if isinstance(getattr(m, f.name), torch.Tensor)})
+
+
 @dataclass(frozen=True)
 class DoraModule:
     """A factored module with a DoRA magnitude: W' = m ⊙ (W + ΔW) / (‖W + ΔW‖ + eps)."""
@@ -175,6 +184,7 @@ Module = LoraModule | DiffModule | TuckerModule | LohaModule | LokrModule | Rows
 # What each kind of module is called in messages: the algorithm a trainer names it by.
 ALGORITHMS = {LoraModule: "LoRA", DiffModule: "full difference", TuckerModule: "LoCon (tucker)",
               LohaModule: "LoHa", LokrModule: "LoKr", DoraModule: "DoRA"}
+PLAIN = (ALGORITHMS[LoraModule], ALGORITHMS[DiffModule])  # what every loader of these families reads
 
 
 def algorithm(m: Module) -> str:
@@ -208,9 +218,8 @@ class LoraFile:
 
     def algorithms(self) -> list[str]:
         """The algorithms of the file's modules, plain LoRA and full differences first."""
-        return sorted({algorithm(m) for m in self.modules.values()},
-                      key=lambda a: (a not in ("LoRA", "full difference"), a))
+        return sorted({algorithm(m) for m in self.modules.values()}, key=lambda a: (a not in PLAIN, a))
 
     def variants(self) -> list[str]:
         """The algorithms that are not plain pairs or differences (what diffusers may not load)."""
-        return [a for a in self.algorithms() if a not in ("LoRA", "full difference")]
+        return [a for a in self.algorithms() if a not in PLAIN]

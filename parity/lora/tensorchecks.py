@@ -10,7 +10,15 @@ import torch
 from torch import nn
 
 from parity.errors import ParityInputError
-from parity.lora.neutral import DiffModule, LohaModule, LokrModule, LoraModule, Magnitude, TuckerModule
+from parity.lora.neutral import (
+    DiffModule,
+    LohaModule,
+    LokrModule,
+    LoraModule,
+    Magnitude,
+    TuckerModule,
+    with_tensors,
+)
 
 # What a LoRA weight may be stored as: the dtypes diffusers/PEFT train and save in, and that the
 # float64 reference merge can upcast exactly. float8/float4, integers, bool and complex are refused.
@@ -156,10 +164,9 @@ def check_lycoris(m: LohaModule | LokrModule, weight_shape: tuple[int, ...], lab
             continue
         check_tensor(t := getattr(m, _FIELD[role]), role, label, path, key, ndims=(2, 4))
         check_finite(t, role, label, path, key)
-    stand_ins = {f: torch.empty(getattr(m, f).shape, dtype=torch.float64, device="meta")
-                 for f in _FIELD.values() if getattr(m, f, None) is not None}
     try:
-        shape = tuple(raw_delta(type(m)(**{**m.__dict__, **stand_ins})).shape)
+        shape = tuple(raw_delta(with_tensors(m, lambda t: torch.empty(t.shape, dtype=torch.float64,
+                                                                      device="meta"))).shape)
     except RuntimeError as exc:
         raise ParityInputError(f"{algo} tensors of {label} do not compose: {' '.join(str(exc).split())[:200]}",
                                path=path, key=first) from None

@@ -10,7 +10,7 @@ them could not cancel out.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -26,6 +26,7 @@ from parity.lora.neutral import (
     Module,
     RowsOf,
     TuckerModule,
+    with_tensors,
 )
 from parity.reference.variants import delta_from_factors, dora_merged, factored_delta
 
@@ -94,15 +95,7 @@ def contributions(m: Module, scale: float, shape: tuple[int, ...] | None = None)
 def variant_abs_product(m: Factored, shape: tuple[int, ...]) -> torch.Tensor:
     """The module's formula on the absolute values of its tensors: it bounds |ΔW| and every summation
     error in forming it, as |B|∘|A| does for a pair."""
-    return factored_delta(_absolute(m), shape).abs_()
-
-
-def _absolute(m: Factored) -> Factored:
-    """``m`` with every tensor replaced by its absolute values."""
-    if isinstance(m, RowsOf):
-        return replace(m, whole=_absolute(m.whole))
-    return replace(m, **{f.name: getattr(m, f.name).abs() for f in fields(m)
-                         if isinstance(getattr(m, f.name), torch.Tensor)})
+    return factored_delta(with_tensors(m, torch.abs), shape).abs_()
 
 
 def file_dtype(m: Module) -> torch.dtype:

@@ -147,8 +147,11 @@ def magnitude_of(mag: Magnitude, shape: tuple[int, ...]) -> torch.Tensor:
     return mag.value.double().reshape(view)
 
 
+def renormalised(v: torch.Tensor, mag: Magnitude) -> torch.Tensor:
+    """m ⊙ V / (‖V‖ + eps), over ``mag``'s axis."""
+    return magnitude_of(mag, tuple(v.shape)) * v / (norm_of(v, mag.axis) + mag.eps)
+
+
 def dora_merged(base: torch.Tensor, m: DoraModule, scale: float = 1.0) -> torch.Tensor:
     """W' = m ⊙ (W + s·ΔW) / (‖W + s·ΔW‖ + eps), float64."""
-    shape = tuple(base.shape)
-    v = base.double() + scale * factored_delta(m.inner, shape)
-    return magnitude_of(m.magnitude, shape) * v / (norm_of(v, m.magnitude.axis) + m.magnitude.eps)
+    return renormalised(base.double() + scale * factored_delta(m.inner, tuple(base.shape)), m.magnitude)

@@ -31,6 +31,13 @@ class EvidenceGroup:
         return len(self.tests)
 
 
+def family_names() -> list[str]:
+    """Every family a test id may name: those this environment builds and those it cannot."""
+    from parity.zoo import FAMILIES, UNAVAILABLE  # the zoo's registry, read when a page is made
+
+    return [*FAMILIES, *UNAVAILABLE]
+
+
 def id_parts(test: str, families: Iterable[str]) -> tuple[str, str, str]:
     """(check, family, layout) of a test id ``path::function[params]``: the family is the longest family
     name its parameters start with, the layout what follows it up to the dtype or device."""

@@ -164,10 +164,9 @@ def _family_layout(test: str) -> tuple[str, str]:
     """(family, registered layout) of a test id: the layout part cut to the longest layout name that
     starts it (``xlabs-1.0`` → ``xlabs``, ``kohya-sgm`` stays whole)."""
     from parity.lora.layouts import LAYOUTS
-    from parity.runs.evidence import id_parts
-    from parity.zoo import FAMILIES, UNAVAILABLE
+    from parity.runs.evidence import family_names, id_parts
 
-    _, family, part = id_parts(test, [*FAMILIES, *UNAVAILABLE])
+    _, family, part = id_parts(test, family_names())
     names = [n for n in LAYOUTS if part == n or part.startswith(n + "-")]
     return family, max(names, key=len) if names else part
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from parity.bench.compare import REGRESSION, table_cells
 from parity.bench.report import markdown_table
-from parity.runs.evidence import distinct, group_changes, growth_ratio
+from parity.runs.evidence import distinct, family_names, group_changes, growth_ratio
 from parity.runs.gate import GOLDEN_REPORT, Bundle, Verdict
 
 SHOWN = 10  # rows per section on the terminal; the files list every row
@@ -44,12 +44,6 @@ def headline(verdict: Verdict) -> str:
 GROUPED = ["check", "family", "layout", "tests", "before → now", "message"]
 
 
-def _families() -> list[str]:
-    from parity.zoo import FAMILIES, UNAVAILABLE
-
-    return [*FAMILIES, *UNAVAILABLE]
-
-
 Section = tuple[str, list[str], list[list[str]], list[str]]  # title, header, rows, every test it groups
 
 
@@ -58,7 +52,7 @@ def _sections(verdict: Verdict) -> list[Section]:
     check, family and layout (parity/runs/evidence.py); their full list is in ``details``."""
     out = []
     tests = GROUPED
-    families = _families()
+    families = family_names()
 
     def changes(items):
         rows = []
