@@ -124,13 +124,17 @@ CHECK_GRID = 8  # the latent side of a check's forwards: SD1.5's UNet halves it 
 def unet_grid(config: Any, shape: InputShape | None) -> int:
     """The latent side: the given shape's, else the config's sample size capped at CHECK_GRID. A check's
     forward (the unfused pipeline against the loaded one, a hotswap against a fresh load) runs every
-    layer at any size; at full size its cost is the size (SD1.5's UNet: 0.47 s at 8x8, 0.98 s at 16x16)."""
+    layer at any size; at full size its cost is the size (SD1.5's UNet: 0.47 s at 8x8, 0.98 s at 16x16).
+
+    ``sample_size`` is optional in diffusers (UNet2DConditionModel's default is None, so a config.json
+    that leaves it out loads as None; a tuple is (height, width)): without one, CHECK_GRID, which any
+    UNet takes (its side only has to survive the down blocks' halvings)."""
     if shape is not None:
         return shape.grid
-    size = config.sample_size
+    size = getattr(config, "sample_size", None)
     if isinstance(size, (tuple, list)):
-        size = size[0]
-    return min(int(size), CHECK_GRID)
+        size = min(size) if size else None
+    return CHECK_GRID if size is None else min(int(size), CHECK_GRID)
 
 
 def denoiser_inputs(
