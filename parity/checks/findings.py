@@ -126,7 +126,8 @@ LYCORIS_REFUSED = Known(
     "finding: diffusers has no loader for LyCORIS's LoHa (hada_*), LoKr (lokr_*) or tucker (lora_mid) "
     "modules in SD1.5, SDXL, FLUX.1 or Qwen-Image files: _convert_non_diffusers_lora_to_diffusers takes only "
     "lora_down, lora_up, alpha and dora_scale and raises 'The following keys have not been correctly renamed' "
-    "for the rest; FLUX.1's loader drops them and loads no adapter ('Adapter name(s) {'a0'} not in the list of "
-    "present adapters'). Only the Z-Image and Flux2 loaders route lokr_ keys to PEFT's LoKr",
+    "for the rest; FLUX.1's loader drops them and loads no adapter, with only a logged warning (set_adapters "
+    "then raises 'Adapter name(s) {'a0'} not in the list of present adapters'). Only the Z-Image and Flux2 "
+    "loaders route lokr_ keys to PEFT's LoKr",
     raises=LoaderRefused,
 )

@@ -5,7 +5,8 @@ The one place where the suite touches diffusers' fuse/unfuse API; tests and the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -14,6 +15,7 @@ import xxhash
 from torch import nn
 
 from parity.checks.diagnosis import diagnose
+from parity.checks.nothing_loaded import nothing_loaded
 from parity.checks.progress import SILENT, Progress
 from parity.checks.variant_merge import formula_drift, formula_report
 from parity.errors import LoaderRefused, ParityInputError
@@ -264,6 +266,23 @@ def targeted_parameters(loras: Sequence[LoraFile]) -> set[tuple[str, str]]:
     return {parameter_of(key) for key in reference_merge({}, [(lora, 1.0) for lora in loras])}
 
 
+@contextmanager
+def _as_refusal(pipe: Any, loras: Sequence[LoraFile]) -> Iterator[None]:
+    """What diffusers/PEFT raise on a file our reader accepted, as their verdict: LoaderRefused."""
+    try:
+        yield
+    except ParityInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - what diffusers/PEFT raise on a file we read is their verdict
+        failing = _failing_file(pipe, loras)
+        lora = next((lora for lora in loras if str(lora.path) == failing), loras[0])
+        message = " ".join(str(exc).split())[:300]
+        reason = f"{type(exc).__name__}: {message}" if message else f"{type(exc).__name__} (no message)"
+        if lora.variants():  # what the file is that diffusers has no loader for, before its words
+            reason = f"diffusers cannot load {' and '.join(lora.variants())} files ({reason})"
+        raise LoaderRefused(failing, lora.layout, reason) from None
+
+
 def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Sequence[float] | None,
                copy_untargeted: bool = True, model_path: str | None = None, snapshot_base: bool = True) -> Loaded:
     """Load the files (read by our reader) as adapters a0, a1, … at ``weights``, as a user would.
@@ -288,24 +307,19 @@ def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Seque
     # The tensors we read, not the path, for a pickle: diffusers must never unpickle a file itself.
     sources = [diffusers_source(lora) for lora in loras]
     try:
-        load_adapters(pipe, sources, weights)
-    except ParityInputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - what diffusers/PEFT raise on a file we read is their verdict
-        failing = _failing_file(pipe, loras)
-        lora = next((lora for lora in loras if str(lora.path) == failing), loras[0])
-        message = " ".join(str(exc).split())[:300]
-        reason = f"{type(exc).__name__}: {message}" if message else f"{type(exc).__name__} (no message)"
-        if lora.variants():  # what the file is that diffusers has no loader for, before its words
-            reason = f"diffusers cannot load {' and '.join(lora.variants())} files ({reason})"
-        raise LoaderRefused(failing, lora.layout, reason) from None
+        # Weights are set only once every file is seen to have loaded: set_adapters on an adapter that
+        # loaded nothing raises "not in the list of present adapters", which hides why.
+        with _as_refusal(pipe, loras):
+            names = load_adapters(pipe, sources)
+        placed = [placements(components, name) for name in names]
+        for lora, where in zip(loras, placed):
+            if not where:
+                raise LoaderRefused(str(lora.path), lora.layout, nothing_loaded(pipe, lora))
+        if weights is not None:
+            with _as_refusal(pipe, loras):
+                pipe.set_adapters(names, adapter_weights=list(weights))
     finally:
         diffusers_logging.set_verbosity(level)
-    placed = [placements(components, f"a{i}") for i in range(len(loras))]
-    for lora, where in zip(loras, placed):
-        if not where:
-            raise LoaderRefused(str(lora.path), lora.layout, "load_lora_weights loaded no adapter from it "
-                                "(it only logs a warning)")
     return Loaded(pipe, components, before, placed)
 
 

@@ -37,7 +37,9 @@ SHOWN_UNMATCHED = 3  # unmatched keys named in the text output; JSON lists them 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument(
-        "--lora", action="append", required=True, metavar="FILE", help=".safetensors LoRA file (repeatable)"
+        "--lora", action="append", required=True, metavar="FILE",
+        help=".safetensors LoRA file, or a PEFT adapter folder (adapter_model.safetensors + adapter_config.json); "
+             "repeatable"
     )
     parser.add_argument(
         "--dtype",

@@ -1,7 +1,8 @@
 """The grammar of LoRA file keys: ``<prefix><module name><role suffix>``.
 
-The prefix says which component (``lora_te2_``, ``text_encoder.``, ``diffusion_model.``, or none at
-all for DiffSynth and XLabs files, which address the denoiser) and whether the module name has its
+The prefix says which component (``lora_te2_``, ``text_encoder.``, ``diffusion_model.``, PEFT's
+``base_model.model.`` for the one model a PEFT adapter was made on, or none at all for DiffSynth and
+XLabs files, which address the denoiser) and whether the module name has its
 dots replaced by underscores (kohya). The suffix says what the tensor is: a down or up factor, in
 whichever spelling a trainer uses, an alpha, or a full weight or bias difference. What the module
 name means is parity/lora/names; this module only cuts keys apart.
@@ -13,6 +14,9 @@ import re
 from dataclasses import dataclass
 
 DENOISER = "<denoiser>"  # the model's unet or transformer, whichever it has
+# PEFT's save_pretrained of get_peft_model(<one component>): the component is whichever one the keys
+# fit (parity/lora/peftadapter.py), as the file holds one model's adapter and never says which.
+PEFT_MODEL = "<peft model>"
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,7 @@ class Prefix:
     text: str
     component: str
     underscored: bool
-    style: str  # "kohya" | "component" | "diffusion_model" | "none"
+    style: str  # "kohya" | "component" | "diffusion_model" | "peft" | "none"
 
 
 # First match wins: longer prefixes before those they extend.
@@ -35,6 +39,7 @@ PREFIXES = (
     Prefix("text_encoder_2.", "text_encoder_2", False, "component"),
     Prefix("text_encoder.", "text_encoder", False, "component"),
     Prefix("diffusion_model.", DENOISER, False, "diffusion_model"),
+    Prefix("base_model.model.", PEFT_MODEL, False, "peft"),
     Prefix("", DENOISER, False, "none"),
 )
 

@@ -5,14 +5,15 @@ reader.py); a layout's entry is what recognises it there and what writes it here
 A layout is four choices, made by the trainer that writes it:
 
 - **prefix**: ``kohya`` (``lora_unet_``, ``lora_te1_``… with dots as underscores), ``component``
-  (``unet.``, ``transformer.``…), ``diffusion_model`` (the denoiser under ComfyUI's prefix) or
-  ``none`` (the denoiser's names bare);
+  (``unet.``, ``transformer.``…), ``diffusion_model`` (the denoiser under ComfyUI's prefix), ``peft``
+  (``base_model.model.``: the one component a PEFT adapter was made on) or ``none`` (the denoiser's names bare);
 - **pair**: how down/up are spelled: ``lora_down`` (``.lora_down.weight``), ``lora_A``, ``lora_A.default``
   (PEFT with the adapter name kept), ``legacy`` (diffusers' pre-PEFT ``to_q_lora.down.weight``,
   ``.lora.down.weight``, ``.lora_linear_layer.down.weight``), ``down/up`` (XLabs);
 - **naming**: whose module names (parity/lora/names: diffusers, sgm, bfl, xlabs);
 - **alpha**: ``keys`` (a ``.alpha`` scalar per module, in the factors' dtype), ``metadata`` (diffusers'
-  LoraConfig kwargs in the safetensors header) or ``none`` (α = r).
+  LoraConfig kwargs in the safetensors header), ``config`` (PEFT's adapter_config.json beside the file:
+  parity/lora/peftadapter.py) or ``none`` (α = r).
 
 ``diff`` names the modules (by suffix) that the layout stores as full differences (``.diff``, and
 ``.diff_b`` where the module has a bias) instead of a pair.
@@ -35,6 +36,8 @@ from parity.lora.names import Target
 from parity.lora.names.diffusers import TEXT_MODEL_PREFIX
 from parity.lora.names.table import ComponentNames, component_names
 from parity.lora.neutral import DiffModule, LoraFile, LoraModule
+from parity.lora.peftadapter import CONFIG_NAME
+from parity.lora.peftadapter import PREFIX as PEFT_PREFIX
 from parity.zoo.weights import deterministic_tensor
 
 
@@ -88,6 +91,9 @@ LAYOUT_LIST = (
            "diffusion_model", "lora_down", "diffusers", "keys"),
     Layout("diffsynth", "DiffSynth-Studio (PEFT names with the adapter name kept, no prefix)",
            "transformer_blocks.0.attn.to_q.lora_A.default.weight", "none", "lora_A.default", "diffusers", "none"),
+    Layout("peft", "PEFT save_pretrained of get_peft_model(one component), adapter_config.json beside it",
+           "base_model.model.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight",
+           "peft", "lora_A", "diffusers", "config"),
 )
 # The layout registry: name → its entry. The families that publish a layout name it in their
 # ``layouts`` (parity/zoo), and the case table takes it from there.
@@ -118,6 +124,10 @@ def _prefix(layout: Layout, component: str, components: list[str]) -> tuple[str,
         return prefixes[component] + "_", True
     if layout.prefix == "component":
         return component + ".", False
+    if layout.prefix == "peft":
+        if len(components) != 1:
+            raise ValueError(f"a PEFT adapter holds one model's modules, not {', '.join(components)}'s")
+        return PEFT_PREFIX, False
     if component.startswith("text_encoder"):
         raise ValueError(f"the {layout.name} layout holds the denoiser only, not {component}")
     return ("diffusion_model." if layout.prefix == "diffusion_model" else ""), False
@@ -262,12 +272,28 @@ def to_state_dict(lora: LoraFile, layout: str, components: Mapping[str, nn.Modul
     return {k: v.contiguous() for k, v in sd.items()}, metadata
 
 
+def _peft_config(lora: LoraFile) -> dict[str, object]:
+    """The LoraConfig fields PEFT's save_pretrained writes that set each module's scale: the most common
+    rank and α, every other module by an exact-name pattern."""
+    mods = [m for _, m in sorted(lora.low_rank().items())]
+    ranks = [m.rank for m in mods]
+    alphas = [m.effective_alpha for m in mods]
+    r, a = max(set(ranks), key=ranks.count), max(set(alphas), key=alphas.count)
+    return {"peft_type": "LORA", "r": r, "lora_alpha": a, "target_modules": sorted({m.module for m in mods}),
+            "rank_pattern": {re.escape(m.module): m.rank for m in mods if m.rank != r},
+            "alpha_pattern": {re.escape(m.module): m.effective_alpha for m in mods if m.effective_alpha != a},
+            "use_rslora": False, "use_dora": False}
+
+
 def save_lora(lora: LoraFile, path: str | os.PathLike, layout: str,
               components: Mapping[str, nn.Module] | None = None) -> str:
     from safetensors.torch import save_file
 
     sd, metadata = to_state_dict(lora, layout, components)
     save_file(sd, str(path), metadata=metadata)
+    if LAYOUTS[layout].alpha == "config":  # PEFT's adapter_config.json, beside the file
+        with open(os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_NAME), "w") as fh:
+            json.dump(_peft_config(lora), fh, indent=2)
     return str(path)
 
 

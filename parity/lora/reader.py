@@ -29,6 +29,7 @@ from parity.lora.keys import (
     LOKR_ROLES,
     MAGNITUDE_ROLES,
     MODULE_ROLES,
+    PEFT_MODEL,
     ParsedKey,
     Prefix,
     parse_key,
@@ -47,6 +48,7 @@ from parity.lora.neutral import (
     RowsOf,
     TuckerModule,
 )
+from parity.lora.peftadapter import AdapterConfig, adapter_component, adapter_file, read_config
 from parity.lora.tensorchecks import (
     alpha_value,
     check_diff,
@@ -131,6 +133,7 @@ class _Reading:
     modules: dict[tuple[str, str], Module] = field(default_factory=dict)
     sources: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     placement: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    peft: AdapterConfig | None = None  # a PEFT adapter's adapter_config.json
 
     def add(self, component: str, module: Module, group: _Group) -> None:
         key = (component, module.module)
@@ -155,7 +158,9 @@ class _Reading:
             raise ParityInputError(f"a tucker core on the fused module {label} cannot be split per module "
                                    "(not supported yet)", path=self.path, key=mid_key)
         for module in target.modules:
-            if alpha is None and component in self.header and group.prefix.style == "component":
+            if self.peft is not None and group.prefix.style == "peft":
+                alpha_m = self.peft_alpha(module, down, down_key)
+            elif alpha is None and component in self.header and group.prefix.style == "component":
                 alpha_m = alpha_from_config(self.header[component], module)
             else:
                 alpha_m = alpha
@@ -168,6 +173,17 @@ class _Reading:
                 m = LoraModule(component, module, down, _rows(up, target, module, out), alpha_m)
                 check_pair(m, modules[module], self.path, down_key, up_key)
             self.add(component, self.with_magnitude(m, modules[module], target, group, tensors), group)
+
+    def peft_alpha(self, module: str, down: torch.Tensor, down_key: str) -> float:
+        """PEFT's α for ``module`` from adapter_config.json, once the config's rank is the tensors' (PEFT
+        builds the layer at the config's rank, so a file at another rank does not load into it)."""
+        assert self.peft is not None
+        rank, source = self.peft.rank_of(module)
+        if down.ndim == 0 or int(down.shape[0]) != rank:
+            have = int(down.shape[0]) if down.ndim else 0
+            raise ParityInputError(f"has rank {have}, but {os.path.basename(self.peft.path)} gives {module} rank "
+                                   f"{rank} ({source})", path=self.path, key=down_key)
+        return self.peft.stored_alpha(module)
 
     def alpha(self, group: _Group, tensors: Mapping[str, torch.Tensor]) -> float | None:
         return alpha_value(tensors[group.keys["alpha"]], self.path, group.keys["alpha"]) if "alpha" in group.keys \
@@ -262,6 +278,33 @@ def _signature(seen: list[tuple[_Group, str, Resolved]]) -> Signature:
                      any("diff" in g.keys or "diff_b" in g.keys for g, _, _ in denoiser))
 
 
+def _peft_component(reading: _Reading, groups: list[_Group], components: Mapping[str, nn.Module],
+                    tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """For a PEFT adapter (keys under base_model.model.): its adapter_config.json, read into ``reading``,
+    and the component its keys fit; None for any other file."""
+    peft = [g for g in groups if g.prefix.component == PEFT_MODEL]
+    if not peft:
+        return None
+    first = next(iter(peft[0].keys.values()))
+    if reading.path is None:
+        raise ParityInputError("a PEFT adapter's state dict (keys under base_model.model.) has no "
+                               "adapter_config.json to take its rank and alpha from; pass its file", key=first)
+    reading.peft = read_config(reading.path)
+    by_body = {g.body: g for g in peft}
+
+    def fits(component: str, body: str) -> bool:
+        hits = reading.names[component].lookup(body, False)
+        if len(hits) != 1:
+            return False
+        group = by_body[body]
+        shape = tuple(reading.names[component].modules[hits[0].target.modules[0]].weight.shape)
+        down, up = (tensors[group.keys[r]] for r in ("down", "up")) if {"down", "up"} <= set(group.keys) \
+            else (None, None)
+        return down is None or (down.ndim >= 2 and up.ndim >= 2 and (up.shape[0], down.shape[1]) == shape[:2])
+
+    return adapter_component(list(by_body), dict(components), fits, reading.peft, reading.path, first)
+
+
 def read_lora(
     source: str | os.PathLike | dict[str, torch.Tensor],
     components: Mapping[str, nn.Module],
@@ -280,7 +323,7 @@ def read_lora(
         tensors, path = source, None
         metadata = metadata or {}
     else:
-        path = str(source)
+        path = adapter_file(str(source))  # a PEFT adapter folder: its adapter_model file
         tensors, metadata = load_tensors(path, allow_pickle=allow_pickle)
         raw = tensors if is_pickle_path(path) else None
     keys = list(tensors)
@@ -295,9 +338,11 @@ def read_lora(
     foreign: dict[str, str] = {}  # key → a component this model does not have
     seen: list[tuple[_Group, str, Resolved]] = []
     halves: list[_Group] = []  # a down without its up, or the other way round
+    peft_component = _peft_component(reading, groups, components, tensors)
 
     for group in groups:
-        component = denoiser if group.prefix.component == DENOISER else group.prefix.component
+        component = {DENOISER: denoiser, PEFT_MODEL: peft_component}.get(group.prefix.component,
+                                                                           group.prefix.component)
         first = next(iter(group.keys.values()))
         if component not in components:
             if component in KNOWN_COMPONENTS:

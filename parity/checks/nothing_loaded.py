@@ -1,0 +1,60 @@
+"""What to tell a user whose valid file diffusers loaded nothing from.
+
+``load_lora_weights`` converts the formats it knows (kohya, its own legacy names, the families'
+converters), then keeps, per component it loads into, only the keys under ``<component>.`` (lora_base
+``_load_lora_into_text_encoder``, peft.py ``load_lora_adapter``: ``k.startswith(f"{prefix}.")``); a file
+with none left only gets a logged warning. The sentence says that, in the file's own terms: which
+prefixes diffusers keeps and where this file's keys are.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from parity.lora.keys import parse_key
+from parity.lora.neutral import LoraFile
+from parity.lora.peftadapter import PREFIX as PEFT_PREFIX
+
+# What each key prefix means to a user, where its name alone does not say.
+PREFIX_WORDS = {PEFT_PREFIX: "a PEFT adapter, as save_pretrained writes it", "": "no prefix"}
+
+
+def _file_prefix(lora: LoraFile) -> str | None:
+    """The key prefix most of the file's keys share, as the key grammar cuts it."""
+    keys = [k for keys in lora.sources.values() for k in keys]
+    parsed = [p.prefix.text for p in map(parse_key, keys) if p is not None]
+    return Counter(parsed).most_common(1)[0][0] if parsed else None
+
+
+def nothing_loaded(pipe: Any, lora: LoraFile) -> str:
+    """Why ``load_lora_weights`` loaded no adapter from ``lora``, in one sentence."""
+    import diffusers
+
+    if lora.variants():  # its modules are what no loader converts, whatever their keys' prefix
+        return (f"diffusers cannot load {' and '.join(lora.variants())} files (load_lora_weights loaded no adapter "
+                "from it and only logs a warning)")
+
+    loadable = [c for c in getattr(pipe, "_lora_loadable_modules", []) if getattr(pipe, c, None) is not None]
+    kept = "/".join(f"{c}." for c in loadable) or "its components' names"
+    prefix = _file_prefix(lora)
+    if prefix is None:
+        where = "these are not"
+    elif prefix == "":
+        where = "these have no prefix"
+    else:
+        where = f"these are under {prefix}" + (f": {PREFIX_WORDS[prefix]}" if prefix in PREFIX_WORDS else "")
+    text = (f"diffusers {diffusers.__version__} loads nothing from this file (after the conversions it knows, "
+            f"load_lora_weights keeps keys under {kept} only; {where}) and only logs a warning")
+    if prefix == PEFT_PREFIX:
+        text += _peft_loaders(lora.components()[0])
+    return text
+
+
+def _peft_loaders(component: str) -> str:
+    """What else loads a PEFT adapter of ``component``, as measured (tests/test_peft_adapters.py)."""
+    if component.startswith("text_encoder"):
+        return (f"; transformers' {component}.load_adapter(<folder>) loads it with its adapter_config.json, "
+                "as PEFT's PeftModel.from_pretrained does")
+    return (f"; {component}.load_lora_adapter(<file>, prefix='base_model.model') loads the pairs but never reads "
+            "adapter_config.json (every module at scale 1, alpha = r); PEFT's PeftModel.from_pretrained reads it")
