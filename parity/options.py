@@ -21,7 +21,16 @@ class Option:
 
 
 MODEL_PATH = Option("--model-path", dict(
-    metavar="DIR", default=None, help="local diffusers pipeline folder; default: the family's tiny deterministic model"))
+    metavar="PATH", default=None,
+    help="local diffusers pipeline folder (a Hub snapshot too) or single-file .safetensors checkpoint; default: "
+         "the family's tiny deterministic model"))
+VARIANT = Option("--variant", dict(
+    metavar="V", default=None,
+    help="with a --model-path folder: load its *.V.safetensors weights (e.g. fp16), as from_pretrained(variant=V)"))
+MODEL_CONFIG = Option("--model-config", dict(
+    metavar="DIR", default=None,
+    help="with a single-file --model-path: the diffusers folder whose configs describe it (default: the "
+         "family's tiny or published configs, whichever the file's shapes fit)"))
 ALLOW_PICKLE = Option("--allow-pickle", dict(
     action="store_true", default=False,
     help="read .bin/.pt/.pth/.ckpt LoRA files with torch.load(weights_only=True) (default: refuse them)"))

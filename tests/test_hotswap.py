@@ -29,6 +29,7 @@ from parity.checks.dynamo import reset
 from parity.checks.swaps import swap_and_check
 from parity.lora.synth import write_lora
 from parity.pytest.cases import marks_of
+from parity.pytest.models import option_model_path
 from parity.zoo import FAMILIES, build_pipeline
 
 
@@ -61,7 +62,7 @@ def session(request, tmp_path_factory, compile_options, device):
     first = write_swap_lora(family, FIRST_SWAP if layout == "diffusers" else LAYOUT_FIRST, directory, layout)
     live = hs.start(
         family, first, HOTSWAP_TARGET_RANK, level=level, backend=backend, mode=mode,
-        device=device, model_path=request.config.getoption("--model-path"),
+        device=device, model_path=option_model_path(request.config),
     )
     yield live, directory, layout
     reset()

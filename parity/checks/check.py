@@ -44,6 +44,7 @@ from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
 from parity.zoo.published import ensure_folder, published_route
+from parity.zoo.source import describe as describe_source
 
 KNOWN_PREFIX = "known diffusers behaviour: "
 
@@ -310,7 +311,7 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     del first
     progress.plan(2 * len(plan.dtypes))
     results = [_check_dtype(plan, dtype, loras, progress, preloaded, truth) for dtype in plan.dtypes.values()]
-    model = published_model or request.model_path or "tiny (built-in, seed 0)"
+    model = published_model or describe_source(request.model_path, plan.family) or "tiny (built-in, seed 0)"
     return CheckReport(plan.family.name, None if published_model else request.model_path, plan.device,
                        library_versions(), plan.weights,
                        [file_report(lora, where) for lora, where in zip(loras, placed)], results, model)

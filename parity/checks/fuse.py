@@ -83,6 +83,8 @@ def _kept(c: str, name: str, t: torch.Tensor, checkpoint: CheckpointWeights | No
         stored = checkpoint.read(c, name, t)
         if stored is not None and torch.equal(stored, t) and stored.dtype == t.dtype:
             return OnDisk(checkpoint, c, name, t)
+        if stored is not None:  # the disk is not what was loaded (a file changed, or the wrong one read)
+            checkpoint.disagrees(c, name)
     return t.detach().clone()
 
 

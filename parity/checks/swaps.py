@@ -28,6 +28,7 @@ from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
 from parity.zoo.published import ensure_folder, published_route
+from parity.zoo.source import describe as describe_source
 
 SHOWN_KEYS = 3  # unexpected keys a refusal's failure line names; the JSON keeps them all
 
@@ -294,5 +295,5 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
         str(plan.dtype).removeprefix("torch."), library_versions(), request.loras[0],
         {path: denoiser_rank(lora, family.denoiser) for path, lora in zip(request.loras, loras)},
         session.compile_seconds, baseline[0], swaps, skipped,
-        published_model or request.model_path or "tiny (built-in, seed 0)",
+        published_model or describe_source(request.model_path, family) or "tiny (built-in, seed 0)",
     )

@@ -8,7 +8,7 @@ import math
 from typing import TYPE_CHECKING, NoReturn
 
 from parity.cli.output import EXIT_BAD_INPUT, print_error
-from parity.options import ALLOW_PICKLE, DEVICE, MODEL_PATH
+from parity.options import ALLOW_PICKLE, DEVICE, MODEL_CONFIG, MODEL_PATH, VARIANT
 
 if TYPE_CHECKING:  # the gate parser is imported when a verb uses it, not at every start
     from parity.bench.compare import FailOn
@@ -65,8 +65,23 @@ def fail_on(text: str) -> FailOn:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Which model a verb checks: a zoo family, tiny or from the user's folder."""
     parser.add_argument("--family", required=True, help="model family (see `lora-parity families`)")
-    MODEL_PATH.add_to(parser, help="local diffusers pipeline folder; default: the family's tiny deterministic "
-                      "model, or for files wider than it its published architecture (synthetic weights)")
+    MODEL_PATH.add_to(parser, help="local diffusers pipeline folder (a Hub snapshot too) or single-file .safetensors "
+                      "checkpoint; default: the family's tiny deterministic model, or for files wider than it its "
+                      "published architecture (synthetic weights)")
+    add_source_arguments(parser)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """How --model-path is read: --variant (a folder), --model-config (a single file)."""
+    VARIANT.add_to(parser)
+    MODEL_CONFIG.add_to(parser)
+
+
+def model_source(args: argparse.Namespace) -> str | None:
+    """--model-path with --variant and --model-config, as every verb passes it on."""
+    from parity.zoo.source import model_path
+
+    return model_path(args.model_path, getattr(args, "variant", None), getattr(args, "model_config", None))
 
 
 def add_pickle_argument(parser: argparse.ArgumentParser) -> None:

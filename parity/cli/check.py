@@ -7,6 +7,7 @@ import argparse
 from parity.checks.check import CheckReport, CheckRequest, plan_check, run_check
 from parity.cli.arguments import (
     add_model_arguments,
+    model_source,
     add_pickle_argument,
     add_run_arguments,
     comma_list,
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     request = CheckRequest(
         family=args.family, loras=tuple(args.lora), dtypes=tuple(args.dtype), lora_scale=args.scale,
         weights=None if args.weights is None else tuple(args.weights), cycles=args.cycles, device=args.device,
-        model_path=args.model_path, allow_pickle=args.allow_pickle,
+        model_path=model_source(args), allow_pickle=args.allow_pickle,
     )
     return report_run(args, plan_check(request), run_check, format_check)
 

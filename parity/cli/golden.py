@@ -6,7 +6,8 @@ import argparse
 import warnings
 from pathlib import Path
 
-from parity.cli.arguments import add_overwrite_argument, add_quiet_argument, comma_list
+from parity.cli.arguments import (add_overwrite_argument, add_quiet_argument, add_source_arguments, comma_list,
+                                  model_source)
 from parity.cli.output import EXIT_FAILED, EXIT_OK, StderrProgress
 from parity.golden.mismatch import DEFAULT_REPORT_DIR
 from parity.golden.store import DEFAULT_GOLDEN_DIR
@@ -40,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--golden-dir", default=DEFAULT_GOLDEN_DIR, metavar="DIR",
                         help=f"golden image root (default: {DEFAULT_GOLDEN_DIR})")
     GOLDEN_CLASS.add_to(parser)
-    MODEL_PATH.add_to(parser, help="local diffusers pipeline folder to render on (one --family); default: the "
-                      "tiny deterministic models")
+    MODEL_PATH.add_to(parser, help="local diffusers pipeline folder (a Hub snapshot too) or single-file .safetensors "
+                      "checkpoint to render on (one --family); default: the tiny deterministic models")
+    add_source_arguments(parser)
     parser.add_argument("--report-dir", default=None, metavar="DIR",
                         help="where mismatch images and index.html go (default: a new run folder "
                              f"{DEFAULT_REPORT_DIR}/<time>-<id>/, made only on a mismatch; "
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         print(("ok    " if result.ok else "FAIL  ") + "\n      ".join(shown[0].splitlines()[:1] + shown[1:]))
 
     outcomes = verify.run_cases(store, cases, report_dir, update, device, StderrProgress(enabled=not args.quiet),
-                                on_outcome=show, model_path=args.model_path)
+                                on_outcome=show, model_path=model_source(args))
     failed = [result for result in outcomes if not result.ok]
     for result in failed:
         print("\n" + "\n".join(result.lines))

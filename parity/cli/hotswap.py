@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from parity.checks.swaps import HotswapReport, HotswapRequest, SwapRecord, plan_hotswap, run_hotswap
-from parity.cli.arguments import add_model_arguments, add_pickle_argument, add_run_arguments, positive_int
+from parity.cli.arguments import (add_model_arguments, add_pickle_argument, add_run_arguments, model_source,
+                                  positive_int)
 from parity.cli.output import report_run, table, versions_line
 from parity.options import COMPILE_BACKEND, COMPILE_MODE
 
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     request = HotswapRequest(
         family=args.family, loras=tuple(args.lora), target_rank=args.target_rank, level=args.level,
         compile_backend=args.compile_backend, compile_mode=args.compile_mode, dtype=args.dtype, device=args.device,
-        model_path=args.model_path, allow_pickle=args.allow_pickle,
+        model_path=model_source(args), allow_pickle=args.allow_pickle,
     )
     return report_run(args, plan_hotswap(request), run_hotswap, format_hotswap)
 

@@ -128,7 +128,11 @@ def case_metadata(case: GoldenCase, model_path: str | None = None) -> dict[str, 
     prompt = call.get("prompt")
     if prompt is None:
         prompt = f"<prompt_embeds from seed {case.seed}>"
-    model = {} if model_path is None else {"model": os.path.abspath(model_path)}
+    from parity.zoo.source import variant_of
+
+    # a folder's fp16 variant is another model than its full weights
+    model = {} if model_path is None else {"model": os.path.abspath(model_path),
+                                           **({"variant": variant_of(model_path)} if variant_of(model_path) else {})}
     return {**model,
         "case": case.id,
         "family": case.family,

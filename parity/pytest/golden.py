@@ -19,6 +19,7 @@ from parity.devices import NoDevice, device_class, resolve
 from parity.golden.mismatch import DEFAULT_REPORT_DIR
 from parity.golden.store import DEFAULT_GOLDEN_DIR, GoldenStore, new_update_token
 from parity.options import GOLDEN_CLASS
+from parity.pytest.models import option_model_path
 from parity.pytest.reports import claimed_folder, command_line
 
 _TOKEN = pytest.StashKey[str]()
@@ -134,6 +135,6 @@ def golden_config(request: pytest.FixtureRequest, device: str) -> GoldenConfig:
         update=request.config.getoption("--update-golden"),
         report_dir=Path(request.config.stash[_REPORT]),
         device=device,
-        model_path=request.config.getoption("--model-path"),
+        model_path=option_model_path(request.config),
         skip_missing=request.config.getoption("--golden-missing") == "skip",
     )

@@ -7,13 +7,15 @@ from typing import Any
 
 import pytest
 
-from parity.options import ALLOW_PICKLE, MODEL_PATH
+from parity.options import ALLOW_PICKLE, MODEL_CONFIG, MODEL_PATH, VARIANT
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lora-parity")
     group.addoption("--family", action="append", default=None, help="run only these zoo families (repeatable)")
     MODEL_PATH.add_to(group)
+    VARIANT.add_to(group)
+    MODEL_CONFIG.add_to(group)
     group.addoption("--lora", action="append", default=[], help="a user LoRA file to check (repeatable)")
     ALLOW_PICKLE.add_to(group)
 
@@ -52,4 +54,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def model_path(request: pytest.FixtureRequest) -> str | None:
-    return request.config.getoption("--model-path")
+    return option_model_path(request.config)
+
+
+def option_model_path(config: pytest.Config) -> str | None:
+    """--model-path with --variant and --model-config (parity/zoo/source.py)."""
+    from parity.zoo.source import model_path as with_options
+
+    return with_options(config.getoption("--model-path"), config.getoption("--variant"),
+                        config.getoption("--model-config"))

@@ -9,7 +9,8 @@ import torch
 from parity.errors import ParityInputError
 from parity.zoo.fit import check_parts_fit
 from parity.zoo import flux, qwenimage, qwenimage_edit, sd15, sdxl
-from parity.zoo.family import Family, pretrained_dir
+from parity.zoo.family import Family
+from parity.zoo.source import load, resolve
 
 # A family whose pipeline this diffusers lacks is left out of the registry (and so out of every case
 # table) with the reason, which get_family gives: the gate's old env runs diffusers 0.35.
@@ -38,9 +39,9 @@ def build_pipeline(
     """The family's tiny pipeline (deterministic weights) or the user's model from ``model_path``."""
     fam = get_family(family) if isinstance(family, str) else family
     if model_path is not None:
-        pretrained_dir(model_path)  # missing folder / no model_index.json: its own clear message
+        resolve(model_path, fam)  # what it is (folder, Hub snapshot, single file), or its own clear message
         try:
-            pipe = fam.load_pretrained(model_path, dtype)
+            pipe = load(fam, model_path, dtype)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ParityInputError(f"diffusers could not load the model ({type(exc).__name__}: {exc})",
                                    path=model_path) from None
