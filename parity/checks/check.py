@@ -43,8 +43,9 @@ from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
-from parity.zoo.published import ensure_folder, published_route
+from parity.zoo.published import ensure_folder
 from parity.zoo.source import describe as describe_source
+from parity.zoo.route import published_route
 
 KNOWN_PREFIX = "known diffusers behaviour: "
 
@@ -264,19 +265,26 @@ def _memory_gate(plan: CheckPlan, components: Any, loras: Sequence[LoraFile], fo
 
 def _with_published(plan: CheckPlan, tiny: Any, progress: Progress) -> tuple[CheckPlan, str | None]:
     """Without a model folder, files too wide for the ``tiny`` model's components are checked against
-    the published architecture (parity/zoo/published.py): read and its memory predicted on the meta
-    device, then built once into the cache and used as a folder. Returns the plan to run and what it
-    runs on."""
+    the published architecture (parity/zoo/route.py): read and its memory predicted on the meta
+    device, reduced to the blocks the files target where all of it would not fit, then built once
+    into the cache and used as a folder. Returns the plan to run (on renumbered copies of the files
+    where the route made them) and what it runs on."""
     request = plan.request
+    host = torch.device(plan.device).type == "cpu"  # on CUDA the weights live on the device
+
+    def predict(components: Any, loras: Sequence[LoraFile]) -> Any:
+        return predict_check(components, loras, plan.dtypes, copies_targeted=False)
+
     route = None if request.model_path is not None else published_route(
-        plan.family, request.loras, tiny, list(plan.dtypes.values()), request.allow_pickle)
+        plan.family, request.loras, tiny, list(plan.dtypes.values()), request.allow_pickle, predict if host else None)
     if route is None:
         return plan, None
     progress.note(f"the files are wider than the tiny {plan.family.name} model: checking them against the "
-                  f"{route.model.describe()}")
-    _memory_gate(plan, route.components, route.loras, True, progress, None)
+                  f"{route.describe()}")
+    if route.prediction is not None:
+        gate_memory(route.prediction, progress.note, None, route.hint)
     folder = ensure_folder(plan.family, route.model, progress.note)
-    return replace(plan, request=replace(request, model_path=folder)), route.model.describe()
+    return replace(plan, request=replace(request, model_path=folder, loras=tuple(route.paths))), route.describe()
 
 
 def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) -> CheckReport:

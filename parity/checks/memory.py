@@ -129,21 +129,22 @@ def available_memory() -> float | None:
     return None
 
 
-def refuse_if_short(prediction: MemoryPrediction, available: float | None, path: str | None) -> None:
-    """One line, before the run, when the prediction does not fit in what is available."""
+def refuse_if_short(prediction: MemoryPrediction, available: float | None, path: str | None, hint: str = "") -> None:
+    """One line, before the run, when the prediction does not fit in what is available; ``hint``: why
+    nothing smaller was tried, and what would fit (parity/zoo/route.py)."""
     if available is not None and prediction.peak > available:
         raise ParityInputError(
             f"too little memory for this check: {prediction.describe()}, but only "
-            f"{available / GIB:.1f} GiB are available", path=path)
+            f"{available / GIB:.1f} GiB are available" + (f" ({hint})" if hint else ""), path=path)
 
 
-def gate_memory(prediction: MemoryPrediction, note: Callable[[str], None], path: str | None) -> None:
+def gate_memory(prediction: MemoryPrediction, note: Callable[[str], None], path: str | None, hint: str = "") -> None:
     """The prediction and what is available, passed to ``note`` (printed before a long run); then
     ``refuse_if_short``."""
     available = available_memory()
     note(f"memory: {prediction.describe()}" + (f"; {available / GIB:.1f} GiB available" if available is not None
                                               else ""))
-    refuse_if_short(prediction, available, path)
+    refuse_if_short(prediction, available, path, hint)
 
 
 PER_WEIGHT_HOTSWAP = 6  # float64 arrays of a targeted weight alive in a float64 run: its value and the merge's

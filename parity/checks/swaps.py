@@ -27,8 +27,9 @@ from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
-from parity.zoo.published import ensure_folder, published_route
+from parity.zoo.published import ensure_folder
 from parity.zoo.source import describe as describe_source
+from parity.zoo.route import published_route
 
 SHOWN_KEYS = 3  # unexpected keys a refusal's failure line names; the JSON keeps them all
 
@@ -241,16 +242,23 @@ def _with_published(plan: HotswapPlan, tiny: Any, progress: Progress) -> tuple[H
     architecture, as ``check`` checks them (parity/zoo/published.py): its memory predicted on the meta
     device first, then the folder built once into the cache. Returns the plan to run and what it runs on."""
     request = plan.request
+    host = torch.device(plan.device).type == "cpu"  # on CUDA the weights live on the device
+
+    def predict(components: Any, loras: Sequence[LoraFile]) -> Any:
+        rank = _target_rank(request.target_rank, loras, plan.family.denoiser)
+        return predict_hotswap(components, loras, plan.dtype, rank, plan.family.denoiser, float32_build=False)
+
     route = None if request.model_path is not None else published_route(
-        plan.family, request.loras, plan.family.components(tiny), [plan.dtype], request.allow_pickle)
+        plan.family, request.loras, plan.family.components(tiny), [plan.dtype], request.allow_pickle,
+        predict if host else None)
     if route is None:
         return plan, None
     progress.note(f"the files are wider than the tiny {plan.family.name} model: hotswapping them on the "
-                  f"{route.model.describe()}")
-    target_rank = _target_rank(request.target_rank, route.loras, plan.family.denoiser)
-    _memory_gate(plan, route.components, route.loras, target_rank, progress, float32_build=False)
+                  f"{route.describe()}")
+    if route.prediction is not None:
+        gate_memory(route.prediction, progress.note, None, route.hint)
     folder = ensure_folder(plan.family, route.model, progress.note)
-    return replace(plan, request=replace(request, model_path=folder)), route.model.describe()
+    return replace(plan, request=replace(request, model_path=folder, loras=tuple(route.paths))), route.describe()
 
 
 def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILENT) -> HotswapReport:

@@ -101,11 +101,16 @@ def _qwen_vae() -> nn.Module:
         {**tiny_vae().config, "z_dim": 16, "latents_mean": [0.0] * 16, "latents_std": [1.0] * 16})
 
 
-Builder = Callable[[int | None], nn.Module]  # transformer blocks (None: as published) → module
+# transformer blocks (None: as published), and for FLUX.1 its single-stream blocks (None: twice as many) → module
+Builder = Callable[..., nn.Module]
 
 
 def _fixed(build: Callable[[], nn.Module]) -> Builder:
-    return lambda blocks: build()
+    return lambda blocks, single=None: build()
+
+
+def _build(build: Builder, blocks: int | None, single: int | None = None) -> nn.Module:
+    return build(blocks) if single is None else build(blocks, single)
 
 
 # family → component → builder. The LoRA-capable components at their published shapes first, then the
@@ -141,11 +146,12 @@ def _no_init() -> Iterator[None]:
             setattr(nn.init, n, fn)
 
 
-def meta_components(family: Family, blocks: int | None = None) -> dict[str, nn.Module]:
+def meta_components(family: Family, blocks: int | None = None, single: int | None = None) -> dict[str, nn.Module]:
     """The LoRA-capable components at their published shapes on the meta device: no memory, for
     reading files and predicting a run's memory before anything is built."""
     with torch.device("meta"):
-        return {c: build(blocks) for c, build in PUBLISHED[family.name].items() if c in family.lora_components}
+        return {c: _build(build, blocks, single) for c, build in PUBLISHED[family.name].items()
+                if c in family.lora_components}
 
 
 def _widest(modules: Mapping[str, nn.Module]) -> int:
@@ -177,6 +183,7 @@ class Published:
     component_parameters: dict[str, int]  # of each component the folder's build replaces
     blocks: int | None = None  # transformer blocks, where fewer than published
     dtype: torch.dtype = torch.float32  # stored in: a check in bfloat16 loads a bfloat16 folder, as published
+    single: int | None = None  # FLUX.1's single-stream blocks, where not twice ``blocks``
 
     @property
     def parameters(self) -> int:
@@ -190,6 +197,9 @@ class Published:
 
     def describe(self) -> str:
         depth = f" ({self.blocks} of {PUBLISHED_BLOCKS[self.family]} blocks)" if self.blocks is not None else ""
+        if self.single is not None:
+            depth = f" ({self.blocks} of {fullsize.FLUX_DOUBLE} double and {self.single} of {fullsize.FLUX_SINGLE} " \
+                    "single blocks)"
         stored = "" if self.dtype == torch.float32 else f", stored in {str(self.dtype).removeprefix('torch.')}"
         return f"published {self.family} architecture{depth}, synthetic weights (seed {SEED}{stored}; {self.folder})"
 
@@ -198,9 +208,9 @@ def cache_root() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "lora-parity")
 
 
-def _shapes(family: str, blocks: int | None) -> dict[str, dict[str, list[int]]]:
+def _shapes(family: str, blocks: int | None, single: int | None = None) -> dict[str, dict[str, list[int]]]:
     with torch.device("meta"):
-        return {c: {n: list(p.shape) for n, p in build(blocks).state_dict().items()}
+        return {c: {n: list(p.shape) for n, p in _build(build, blocks, single).state_dict().items()}
                 for c, build in PUBLISHED[family].items()}
 
 
@@ -213,27 +223,30 @@ def _folder_key(family: str, shapes: dict[str, dict[str, list[int]]]) -> str:
 
 
 def _check_blocks(family: str, blocks: int | None) -> None:
-    if blocks is not None and not 1 <= blocks <= PUBLISHED_BLOCKS.get(family, 0):
+    # 0 only from a reduced model (parity/zoo/route.py: a file that targets no block of a kind); --blocks is positive
+    if blocks is not None and not 0 <= blocks <= PUBLISHED_BLOCKS.get(family, 0):
         have = f"1 to {PUBLISHED_BLOCKS[family]}" if family in PUBLISHED_BLOCKS else "none (its UNet has no blocks to drop)"
         raise ParityInputError(f"--blocks {blocks}: {family} takes {have}")
 
 
 def published(family: Family, blocks: int | None = None, folder: str | None = None,
-              dtype: torch.dtype = torch.float32) -> Published:
-    """The published architecture (``blocks`` transformer blocks, None: as published), stored in ``dtype``
-    (the deterministic float32 values rounded to it), in ``folder`` or the cache.
+              dtype: torch.dtype = torch.float32, single: int | None = None) -> Published:
+    """The published architecture (``blocks`` transformer blocks, None: as published; for FLUX.1
+    ``single`` single-stream blocks, None: twice ``blocks``), stored in ``dtype`` (the deterministic
+    float32 values rounded to it), in ``folder`` or the cache. A reduced model (parity/zoo/route.py)
+    may hold no block of a kind: 0.
 
     A bfloat16 run on a float32 folder would hold the mapped float32 file beside the model it builds
     while diffusers loads it: 1.5 times the model at most, however little the check itself holds."""
     _check_blocks(family.name, blocks)
-    shapes = _shapes(family.name, blocks)
+    shapes = _shapes(family.name, blocks, single)
     parameters = {c: sum(math.prod(shape) for shape in part.values()) for c, part in shapes.items()}
     if folder is None:
-        depth = "" if blocks is None else f"-{blocks}blocks"
+        depth = "" if blocks is None else f"-{blocks}blocks" if single is None else f"-{blocks}+{single}blocks"
         stored = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
         key = _folder_key(family.name, shapes)
         folder = os.path.join(cache_root(), "published", f"{family.name}{depth}{stored}-{key}")
-    return Published(family.name, folder, parameters, blocks, dtype)
+    return Published(family.name, folder, parameters, blocks, dtype, single)
 
 
 def read_against_published(components: Mapping[str, nn.Module], paths: Sequence[str],
@@ -243,29 +256,6 @@ def read_against_published(components: Mapping[str, nn.Module], paths: Sequence[
     from parity.lora.reader import read_lora
 
     return [read_lora(path, components, strict=True, allow_pickle=allow_pickle) for path in paths]
-
-
-@dataclass(frozen=True)
-class Route:
-    """Files too wide for the tiny model, read against the published architecture they were made for."""
-
-    model: Published  # stored in the one dtype a run uses, else float32
-    components: dict[str, nn.Module]  # its LoRA-capable components on the meta device: for a memory prediction
-    loras: list[LoraFile]
-
-
-def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.Module],
-                    dtypes: Sequence[torch.dtype], allow_pickle: bool) -> Route | None:
-    """Where ``check`` and ``hotswap`` go without a model folder: None for files the ``tiny``
-    components fit, else the published architecture, the files read against it on the meta device.
-    Nothing is built yet: the caller predicts the run's memory first, then calls ``ensure_folder``."""
-    if not made_for_published(family, paths, tiny):
-        return None
-    components = meta_components(family)
-    loras = read_against_published(components, paths, allow_pickle)
-    # stored in the one dtype run, so that loading it maps no wider file than the model it builds
-    dtype = dtypes[0] if len(set(dtypes)) == 1 else torch.float32
-    return Route(published(family, dtype=dtype), components, loras)
 
 
 def ensure_folder(family: Family, model: Published, note: Callable[[str], None] = lambda _: None) -> str:
@@ -301,7 +291,7 @@ def ensure_folder(family: Family, model: Published, note: Callable[[str], None] 
         get_family(family.name).build_tiny(SEED).to(dtype=model.dtype).save_pretrained(staging)
         for component, build in PUBLISHED[family.name].items():
             with _no_init():
-                module = build(model.blocks)
+                module = _build(build, model.blocks, model.single)
             fill_deterministic(module, SEED, f"{family.name}/published/{component}")
             module = module.to(model.dtype)
             shutil.rmtree(os.path.join(staging, component), ignore_errors=True)

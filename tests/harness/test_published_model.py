@@ -2,7 +2,7 @@
 (parity/zoo/published.py): which files go there, how its folder is built once, and that a run which
 would not fit is refused before anything is built.
 
-The files here are written by hand or by tests/support/trainer_files.py, never by parity.lora."""
+The files here are written by hand or by tests/support/trainer_files.py and trainer_flux.py, never by parity.lora."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from parity.zoo import published as pub
 from parity.zoo.weights import fill_deterministic
 from tests.support.cli import assert_one_line_error
 from tests.support.trainer_files import kohya_sd15
+from tests.support.trainer_flux import kohya_flux_modules
 
 CLIP_L_Q = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
 
@@ -75,12 +76,19 @@ def test_a_real_size_file_that_fits_no_published_layer_is_named_against_it(tmp_p
     assert not cache.exists()  # refused on the meta device: nothing was built
 
 
+def every_flux_block(path: Path) -> Path:
+    """A kohya file on one module of each of FLUX.1's 19 + 38 blocks: no block can be left out."""
+    transformer = pub.meta_components(get_family("flux"))["transformer"]
+    names = [f"double_blocks.{i}.img_attn.proj" for i in range(19)] + [f"single_blocks.{i}.linear2" for i in range(38)]
+    return kohya_flux_modules(path, transformer, names)
+
+
 def test_a_published_model_that_would_not_fit_is_refused_before_it_is_built(tmp_path, cache, monkeypatch, capsys):
-    # FLUX.1's CLIP-L: the whole 12 B-parameter transformer comes with it
-    path = one_module_file(tmp_path / "flux_te.safetensors", CLIP_L_Q.replace("lora_te_", "lora_te1_"), 768)
+    path = every_flux_block(tmp_path / "flux_dense.safetensors")
     monkeypatch.setenv(MEMORY_ENV, "20")
     code = main(["check", "--family", "flux", "--lora", str(path), "-q"])
-    line = assert_one_line_error(capsys, code, "too little memory for this check", "20.0 GiB are available")
+    line = assert_one_line_error(capsys, code, "too little memory for this check", "20.0 GiB are available",
+                                 "the files target every block")
     assert "12." in line  # the published transformer's 12 B parameters are what it predicted for
     assert not cache.exists()
 
@@ -176,8 +184,7 @@ def test_hotswap_says_it_runs_on_the_published_architecture(tmp_path, cache, mon
 
 def test_hotswap_refuses_a_published_model_that_would_not_fit_before_it_is_built(tmp_path, cache, monkeypatch,
                                                                                   capsys):
-    to_q = "transformer.single_transformer_blocks.0.attn.to_q"
-    paths = [str(denoiser_file(tmp_path / f"{n}.safetensors", to_q, 3072)) for n in "ab"]
+    paths = [str(every_flux_block(tmp_path / f"{n}.safetensors")) for n in "ab"]
     monkeypatch.setenv(MEMORY_ENV, "20")
     code = main(["hotswap", "--family", "flux", "--lora", paths[0], "--lora", paths[1], "-q"])
     line = assert_one_line_error(capsys, code, "too little memory for this check", "20.0 GiB are available")

@@ -200,7 +200,8 @@ def qwen_modules() -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in lora_layers(transformer) if ends_with(n, *QWEN_TARGETS)]
 
 
-def qwen_file(path: Path, style: str, *, seed: int = 15, dtype: torch.dtype = torch.float32) -> Path:
+def qwen_file(path: Path, style: str, *, seed: int = 15, dtype: torch.dtype = torch.float32,
+              modules: list[tuple[str, nn.Module]] | None = None) -> Path:
     """Qwen-Image files; musubi-tuner's model keeps diffusers' module names, so every trainer here
     spells the diffusers name:
 
@@ -209,10 +210,12 @@ def qwen_file(path: Path, style: str, *, seed: int = 15, dtype: torch.dtype = to
     * ``diffsynth``: ``<name>.lora_A.default.weight`` / ``lora_B.default.weight``, no prefix, no alpha
     * ``alpha``: ``transformer.<name>.lora_A.weight`` / ``lora_B.weight`` + ``transformer.<name>.alpha``
     * ``comfy``: ComfyUI / ai-toolkit exports, ``diffusion_model.<name>.lora_A.weight`` / ``lora_B`` + ``.alpha``
+
+    ``modules``: (name, module) to train instead of the tiny model's targets (a few of a published one).
     """
     factors = Factors(seed, dtype)
     sd: dict[str, torch.Tensor] = {}
-    for name, module in qwen_modules():
+    for name, module in qwen_modules() if modules is None else modules:
         down, up = factors.for_module(module, RANK)
         if style == "musubi":
             kohya_entry(sd, "lora_unet_" + name.replace(".", "_"), down, up, ALPHA)

@@ -148,3 +148,30 @@ def xlabs_flux(path: Path, *, seed: int = 14, dtype: torch.dtype = torch.float32
             down, up = factors.for_shape(out_f, in_f, RANK)
             sd[f"{p}.{part}.down.weight"], sd[f"{p}.{part}.up.weight"] = down, up
     return save(sd, path)
+
+
+def kohya_flux_modules(path: Path, transformer: nn.Module, names: list[str], *, seed: int = 19) -> Path:
+    """networks/lora_flux.py's keys (as ``kohya_flux``) on only the BFL modules ``names`` of ``transformer``
+    (any FLUX.1 transformer, a published one on the meta device too: only its shapes are read): a file
+    that trains a few modules of a real-size model."""
+    factors = Factors(seed)
+    shapes = {name: (out_f, in_f) for name, out_f, in_f in bfl_modules(transformer)}
+    sd: dict[str, torch.Tensor] = {}
+    for name in names:
+        down, up = factors.for_shape(*shapes[name], RANK)
+        kohya_entry(sd, "lora_unet_" + name.replace(".", "_"), down, up, ALPHA)
+    return save(sd, path, {"ss_network_module": "networks.lora_flux"})
+
+
+def dreambooth_flux_modules(path: Path, transformer: nn.Module, names: list[str], *, seed: int = 20) -> Path:
+    """diffusers' examples/dreambooth/train_dreambooth_lora_flux.py (PEFT's state dict saved by
+    FluxPipeline.save_lora_weights): ``transformer.<name>.lora_A.weight`` / ``lora_B.weight``, no alpha,
+    on only the diffusers modules ``names`` of ``transformer``. No fused module, so no split at
+    FLUX.1-dev's hard-coded widths: a narrower FLUX.1 can take it."""
+    factors = Factors(seed)
+    modules = dict(transformer.named_modules())
+    sd: dict[str, torch.Tensor] = {}
+    for name in names:
+        sd[f"transformer.{name}.lora_A.weight"], sd[f"transformer.{name}.lora_B.weight"] = \
+            factors.for_module(modules[name], RANK)
+    return save(sd, path)

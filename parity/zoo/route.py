@@ -1,0 +1,362 @@
+"""Where ``check`` and ``hotswap`` go without ``--model-path`` for files too wide for the tiny model:
+the published architecture (parity/zoo/published.py), whole where it fits in memory, else a
+published-width model holding only the transformer blocks the files target.
+
+A FLUX.1 (12 B) or Qwen-Image (20 B) file that trains a few modules needs far less than the whole
+model: memory is linear in blocks, every block of a kind has the same shapes, and the modules outside
+the blocks (FLUX.1's x_embedder, context_embedder, time/guidance embedders, norm_out, proj_out) are
+small and kept in every reduced model at their published shapes. diffusers places a key by its block
+index (``transformer_blocks.37`` needs a model with 38 blocks), so the reduced model either
+
+- holds only the targeted blocks, numbered from 0, with the files renumbered to match: a derived file
+  in the cache (LORA_PARITY_CACHE/derived) with the same tensors and header under keys whose block
+  index is changed, never the user's file. The renaming is proven before it is used: the derived file
+  is read against the reduced model and must give, module for module, exactly the user's file's
+  modules with the same tensors and alphas, each in its renumbered block. Or,
+- where a file's keys cannot be renamed that way (a block index the key grammar below cannot find),
+  keeps every block up to the highest one targeted, with the user's file as it is.
+
+Renumbering changes nothing the check measures: diffusers' converters place a block's keys by the
+index in the key (kohya's, BFL's and XLabs' converters loop over the published block counts and take
+the keys present), the merge is per module, and every block of a kind has the same shapes. A file
+targeting every block gains nothing and is refused with the prediction, and with how many blocks the
+machine could hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from parity.checks.memory import GIB, MemoryPrediction, available_memory
+from parity.errors import ParityInputError
+from parity.lora.neutral import LoraFile
+from parity.zoo import fullsize
+from parity.zoo.family import Family
+from parity.zoo.published import (
+    Published,
+    cache_root,
+    made_for_published,
+    meta_components,
+    published,
+    read_against_published,
+)
+
+# family → (diffusers' block list in the transformer, what a user calls its blocks), in model order
+BLOCK_LISTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "flux": (("transformer_blocks", "double"), ("single_transformer_blocks", "single")),
+    "qwenimage": (("transformer_blocks", ""),),
+    "qwenimage-edit": (("transformer_blocks", ""),),
+}
+PUBLISHED_DEPTH = {"flux": (fullsize.FLUX_DOUBLE, fullsize.FLUX_SINGLE), "qwenimage": (fullsize.QWEN_LAYERS,),
+                   "qwenimage-edit": (fullsize.QWEN_LAYERS,)}
+DENOISER = "transformer"
+
+# a run's peak, from LoRA-capable components (on the meta device) and the files read against them
+Predict = Callable[[Mapping[str, nn.Module], Sequence[LoraFile]], MemoryPrediction]
+
+
+def _module_block(family: str, module: str) -> tuple[str, int] | None:
+    """(block list, index) of a transformer module name, None outside the blocks."""
+    head, _, rest = module.partition(".")
+    index, _, _ = rest.partition(".")
+    if head in dict(BLOCK_LISTS[family]) and index.isdigit():
+        return head, int(index)
+    return None
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """The blocks a reduced model keeps: model block j of list L is the files' block ``kept[L][j]``."""
+
+    family: str
+    kept: dict[str, tuple[int, ...]]
+
+    @property
+    def renumbers(self) -> bool:
+        return any(indices != tuple(range(len(indices))) for indices in self.kept.values())
+
+    @property
+    def blocks(self) -> int:
+        return sum(len(indices) for indices in self.kept.values())
+
+    def module(self, name: str) -> str:
+        """The diffusers module ``name`` of the files' model, in the reduced model."""
+        where = _module_block(self.family, name)
+        if where is None:
+            return name
+        head, index = where
+        rest = name.split(".", 2)[2]
+        return f"{head}.{self.kept[head].index(index)}.{rest}"
+
+    def published(self, family: Family, dtype: torch.dtype) -> Published:
+        counts = [len(self.kept.get(head, ())) for head, _ in BLOCK_LISTS[self.family]]
+        return published(family, counts[0], dtype=dtype, single=counts[1] if len(counts) > 1 else None)
+
+    def meta(self, family: Family) -> dict[str, nn.Module]:
+        counts = [len(self.kept.get(head, ())) for head, _ in BLOCK_LISTS[self.family]]
+        return meta_components(family, counts[0], counts[1] if len(counts) > 1 else None)
+
+    def describe(self) -> str:
+        """"double block 3 as 0, single block 37 as 0", or "blocks 0-3 at their indices"."""
+        parts = []
+        for head, word in BLOCK_LISTS[self.family]:
+            kind = f"{word} block" if word else "block"
+            indices = self.kept.get(head, ())
+            if not indices:
+                continue
+            if not self.renumbers:
+                parts.append(f"{kind}s 0-{indices[-1]} at their indices" if len(indices) > 1 else f"{kind} 0")
+            else:
+                parts += [f"{kind} {old} as {new}" for new, old in enumerate(indices) if old != new] + \
+                         [f"{kind} {old}" for new, old in enumerate(indices) if old == new]
+        return ", ".join(parts)
+
+
+def targeted_blocks(family: str, loras: Sequence[LoraFile]) -> dict[str, tuple[int, ...]]:
+    found: dict[str, set[int]] = {head: set() for head, _ in BLOCK_LISTS[family]}
+    for lora in loras:
+        for component, module in lora.modules:
+            where = _module_block(family, module) if component == DENOISER else None
+            if where is not None:
+                found[where[0]].add(where[1])
+    return {head: tuple(sorted(indices)) for head, indices in found.items()}
+
+
+def _renamed(lora: LoraFile, reduction: Reduction) -> LoraFile:
+    """``lora``'s modules under the reduced model's names: what the derived file must read as."""
+    def move(key: tuple[str, str]) -> tuple[str, str]:
+        return (key[0], reduction.module(key[1]) if key[0] == DENOISER else key[1])
+
+    modules = {move(k): _with_names(m, reduction.module) if k[0] == DENOISER else m for k, m in lora.modules.items()}
+    return dataclasses.replace(lora, modules=modules, sources={move(k): v for k, v in lora.sources.items()})
+
+
+def _with_names(module: object, rename: Callable[[str], str]) -> object:
+    """The neutral module with every module name in it renamed (a DoRA's inner module, a LoHa/LoKr's
+    whole file module beside the rows it sets)."""
+    if not dataclasses.is_dataclass(module) or isinstance(module, type):
+        return module
+    changes = {f.name: rename(getattr(module, f.name)) if f.name == "module" else
+               _with_names(getattr(module, f.name), rename)
+               for f in dataclasses.fields(module) if f.name in ("module", "inner", "whole")}
+    return dataclasses.replace(module, **changes)
+
+
+# A block index in a file key: "double_blocks_3_", "transformer_blocks.37.", "single_blocks.0." (kohya,
+# BFL, XLabs, diffusers, musubi, ComfyUI all write "blocks" then the index between separators).
+_KEY_INDEX = re.compile(r"blocks[._](\d+)(?=[._])")
+
+
+class _NoRename(Exception):
+    """The files' keys cannot be renamed by the key grammar: keep the blocks at their indices."""
+
+
+def _key_renames(lora: LoraFile, keys: Sequence[str], reduction: Reduction) -> dict[str, str]:
+    """Every key of the file → its key in the derived file. What each block list's keys look like before
+    the index is learnt from the keys the reader placed (``LoraFile.sources``), then applied to every key
+    (alphas, magnitudes); a key whose index cannot be told is _NoRename."""
+    prefixes: dict[str, str] = {}  # the key's text before its block index → the block list
+    for (component, module), sources in lora.sources.items():
+        where = _module_block(reduction.family, module) if component == DENOISER else None
+        for key in sources:
+            found = list(_KEY_INDEX.finditer(key))
+            if where is None:
+                continue
+            if len(found) != 1 or int(found[0].group(1)) != where[1]:
+                raise _NoRename(key)
+            if prefixes.setdefault(key[:found[0].start(1)], where[0]) != where[0]:
+                raise _NoRename(key)
+    renames = {}
+    for key in keys:
+        found = [m for m in _KEY_INDEX.finditer(key) if key[:m.start(1)] in prefixes]
+        if not found:
+            renames[key] = key
+            continue
+        head, index = prefixes[key[:found[0].start(1)]], int(found[0].group(1))
+        if len(found) != 1 or index not in reduction.kept[head]:
+            raise _NoRename(key)
+        new = reduction.kept[head].index(index)
+        renames[key] = key[:found[0].start(1)] + str(new) + key[found[0].end(1):]
+    return renames
+
+
+# diffusers module names in a header (lora_adapter_metadata: target_modules, rank_pattern, alpha_pattern)
+_HEADER_INDEX = re.compile(r"(?<![A-Za-z_])(single_transformer_blocks|transformer_blocks)\.(\d+)(?=\.|\"|$)")
+
+
+def _header_renamed(metadata: dict[str, str], reduction: Reduction) -> dict[str, str]:
+    def one(match: re.Match[str]) -> str:
+        head, index = match.group(1), int(match.group(2))
+        kept = reduction.kept.get(head, ())
+        return f"{head}.{kept.index(index)}" if index in kept else match.group(0)
+
+    return {k: _HEADER_INDEX.sub(one, v) for k, v in metadata.items()}
+
+
+def derived_file(lora: LoraFile, reduction: Reduction) -> str:
+    """The file renumbered for ``reduction``, written once into the cache (the user's file is only read).
+    Raises _NoRename where its keys cannot be renamed."""
+    from safetensors.torch import save_file
+
+    from parity.lora.tensors import load_tensors
+
+    assert lora.path is not None
+    tensors, metadata = load_tensors(lora.path)
+    renames = _key_renames(lora, list(tensors), reduction)
+    stat = os.stat(lora.path)
+    blob = json.dumps([os.path.abspath(lora.path), stat.st_size, stat.st_mtime_ns, reduction.kept], sort_keys=True)
+    stem = os.path.splitext(os.path.basename(lora.path))[0]
+    path = os.path.join(cache_root(), "derived", f"{stem}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+                        ".safetensors")
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, staging = tempfile.mkstemp(suffix=".safetensors", dir=os.path.dirname(path))
+        os.close(fd)
+        try:
+            save_file({renames[k]: t.contiguous() for k, t in tensors.items()}, staging,
+                      _header_renamed(metadata, reduction) or None)
+            os.replace(staging, path)
+        finally:
+            if os.path.exists(staging):
+                os.remove(staging)
+    return path
+
+
+def same_modules(a: object, b: object) -> bool:
+    """Equal neutral modules: every tensor bit for bit, every other field equal (a magnitude's file key aside)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype \
+            and a.shape == b.shape and torch.equal(a, b)
+    if dataclasses.is_dataclass(a):
+        return type(a) is type(b) and all(f.name == "key" or same_modules(getattr(a, f.name), getattr(b, f.name))
+                                          for f in dataclasses.fields(a))
+    if isinstance(a, tuple | list):
+        return isinstance(b, tuple | list) and len(a) == len(b) and all(map(same_modules, a, b))
+    return a == b
+
+
+def proven(derived: LoraFile, expected: LoraFile) -> str | None:
+    """None where the derived file reads as the user's file renumbered; else what differs."""
+    if set(derived.modules) != set(expected.modules):
+        missing = sorted(set(expected.modules) ^ set(derived.modules))
+        return f"its modules differ ({', '.join('.'.join(k) for k in missing[:3])})"
+    for key, module in expected.modules.items():
+        if not same_modules(derived.modules[key], module):
+            return f"{'.'.join(key)} differs"
+    return None
+
+
+@dataclass(frozen=True)
+class Route:
+    """Files too wide for the tiny model, read against the published architecture they were made for,
+    whole or reduced to the blocks they target."""
+
+    model: Published  # stored in the one dtype a run uses, else float32
+    components: dict[str, nn.Module]  # its LoRA-capable components on the meta device: for a memory prediction
+    loras: list[LoraFile]  # read against it
+    paths: list[str]  # what the run reads and hands diffusers: the user's files, or the renumbered ones
+    prediction: MemoryPrediction | None = None  # None where host memory is not what limits (a CUDA run)
+    reduction: Reduction | None = None
+    whole: MemoryPrediction | None = None  # the whole architecture's, where it did not fit
+    derived: dict[str, str] = dataclasses.field(default_factory=dict)  # user's file → its renumbered copy
+    available: float | None = None  # bytes, where the whole did not fit
+    hint: str = ""  # where nothing fits: why no reduced model does, and what would
+
+    def describe(self) -> str:
+        if self.reduction is None or self.whole is None:
+            return self.model.describe()
+        r = self.reduction
+        total = sum(PUBLISHED_DEPTH[self.model.family])
+        room = f", more than the {self.available / GIB:.1f} GiB available" if self.available is not None else ""
+        kept = (f"only the {r.blocks} of its {total} blocks the files target ({r.describe()}) and the modules "
+                "outside the blocks" if r.blocks else
+                f"none of its {total} blocks (the files target none), only the modules outside them")
+        text = f"{self.model.describe()}: {kept}, since all of it would need {self.whole.peak / GIB:.1f} GiB{room}"
+        if self.derived:
+            text += "; renumbered copies of the files (same tensors, block indices changed): " + ", ".join(
+                f"{os.path.basename(user)} -> {copy}" for user, copy in self.derived.items())
+        return text
+
+
+def _fits(prediction: MemoryPrediction, available: float | None) -> bool:
+    return available is None or prediction.peak <= available
+
+
+def _hint(family: Family, loras: Sequence[LoraFile], predict: Predict, reduction: Reduction,
+          prediction: MemoryPrediction, available: float) -> str:
+    """How many blocks this machine could hold, from the prediction without any block and with the
+    reduction's blocks (memory is linear in blocks)."""
+    empty = Reduction(reduction.family, {head: () for head in reduction.kept})
+    # the files as they are: their block modules find no module there, but their tensors are still read
+    base = predict(empty.meta(family), loras).peak
+    if base > available:
+        return "; not even a model with none of its blocks would fit"
+    per_block = (prediction.peak - base) / max(reduction.blocks, 1)
+    return f"; about {int((available - base) // per_block)} blocks would fit: a file targeting that many could be checked"
+
+
+def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.Module],
+                    dtypes: Sequence[torch.dtype], allow_pickle: bool, predict: Predict | None = None) -> Route | None:
+    """Where ``check`` and ``hotswap`` go without a model folder: None for files the ``tiny``
+    components fit, else the published architecture, the files read against it on the meta device. With
+    ``predict`` (a run limited by host memory): whole where its predicted peak fits what is available,
+    else reduced to the blocks the files target (renumbered, or kept at their indices), else refused up
+    front: the whole, with its prediction and a ``hint`` for the caller's ``gate_memory`` to refuse it
+    with. Nothing is built yet: the caller prints the prediction, gates it, and calls ``ensure_folder``."""
+    if not made_for_published(family, paths, tiny):
+        return None
+    components = meta_components(family)
+    loras = read_against_published(components, paths, allow_pickle)
+    # stored in the one dtype run, so that loading it maps no wider file than the model it builds
+    dtype = dtypes[0] if len(set(dtypes)) == 1 else torch.float32
+    whole = published(family, dtype=dtype)
+    if predict is None:
+        return Route(whole, components, loras, list(paths))
+    prediction, available = predict(components, loras), available_memory()
+    if _fits(prediction, available):
+        return Route(whole, components, loras, list(paths), prediction)
+    assert available is not None
+    refused = Route(whole, components, loras, list(paths), prediction)  # the caller's gate refuses it
+    if family.name not in BLOCK_LISTS:
+        return dataclasses.replace(refused, hint=f"the published {family.name} architecture has no blocks to leave out")
+    targeted = targeted_blocks(family.name, loras)
+    renumbered = Reduction(family.name, targeted)
+    at_indices = Reduction(family.name, {h: tuple(range(i[-1] + 1)) if i else () for h, i in targeted.items()})
+    for reduction in [renumbered] + ([at_indices] if at_indices != renumbered else []):
+        if reduction.blocks == sum(PUBLISHED_DEPTH[family.name]):
+            break  # every block: nothing to leave out
+        expected = [_renamed(lora, reduction) for lora in loras]
+        reduced = reduction.meta(family)
+        small = predict(reduced, expected)
+        if not _fits(small, available):
+            continue
+        try:
+            derived = {p: derived_file(lora, reduction) for p, lora in zip(paths, loras)} \
+                if reduction.renumbers else {}
+        except _NoRename:
+            continue
+        new_paths = [derived.get(p, p) for p in paths]
+        read = read_against_published(reduced, new_paths, allow_pickle)
+        for path, got, want in zip(new_paths, read, expected):
+            wrong = proven(got, want)
+            if wrong is not None:  # never reached for the key grammars above: a renaming we cannot prove
+                raise ParityInputError(f"renumbered for a model with only the blocks it targets, it does not read "
+                                       f"as the file does ({wrong})", path=path)
+        return Route(reduction.published(family, dtype), reduced, read, new_paths, small, reduction, prediction,
+                     derived, available)
+    reduction = at_indices if at_indices.blocks <= renumbered.blocks else renumbered
+    small = predict(reduction.meta(family), [_renamed(lora, reduction) for lora in loras])
+    why = (f"the files target {renumbered.blocks} of its {sum(PUBLISHED_DEPTH[family.name])} blocks, and a model "
+           f"with only those needs {small.peak / GIB:.1f} GiB" if renumbered.blocks < sum(PUBLISHED_DEPTH[family.name])
+           else f"the files target every block of the published {family.name} architecture")
+    return dataclasses.replace(refused, hint=why + _hint(family, loras, predict, renumbered, small, available))
