@@ -93,12 +93,13 @@ def pretrained_dir(path: str) -> str:
 
 def from_pretrained(pipeline_class: type, path: str, dtype: torch.dtype, **kwargs: Any) -> Any:
     """A user's local diffusers folder, never the hub; a folder it cannot read is bad input naming it."""
-    from parity.zoo.source import pretrained_kwargs
+    from parity.zoo.source import pretrained_kwargs, quiet_loader
 
     pretrained_dir(path)
     try:
-        pipe = pipeline_class.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
-                                              **pretrained_kwargs(path), **kwargs)
+        with quiet_loader():
+            pipe = pipeline_class.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
+                                                  **pretrained_kwargs(path), **kwargs)
     except (OSError, ValueError) as exc:
         raise ParityInputError(f"cannot load a {pipeline_class.__name__} from it ({exc})", path=path) from None
     pipe.set_progress_bar_config(disable=True)

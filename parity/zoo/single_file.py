@@ -209,14 +209,15 @@ def _resolve(path: str, stamp: tuple[float, int], family: str, config: str | Non
         problem = misfit(family, config, shapes)
         if problem is not None:
             raise ParityInputError(f"the file does not fit the configs of --model-config {config}: {problem}", path=path)
-        return Source("single-file", path, config=config, configs=f"--model-config {config}")
+        parts = "tiny" if misfit(family, config_folder(family, "tiny"), shapes) is None else "published"
+        return Source("single-file", path, config=config, configs=f"--model-config {config}", parts=parts)
     problem = None
     for which in ("tiny", "published"):
         folder = config_folder(family, which)
         problem = misfit(family, folder, shapes)
         if problem is None:
             words = f"the tiny {family} zoo's" if which == "tiny" else f"the published {family} architecture's"
-            return Source("single-file", path, config=folder, configs=f"{words}, {folder}")
+            return Source("single-file", path, config=folder, configs=f"{words}, {folder}", parts=which)
     raise ParityInputError(f"the file fits neither the tiny nor the published {family} configs ({problem}); give "
                            "the configs it was made with as --model-config DIR (a diffusers folder)", path=path)
 
@@ -249,35 +250,47 @@ def _rest_of_pipeline(family: Any, source: Source, dtype: torch.dtype) -> dict[s
 
     tiny = family.build_tiny(SEED)
     parts = {name: getattr(tiny, name) for name in tiny.config.keys() if not name.startswith("_")}
-    if "published" in source.configs:
+    if source.parts == "published":
         for name, build in PUBLISHED.get(family.name, {}).items():
             if name != "transformer":
                 parts[name] = fill_deterministic(build(None), SEED, f"{family.name}/published/{name}")
     return {n: p.to(dtype) if isinstance(p, torch.nn.Module) else p for n, p in parts.items()}
 
 
+def _width_note(family: str, path: str) -> str:
+    """What a FLUX.1 file's width is: diffusers' converter splits the fused qkv at the published width."""
+    if family != "flux":
+        return ""
+    shapes = _shapes(path)
+    qkv = next((s for k, s in shapes.items() if k.endswith("double_blocks.0.img_attn.qkv.weight")), None)
+    return "" if qkv is None else f"; the file's attention width is {qkv[1]} (FLUX.1-dev's: 3072)"
+
+
 def load_single_file(family: Any, source: Source, dtype: torch.dtype) -> Any:
     """The pipeline a single file gives, loaded by diffusers' ``from_single_file`` with ``source.config``."""
     import diffusers
 
+    from parity.zoo.source import quiet_loader
+
     kwargs = dict(config=source.config, local_files_only=True, torch_dtype=dtype)
     try:
-        if family.name in WHOLE_PIPELINE:
-            cls = getattr(diffusers, family.pipeline_class)
-            extra = {"safety_checker": None, "requires_safety_checker": False} if family.name == "sd15" \
-                else {"add_watermarker": False}
-            pipe = cls.from_single_file(source.path, **kwargs, **extra)
-            components = _file_components(family.name, source.config)
-        else:
-            cls = _component_class(source.config, "transformer")
-            transformer = cls.from_single_file(source.path, subfolder="transformer", **kwargs)
-            pipe = getattr(diffusers, family.pipeline_class)(
-                **{**_rest_of_pipeline(family, source, dtype), "transformer": transformer})
-            components = ["transformer"]
+        with quiet_loader():
+            if family.name in WHOLE_PIPELINE:
+                cls = getattr(diffusers, family.pipeline_class)
+                extra = {"safety_checker": None, "requires_safety_checker": False} if family.name == "sd15" \
+                    else {"add_watermarker": False}
+                pipe = cls.from_single_file(source.path, **kwargs, **extra)
+                components = _file_components(family.name, source.config)
+            else:
+                cls = _component_class(source.config, "transformer")
+                transformer = cls.from_single_file(source.path, subfolder="transformer", **kwargs)
+                pipe = getattr(diffusers, family.pipeline_class)(
+                    **{**_rest_of_pipeline(family, source, dtype), "transformer": transformer})
+                components = ["transformer"]
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         message = " ".join(str(exc).split())[:300]
-        raise ParityInputError(f"diffusers' from_single_file could not load it ({type(exc).__name__}: {message})",
-                               path=source.path) from None
+        raise ParityInputError(f"diffusers' from_single_file could not load it ({type(exc).__name__}: {message})"
+                               + _width_note(family.name, source.path), path=source.path) from None
     # diffusers leaves a parameter the file lacks on the meta device, with only a warning
     missing = _unloaded(pipe, components)
     if missing is not None:

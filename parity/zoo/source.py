@@ -17,7 +17,9 @@ requests, reports and caches between the front ends and the loader carry them un
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +66,7 @@ class Source:
     variant: str | None = None
     config: str | None = None  # single-file: the diffusers folder whose configs describe it
     configs: str = ""  # single-file: where those configs come from, in words
+    parts: str = "tiny"  # a transformer-only file: the rest of the pipeline, "tiny" or "published" (resized)
 
     def describe(self) -> str:
         if self.kind == "single-file":
@@ -125,6 +128,20 @@ def load(family: Any, path: str, dtype: torch.dtype) -> Any:
 
         return load_single_file(family, source, dtype)
     return family.load_pretrained(path, dtype)
+
+
+@contextlib.contextmanager
+def quiet_loader() -> Iterator[None]:
+    """diffusers logs a failed load at error level before raising it: the raise is reported as one line,
+    so its log line would be a second one."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def pretrained_kwargs(path: str) -> dict[str, Any]:
