@@ -76,6 +76,9 @@ EXPECTED = {
     "sd15-kohya": (0, "PASS"),
     # A per-module alpha is lost on every attention projection and text-encoder module (see below).
     "sd15-kohya-dynamic-locon": (1, "FAIL: a parity check failed"),
+    # SD 2.x through the same converter: the same verdicts as SD 1.x
+    "sd2-kohya-v2": (0, "PASS"),
+    "sd2-kohya-v2-dynamic-locon": (1, "FAIL: a parity check failed"),
     "sdxl-kohya-sgm": (0, "PASS"),
     # BFL_WIDTHS: diffusers splits linear1 at FLUX.1-dev's widths (3072/12288), not the tiny model's.
     "flux-kohya-bfl": (1, "diffusers refused a valid"),
@@ -102,8 +105,10 @@ EXPECTED = {
     "qwenimage-edit-alpha": (1, "diffusers refused a valid"),
 }
 # ~15 s on 2 CPU cores: the tiny SDXL pipeline is the costliest to check; and the edit family's files
-# whose Qwen-Image twins run by default (musubi and comfy stay in the default run)
-SLOW = {"sdxl-kohya-sgm", "qwenimage-edit-lightning", "qwenimage-edit-diffsynth", "qwenimage-edit-alpha"}
+# whose Qwen-Image twins run by default (musubi and comfy stay in the default run); sd2's dynamic LoCon,
+# the same converter path as sd15's (its plain --v2 file stays in the default run)
+SLOW = {"sdxl-kohya-sgm", "qwenimage-edit-lightning", "qwenimage-edit-diffsynth", "qwenimage-edit-alpha",
+        "sd2-kohya-v2-dynamic-locon"}
 
 
 def test_every_trainer_file_has_an_expected_verdict():
@@ -127,7 +132,7 @@ def test_check_gives_the_right_verdict_on_a_trainer_file(trainer, tmp_path, caps
     elif needle == "diffusers refused a valid":
         assert path.name in v.first_line
         assert "known diffusers behaviour: " in v.first_line, v.text  # the pinned refusal, named
-    if trainer.id == "sd15-kohya-dynamic-locon":
+    if trainer.id in ("sd15-kohya-dynamic-locon", "sd2-kohya-v2-dynamic-locon"):
         assert_alpha_lost_on_attention_and_text_encoder(v)
         assert "known diffusers behaviour: in a kohya SD/SDXL file with per-module alpha" in v.out, v.text
 

@@ -195,12 +195,19 @@ FULL_PRODUCT_LAYOUTS = 2
 # its full product runs in float32 by default, where its own naming (kohya-sgm, text_encoder_2) shows;
 # its other dtypes take the other layouts' three combinations (about four minutes less on 2 cores).
 FLOAT32_PRODUCT_FAMILIES = ("sdxl",)
+# sd2's files carry sd15's names (diffusers and kohya alike) into the same UNet and CLIP layer types,
+# and its linear proj_in/proj_out fuse as sdxl's do: what is its own is the widths, the gelu text
+# encoder and v-prediction, which every combination shows alike. Each layout runs the three
+# combinations by default (about 3 s on 2 cores, where its full product took 47 s); the rest is `make slow`.
+THREE_COMBINATION_FAMILIES = ("sd2",)
 
 
 def _full_product(fam: Family, lc: LayoutCase, dtype: str) -> bool:
     """Whether every scale and adapter set runs on this layout and dtype by default. float16 and bfloat16
     change the roundings (the tolerance rows), not the names a layout gives modules: their full product
     runs on the first layout, the second layout's shows its names in float32."""
+    if fam.name in THREE_COMBINATION_FAMILIES:
+        return False
     index = fam.layouts.index(lc.layout)
     if dtype == "float32":
         return index < FULL_PRODUCT_LAYOUTS
@@ -345,6 +352,7 @@ class GoldenCase:
     steps: int | None = None  # None: the family's default (2)
     same_as: str | None = None  # another case's name this one must reproduce …
     relation: str | None = None  # … within OUTPUT_TOLERANCES[relation] ("same-arithmetic", "reordered")
+    slow: bool = False  # outside GOLDEN_REPRESENTATIVE: `make slow` (every case is in golden update/verify)
 
     @property
     def id(self) -> str:
@@ -380,12 +388,19 @@ def _golden_family_cases(family: Family) -> list[GoldenCase]:
     return cases
 
 
+# The cases a family runs by default where not all: sd2 renders through sd15's pipeline code, so the
+# default run shows what is its own (the v-prediction image, a LoRA on its widths, kohya names = diffusers
+# names); its other renders (about 1 s each on 2 cores, and a float64 twin each) are `make slow`.
+GOLDEN_REPRESENTATIVE = {"sd2": ("base", "lora-1.0", "kohya-1.0")}
+
+
 def golden_cases(families: Iterable[str] | None = None) -> list[GoldenCase]:
     """Per family: base, LoRA at 0.5 and 1.0, fused (≈ unfused), two adapters, a per-step schedule; the
     same LoRA in each other layout the family publishes (= the diffusers file), and LoCon where it
-    publishes kohya files. All of them
-    are representative: a render is a fraction of a second."""
-    return [c for fam in _families(families) for c in _golden_family_cases(fam)]
+    publishes kohya files. All of them are representative (a render is a fraction of a second), but
+    for the families GOLDEN_REPRESENTATIVE names."""
+    return [replace(c, slow=c.family in GOLDEN_REPRESENTATIVE and c.name not in GOLDEN_REPRESENTATIVE[c.family])
+            for fam in _families(families) for c in _golden_family_cases(fam)]
 
 
 def golden_case(case_id: str) -> GoldenCase:
@@ -455,7 +470,7 @@ LAYOUT_FIRST = SwapSpec("first", seed=1, rank=2, alpha=4.0)
 LAYOUT_SWAPS = (SwapSpec("same-rank", seed=11, rank=2, alpha=2.0),)
 
 
-HOTSWAP_SLOW_FAMILIES = ("sdxl",)
+HOTSWAP_SLOW_FAMILIES = ("sdxl", "sd2")
 # At pipeline level every family goes through the same diffusers code (load_lora_weights with
 # hotswap=True into the denoiser, one pipeline call), so one family runs every spec and the sequence:
 # flux, whose tiny transformer compiles in a third of the time of sd15's UNet.
@@ -487,10 +502,29 @@ def hotswap_cases(families: Iterable[str] | None = None, sequence: bool = False)
                 out += [HotswapCase(fam.name, level, spec, fam.layouts[1],
                                     slow=level == "pipeline" or fam.name in CLI_LAYOUT_SESSIONS)
                         for spec in LAYOUT_SWAPS]
-    # sdxl hotswaps through the same UNet code path as sd15: its sessions (compiled UNet, about three
-    # minutes on 2 cores) run in `make slow`
+    # sdxl and sd2 hotswap through the same UNet code path as sd15: their sessions (compiled UNet, about
+    # three minutes on 2 cores for sdxl) run in `make slow`
     out = [replace(c, slow=True) if c.family in HOTSWAP_SLOW_FAMILIES else c for c in out]
     return out
+
+
+# The harness's own machinery run per family (the float64 forward, fresh float64 copies): sd2 is sd15's
+# pipeline and layer types at other widths, so its runs (10 s on 2 cores) are `make slow`.
+MACHINERY_SLOW_FAMILIES = ("sd2",)
+
+
+def family_cases(families: Iterable[str] | None = None) -> list[FamilyCase]:
+    """One case per family for the harness's per-family tests, slow where MACHINERY_SLOW_FAMILIES says."""
+    return [FamilyCase(fam.name, slow=fam.name in MACHINERY_SLOW_FAMILIES) for fam in _families(families)]
+
+
+@dataclass(frozen=True)
+class FamilyCase(Marks):
+    family: str
+
+    @property
+    def id(self) -> str:
+        return self.family
 
 
 def text_encoder_families() -> list[str]:
@@ -499,9 +533,9 @@ def text_encoder_families() -> list[str]:
 
 # ---------------------------------------------------------------- the adapter API
 
-# sdxl is a UNet family like sd15 with one more text encoder: no adapter-API path that sd15 lacks,
-# and a minute on 2 cores. Its cases run in `make slow`.
-API_SLOW_FAMILIES = ("sdxl",)
+# sdxl is a UNet family like sd15 with one more text encoder, sd2 one with sd15's components at other
+# widths: no adapter-API path that sd15 lacks, and a minute on 2 cores. Their cases run in `make slow`.
+API_SLOW_FAMILIES = ("sdxl", "sd2")
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,22 @@
-"""Which model family a LoRA file's keys look like it was made for, from key signatures only.
+"""Which model family a LoRA file looks made for: from key signatures, and where the keys are the same
+(SD1.5 and SD2.x name every module alike) from the widths its tensors carry.
 
 Used only to word an error about a file that does not fit the model it is checked against, so it
-must never claim more than the keys show: a family is named only on a key fragment no other zoo
-family's LoRAs carry, and the fragment is quoted as the evidence.
+must never claim more than the file shows: a family is named on a key fragment no other zoo family's
+LoRAs carry, or on a width its cross-attention (or text encoder) has and the model checked against
+has not; the fragment or the width is quoted as the evidence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from parity.errors import ParityInputError
+from parity.lora.keys import DENOISER, parse_key
 
 # (fragment, family): first match wins. Order matters where fragments nest: Flux's single blocks
 # are checked before anything generic. SD1.5 has no fragment of its own (every SD1.5 key also
@@ -31,10 +40,88 @@ def guess_family(keys: Iterable[str]) -> tuple[str, str] | None:
     return None
 
 
-def describe_guess(keys: Iterable[str]) -> str:
-    """A clause for an error message: '; the keys look like a LoRA for sdxl (text_encoder_2. keys)', or ''."""
+def describe_guess(keys: Iterable[str], tensors: Mapping[str, torch.Tensor] | None = None,
+                   components: Mapping[str, nn.Module] | None = None) -> str:
+    """A clause for an error message: '; the keys look like a LoRA made for sdxl ('text_encoder_2.' keys);
+    try --family sdxl', else (given the file's tensors and the model's components) the width guess,
+    '; cross-attention width 1024: an SD 2.x file; try --family sd2', or ''."""
+    keys = list(keys)
     guess = guess_family(keys)
     if guess is None:
-        return ""
+        return describe_width_guess(tensors, components) if tensors is not None and components else ""
     family, fragment = guess
-    return f"; the keys look like a LoRA made for {family} ({fragment!r} keys)"
+    return f"; the keys look like a LoRA made for {family} ({fragment!r} keys); try --family {family}"
+
+
+# What a cross-attention width (the input width of the UNet's attn2.to_k / to_v) says, at published size
+# and on the tiny zoo (SDXL's UNet attends to its two encoders concatenated). Each is one family's
+# alone, so a width names it. The tiny widths are the zoo's TEXT_DIMs, written out (lora reads no zoo
+# family: data flows zoo -> lora); tests/harness/test_family_guess.py holds them equal.
+TINY_SD15, TINY_SD2, TINY_SDXL = 16, 24, 32
+CROSS_ATTENTION: dict[int, tuple[str, str]] = {
+    768: ("sd15", "an SD 1.x file"),
+    1024: ("sd2", "an SD 2.x file"),
+    2048: ("sdxl", "an SDXL file"),
+    TINY_SD15: ("sd15", "a file for the tiny sd15 model"),
+    TINY_SD2: ("sd2", "a file for the tiny sd2 model"),
+    TINY_SDXL: ("sdxl", "a file for the tiny sdxl model"),
+}
+# What the hidden size of ``text_encoder`` (its q_proj's input width) says. CLIP ViT-L's 768 is also
+# SDXL's and FLUX.1's first text encoder (16 on the tiny zoo), so the wording says so; their files carry
+# keys of their own (text_encoder_2, transformer), guessed from the keys first.
+TEXT_ENCODER: dict[int, tuple[str, str]] = {
+    768: ("sd15", "CLIP ViT-L's, an SD 1.x file (or SDXL's or FLUX.1's first text encoder)"),
+    1024: ("sd2", "OpenCLIP ViT-H's, an SD 2.x file"),
+    TINY_SD15: ("sd15", "a file for the tiny sd15 model (or the first text encoder of the tiny sdxl or flux)"),
+    TINY_SD2: ("sd2", "a file for the tiny sd2 model"),
+}
+_CROSS = re.compile(r"attn2[._](processor[._])?to_[kv]")
+_TEXT_Q = re.compile(r"self_attn[._]q_proj")
+
+
+def _file_width(tensors: Mapping[str, torch.Tensor], component: str, pattern: re.Pattern) -> int | None:
+    """The input width of the first 2-d down factor of ``component`` whose module name matches."""
+    for key, t in tensors.items():
+        parsed = parse_key(key)
+        if parsed is None or parsed.role != "down" or t.ndim != 2 or not pattern.search(parsed.body):
+            continue
+        if parsed.prefix.component == component or (component == "unet" and parsed.prefix.component == DENOISER):
+            return int(t.shape[1])
+    return None
+
+
+def _model_width(components: Mapping[str, nn.Module], component: str, pattern: re.Pattern) -> int | None:
+    module = components.get(component)
+    if module is None:
+        return None
+    for name, child in module.named_modules():
+        if isinstance(child, nn.Linear) and pattern.search(name):
+            return int(child.weight.shape[1])
+    return None
+
+
+def width_guess(tensors: Mapping[str, torch.Tensor], components: Mapping[str, nn.Module]) -> tuple[str, str] | None:
+    """(family, the evidence) when the file's cross-attention or text-encoder width is another family's
+    and not the model's; None when it is the model's, or no family's."""
+    for component, pattern, table, what in (("unet", _CROSS, CROSS_ATTENTION, "cross-attention width"),
+                                             ("text_encoder", _TEXT_Q, TEXT_ENCODER, "text encoder width")):
+        have = _file_width(tensors, component, pattern)
+        if have is None or have == _model_width(components, component, pattern) or have not in table:
+            continue
+        family, said = table[have]
+        return family, f"{what} {have}: {said}"
+    return None
+
+
+def describe_width_guess(tensors: Mapping[str, torch.Tensor], components: Mapping[str, nn.Module]) -> str:
+    """'; cross-attention width 1024: an SD 2.x file; try --family sd2', or ''."""
+    guess = width_guess(tensors, components)
+    return "" if guess is None else f"; {guess[1]}; try --family {guess[0]}"
+
+
+def with_guess(exc: ParityInputError, keys: Iterable[str], tensors: Mapping[str, torch.Tensor],
+               components: Mapping[str, nn.Module]) -> ParityInputError:
+    """``exc`` with the guess appended (a shape that does not fit, from a file made for another family),
+    or ``exc`` itself when the file shows no other family."""
+    guess = describe_guess(keys, tensors, components)
+    return exc if not guess else ParityInputError(exc.message + guess, path=exc.path, key=exc.key)

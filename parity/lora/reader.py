@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from parity.errors import ParityInputError
-from parity.lora.familyguess import describe_guess
+from parity.lora.familyguess import describe_guess, with_guess
 from parity.lora.headeralpha import alpha_from_config, metadata_alphas
 from parity.lora.keys import (
     DENOISER,
@@ -385,12 +385,15 @@ def read_lora(
         if dominant and group.style != "diff" and (group.prefix.style, group.style) != dominant[0][0]:
             unmatched += group.keys.values()
             continue
-        if "down" in group.keys:
-            reading.pair(component, hit.name, hit.target, group, tensors)
-        elif any(r in group.keys for r in (*LOHA_ROLES, *LOKR_ROLES)):
-            reading.lycoris(component, hit.name, hit.target, group, tensors)
-        if "diff" in group.keys or "diff_b" in group.keys:
-            reading.diff(component, hit.name, hit.target, group, tensors)
+        try:
+            if "down" in group.keys:
+                reading.pair(component, hit.name, hit.target, group, tensors)
+            elif any(r in group.keys for r in (*LOHA_ROLES, *LOKR_ROLES)):
+                reading.lycoris(component, hit.name, hit.target, group, tensors)
+            if "diff" in group.keys or "diff_b" in group.keys:
+                reading.diff(component, hit.name, hit.target, group, tensors)
+        except ParityInputError as exc:  # SD1.5 and SD2 share names: a shape says which family it is for
+            raise with_guess(exc, keys, tensors, components) from None
         reading.placement[group.stem] = tuple(f"{component}.{m}" for m in hit.target.modules)
     seen = [(g, c, h) for g, c, h in seen if g.stem in reading.placement]
 
@@ -399,7 +402,7 @@ def read_lora(
         missing = ", ".join(sorted(set(foreign.values())))
         raise ParityInputError(
             f"{len(foreign)} key(s) address {missing}, which this model does not have: "
-            f"the file was made for another model family{describe_guess(keys)}",
+            f"the file was made for another model family{describe_guess(keys, tensors, components)}",
             path=path,
             key=first,
         )
@@ -409,7 +412,8 @@ def read_lora(
         what = "no key matches a module of this model" if not reading.modules else (
             f"{len(unmatched)} key(s) match no module of this model")
         raise ParityInputError(
-            what + (f"; closest module names: {', '.join(hint)}" if hint else "") + describe_guess(keys),
+            what + (f"; closest module names: {', '.join(hint)}" if hint else "")
+            + describe_guess(keys, tensors, components),
             path=path,
             key=first,
         )

@@ -32,3 +32,8 @@ def marks_of(case: Any) -> list[pytest.MarkDecorator]:
 def params(cases: Iterable[Any], *marks: pytest.MarkDecorator) -> list[Any]:
     """One ``pytest.param`` per case, its id the case's, its marks the case's plus ``marks``."""
     return [pytest.param(case, id=case.id, marks=[*marks_of(case), *marks]) for case in cases]
+
+
+def family_params(cases: Iterable[Any]) -> list[Any]:
+    """One ``pytest.param`` per case of parity.checks.cases.family_cases: its family's name, its marks."""
+    return [pytest.param(case.family, id=case.id, marks=marks_of(case)) for case in cases]

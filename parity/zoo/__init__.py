@@ -8,7 +8,7 @@ import torch
 
 from parity.errors import ParityInputError
 from parity.zoo.fit import check_parts_fit
-from parity.zoo import flux, qwenimage, qwenimage_edit, sd15, sdxl
+from parity.zoo import flux, qwenimage, qwenimage_edit, sd2, sd15, sdxl
 from parity.zoo.family import Family
 from parity.zoo.source import load, resolve
 
@@ -17,7 +17,7 @@ from parity.zoo.source import load, resolve
 UNAVAILABLE: dict[str, str] = {name: why for name, why in ((qwenimage_edit.NAME, qwenimage_edit.available()),)
                                if why is not None}
 FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY, sdxl.FAMILY, flux.FAMILY, qwenimage.FAMILY,
-                                                   qwenimage_edit.FAMILY) if f.name not in UNAVAILABLE}
+                                                   qwenimage_edit.FAMILY, sd2.FAMILY) if f.name not in UNAVAILABLE}
 
 
 def get_family(name: str) -> Family:

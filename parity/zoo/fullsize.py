@@ -44,6 +44,26 @@ def sd15_unet(blocks: int | None = None, layers_per_block: int = 2) -> nn.Module
     )
 
 
+def sd2_unet(blocks: int | None = None, layers_per_block: int = 2) -> nn.Module:
+    from diffusers import UNet2DConditionModel
+
+    # stabilityai/stable-diffusion-2-1 unet/config.json (768-v; 2-1-base differs only in sample_size 64
+    # and upcast_attention false, neither of which changes a shape)
+    return UNet2DConditionModel(
+        sample_size=96,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=layers_per_block,
+        cross_attention_dim=1024,
+        attention_head_dim=(5, 10, 20, 20),
+        use_linear_projection=True,
+        upcast_attention=True,
+    )
+
+
 def sdxl_unet(blocks: int | None = None, layers_per_block: int = 2,
               transformer_layers: tuple[int, ...] = (1, 2, 10)) -> nn.Module:
     from diffusers import UNet2DConditionModel
@@ -112,6 +132,7 @@ def qwenimage_transformer(blocks: int | None = None) -> nn.Module:
 
 FULL: dict[str, FullSize] = {
     "sd15": FullSize(sd15_unet, InputShape(grid=64, seq=77), None, None, "512x512, 77 CLIP tokens, batch 1"),
+    "sd2": FullSize(sd2_unet, InputShape(grid=96, seq=77), None, None, "768x768 (768-v), 77 OpenCLIP tokens, batch 1"),
     "sdxl": FullSize(sdxl_unet, InputShape(grid=128, seq=77), None, None, "1024x1024, 77 tokens, batch 1"),
     # 1024x1024 → 128x128 latents → 64x64 packed tokens; 512 T5 tokens
     "flux": FullSize(flux_transformer, InputShape(grid=64, seq=512), FLUX_DOUBLE, 4, "1024x1024, 512 T5 tokens"),
@@ -132,6 +153,8 @@ FULL: dict[str, FullSize] = {
 SMALL: dict[str, FullSize] = {
     "sd15": FullSize(lambda blocks: sd15_unet(layers_per_block=1), InputShape(grid=16, seq=77), None, None,
                      "SD1.5 widths, one layer per level; 128x128, 77 tokens"),
+    "sd2": FullSize(lambda blocks: sd2_unet(layers_per_block=1), InputShape(grid=16, seq=77), None, None,
+                    "SD 2.x widths, one layer per level; 128x128, 77 tokens"),
     "sdxl": FullSize(lambda blocks: sdxl_unet(layers_per_block=1, transformer_layers=(1, 1, 1)),
                      InputShape(grid=16, seq=77), None, None,
                      "SDXL widths, one layer and one transformer block per level; 128x128, 77 tokens"),

@@ -61,6 +61,12 @@ def clip_l() -> nn.Module:
     return _clip_text(768, 12, 12, 3072, "quick_gelu", projection=False)
 
 
+def open_clip_h() -> nn.Module:
+    # laion/CLIP-ViT-H-14's text tower as stabilityai/stable-diffusion-2-1 text_encoder/config.json holds it:
+    # 23 of its 24 layers (SD 2.x reads the penultimate layer's output), gelu
+    return _clip_text(1024, 23, 16, 4096, "gelu", projection=False)
+
+
 def clip_bigg() -> nn.Module:
     # laion/CLIP-ViT-bigG-14's text tower: SDXL's text_encoder_2
     return _clip_text(1280, 32, 20, 5120, "gelu", projection=True)
@@ -119,6 +125,7 @@ def _build(build: Builder, blocks: int | None, single: int | None = None) -> nn.
 # 12-20 B model can be measured on a machine that cannot hold it.
 PUBLISHED: dict[str, dict[str, Builder]] = {
     "sd15": {"unet": _fixed(fullsize.sd15_unet), "text_encoder": _fixed(clip_l)},
+    "sd2": {"unet": _fixed(fullsize.sd2_unet), "text_encoder": _fixed(open_clip_h)},
     "sdxl": {"unet": _fixed(fullsize.sdxl_unet), "text_encoder": _fixed(clip_l), "text_encoder_2": _fixed(clip_bigg)},
     "flux": {"transformer": fullsize.flux_transformer, "text_encoder": _fixed(clip_l),
              "text_encoder_2": _fixed(_flux_t5), "vae": _fixed(_flux_vae)},

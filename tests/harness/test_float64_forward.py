@@ -9,12 +9,14 @@ import os
 import pytest
 import torch
 
+from parity.checks.cases import family_cases
 from parity.checks.unfused_state import denoiser_output
 from parity.lora.synth import write_lora
+from parity.pytest.cases import family_params
 from parity.zoo import FAMILIES, build_pipeline
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", family_params(family_cases()))
 def test_streamed_float64_forward_equals_a_float64_pipeline(family, tmp_path):
     fam = FAMILIES[family]
     float32 = build_pipeline(fam)

@@ -14,9 +14,11 @@ import torch
 
 from parity.checks import fresh_copies as fc
 from parity.checks import hotswap as hs
+from parity.checks.cases import family_cases
 from parity.checks.dynamo import reset
 from parity.lora.synth import write_lora
 from parity.modules import pipeline_models
+from parity.pytest.cases import family_params
 from parity.zoo import FAMILIES, build_pipeline
 
 
@@ -36,7 +38,7 @@ def _stored_base_bytes(pipe) -> int:
 
 
 @pytest.mark.parametrize("level", hs.LEVELS)
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", family_params(family_cases()))
 def test_a_float64_copy_computes_bit_for_bit_what_a_float64_pipeline_computes(family, level, tmp_path):
     fam = FAMILIES[family]
     float32 = build_pipeline(fam)

@@ -10,6 +10,7 @@ from parity.zoo.fullsize import FULL, SMALL
 # Counts from the released checkpoints (exact for the UNets; the model cards round the transformers).
 PUBLISHED = {
     "sd15": (859_520_964, 0),
+    "sd2": (865_910_724, 0),  # 2.0 / 2.1, base and 768-v alike
     "sdxl": (2_567_463_684, 0),
     "flux": (11.9e9, 0.05e9),
     "qwenimage": (20.4e9, 0.05e9),

@@ -17,6 +17,12 @@ REAL_NAMES = {
                  "up_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0", "down_blocks.0.resnets.0.conv1"],
         "text_encoder": ["encoder.layers.0.self_attn.q_proj", "encoder.layers.1.mlp.fc2"],
     },
+    # SD 2.x: SD1.5's names; proj_in is a Linear (use_linear_projection), as kohya's SD2 files target it
+    "sd2": {
+        "unet": ["down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k", "mid_block.attentions.0.proj_in",
+                 "up_blocks.0.attentions.0.proj_out", "down_blocks.0.resnets.0.conv1"],
+        "text_encoder": ["encoder.layers.0.self_attn.q_proj", "encoder.layers.1.mlp.fc2"],
+    },
     "sdxl": {
         "unet": ["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q", "add_embedding.linear_1"],
         "text_encoder": ["encoder.layers.0.self_attn.q_proj"],

@@ -61,13 +61,24 @@ SD_UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "f
 SD_CONV_TARGETS = ("conv1", "conv2", "conv_shortcut", "time_emb_proj", "downsamplers.0.conv", "upsamplers.0.conv")
 
 
+# train_network.py's metadata per model version (``--v2``: library/model_util.py's v2 configs)
+KOHYA_SD_VERSION = {"sd15": {"ss_v2": "False", "ss_base_model_version": "sd_v1"},
+                    "sd2": {"ss_v2": "True", "ss_base_model_version": "sd_v2"}}
+
+
 def kohya_sd15(path: Path, *, seed: int = 11, ranks: Ranks = fixed_rank, conv: bool = False,
-               dtype: torch.dtype = torch.float32, comps: Mapping[str, nn.Module] | None = None) -> Path:
+               dtype: torch.dtype = torch.float32, comps: Mapping[str, nn.Module] | None = None,
+               family: str = "sd15") -> Path:
     """networks/lora.py on SD 1.x: the UNet is kohya's copy of the diffusers UNet, so the names are
     diffusers' with '.' -> '_'. Transformer2DModel children (Linear, 1x1 Conv2d); with ``conv``
     (``conv_dim``), ResnetBlock2D / Downsample2D / Upsample2D children too (LoCon). ``comps``: the
-    model to walk (default the tiny one; a published-size one, e.g. on the meta device)."""
-    comps = comps or tiny_components("sd15")
+    model to walk (default the tiny one; a published-size one, e.g. on the meta device).
+
+    With ``--v2`` (``family="sd2"``) the same code runs on SD 2.x: kohya's UNet is the same diffusers
+    copy (linear proj_in/proj_out, so those are Linear pairs), and its OpenCLIP-H text encoder is converted
+    to transformers' CLIPTextModel (library/model_util.py), so its keys are ``lora_te_text_model_encoder_
+    layers_N_...`` as on SD 1.x."""
+    comps = comps or tiny_components(family)
     factors = Factors(seed, dtype)
     sd: dict[str, torch.Tensor] = {}
     i = 0
@@ -85,7 +96,7 @@ def kohya_sd15(path: Path, *, seed: int = 11, ranks: Ranks = fixed_rank, conv: b
             down, up = factors.for_module(module, rank)
             kohya_entry(sd, "lora_te_" + clip_name(name).replace(".", "_"), down, up, alpha)
     metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(RANK), "ss_network_alpha": str(ALPHA),
-                "ss_base_model_version": "sd_v1"}
+                **KOHYA_SD_VERSION[family]}
     if ranks is dynamic_rank:
         metadata.update(ss_network_dim="Dynamic", ss_network_alpha="Dynamic")
     return save(sd, path, metadata)
@@ -277,6 +288,12 @@ TRAINER_FILES: tuple[TrainerFile, ...] = (
     TrainerFile("sd15-kohya-dynamic-locon", "sd15",
                 lambda p: kohya_sd15(p / "kohya_sd15_dynamic.safetensors", seed=21, ranks=dynamic_rank, conv=True),
                 "resize_lora.py --dynamic_method: a rank and an alpha per module; conv_dim LoCon convs"),
+    TrainerFile("sd2-kohya-v2", "sd2", lambda p: kohya_sd15(p / "kohya_sd2.safetensors", family="sd2"),
+                "train_network.py --v2: SD1.x's names on SD 2.x's widths"),
+    TrainerFile("sd2-kohya-v2-dynamic-locon", "sd2",
+                lambda p: kohya_sd15(p / "kohya_sd2_dynamic.safetensors", seed=22, ranks=dynamic_rank, conv=True,
+                                     family="sd2"),
+                "--v2 with resize_lora.py --dynamic_method and conv_dim LoCon convs"),
     TrainerFile("sdxl-kohya-sgm", "sdxl", lambda p: kohya_sdxl(p / "kohya_sdxl.safetensors")),
     TrainerFile("flux-kohya-bfl", "flux", lambda p: kohya_flux(p / "kohya_flux.safetensors")),
     TrainerFile("flux-comfyui", "flux", lambda p: kohya_flux(p / "comfy_flux.safetensors", comfy=True)),
