@@ -15,7 +15,7 @@ import xxhash
 from torch import nn
 
 from parity.checks.diagnosis import diagnose
-from parity.checks.nothing_loaded import nothing_loaded
+from parity.checks.nothing_loaded import nothing_loaded, refused
 from parity.checks.progress import SILENT, Progress
 from parity.checks.variant_merge import formula_drift, formula_report
 from parity.errors import LoaderRefused, ParityInputError
@@ -280,9 +280,7 @@ def _as_refusal(pipe: Any, loras: Sequence[LoraFile]) -> Iterator[None]:
         lora = next((lora for lora in loras if str(lora.path) == failing), loras[0])
         message = " ".join(str(exc).split())[:300]
         reason = f"{type(exc).__name__}: {message}" if message else f"{type(exc).__name__} (no message)"
-        if lora.variants():  # what the file is that diffusers has no loader for, before its words
-            reason = f"diffusers cannot load {' and '.join(lora.variants())} files ({reason})"
-        raise LoaderRefused(failing, lora.layout, reason) from None
+        raise LoaderRefused(failing, lora.layout, refused(lora, reason)) from None
 
 
 def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Sequence[float] | None,

@@ -1,4 +1,4 @@
-"""What to tell a user whose valid file diffusers loaded nothing from.
+"""What to tell a user whose valid file diffusers loaded nothing from, or refused for its format.
 
 ``load_lora_weights`` converts the formats it knows (kohya, its own legacy names, the families'
 converters), then keeps, per component it loads into, only the keys under ``<component>.`` (lora_base
@@ -12,12 +12,20 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from parity.lora.cloneofsimo import DESCRIPTION as NUMBERED_FILE
 from parity.lora.keys import parse_key
+from parity.lora.layouts import NUMBERED_LAYOUT
 from parity.lora.neutral import LoraFile
 from parity.lora.peftadapter import PREFIX as PEFT_PREFIX
 
 # What each key prefix means to a user, where its name alone does not say.
 PREFIX_WORDS = {PEFT_PREFIX: "a PEFT adapter, as save_pretrained writes it", "": "no prefix"}
+# What else loads a layout's files, as measured (tests/test_legacy_layouts.py pins each).
+LAYOUT_HINTS = {
+    "diffusers-attn-procs": "; unet.load_lora_adapter(<file>, prefix=None) loads its pairs (at scale 1, as diffusers "
+                            "<= 0.14 trained them); unet.load_attn_procs, which read them then, now takes Custom "
+                            "Diffusion files only",
+}
 
 
 def _file_prefix(lora: LoraFile) -> str | None:
@@ -48,7 +56,19 @@ def nothing_loaded(pipe: Any, lora: LoraFile) -> str:
             f"load_lora_weights keeps keys under {kept} only; {where}) and only logs a warning")
     if prefix == PEFT_PREFIX:
         text += _peft_loaders(lora.components()[0])
-    return text
+    return text + LAYOUT_HINTS.get(lora.layout, "")
+
+
+def refused(lora: LoraFile, reason: str) -> str:
+    """diffusers' own words on ``lora``, after what the file is where its format is what diffusers lacks."""
+    import diffusers
+
+    if lora.variants():  # what the file is that diffusers has no loader for, before its words
+        return f"diffusers cannot load {' and '.join(lora.variants())} files ({reason})"
+    if lora.layout == NUMBERED_LAYOUT:
+        return (f"{NUMBERED_FILE}: its modules are numbered, not named, and diffusers {diffusers.__version__} has no "
+                f"loader for that (load_lora_weights: {reason})")
+    return reason
 
 
 def _peft_loaders(component: str) -> str:

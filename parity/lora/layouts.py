@@ -94,7 +94,14 @@ LAYOUT_LIST = (
     Layout("peft", "PEFT save_pretrained of get_peft_model(one component), adapter_config.json beside it",
            "base_model.model.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight",
            "peft", "lora_A", "diffusers", "config"),
+    Layout("diffusers-attn-procs", "diffusers <= 0.14 unet.save_attn_procs (LoRACrossAttnProcessor, no prefix)",
+           "down_blocks.1.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight",
+           "none", "legacy", "legacy", "none"),
+    # Read by parity/lora/cloneofsimo.py, which rebuilds the numbering from the module tree; not written.
+    Layout("cloneofsimo", "cloneofsimo lora_diffusion save_safeloras(_with_embeds): modules numbered",
+           "unet:0:up", "numbered", "numbered", "numbered", "none"),
 )
+NUMBERED_LAYOUT = "cloneofsimo"
 # The layout registry: name → its entry. The families that publish a layout name it in their
 # ``layouts`` (parity/zoo), and the case table takes it from there.
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in LAYOUT_LIST}
@@ -232,6 +239,8 @@ def to_state_dict(lora: LoraFile, layout: str, components: Mapping[str, nn.Modul
         spec = LAYOUTS[layout]
     except KeyError:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}") from None
+    if spec.prefix == "numbered":
+        raise ValueError(f"the {layout} layout is lora_diffusion's own: its numbering is the trainer's, not written here")
     needs_model = spec.naming != "diffusers"
     if needs_model and components is None:
         raise ValueError(f"the {layout} layout derives its names from the model: pass its components")

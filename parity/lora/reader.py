@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from parity.errors import ParityInputError
+from parity.lora.cloneofsimo import is_numbered, renamed
 from parity.lora.familyguess import describe_guess, with_guess
 from parity.lora.headeralpha import alpha_from_config, metadata_alphas
 from parity.lora.keys import (
@@ -34,7 +35,7 @@ from parity.lora.keys import (
     Prefix,
     parse_key,
 )
-from parity.lora.layouts import Signature, layout_name
+from parity.lora.layouts import NUMBERED_LAYOUT, Signature, layout_name
 from parity.lora.names import Target
 from parity.lora.names.table import ComponentNames, Resolved, component_names
 from parity.lora.neutral import (
@@ -326,6 +327,21 @@ def read_lora(
         path = adapter_file(str(source))  # a PEFT adapter folder: its adapter_model file
         tensors, metadata = load_tensors(path, allow_pickle=allow_pickle)
         raw = tensors if is_pickle_path(path) else None
+    if not is_numbered(list(tensors)):
+        return _read(tensors, metadata, path, raw, components, strict)
+    # cloneofsimo's numbered modules, read under the names their numbering rebuilds; messages and the
+    # key listing name the file's own keys, and its token embeddings are listed, not LoRA layers
+    named, original, embeddings = renamed(tensors, metadata, components, path)
+    try:
+        lora = _read(named, metadata, path, raw, components, strict)
+    except ParityInputError as exc:
+        raise ParityInputError(exc.message, path=exc.path, key=original.get(exc.key or "", exc.key)) from None
+    sources = {k: tuple(original.get(key, key) for key in keys) for k, keys in lora.sources.items()}
+    return replace(lora, layout=NUMBERED_LAYOUT, unmatched=[*lora.unmatched, *embeddings], sources=sources)
+
+
+def _read(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], path: str | None,
+          raw: dict[str, torch.Tensor] | None, components: Mapping[str, nn.Module], strict: bool) -> LoraFile:
     keys = list(tensors)
     groups, unmatched = _groups(keys)
     if not any(r in g.keys for g in groups for r in MODULE_ROLES):
