@@ -28,6 +28,7 @@ CONFIGS = {
     "patterns": dict(rank_pattern={"attn2.to_q": 2}, alpha_pattern={r"down_blocks\.1\..*to_k": 8.0}),
     "rslora": dict(r=4, lora_alpha=6.0, use_rslora=True),
     "text-encoder": dict(component="text_encoder"),
+    "dora": dict(use_dora=True),  # lora_magnitude_vector beside each pair
 }
 # module → the scale each config gives it, by hand from the config (α/r; α/√r under rsLoRA)
 HAND = {
@@ -35,6 +36,7 @@ HAND = {
     "patterns": {ATTN2_Q: 2.0 / 2, ATTN1_K: 8.0 / 4, MID_Q: 2.0 / 4},
     "rslora": {ATTN2_Q: 6.0 / math.sqrt(4)},
     "text-encoder": {"encoder.layers.0.self_attn.q_proj": 2.0 / 4},
+    "dora": {ATTN2_Q: 2.0 / 4},
 }
 
 
@@ -51,6 +53,7 @@ def test_the_reader_gives_every_module_the_scale_peft_gives_it(name, tmp_path):
         assert lora.layout == "peft"
         assert lora.components() == [component]
         assert scale_mismatches(scales_of(lora), truth) == []
+        assert set(lora.variants()) == ({"DoRA"} if kwargs.get("use_dora") else set())
     for module, scale in HAND[name].items():
         assert math.isclose(truth[module], scale, rel_tol=1e-12), (module, truth[module], scale)
 
@@ -118,3 +121,14 @@ def test_transformers_load_adapter_reads_a_text_encoder_adapter_with_its_config(
     pipe.text_encoder.load_adapter(str(folder), adapter_name="a")
     scales = {n: layer.scaling["a"] for n, layer in pipe.text_encoder.named_modules() if hasattr(layer, "scaling")}
     assert scales == peft_scales(folder, component="text_encoder")
+
+
+def test_an_sdxl_text_encoder_2_adapter_is_told_apart_by_its_configs_base_class(tmp_path):
+    """SDXL's two tiny CLIP encoders share module names and widths: the keys fit both, and the config's
+    auto_mapping (CLIPTextModelWithProjection) says which one get_peft_model wrapped."""
+    folder = peft_adapter(tmp_path / "te2_adapter", family="sdxl", component="text_encoder_2")
+    lora = read_lora(folder, tiny_components("sdxl"))
+
+    assert lora.components() == ["text_encoder_2"]
+    truth = peft_scales(folder, family="sdxl", component="text_encoder_2")
+    assert scale_mismatches(scales_of(lora), truth) == []

@@ -9,6 +9,7 @@ import torch
 
 from parity.errors import ParityInputError
 from parity.lora.neutral import LoraFile
+from parity.lora.peftadapter import adapter_file
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -104,7 +105,10 @@ def diffusers_source(lora: LoraFile) -> str | dict[str, torch.Tensor]:
 def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]] | None:
     """Each tensor's shape, from a safetensors header alone; None for a pickle (it has no header: it is
     loaded once, by the reader) and where the header cannot be read (``load_tensors`` names the problem)."""
-    path = str(path)
+    try:
+        path = adapter_file(str(path))  # a PEFT adapter folder: its adapter_model file
+    except ParityInputError:  # a folder without one: the reader names it
+        return None
     if is_pickle_path(path):
         return None
     try:

@@ -94,3 +94,14 @@ def test_the_peft_layout_writer_round_trips_rank_and_alpha_per_module(tmp_path):
     both = synth_lora(sd15, {"unet": ("to_q",), "text_encoder": ("q_proj",)}, seed=5)
     with pytest.raises(ValueError, match="one model's modules"):
         save_lora(both, tmp_path / "both.safetensors", "peft", sd15)
+
+
+def test_control_an_adapter_whose_keys_fit_two_components_without_a_base_class_is_refused(tmp_path, capsys):
+    folder = peft_adapter(tmp_path / "te2_adapter", family="sdxl", component="text_encoder_2")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    del config["auto_mapping"]
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+
+    code = main(["check", "--family", "sdxl", "--dtype", "float32", "--lora", str(folder)])
+    assert_one_line_error(capsys, code, "adapter_model.safetensors [key base_model.model.",
+                          "fit text_encoder and text_encoder_2 alike", "does not say which model")

@@ -30,7 +30,7 @@ def _lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def peft_adapter(folder: Path, *, family: str = "sd15", component: str = "unet", targets: list[str] | None = None,
                  r: int = 4, lora_alpha: float = 2.0, rank_pattern: dict | None = None,
-                 alpha_pattern: dict | None = None, use_rslora: bool = False, seed: int = 31,
+                 alpha_pattern: dict | None = None, use_rslora: bool = False, use_dora: bool = False, seed: int = 31,
                  dtype: torch.dtype = torch.float32) -> Path:
     """``folder`` as PEFT's save_pretrained leaves it for a LoRA on the tiny ``family``'s ``component``."""
     from peft import LoraConfig, get_peft_model
@@ -38,7 +38,7 @@ def peft_adapter(folder: Path, *, family: str = "sd15", component: str = "unet",
     model = copy.deepcopy(tiny_components(family)[component])
     config = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=targets or (
         CLIP_TARGETS if component.startswith("text_encoder") else UNET_TARGETS),
-        rank_pattern=rank_pattern or {}, alpha_pattern=alpha_pattern or {}, use_rslora=use_rslora)
+        rank_pattern=rank_pattern or {}, alpha_pattern=alpha_pattern or {}, use_rslora=use_rslora, use_dora=use_dora)
     peft_model = get_peft_model(model, config)
     factors = Factors(seed, dtype)
     with torch.no_grad():
@@ -63,7 +63,8 @@ def peft_scales(folder: Path, family: str = "sd15", component: str = "unet") -> 
 
 def scales_of(lora) -> dict[str, float]:  # noqa: ANN001 - a parity LoraFile
     """module → the scale (α/r) a reader's LoraFile gives it."""
-    return {m.module: m.effective_alpha / m.rank for m in lora.modules.values()}
+    pairs = [getattr(m, "inner", m) for m in lora.modules.values()]  # a DoRA module's scale is its pair's
+    return {m.module: m.effective_alpha / m.rank for m in pairs}
 
 
 def scale_mismatches(ours: dict[str, float], truth: dict[str, float]) -> list[str]:
