@@ -15,6 +15,7 @@ import pytest
 
 from parity.cli import main
 from parity.lora.reader import read_lora
+from tests.support.filesnap import differences, snapshot, watch_writes
 from tests.support.peft_adapters import peft_adapter, peft_scales, scale_mismatches, scales_of
 from tests.support.trainer_common import tiny_components
 
@@ -70,8 +71,11 @@ def refusal_line(capsys, code: int) -> str:
 def test_check_reports_that_diffusers_loads_nothing_from_a_unet_adapter(as_file, tmp_path, capsys):
     folder = peft_adapter(tmp_path / "unet_adapter", **CONFIGS["patterns"])
     path = folder / "adapter_model.safetensors" if as_file else folder
-    code = main(["check", "--family", "sd15", "--dtype", "float32", "--lora", str(path)])
+    before = snapshot(folder)
+    with watch_writes(folder) as writes:
+        code = main(["check", "--family", "sd15", "--dtype", "float32", "--lora", str(path)])
 
+    assert writes == [] and differences(before, snapshot(folder)) == []  # the user's folder, untouched
     line = refusal_line(capsys, code)
     assert str(folder / "adapter_model.safetensors") in line
     assert "diffusers refused a valid peft file" in line
