@@ -18,6 +18,7 @@ difference (``.diff``/``.diff_b``: δ itself, rank 1 in the bound).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -252,8 +253,8 @@ def _merge_rows(actual, base, kinds, ranks, ups, downs, dfac, pfac, fulls, rfac,
 
 
 @numba.njit(**_JIT)
-def _drift(now: np.ndarray, base: np.ndarray, mag: np.ndarray, rfac_max: float, coef: float, eps: float, tiny: float,
-           ulps: np.ndarray, base_ulps: np.ndarray, ratio: np.ndarray) -> int:
+def _drift(now: np.ndarray, base: np.ndarray, mag: np.ndarray, recomputed: np.ndarray, rfac_max: float, coef: float,
+           cycles: float, eps: float, tiny: float, ulps: np.ndarray, base_ulps: np.ndarray, ratio: np.ndarray) -> int:
     """|now − base| in ULPs at |W| + Σ P, in ULPs of W, and over ``unfuse_bound``; how many moved."""
     moved = 0
     for j in range(now.shape[0]):
@@ -261,31 +262,33 @@ def _drift(now: np.ndarray, base: np.ndarray, mag: np.ndarray, rfac_max: float, 
         drift = abs(np.float64(now[j]) - b)
         ulps[j] = drift / _ulp(mag[j], eps, tiny)
         base_ulps[j] = drift / _ulp(abs(b), eps, tiny)
-        ratio[j] = drift / (_ulp(mag[j] * rfac_max, eps, tiny) * coef)
+        ratio[j] = drift / (cycles * (coef * _ulp(mag[j] * rfac_max, eps, tiny) + recomputed[j]))
         moved += drift > 0.0
     return moved
 
 
 @numba.njit(**_JIT)
-def _load_magnitude(base: np.ndarray, mag: np.ndarray) -> None:
-    for j in range(base.shape[0]):
-        mag[j] = abs(np.float64(base[j]))
-
-
-@numba.njit(**_JIT)
-def _add_scaled_abs(mag: np.ndarray, p: np.ndarray, pf: float) -> None:
+def _add_scaled_abs(mag: np.ndarray, recomputed: np.ndarray, p: np.ndarray, pf: float, rf: float, linear: float,
+                    half_delta: float, eps: float, tiny: float) -> None:
+    """One step's P into |W| + Σ P, and its two computations' difference into ``recomputed``, as
+    recompute_bound: linear·P + half_delta·ulp(P·rf) with both factors already doubled."""
     for j in range(mag.shape[0]):
-        mag[j] += abs(p[j] * pf)
+        pp = abs(p[j] * pf)
+        mag[j] += pp
+        r = recomputed[j] + linear * pp
+        if half_delta != 0.0:
+            r += half_delta * _ulp(pp * rf, eps, tiny)
+        recomputed[j] = r
 
 
 @numba.njit(parallel=True, **_JIT)
-def _unfuse_rows(now, base, kinds, ranks, ups, downs, dfac, pfac, fulls, rfac_max, coef,  # noqa: ANN001
-                 eps, tiny, out_f, out_i):  # noqa: ANN001
+def _unfuse_rows(now, base, kinds, ranks, ups, downs, dfac, pfac, fulls, rfac_max, coef, cycles,  # noqa: ANN001
+                 rfac, linear, half_delta, eps, tiny, out_f, out_i):  # noqa: ANN001
     """Per row: max ULPs at |W| + Σ P, max ULPs of W, max drift/bound, elements not bit-exact."""
     rows, cols = now.shape
     tasks = (rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
     for t in numba.prange(tasks):
-        d, p, mag = np.empty(_TILE), np.empty(_TILE), np.empty(_TILE)
+        d, p, mag, recomputed = np.empty(_TILE), np.empty(_TILE), np.empty(_TILE), np.empty(_TILE)
         ulps, base_ulps, ratio = np.empty(_TILE), np.empty(_TILE), np.empty(_TILE)
         r0, r1 = t * _ROWS_PER_TASK, min(rows, (t + 1) * _ROWS_PER_TASK)
         for i in range(r0, r1):
@@ -295,15 +298,31 @@ def _unfuse_rows(now, base, kinds, ranks, ups, downs, dfac, pfac, fulls, rfac_ma
             c1 = min(cols, c0 + _TILE)
             n = c1 - c0
             for i in range(r0, r1):
-                _load_magnitude(base[i, c0:c1], mag[:n])
+                _load_base(base[i, c0:c1], d[:n], mag[:n], recomputed[:n])  # d: scratch; mag = |W|, 0
                 for s in range(kinds.shape[0]):
                     _, pf = _step(i, s, c0, c1, kinds, ranks, ups, downs, dfac, pfac, fulls, d[:n], p[:n], False)
-                    _add_scaled_abs(mag[:n], p[:n], pf)
-                out_i[i, 0] += _drift(now[i, c0:c1], base[i, c0:c1], mag[:n], rfac_max, coef, eps, tiny, ulps[:n],
-                                      base_ulps[:n], ratio[:n])
+                    _add_scaled_abs(mag[:n], recomputed[:n], p[:n], pf, rfac[s], linear[s], half_delta, eps, tiny)
+                out_i[i, 0] += _drift(now[i, c0:c1], base[i, c0:c1], mag[:n], recomputed[:n], rfac_max, coef, cycles,
+                                      eps, tiny, ulps[:n], base_ulps[:n], ratio[:n])
                 out_f[i, 0] = _nan_max(out_f[i, 0], _bits_max(ulps[:n]))
                 out_f[i, 1] = _nan_max(out_f[i, 1], _bits_max(base_ulps[:n]))
                 out_f[i, 2] = _nan_max(out_f[i, 2], _bits_max(ratio[:n]))
+
+
+@contextlib.contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """The kernels run on as many threads as torch does, and leave torch's count as it was. numba's
+    OpenMP layer shares torch's OpenMP runtime and sets its thread count to NUMBA_NUM_THREADS (every
+    core) on each parallel launch: after the first comparison a run started with OMP_NUM_THREADS=1 ran
+    torch on two threads, so PEFT computed a LoCon conv's delta at the merge on one thread (ATen's own
+    1x1 convolution, the input batch under 16) and at the unmerge on two (oneDNN), in another order
+    (issue 30: an unfuse verdict that changed with the thread count)."""
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _as_rows(t: torch.Tensor) -> torch.Tensor:
@@ -403,9 +422,10 @@ def merge_report(name: str, actual: torch.Tensor, base: torch.Tensor, steps: Seq
                        for s in steps])
     info = torch.finfo(dtype)
     out_f, out_i = np.empty((shape[0], 3)), np.empty((shape[0], 2), dtype=np.int64)
-    for rows, inputs in _kernel_inputs(name, steps, shape, actual, base):
-        _merge_rows(*inputs, rfac, linear, tol.result_roundings * 0.5, tol.delta_roundings * 0.5, info.eps, info.tiny,
-                    out_f[rows], out_i[rows])
+    with _torch_threads_kept():
+        for rows, inputs in _kernel_inputs(name, steps, shape, actual, base):
+            _merge_rows(*inputs, rfac, linear, tol.result_roundings * 0.5, tol.delta_roundings * 0.5, info.eps,
+                        info.tiny, out_f[rows], out_i[rows])
     row = _first_max(out_f[:, 2])
     flat = row * shape[1] + int(out_i[row, 0])
     worst = tuple(int(i) for i in np.unravel_index(flat, tuple(base.shape)))
@@ -431,10 +451,17 @@ def unfuse_drift(name: str, now: torch.Tensor, base: torch.Tensor, steps: Sequen
     if not base.numel():
         return UnfuseDrift(0.0, 0.0, 0.0, 0, 0)
     rank = max(s.rank for s in steps)
-    coef = cycles * len(steps) * tol.result_roundings * 0.5
+    coef = len(steps) * tol.result_roundings * 0.5
+    # recompute_bound's terms per step, doubled: two computations of δ̂, each within one's error
+    u_acc = unit_roundoff(torch.float32) if tol.accumulation == "fp32" else unit_roundoff(dtype)
+    twice = 2.0 if tol.delta_recomputed else 0.0
+    rfac = np.array([rounding_factor(dtype, s.rank) for s in steps])
+    linear = np.array([twice * (s.rank + 2) * u_acc for s in steps])
     info = torch.finfo(dtype)
     out_f, out_i = np.empty((shape[0], 3)), np.empty((shape[0], 1), dtype=np.int64)
-    for rows, inputs in _kernel_inputs(name, steps, shape, now, base):
-        _unfuse_rows(*inputs, rounding_factor(dtype, rank), coef, info.eps, info.tiny, out_f[rows], out_i[rows])
+    with _torch_threads_kept():
+        for rows, inputs in _kernel_inputs(name, steps, shape, now, base):
+            _unfuse_rows(*inputs, rounding_factor(dtype, rank), coef, float(cycles), rfac, linear,
+                         twice * tol.delta_roundings * 0.5, info.eps, info.tiny, out_f[rows], out_i[rows])
     return UnfuseDrift(_nanmax(out_f[:, 0]), _nanmax(out_f[:, 1]), _nanmax(out_f[:, 2]), int(out_i[:, 0].sum()),
                        base.numel())

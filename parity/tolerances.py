@@ -74,6 +74,8 @@ class Tolerance:
     accumulation: str  # "fp32": delta summed in float32 (≤ (r+2)·u_fp32·P); "model": in the model dtype
     input_cast: bool  # LoRA tensors wider than d were rounded to d on load (≤ 2·u_d·P)
     why: str
+    # unfuse: δ̂ is computed twice, at the merge and again at the unmerge, maybe reduced in another order
+    delta_recomputed: bool = False
 
 
 # The one table. Keys: (check, device type, dtype name).
@@ -142,30 +144,54 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         delta_roundings=0,
         accumulation="fp32",
         input_cast=False,
+        delta_recomputed=True,
         why=(
-            "unmerge recomputes the same δ̂ (same tensors, same scaling, deterministic kernel) and "
-            "subtracts it in the model dtype: W'' = fl(fl(W+δ̂)−δ̂) = fl(W+e) with |e| ≤ 0.5 ulp(W'), so "
-            "|W''−W| ≤ 0.5 ulp(W') + 0.5 ulp(W'') per fuse/unfuse cycle; it is not bit-exact because "
-            "peft restores by subtraction, not by copying a backup (A1111 copies)."
+            "peft's unmerge does not keep the merge's δ̂: it calls get_delta_weight again (Linear: B@A·scaling; "
+            "Conv: a 1x1-kernel convolution of A's transpose by B for a k×k LoRA, B@A for 1x1) and subtracts "
+            "it in the model dtype (weight.data -= δ̂₂). The two computations take the same loaded A, B "
+            "and scaling, but may reduce the r products in another order: ATen picks a convolution's "
+            "algorithm by input size and thread count (its own 1x1 convolution on one thread for a batch "
+            "under 16, oneDNN otherwise), a matmul's blocking follows the threads, and the caller may "
+            "change the threads between fuse and unfuse. Each is within (r+2)·u_fp32·P of the exact δ "
+            "(the merge row), so |δ̂₁ − δ̂₂| ≤ 2·(r+2)·u_fp32·P. Then W'' = fl(fl(W + δ̂₁) − δ̂₂) = "
+            "W + (δ̂₁ − δ̂₂) + e₁ + e₂, the add's rounding |e₁| ≤ 0.5 ulp(W + δ̂₁) and the subtraction's "
+            "|e₂| ≤ 0.5 ulp(W''), both at most 0.5 ulp(|W| + P): per cycle ulp(|W| + P) + 2·(r+2)·u_fp32·P. "
+            "It is not bit-exact because peft restores by subtraction, not by copying a backup (A1111 "
+            "copies). Derived for one reduction order only (δ̂₂ = δ̂₁), a kohya SDXL LoCon file failed "
+            "at 1.50-1.88x with the merge on one thread and the unmerge on two (issue 30)."
         ),
     ),
     ("unfuse", "cpu", "float16"): Tolerance(
         result_roundings=2,
-        delta_roundings=0,
+        delta_roundings=1,
         accumulation="fp32",
         input_cast=False,
-        why="As float32: two roundings in float16 per cycle (the add, then the subtract of the identical δ̂).",
+        delta_recomputed=True,
+        why=(
+            "As float32, in float16: each δ̂ is a float32 product (peft upcasts on CPU) cast to float16 "
+            "(0.5 ulp(P) each), so |δ̃₁ − δ̃₂| ≤ 2·(r+2)·u_fp32·P + ulp(P); plus the add's and the "
+            "subtraction's float16 roundings. The factors were rounded to float16 once, on load: both "
+            "computations see the same rounded A and B, so that cast cancels."
+        ),
     ),
     ("unfuse", "cpu", "bfloat16"): Tolerance(
         result_roundings=2,
-        delta_roundings=0,
+        delta_roundings=1,
         accumulation="fp32",
         input_cast=False,
-        why="As float32: two roundings in bfloat16 per cycle.",
+        delta_recomputed=True,
+        why="As float16, in bfloat16 (u = 2^-8): two float32 products cast to bfloat16, two roundings of W.",
     ),
 }
+_CUDA_UNFUSE_WHY = (
+    "As on CPU, with each δ̂ computed as peft's CUDA merge computes it (the merge rows): float16/bfloat16 "
+    "factors multiplied in the model dtype, B@A and the scaling each rounded there (two roundings of δ̂, "
+    "so |δ̃₁ − δ̃₂| ≤ 2·(r+2)·u_fp32·P + 2·ulp(P)); cuBLAS and cuDNN choose their algorithms per call."
+)
 for _dt in ("float32", "float16", "bfloat16"):
-    TOLERANCES[("unfuse", "cuda", _dt)] = TOLERANCES[("unfuse", "cpu", _dt)]
+    TOLERANCES[("unfuse", "cuda", _dt)] = Tolerance(
+        result_roundings=2, delta_roundings=TOLERANCES[("merge", "cuda", _dt)].delta_roundings, accumulation="fp32",
+        input_cast=False, delta_recomputed=True, why=_CUDA_UNFUSE_WHY)
 
 
 def detectable_ulps(dtype: torch.dtype, rank: int) -> int:
@@ -420,15 +446,30 @@ def dora_bound(step: "MergeStep", base: torch.Tensor, magnitude: torch.Tensor, a
     return product + 0.5 * ulp(f * (1 + rho) * (v.abs() + e), dtype)
 
 
-def dora_unfuse_bound(step: "MergeStep", base: torch.Tensor, dtype: torch.dtype, cycles: int = 1) -> torch.Tensor:
+def dora_unfuse_bound(step: "MergeStep", base: torch.Tensor, dtype: torch.dtype, tol: Tolerance,
+                      cycles: int = 1) -> torch.Tensor:
     """Element-wise bound on |W after ``cycles`` DoRA fuse/unfuse cycles − W| (float64). PEFT's unmerge
-    divides the fused weight by the factor it cached at the merge and subtracts the same δ̂
-    (peft/tuners/lora/variants.py): fl(fl(f̂·V̂)/f̂) = V̂·(1 + θ), |θ| ≤ 2u + u²; V̂ − δ̂ = W + (the
-    add's rounding, ≤ 0.5 ulp(|V̂|)); the subtraction rounds once more (≤ 0.5 ulp). Every intermediate
-    is within M = |W| + P, the operands' magnitude, so per cycle (2u + u²)·M + ulp(M·(1 + 3u))."""
+    divides the fused weight by the factor it cached at the merge and subtracts δ̂ computed again
+    (peft/tuners/lora/variants.py: get_delta_weight at unmerge): fl(fl(f̂·V̂)/f̂) = V̂·(1 + θ),
+    |θ| ≤ 2u + u²; V̂ − δ̂₂ = W + (δ̂₁ − δ̂₂, ``recompute_bound``) + (the add's rounding, ≤ 0.5 ulp(|V̂|));
+    the subtraction rounds once more (≤ 0.5 ulp). Every intermediate is within M = |W| + P, the
+    operands' magnitude, so per cycle (2u + u²)·M + ulp(M·(1 + 3u)) + |δ̂₁ − δ̂₂|."""
     u = unit_roundoff(dtype)
     magnitude = base.double().abs() + step.abs_product
-    return cycles * ((2 * u + u * u) * magnitude + ulp(magnitude * (1 + 3 * u), dtype))
+    return cycles * ((2 * u + u * u) * magnitude + ulp(magnitude * (1 + 3 * u), dtype)
+                     + recompute_bound(step, dtype, tol))
+
+
+def recompute_bound(step: "MergeStep", dtype: torch.dtype, tol: Tolerance) -> torch.Tensor:
+    """Element-wise bound on |δ̂₁ − δ̂₂|, two computations of one adapter's delta from the same loaded
+    factors that may reduce in different orders (peft's merge and its unmerge): each is within one
+    computation's error of δ, (r+2)·u_acc·P plus ``delta_roundings`` roundings of δ̂ in the model dtype,
+    so they differ by at most twice that. Zero where the tolerance has the same δ̂ subtracted."""
+    if not tol.delta_recomputed:
+        return torch.zeros_like(step.abs_product)
+    u_acc = unit_roundoff(torch.float32) if tol.accumulation == "fp32" else unit_roundoff(dtype)
+    p = step.abs_product
+    return 2 * ((step.rank + 2) * u_acc * p + tol.delta_roundings * 0.5 * rounding_ulp(p, dtype, step.rank))
 
 
 def unfuse_bound(
@@ -438,12 +479,15 @@ def unfuse_bound(
     """Element-wise bound on |W after `cycles` fuse/unfuse cycles − W| (float64).
 
     Per adapter and cycle: one rounding on the add and one on the subtract, each at a magnitude
-    ≤ |W| + Σ P_i (``magnitude``, where the caller has it already). Errors of successive cycles add
-    at worst linearly.
+    ≤ |W| + Σ P_i (``magnitude``, where the caller has it already), and the difference between the
+    delta added and the delta peft recomputes to subtract (``recompute_bound``). Errors of successive
+    cycles add at worst linearly.
     """
     rank = max(step.rank for step in steps)
     magnitude = operand_magnitude(steps, base) if magnitude is None else magnitude
     per_cycle = len(steps) * tol.result_roundings * 0.5 * rounding_ulp(magnitude, dtype, rank)
+    for step in steps:
+        per_cycle += recompute_bound(step, dtype, tol)
     return cycles * per_cycle
 
 

@@ -77,13 +77,13 @@ def diagnose_dora(actual: torch.Tensor, ref: MergeReference, dtype: torch.dtype,
 def formula_drift(name: str, now: torch.Tensor, ref: MergeReference, dtype: torch.dtype, tol: Tolerance,
                   cycles: int) -> UnfuseDrift:
     """|now − base| after ``cycles`` fuse/unfuse cycles against the unfuse bound of ``ref``'s merge (the
-    subtraction of the same ΔW, or DoRA's division by its cached factor): what ``unfuse_drift`` gives
-    for a pair."""
+    subtraction of ΔW computed again, or DoRA's division by its cached factor): what ``unfuse_drift``
+    gives for a pair."""
     base = ref.base
     if not base.numel():
         return UnfuseDrift(0.0, 0.0, 0.0, 0, 0)
     scale = operand_magnitude(ref.steps, base)
-    bound = dora_unfuse_bound(ref.steps[0], base, dtype, cycles) if ref.dora is not None \
+    bound = dora_unfuse_bound(ref.steps[0], base, dtype, tol, cycles) if ref.dora is not None \
         else unfuse_bound(ref.steps, base, dtype, tol, cycles, scale)
     err = (now.detach().cpu().double() - base).abs_()
     err.masked_fill_(~torch.isfinite(err), float("inf"))

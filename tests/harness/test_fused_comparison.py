@@ -105,3 +105,80 @@ def test_unfuse_drift_is_the_torch_formulas_drift(dtype_name, shape_name):
 
     assert got.n_changed == want[3] > 0 and got.numel == base.numel()
     assert all(close(a, b) for a, b in zip((got.max_ulps, got.max_base_ulps, got.max_bound_ratio), want[:3]))
+
+
+# numba's OpenMP layer shares torch's OpenMP runtime and, when its pool starts (the first parallel
+# launch of a process), sets the thread count to every core: each run below is a fresh process started
+# as the user started theirs, with OMP_NUM_THREADS=1.
+_GUARDED = """
+import torch
+from parity.fused_comparison import merge_report
+from parity.lora.neutral import LoraModule
+from parity.reference.merge import Step
+from parity.tolerances import tolerance
+base = torch.randn(16, 8, 3, 3)
+module = LoraModule("c", "m", torch.randn(4, 8, 3, 3), torch.randn(16, 4, 1, 1) * 0.01, None)
+merge_report("m.weight", base, base, [Step(module, 1.0, "weight")], torch.float32, tolerance("merge", "cpu", torch.float32))
+"""
+_UNGUARDED = """
+import numba, numpy as np
+@numba.njit(parallel=True)
+def total(a):
+    s = 0.0
+    for i in numba.prange(a.size):
+        s += a[i]
+    return s
+total(np.ones(64))
+if numba.threading_layer() != "omp" or numba.config.NUMBA_NUM_THREADS < 2:
+    print("skip:", numba.threading_layer(), numba.config.NUMBA_NUM_THREADS)
+"""
+
+
+def _threads_after(launch: str) -> str:
+    """torch's thread count after ``launch`` ran in a fresh process started with OMP_NUM_THREADS=1."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    code = f"import torch\n{launch}\nprint(torch.get_num_threads())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_a_comparison_leaves_torchs_thread_count_as_it_was():
+    """A check started on one thread ran PEFT's unmerge on two after its first comparison (issue 30)."""
+    assert _threads_after(_GUARDED).split()[-1] == "1"
+
+
+def test_control_an_unguarded_parallel_launch_moves_torchs_thread_count():
+    """The control: the same kind of kernel launched without the guard does change it, where numba runs
+    on OpenMP with more than one thread; so the test above can fail."""
+    import numba
+
+    out = _threads_after(_UNGUARDED)
+    if out.startswith("skip:"):
+        pytest.skip(f"numba runs on {out.split()[1]} with {out.split()[2]} threads")
+    assert out.split()[-1] == str(numba.config.NUMBA_NUM_THREADS)
+
+
+@pytest.mark.parametrize("dtype_name", list(FLOAT_DTYPES))
+def test_unfuse_bound_rejects_a_drift_just_beyond_it(dtype_name):
+    """The recompute term widened the unfuse bound by a derived amount, not to anything: a drift of 1.5x
+    the bound at one element fails, 0.5x passes. The kernel reads the weight as float32, which rounds
+    the drift by at most half an ULP of the weight, and the bound is at least one: neither side moves
+    across it."""
+    dtype = FLOAT_DTYPES[dtype_name]
+    base, ref, steps = case("conv", dtype, 0)
+    tol = tolerance("unfuse", "cpu", dtype)
+    bound = unfuse_bound(ref.steps, ref.base, dtype, tol, 1)
+    i = 40  # an ordinary element, away from the zeros and the subnormal at the start
+    for factor, fails in ((1.5, True), (0.5, False)):
+        now = base.double().clone()
+        now.view(-1)[i] += factor * bound.view(-1)[i]
+        # kept in float64 where the model dtype cannot hold base + that: the kernel reads any float tensor
+        got = unfuse_drift(ref.key, now, base, steps, dtype, tol, 1)
+        assert (got.max_bound_ratio > 1) == fails, (factor, got.max_bound_ratio)
