@@ -97,6 +97,7 @@ EXPECTED = {
     # The legacy training scripts stored no alpha (alpha = r, scale 1), so diffusers dropping alphas
     # (LEGACY_ALPHA, which the synthesizer's alpha-carrying legacy files hit) does not apply.
     "sd15-diffusers-legacy": (0, "PASS"),
+    "sd2-diffusers-legacy": (0, "PASS"),
     # The same files against the whole edit pipeline: the same verdicts (one converter serves both).
     "qwenimage-edit-musubi": (0, "PASS"),
     "qwenimage-edit-lightning": (0, "PASS"),
@@ -105,10 +106,10 @@ EXPECTED = {
     "qwenimage-edit-alpha": (1, "diffusers refused a valid"),
 }
 # ~15 s on 2 CPU cores: the tiny SDXL pipeline is the costliest to check; and the edit family's files
-# whose Qwen-Image twins run by default (musubi and comfy stay in the default run); sd2's dynamic LoCon,
-# the same converter path as sd15's (its plain --v2 file stays in the default run)
+# whose Qwen-Image twins run by default (musubi and comfy stay in the default run); sd2's dynamic LoCon
+# and legacy file, the same converter paths as sd15's (its plain --v2 file stays in the default run)
 SLOW = {"sdxl-kohya-sgm", "qwenimage-edit-lightning", "qwenimage-edit-diffsynth", "qwenimage-edit-alpha",
-        "sd2-kohya-v2-dynamic-locon"}
+        "sd2-kohya-v2-dynamic-locon", "sd2-diffusers-legacy"}
 
 
 def test_every_trainer_file_has_an_expected_verdict():

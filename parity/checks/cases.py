@@ -162,6 +162,7 @@ FINDING_LAYOUTS = (
     LayoutCase("sd15", "kohya", "q_proj-only", known=(("merge", KOHYA_Q_PROJ_ONLY),)),
     LayoutCase("sd15", "diffusers-legacy", known=(("merge", LEGACY_ALPHA),)),
     LayoutCase("sdxl", "diffusers-legacy", known=(("merge", LEGACY_ALPHA),)),
+    LayoutCase("sd2", "diffusers-legacy", known=(("merge", LEGACY_ALPHA),)),
     LayoutCase("sd15", "kohya-sgm", known=(("merge", SGM_SD15),)),
     LayoutCase("flux", "kohya-bfl", known=(("merge", BFL_WIDTHS),)),
     LayoutCase("flux", "comfyui", known=(("merge", BFL_WIDTHS),)),
@@ -197,16 +198,19 @@ FULL_PRODUCT_LAYOUTS = 2
 FLOAT32_PRODUCT_FAMILIES = ("sdxl",)
 # sd2's files carry sd15's names (diffusers and kohya alike) into the same UNet and CLIP layer types,
 # and its linear proj_in/proj_out fuse as sdxl's do: what is its own is the widths, the gelu text
-# encoder and v-prediction, which every combination shows alike. Each layout runs the three
-# combinations by default (about 3 s on 2 cores, where its full product took 47 s); the rest is `make slow`.
-THREE_COMBINATION_FAMILIES = ("sd2",)
+# encoder and v-prediction, which every combination shows alike. Each of its layouts runs one of the
+# three combinations by default, in turn (diffusers: two adapters at 1.3; kohya: the bfloat16 file;
+# kohya LoCon: the no-alpha file), and one unfuse cycle shares the diffusers load: 7 s under a load of
+# 7 on 2 cores, where its full product took 47 s. The rest is `make slow`.
+ONE_COMBINATION_FAMILIES = ("sd2",)
+COMBINATIONS = (("float32", 1.3, 2), ("float32", 1.0, "bf16"), ("float32", 1.0, "noalpha"))
 
 
 def _full_product(fam: Family, lc: LayoutCase, dtype: str) -> bool:
     """Whether every scale and adapter set runs on this layout and dtype by default. float16 and bfloat16
     change the roundings (the tolerance rows), not the names a layout gives modules: their full product
     runs on the first layout, the second layout's shows its names in float32."""
-    if fam.name in THREE_COMBINATION_FAMILIES:
+    if fam.name in ONE_COMBINATION_FAMILIES:
         return False
     index = fam.layouts.index(lc.layout)
     if dtype == "float32":
@@ -217,7 +221,9 @@ def _full_product(fam: Family, lc: LayoutCase, dtype: str) -> bool:
 def _representative(fam: Family, lc: LayoutCase, dtype: str, scale: float, n: int | str) -> bool:
     if _full_product(fam, lc, dtype):
         return isinstance(n, int) or scale == 1.0
-    return (dtype, scale, n) in (("float32", 1.3, 2), ("float32", 1.0, "bf16"), ("float32", 1.0, "noalpha"))
+    if fam.name in ONE_COMBINATION_FAMILIES:
+        return (dtype, scale, n) == COMBINATIONS[layout_cases([fam.name]).index(lc) % len(COMBINATIONS)]
+    return (dtype, scale, n) in COMBINATIONS
 
 
 # ---------------------------------------------------------------- merge parity
@@ -289,7 +295,8 @@ def merge_cases(
     # The finding layouts and the second fuse need one combination each to show.
     for lc in FINDING_LAYOUTS:
         if families is None or lc.family in families:
-            out.append(MergeCase(lc, "float32", "cpu", 1.0, 1, known=lc.known_for("merge")))
+            out.append(MergeCase(lc, "float32", "cpu", 1.0, 1, known=lc.known_for("merge"),
+                                 slow=lc.family in ONE_COMBINATION_FAMILIES))  # sd15's shows the finding
     if families is None or "sd15" in families:
         refuse = LayoutCase("sd15", "diffusers")
         out.append(MergeCase(refuse, "float32", "cpu", 0.5, 1, prior_fuse=True, known=SECOND_FUSE))
@@ -323,10 +330,13 @@ def unfuse_cases(families: Iterable[str] | None = None) -> list[UnfuseCase]:
     for fam in _families(families):
         cases = layout_cases([fam.name])
         # an unfuse shares the load of its layout's merge cases: where they run only in float32, so does it
-        out += [UnfuseCase(lc, dtype, 1, 2, slow=dtype != "float32" and not _full_product(fam, lc, dtype))
+        # (and where one combination runs, only where it loads both adapters)
+        one = fam.name in ONE_COMBINATION_FAMILIES
+        out += [UnfuseCase(lc, dtype, 1, 2, slow=(dtype != "float32" and not _full_product(fam, lc, dtype))
+                           or (one and not _representative(fam, lc, dtype, 1.3, 2)))
                 for lc in cases for dtype in DTYPES]
-        out += [UnfuseCase(cases[0], dtype, MANY_CYCLES, 1, slow=dtype != "float32" and not _full_product(
-            fam, cases[0], dtype)) for dtype in DTYPES]
+        out += [UnfuseCase(cases[0], dtype, MANY_CYCLES, 1, slow=one or (dtype != "float32" and not _full_product(
+            fam, cases[0], dtype))) for dtype in DTYPES]
     return out
 
 
@@ -653,6 +663,9 @@ SMOKE_DTYPE = "float32"
 # The cheapest tiny model: compiled cases and whole-pipeline calls smoke-run on it only (every family's
 # pipeline call runs in the golden and hotswap checks anyway).
 SMOKE_FAMILY = "flux"
+# Families whose benchmarks time sd15's code on other widths (the same modes and operations): a smoke
+# run of theirs shows nothing sd15's does not. `make bench` times them.
+SMOKE_SKIP_FAMILIES = ("sd2",)
 
 
 @dataclass(frozen=True)
@@ -673,8 +686,9 @@ class BenchCase:
 
     def in_smoke_run(self, whole_pipeline: bool = False) -> bool:
         """Benchmarks untimed (`make test`) run once each so none rots: float32, the largest hotswap
-        padding only, and compiled cases and whole-pipeline calls on the cheapest family only."""
-        if self.dtype != SMOKE_DTYPE or self.padded:
+        padding only, and compiled cases and whole-pipeline calls on the cheapest family only; no
+        benchmark of SMOKE_SKIP_FAMILIES."""
+        if self.dtype != SMOKE_DTYPE or self.padded or self.family in SMOKE_SKIP_FAMILIES:
             return False
         return not (self.compiled or whole_pipeline) or self.family == SMOKE_FAMILY
 
@@ -765,9 +779,12 @@ ALGORITHM_FILES = ("peft-dora", "lycoris-dora", "lycoris-dora-input-axis", "loco
                    "loha-dora", "lokr", "lokr-tucker")
 # What each family's trainers publish: LyCORIS trains every algorithm on the SD UNets; for FLUX.1 and
 # Qwen-Image the trainers write DoRA (PEFT, LyCORIS) and LoKr.
-ALGORITHMS_BY_FAMILY = {"sd15": ALGORITHM_FILES, "sdxl": ALGORITHM_FILES,
+ALGORITHMS_BY_FAMILY = {"sd15": ALGORITHM_FILES, "sdxl": ALGORITHM_FILES, "sd2": ALGORITHM_FILES,
                         "flux": ("peft-dora", "lycoris-dora", "lokr"),
                         "qwenimage": ("peft-dora", "lycoris-dora", "lokr")}
+# sd2's files go through sd15's loader and converter onto the layer types sd15's and sdxl's (Linear
+# proj_in) default cases hold; a DoRA case checks in float32 and bfloat16, 4-8 s on 2 cores: `make slow`.
+ALGORITHM_SLOW_FAMILIES = ("sd2",)
 
 
 @dataclass(frozen=True)
@@ -788,5 +805,6 @@ def _algorithm_finding(file: str) -> Known | None:
 
 def algorithm_cases(families: Iterable[str] | None = None) -> list[AlgorithmCase]:
     """family × the algorithms its trainers publish, each with what diffusers does with it."""
-    return [AlgorithmCase(fam.name, file, known=_algorithm_finding(file))
+    return [AlgorithmCase(fam.name, file, known=_algorithm_finding(file),
+                          slow=fam.name in ALGORITHM_SLOW_FAMILIES)
             for fam in _families(families) for file in ALGORITHMS_BY_FAMILY.get(fam.name, ())]

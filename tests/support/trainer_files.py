@@ -250,11 +250,13 @@ LEGACY_ATTN = {"to_q": "to_q_lora", "to_k": "to_k_lora", "to_v": "to_v_lora", "t
 LEGACY_CLIP = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
-def diffusers_legacy(path: Path, *, seed: int = 16, dtype: torch.dtype = torch.float32) -> Path:
+def diffusers_legacy(path: Path, *, seed: int = 16, dtype: torch.dtype = torch.float32, family: str = "sd15") -> Path:
     """train_dreambooth_lora.py / train_text_to_image_lora.py of diffusers <= 0.20: LoRAAttnProcessor
     weights ``unet.<attention>.processor.to_q_lora.down.weight`` (to_out.0 -> to_out_lora), the text
-    encoder's PatchedLoraProjection ``text_encoder.<...>.q_proj.lora_linear_layer.down.weight``; no alpha."""
-    comps = tiny_components("sd15")
+    encoder's PatchedLoraProjection ``text_encoder.<...>.q_proj.lora_linear_layer.down.weight``; no alpha.
+    The scripts trained SD 2.x (``--pretrained_model_name_or_path stabilityai/stable-diffusion-2-1``) the
+    same way: ``family="sd2"``."""
+    comps = tiny_components(family)
     factors = Factors(seed, dtype)
     sd: dict[str, torch.Tensor] = {}
     for name, module in lora_layers(comps["unet"]):
@@ -311,6 +313,8 @@ TRAINER_FILES: tuple[TrainerFile, ...] = (
     TrainerFile("qwenimage-transformer-alpha", "qwenimage",
                 lambda p: qwen_file(p / "alpha_qwen.safetensors", "alpha")),
     TrainerFile("sd15-diffusers-legacy", "sd15", lambda p: diffusers_legacy(p / "legacy_sd15.safetensors")),
+    TrainerFile("sd2-diffusers-legacy", "sd2",
+                lambda p: diffusers_legacy(p / "legacy_sd2.safetensors", family="sd2")),
     # Qwen-Image-Edit-2509's transformer is Qwen-Image's: its users load the same trainers' files.
     *(TrainerFile(f"qwenimage-edit-{style}", "qwenimage-edit",
                   lambda p, style=style: qwen_file(p / f"{style}_qwen_edit.safetensors", style))
