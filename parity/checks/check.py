@@ -294,6 +294,7 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     strict_float32(plan.device)
     # Every input error surfaces here, before the first step: model, files, diffusers' loader.
     first = _built(plan, next(iter(plan.dtypes.values())))
+    users = plan.request.loras  # reported by the names given, where the route checks renumbered copies
     plan, published_model = _with_published(plan, plan.family.components(first), progress)
     request = plan.request
     if published_model is not None:  # the tiny pipeline only showed the files are not its own
@@ -320,6 +321,8 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     progress.plan(2 * len(plan.dtypes))
     results = [_check_dtype(plan, dtype, loras, progress, preloaded, truth) for dtype in plan.dtypes.values()]
     model = published_model or describe_source(request.model_path, plan.family) or "tiny (built-in, seed 0)"
+    given = dict(zip(request.loras, users))  # a renumbered copy → the file given
+    files = [file_report(lora, where) for lora, where in zip(loras, placed)]
     return CheckReport(plan.family.name, None if published_model else request.model_path, plan.device,
-                       library_versions(), plan.weights,
-                       [file_report(lora, where) for lora, where in zip(loras, placed)], results, model)
+                       library_versions(), plan.weights, [replace(f, path=given.get(f.path, f.path)) for f in files],
+                       results, model)

@@ -267,6 +267,7 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
     family = plan.family
     # The session's own pipeline: built once, and every input error surfaces before the first compile.
     pipe = build_pipeline(family, dtype=plan.dtype, device=plan.device, model_path=plan.request.model_path)
+    users = plan.request.loras  # reported by the names given, where the route swaps renumbered copies
     plan, published_model = _with_published(plan, pipe, progress)
     request = plan.request
     if published_model is not None:  # the tiny pipeline only showed the files are not its own
@@ -278,12 +279,12 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
         _memory_gate(plan, pipeline_models(pipe), loras, target_rank, progress,
                      float32_build=request.model_path is None and plan.dtype != torch.float32)
     strict_float32(plan.device)
-    first, rest = loras[0], list(zip(request.loras[1:], loras[1:]))
+    first, rest = loras[0], list(zip(users[1:], loras[1:]))
     progress.plan(len(loras))
     swaps: list[SwapRecord] = []
     skipped: list[str] = []
     try:
-        with progress.step(f"load {os.path.basename(request.loras[0])}, compile ({plan.backend}), warm up"):
+        with progress.step(f"load {os.path.basename(users[0])}, compile ({plan.backend}), warm up"):
             session = hs.start(family, first, target_rank, level=plan.level, dtype=plan.dtype, device=plan.device,
                                backend=plan.backend, mode=plan.mode, model_path=request.model_path, pipe=pipe)
         baseline = hs.parameter_footprint(session.denoiser)
@@ -300,8 +301,8 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
     return HotswapReport(
         family.name, None if published_model else request.model_path, plan.level, plan.backend, plan.mode,
         target_rank, plan.device,
-        str(plan.dtype).removeprefix("torch."), library_versions(), request.loras[0],
-        {path: denoiser_rank(lora, family.denoiser) for path, lora in zip(request.loras, loras)},
+        str(plan.dtype).removeprefix("torch."), library_versions(), users[0],
+        {path: denoiser_rank(lora, family.denoiser) for path, lora in zip(users, loras)},
         session.compile_seconds, baseline[0], swaps, skipped,
         published_model or describe_source(request.model_path, family) or "tiny (built-in, seed 0)",
     )

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +31,7 @@ from parity.zoo import build_pipeline, get_family
 from parity.zoo import published as pub
 from parity.zoo import route as rt
 from tests.support.cli import assert_one_line_error
+from tests.support.peak_memory import MARKER
 from tests.support.trainer_files import qwen_file
 from tests.support.trainer_flux import kohya_flux_modules, dreambooth_flux_modules
 
@@ -80,6 +85,20 @@ def test_a_sparse_flux_file_is_routed_to_the_blocks_it_targets(tmp_path, cache, 
         assert all(torch.equal(new.get_tensor(k), old.get_tensor(v)) for k, v in keys.items())
         assert new.metadata() == old.metadata()
     assert not (cache / "published").exists()  # planned on the meta device: nothing built
+
+
+def test_the_modules_outside_the_blocks_keep_their_published_shapes(tmp_path, cache, monkeypatch):
+    whole = pub.meta_components(get_family("flux"))["transformer"]
+    path = dreambooth_flux_modules(tmp_path / "outside.safetensors", whole,
+                                   ["single_transformer_blocks.20.proj_out", *OUTSIDE])
+    monkeypatch.setenv(MEMORY_ENV, "22.3")
+    route = route_of("flux", [path])
+    assert (route.model.blocks, route.model.single) == (0, 1)
+    reduced = dict(route.components["transformer"].named_modules())
+    published_modules = dict(whole.named_modules())
+    assert {m for _, m in route.loras[0].modules} == {"single_transformer_blocks.0.proj_out", *OUTSIDE}
+    for name in OUTSIDE:
+        assert reduced[name].weight.shape == published_modules[name].weight.shape
 
 
 def test_where_the_whole_architecture_fits_it_is_used_as_it_is(tmp_path, cache, monkeypatch):
@@ -192,12 +211,15 @@ def small_machine(cache, monkeypatch):
 # lora_transformer_ keys (known findings)
 NARROW_FOUR = ["transformer_blocks.3.attn.to_q", "transformer_blocks.3.attn.add_k_proj",
                "single_transformer_blocks.37.proj_mlp", "single_transformer_blocks.37.proj_out"]
+# modules outside the blocks: in every reduced model, at their published shapes
+OUTSIDE = ["x_embedder", "context_embedder", "norm_out.linear", "proj_out",
+           "time_text_embed.timestep_embedder.linear_1", "time_text_embed.guidance_embedder.linear_2"]
 
 
 def narrow_file(path: Path) -> Path:
     with torch.device("meta"):
         transformer = narrow_flux()
-    return dreambooth_flux_modules(path, transformer, NARROW_FOUR)
+    return dreambooth_flux_modules(path, transformer, NARROW_FOUR + OUTSIDE)
 
 
 def test_the_check_runs_on_the_targeted_blocks_and_says_so(tmp_path, small_machine, cache, capsys):
@@ -213,6 +235,7 @@ def test_the_check_runs_on_the_targeted_blocks_and_says_so(tmp_path, small_machi
     assert (config["num_layers"], config["num_single_layers"]) == (1, 1)
     report = json.loads(out.read_text())
     assert report["ok"] and "double block 3 as 0" in report["model"]
+    assert [f["path"] for f in report["files"]] == [str(path)]  # the file given, not its renumbered copy
 
 
 def wrong_source(monkeypatch, source: str) -> None:
@@ -238,10 +261,11 @@ def crossed_copy(route_path: str, tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize("control, symptom", [
-    ("not renumbered", "transformer_blocks.3.attn.to_q'"),  # diffusers finds no block 3 in a one-block model
+    # the file's block 3 as it is, on a model whose block 0 the reference merges into: nothing lands there
+    ("not renumbered", "transformer.transformer_blocks.0.attn.to_q.weight: 4096/4096 elements over bound, max "),
     ("streams crossed", "transformer.transformer_blocks.0.attn.to_q.weight: 4096/4096 elements over bound"),
     ("delta doubled", "2× the reference delta"),
-])
+], ids=["not renumbered", "streams crossed", "delta doubled"])
 def test_negative_controls_a_wrong_mapping_or_merge_fails(tmp_path, small_machine, cache, monkeypatch, capsys,
                                                           control, symptom):
     path = narrow_file(tmp_path / "four.safetensors")
@@ -259,3 +283,37 @@ def test_negative_controls_a_wrong_mapping_or_merge_fails(tmp_path, small_machin
     code = main(["check", "--family", "flux", "--lora", str(path), "-q"])
     printed = capsys.readouterr().out
     assert code == 1 and symptom in printed, printed[-3000:]
+    if control == "not renumbered":
+        assert "dropped: diffusers merged nothing into it" in printed
+
+
+def test_hotswap_runs_on_the_targeted_blocks_and_says_so(tmp_path, small_machine, cache, capsys):
+    with torch.device("meta"):
+        transformer = narrow_flux()
+    paths = [str(dreambooth_flux_modules(tmp_path / f"{n}.safetensors", transformer, NARROW_FOUR, seed=seed))
+             for n, seed in (("a", 1), ("b", 2))]
+    code = main(["hotswap", "--family", "flux", "--lora", paths[0], "--lora", paths[1]])
+    printed, err = capsys.readouterr()
+    assert code == 0, printed[-3000:] + err[-3000:]
+    assert "hotswapping them on the published flux architecture (1 of 19 double and 1 of 38 single blocks)" in err
+    assert "(double block 3 as 0, single block 37 as 0)" in err
+    assert len(list((cache / "derived").iterdir())) == 2  # one renumbered copy per file
+    assert "swap b.safetensors" in err and "load a.safetensors" in err  # named as given
+
+
+# ---------------------------------------------------------------- at real size
+
+
+@pytest.mark.slow  # builds a 0.67 B-parameter FLUX.1 folder (2.5 GiB) and checks it: about 70 s on 2 cores
+def test_a_real_size_flux_file_on_four_modules_is_checked_on_two_blocks_within_its_prediction(tmp_path):
+    path = real_flux_file(tmp_path / "four.safetensors")
+    env = {**os.environ, pub.CACHE_ENV: str(tmp_path / "cache"), MEMORY_ENV: "22.3"}
+    run = subprocess.run([sys.executable, "-m", "tests.support.peak_memory", "check", "--family", "flux",
+                          "--lora", str(path)], capture_output=True, text=True, check=False, env=env)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "only the 2 of its 57 blocks the files target (double block 3 as 0, single block 37 as 0)" in run.stderr
+    assert "all of it would need 47.1 GiB" in run.stderr
+    predicted = float(re.search(r"memory: predicted peak memory ([0-9.]+) GiB", run.stderr).group(1))
+    peak = float(run.stderr.strip().splitlines()[-1].split()[1]) / GIB
+    assert run.stderr.strip().splitlines()[-1].startswith(MARKER)
+    assert peak <= predicted, f"measured {peak:.2f} GiB over the predicted {predicted:.1f} GiB"
