@@ -204,7 +204,8 @@ def test_qwenimage_transformer_file_passes(tmp_path, capsys):
 
 def test_flux_at_tiny_width_is_refused_naming_diffusers_converter(tmp_path, capsys):
     """diffusers' FLUX.1 converter assumes the published width (inner_dim 3072): a narrower BFL file is
-    refused in one line, with its words. A published-width file is tests/test_single_file_flux.py's (slow)."""
+    refused in one line, with its words and the file's width. A published-width file passes:
+    tests/test_single_file_memory.py (slow)."""
     fam = get_family("flux")
     model = single_file("flux", tmp_path / "flux.safetensors")
     lora = write_lora(fam.components(fam.build_tiny(0)), {"transformer": ("to_q",)}, tmp_path / "l.safetensors")
@@ -220,3 +221,67 @@ def test_configs_folder_holds_no_weights(sd15_files, tmp_path):
     import glob
 
     assert not glob.glob(f"{folder}/**/*.safetensors", recursive=True)
+
+
+# ---------------------------------------------------------------- the other verbs and the pytest options
+
+
+@pytest.mark.compile
+@pytest.mark.slow  # 14-20 s: a compiled session and two swaps
+def test_hotswap_on_a_single_file(sd15_files, tmp_path, capsys):
+    components = SD15.components(SD15.build_tiny(0))
+    first, second = (write_lora(components, {"unet": ("to_q", "to_k")}, tmp_path / f"h{seed}.safetensors", seed=seed)
+                     for seed in (1, 2))
+    code = main(["hotswap", "--family", "sd15", "--model-path", str(sd15_files["fp16"]), "--lora", first,
+                 "--lora", second])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "(single-file checkpoint, configs: the tiny sd15 zoo's" in out and "PASS" in out
+
+
+def test_golden_renders_a_single_file_as_its_folder(sd15_files, tmp_path):
+    """The golden verb's render on the file is the render on the same weights saved as a folder, bit for bit:
+    from_single_file and from_pretrained build the same pipeline; the manifest records the file."""
+    from parity.checks.cases import golden_case
+    from parity.golden.render import case_metadata, render
+
+    SD15.build_tiny(0).save_pretrained(tmp_path / "folder")
+    case = golden_case("sd15-base")
+    assert (render(case, model_path=str(sd15_files["fp32"])) == render(case, model_path=str(tmp_path / "folder"))).all()
+    assert case_metadata(case, str(sd15_files["fp32"]))["model"] == str(sd15_files["fp32"])
+
+
+def test_pytest_options_take_a_single_file(sd15_files, pytester, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setattr("parity.pytest.reports._ROWS", [])  # the inner run's summary rows stay out of this run's
+    before = sd15_files["fp16"].read_bytes()
+    repo = Path(__file__).resolve().parents[1]
+    result = pytester.runpytest_inprocess(
+        f"{repo / 'tests' / 'test_merge_parity.py'}::test_user_lora_fuse_matches_reference_merge",
+        "-k", "float32", "--family", "sd15", "--model-path", str(sd15_files["fp16"]), "--lora", str(sd15_files["lora"]),
+        "-p", "no:cacheprovider", "-p", "no:randomly", "-n", "0", "-q")
+    result.assert_outcomes(passed=1)
+    assert sd15_files["fp16"].read_bytes() == before  # a user's file is never written
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_published_size_files_fit_the_published_configs(family):
+    """A real A1111/Civitai file's shapes, in the original names (the writer above, on the published models
+    built on the meta device), fit the published configs and not the tiny ones: the configs a real file
+    is loaded with, checked with no 2-7 GB file written."""
+    from types import SimpleNamespace
+
+    from diffusers import AutoencoderKL
+
+    from parity.zoo import fullsize
+    from parity.zoo.published import clip_bigg, clip_l
+    from parity.zoo.single_file import PUBLISHED_VAE, config_folder, misfit
+
+    with torch.device("meta"):
+        pipe = SimpleNamespace(unet=fullsize.sd15_unet() if family == "sd15" else fullsize.sdxl_unet(),
+                               vae=AutoencoderKL(**PUBLISHED_VAE[family]), text_encoder=clip_l(),
+                               text_encoder_2=clip_bigg() if family == "sdxl" else None)
+        shapes = {k: tuple(t.shape) for k, t in sd_checkpoint(pipe, family).items()}
+    assert misfit(family, config_folder(family, "published"), shapes) is None
+    assert "in the configs, the file's" in misfit(family, config_folder(family, "tiny"), shapes)

@@ -137,11 +137,15 @@ def quiet_loader() -> Iterator[None]:
     from diffusers.utils import logging as diffusers_logging
 
     level = diffusers_logging.get_verbosity()
+    bars = diffusers_logging.is_progress_bar_enabled()  # from_single_file's "Loading pipeline components"
     diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    diffusers_logging.disable_progress_bar()
     try:
         yield
     finally:
         diffusers_logging.set_verbosity(level)
+        if bars:
+            diffusers_logging.enable_progress_bar()
 
 
 def pretrained_kwargs(path: str) -> dict[str, Any]:
