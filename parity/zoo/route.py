@@ -340,20 +340,23 @@ def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.
         small = predict(reduced, expected)
         if not _fits(small, available):
             continue
-        try:
-            derived = {p: derived_file(lora, reduction) for p, lora in zip(paths, loras)} \
-                if reduction.renumbers else {}
-        except _NoRename:
-            continue
-        new_paths = [derived.get(p, p) for p in paths]
-        read = read_against_published(reduced, new_paths, allow_pickle)
-        for path, got, want in zip(new_paths, read, expected):
-            wrong = proven(got, want)
-            if wrong is not None:  # never reached for the key grammars above: a renaming we cannot prove
-                raise ParityInputError(f"renumbered for a model with only the blocks it targets, it does not read "
-                                       f"as the file does ({wrong})", path=path)
-        return Route(reduction.published(family, dtype), reduced, read, new_paths, small, reduction, prediction,
-                     derived, available)
+        derived: dict[str, str] = {}
+        if reduction.renumbers:
+            try:
+                derived = {p: derived_file(lora, reduction) for p, lora in zip(paths, loras)}
+                read = read_against_published(reduced, list(derived.values()), allow_pickle)
+                if any(proven(got, want) is not None for got, want in zip(read, expected)):
+                    raise _NoRename("the renumbered copy does not read as the file does")
+            except (_NoRename, ParityInputError):
+                # a renaming not proven (or a file the copy cannot stand in for: a PEFT adapter, whose
+                # adapter_config.json names its modules), so never used: the blocks at their indices
+                for copy in derived.values():
+                    os.remove(copy)
+                continue
+        else:
+            read = read_against_published(reduced, paths, allow_pickle)
+        return Route(reduction.published(family, dtype), reduced, read, [derived.get(p, p) for p in paths], small,
+                     reduction, prediction, derived, available)
     reduction = at_indices if at_indices.blocks <= renumbered.blocks else renumbered
     small = predict(reduction.meta(family), [_renamed(lora, reduction) for lora in loras])
     why = (f"the files target {renumbered.blocks} of its {sum(PUBLISHED_DEPTH[family.name])} blocks, and a model "

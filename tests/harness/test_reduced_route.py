@@ -141,9 +141,8 @@ def test_keys_that_cannot_be_renamed_keep_their_indices(tmp_path, cache, monkeyp
     assert route.paths == [str(path)] and route.model.blocks == 3  # blocks 0, 1, 2: the file's 1 and 2 kept
 
 
-def test_a_renumbering_that_does_not_read_as_the_file_is_refused(tmp_path, cache, monkeypatch):
-    # negative control of the proof: a writer that crosses the two blocks over
-    path = qwen_to_q(tmp_path / "qwen.safetensors", [5, 59], "musubi")
+def crossed_renames(monkeypatch) -> None:
+    """A key renaming that crosses the two blocks over: its copy holds block 2's tensors in block 0."""
     original = rt._key_renames
 
     def crossed(lora, keys, reduction):
@@ -151,9 +150,21 @@ def test_a_renumbering_that_does_not_read_as_the_file_is_refused(tmp_path, cache
                 for k, v in original(lora, keys, reduction).items()}
 
     monkeypatch.setattr(rt, "_key_renames", crossed)
+
+
+def test_a_renumbered_copy_is_proven_before_it_is_used(tmp_path, cache, monkeypatch):
+    path = qwen_to_q(tmp_path / "qwen.safetensors", [1, 2], "musubi")
     monkeypatch.setenv(MEMORY_ENV, "22.3")
-    with pytest.raises(ParityInputError, match="does not read as the file does"):
-        route_of("qwenimage", [path])
+    copy = route_of("qwenimage", [path])
+    assert copy.model.blocks == 2 and rt.proven(copy.loras[0], rt._renamed(
+        rt.read_against_published(pub.meta_components(get_family("qwenimage")), [str(path)], False)[0],
+        copy.reduction)) is None
+    # negative control: a crossed renaming is caught, and never used: the blocks stay at their indices
+    crossed_renames(monkeypatch)
+    monkeypatch.setenv(pub.CACHE_ENV, str(tmp_path / "other-cache"))
+    route = route_of("qwenimage", [path])
+    assert route.paths == [str(path)] and route.model.blocks == 3 and not route.derived
+    assert not any((tmp_path / "other-cache" / "derived").iterdir())  # written, read back, refused, removed
 
 
 def test_a_file_on_every_block_of_a_20b_model_is_refused_with_what_would_fit(tmp_path, cache, monkeypatch, capsys):
