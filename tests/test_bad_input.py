@@ -238,6 +238,7 @@ CASES = [
     BadInput("no_lora_keys", _edited("diffusers", _rename_all("lora_", "lorx_")), "unrecognised LoRA layout"),
     BadInput("sdxl_lora_for_sd15", _other_family("sdxl"), "made for sdxl ('text_encoder_2.' keys)"),
     BadInput("flux_lora_for_sd15", _other_family("flux"), "made for flux ('single_transformer_blocks' keys)"),
+    BadInput("sd2_lora_for_sd15", _other_family("sd2"), "a file for the tiny sd2 model; try --family sd2"),
     # -- alpha tensors and header metadata
     BadInput("alpha_empty", _edited("kohya", _set(ALPHA, lambda sd: torch.zeros(0))), "holds 0", ALPHA),
     BadInput("alpha_several_elements", _edited("kohya", _set(ALPHA, lambda sd: torch.ones(2))), "holds 2", ALPHA),

@@ -31,6 +31,7 @@ class Good:
     lora: LoraFile
     sdxl: LoraFile
     flux: LoraFile
+    sd2: LoraFile  # sd15's key names: told apart by its cross-attention and text widths
 
     def state_dict(self, layout: str) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
         sd, metadata = to_state_dict(self.lora, layout)
@@ -50,11 +51,13 @@ def good_files() -> Good:
     sd15 = components("sd15")
     sdxl = components("sdxl")
     flux = components("flux")
+    sd2 = components("sd2")
     return Good(
         components=sd15,
         lora=synth_lora(sd15, {"unet": ("to_q", "conv1"), "text_encoder": ("q_proj",)}, seed=1, rank=4, alpha=2.0),
         sdxl=synth_lora(sdxl, {"unet": ("to_q",), "text_encoder": ("q_proj",), "text_encoder_2": ("q_proj",)}, seed=2),
         flux=synth_lora(flux, {"transformer": ("to_q",)}, seed=3),
+        sd2=synth_lora(sd2, {"unet": ("to_k",), "text_encoder": ("q_proj",)}, seed=4),
     )
 
 
