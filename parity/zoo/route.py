@@ -190,17 +190,39 @@ def _key_renames(lora: LoraFile, keys: Sequence[str], reduction: Reduction) -> d
     return renames
 
 
-# diffusers module names in a header (lora_adapter_metadata: target_modules, rank_pattern, alpha_pattern)
-_HEADER_INDEX = re.compile(r"(?<![A-Za-z_])(single_transformer_blocks|transformer_blocks)\.(\d+)(?=\.|\"|$)")
+# diffusers module names in a header (lora_adapter_metadata's target_modules, and rank_pattern/alpha_pattern
+# keys, which PEFT's trainers write re.escape'd: transformer_blocks\.37\.attn)
+_HEADER_INDEX = re.compile(r"(?<![A-Za-z_])(single_transformer_blocks|transformer_blocks)(\\?\.)(\d+)(?=\\?\.|$)")
 
 
 def _header_renamed(metadata: dict[str, str], reduction: Reduction) -> dict[str, str]:
-    def one(match: re.Match[str]) -> str:
-        head, index = match.group(1), int(match.group(2))
-        kept = reduction.kept.get(head, ())
-        return f"{head}.{kept.index(index)}" if index in kept else match.group(0)
+    """The header with every diffusers block name in it renumbered; values that are JSON are renamed
+    inside (strings and object keys), others as text."""
+    def text(value: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            head, sep, index = match.group(1), match.group(2), int(match.group(3))
+            kept = reduction.kept.get(head, ())
+            return f"{head}{sep}{kept.index(index)}" if index in kept else match.group(0)
 
-    return {k: _HEADER_INDEX.sub(one, v) for k, v in metadata.items()}
+        return _HEADER_INDEX.sub(one, value)
+
+    def walk(value: object) -> object:
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {text(k): walk(v) for k, v in value.items()}
+        return value
+
+    renamed = {}
+    for key, value in metadata.items():
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        renamed[key] = json.dumps(walk(parsed)) if isinstance(parsed, dict | list) else text(value)
+    return renamed
 
 
 def derived_file(lora: LoraFile, reduction: Reduction) -> str:

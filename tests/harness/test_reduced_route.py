@@ -125,6 +125,47 @@ def test_qwen_image_blocks_are_renumbered_in_each_layout(tmp_path, cache, monkey
     assert "(block 5 as 0, block 59 as 1)" in route.describe()
 
 
+def diffusers_saved(folder: Path, blocks: list[int]) -> Path:
+    """A Qwen-Image file as diffusers' training scripts save it: save_lora_weights with the LoraConfig as
+    its header (lora_adapter_metadata), an alpha_pattern naming the last block."""
+    from diffusers import QwenImagePipeline
+    from peft import LoraConfig
+
+    transformer = pub.meta_components(get_family("qwenimage"))["transformer"]
+    names = [f"transformer_blocks.{b}.attn.to_q" for b in blocks]
+    gen, layers = torch.Generator().manual_seed(8), {}
+    for name in names:
+        module = transformer.get_submodule(name)
+        layers[f"{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=gen) / 64
+        layers[f"{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=gen) / 64
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=names, alpha_pattern={re.escape(names[-1]): 8})
+    QwenImagePipeline.save_lora_weights(str(folder), transformer_lora_layers=layers,
+                                        transformer_lora_adapter_metadata=config.to_dict())
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def test_the_header_names_are_renumbered_with_the_keys(tmp_path, cache, monkeypatch):
+    path = diffusers_saved(tmp_path, [5, 59])
+    monkeypatch.setenv(MEMORY_ENV, "22.3")
+    route = route_of("qwenimage", [path])
+    assert route.model.blocks == 2
+    assert {m: lora.alpha for (_, m), lora in route.loras[0].modules.items()} == \
+        {"transformer_blocks.0.attn.to_q": 4.0, "transformer_blocks.1.attn.to_q": 8.0}  # proven against the file
+    with safe_open(route.paths[0], "pt") as f:
+        header = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert header["transformer.target_modules"] == ["transformer_blocks.0.attn.to_q", "transformer_blocks.1.attn.to_q"]
+    assert header["transformer.alpha_pattern"] == {re.escape("transformer_blocks.1.attn.to_q"): 8}
+
+
+def test_a_copy_whose_header_is_not_renumbered_is_not_used(tmp_path, cache, monkeypatch):
+    # negative control: the alpha_pattern left naming block 2, so the copy's block 1 (the file's 2) would get 4, not 8
+    path = diffusers_saved(tmp_path, [1, 2])
+    monkeypatch.setattr(rt, "_header_renamed", lambda metadata, reduction: metadata)
+    monkeypatch.setenv(MEMORY_ENV, "22.3")
+    route = route_of("qwenimage", [path])
+    assert route.paths == [str(path)] and route.model.blocks == 3  # at their indices, the file as it is
+
+
 def test_low_blocks_need_no_copy(tmp_path, cache, monkeypatch):
     path = qwen_to_q(tmp_path / "qwen.safetensors", [0, 1, 2], "musubi")
     monkeypatch.setenv(MEMORY_ENV, "22.3")
