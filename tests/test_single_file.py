@@ -285,3 +285,12 @@ def test_published_size_files_fit_the_published_configs(family):
         shapes = {k: tuple(t.shape) for k, t in sd_checkpoint(pipe, family).items()}
     assert misfit(family, config_folder(family, "published"), shapes) is None
     assert "in the configs, the file's" in misfit(family, config_folder(family, "tiny"), shapes)
+
+
+@pytest.mark.skipif("qwenimage-edit" not in __import__("parity.zoo").zoo.FAMILIES,
+                    reason="qwenimage-edit needs a diffusers with QwenImageEditPlusPipeline")
+def test_a_family_without_original_names_is_refused(sd15_files, capsys):
+    """qwenimage-edit's single files are not read (no original names, so no read-back): refused, named."""
+    code = main(["check", "--family", "qwenimage-edit", "--model-path", str(sd15_files["fp16"]),
+                 "--lora", str(sd15_files["lora"])])
+    assert_one_line_error(capsys, code, str(sd15_files["fp16"]), "not qwenimage-edit")

@@ -42,6 +42,9 @@ SIGNATURES: tuple[tuple[str, str], ...] = (
     ("qwenimage", r"transformer_blocks\.\d+\.img_mod\.1\.weight"),
 )
 WHOLE_PIPELINE = ("sd15", "sdxl")  # the others' files hold the transformer alone
+# The families whose original names parity/zoo/original_names.py knows (the read-back and the choice of
+# configs need them); another family's single file is refused rather than loaded with no read-back.
+SUPPORTED = ("sd15", "sdxl", "flux", "qwenimage")
 # runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-xl-base-1.0 vae/config.json
 _PUBLISHED_VAE = dict(block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4,
                       norm_num_groups=32, in_channels=3, out_channels=3, act_fn="silu",
@@ -193,6 +196,9 @@ def misfit(family: str, folder: str, shapes: dict[str, tuple[int, ...]]) -> str 
 
 @functools.lru_cache(maxsize=64)
 def _resolve(path: str, stamp: tuple[float, int], family: str, config: str | None) -> Source:
+    if family not in SUPPORTED:
+        raise ParityInputError(f"single-file checkpoints are read for {', '.join(SUPPORTED)}, not {family} (give "
+                               "a diffusers folder)", path=path)
     shapes = _shapes(path)
     found = detect_family(list(shapes))
     if found is None:
