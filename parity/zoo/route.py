@@ -117,8 +117,8 @@ class Reduction:
             if not self.renumbers:
                 parts.append(f"{kind}s 0-{indices[-1]} at their indices" if len(indices) > 1 else f"{kind} 0")
             else:
-                parts += [f"{kind} {old} as {new}" for new, old in enumerate(indices) if old != new] + \
-                         [f"{kind} {old}" for new, old in enumerate(indices) if old == new]
+                parts += [f"{kind} {old} as {new}" if old != new else f"{kind} {old}"
+                          for new, old in enumerate(indices)]
         return ", ".join(parts)
 
 
@@ -300,9 +300,14 @@ class Route:
         r = self.reduction
         total = sum(PUBLISHED_DEPTH[self.model.family])
         room = f", more than the {self.available / GIB:.1f} GiB available" if self.available is not None else ""
-        kept = (f"only the {r.blocks} of its {total} blocks the files target ({r.describe()}) and the modules "
-                "outside the blocks" if r.blocks else
-                f"none of its {total} blocks (the files target none), only the modules outside them")
+        if not r.blocks:
+            kept = f"none of its {total} blocks (the files target none), only the modules outside them"
+        elif r.renumbers:
+            kept = f"only the {r.blocks} of its {total} blocks the files target ({r.describe()}) and the modules " \
+                   "outside the blocks"
+        else:
+            kept = f"only its first {r.blocks} of {total} blocks, through the last the files target " \
+                   f"({r.describe()}), and the modules outside the blocks"
         text = f"{self.model.describe()}: {kept}, since all of it would need {self.whole.peak / GIB:.1f} GiB{room}"
         if self.derived:
             text += "; renumbered copies of the files (same tensors, block indices changed): " + ", ".join(
@@ -324,7 +329,8 @@ def _hint(family: Family, loras: Sequence[LoraFile], predict: Predict, reduction
     if base > available:
         return "; not even a model with none of its blocks would fit"
     per_block = (prediction.peak - base) / max(reduction.blocks, 1)
-    return f"; about {int((available - base) // per_block)} blocks would fit: a file targeting that many could be checked"
+    fit = int((available - base) // per_block)
+    return f"; about {fit} blocks would fit: a file targeting that many could be checked"
 
 
 def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.Module],

@@ -54,9 +54,11 @@ def digest(path: Path) -> str:
 def route_of(family: str, paths: list[Path], dtypes: tuple[str, ...] = ("float32",)) -> rt.Route | None:
     fam = get_family(family)
     by_name = {name: getattr(torch, name) for name in dtypes}
+    def predict(components, loras):
+        return predict_check(components, loras, by_name, copies_targeted=False)
+
     return rt.published_route(fam, [str(p) for p in paths], fam.components(build_pipeline(fam)),
-                              list(by_name.values()), False,
-                              lambda components, loras: predict_check(components, loras, by_name, copies_targeted=False))
+                              list(by_name.values()), False, predict)
 
 
 def real_flux_file(path: Path, names: list[str] = FOUR) -> Path:
@@ -153,7 +155,8 @@ def test_the_header_names_are_renumbered_with_the_keys(tmp_path, cache, monkeypa
         {"transformer_blocks.0.attn.to_q": 4.0, "transformer_blocks.1.attn.to_q": 8.0}  # proven against the file
     with safe_open(route.paths[0], "pt") as f:
         header = json.loads(f.metadata()["lora_adapter_metadata"])
-    assert header["transformer.target_modules"] == ["transformer_blocks.0.attn.to_q", "transformer_blocks.1.attn.to_q"]
+    assert sorted(header["transformer.target_modules"]) == ["transformer_blocks.0.attn.to_q",
+                                                            "transformer_blocks.1.attn.to_q"]
     assert header["transformer.alpha_pattern"] == {re.escape("transformer_blocks.1.attn.to_q"): 8}
 
 
@@ -180,6 +183,8 @@ def test_keys_that_cannot_be_renamed_keep_their_indices(tmp_path, cache, monkeyp
     monkeypatch.setenv(MEMORY_ENV, "22.3")
     route = route_of("qwenimage", [path])
     assert route.paths == [str(path)] and route.model.blocks == 3  # blocks 0, 1, 2: the file's 1 and 2 kept
+    assert "only its first 3 of 60 blocks, through the last the files target (blocks 0-2 at their indices)" \
+        in route.describe()
 
 
 def crossed_renames(monkeypatch) -> None:
