@@ -17,7 +17,7 @@ from parity.checks.fuse import OnDisk, snapshot, targeted_parameters
 from parity.cli import main
 from parity.lora.reader import read_lora
 from parity.lora.synth import write_lora
-from parity.zoo import build_pipeline, get_family
+from parity.zoo import FAMILIES, build_pipeline, get_family
 from parity.zoo.checkpoint import CheckpointWeights, header_shapes
 from parity.zoo.published import CACHE_ENV
 from parity.zoo.source import ModelPath
@@ -287,10 +287,23 @@ def test_published_size_files_fit_the_published_configs(family):
     assert "in the configs, the file's" in misfit(family, config_folder(family, "tiny"), shapes)
 
 
-@pytest.mark.skipif("qwenimage-edit" not in __import__("parity.zoo").zoo.FAMILIES,
+@pytest.mark.skipif("qwenimage-edit" not in FAMILIES,
                     reason="qwenimage-edit needs a diffusers with QwenImageEditPlusPipeline")
 def test_a_family_without_original_names_is_refused(sd15_files, capsys):
     """qwenimage-edit's single files are not read (no original names, so no read-back): refused, named."""
     code = main(["check", "--family", "qwenimage-edit", "--model-path", str(sd15_files["fp16"]),
                  "--lora", str(sd15_files["lora"])])
     assert_one_line_error(capsys, code, str(sd15_files["fp16"]), "not qwenimage-edit")
+
+
+@pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
+def test_flux_names_with_and_without_comfyui_prefix_fit_the_configs(prefix):
+    """BFL's names as published (no prefix) and as ComfyUI saves them (model.diffusion_model.): both fit
+    (on the tiny configs, where diffusers' converter cannot load the file, the map itself is checked)."""
+    from parity.zoo.single_file import config_folder, misfit
+    from tests.support.ldm_files import flux_checkpoint
+
+    shapes = {prefix + k: tuple(t.shape) for k, t in flux_checkpoint(get_family("flux").build_tiny(0).transformer).items()}
+    assert misfit("flux", config_folder("flux", "tiny"), shapes) is None
+    del shapes[prefix + "double_blocks.0.img_attn.qkv.weight"]
+    assert f"no key {prefix}double_blocks.0.img_attn.qkv.weight" in misfit("flux", config_folder("flux", "tiny"), shapes)

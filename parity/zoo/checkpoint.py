@@ -104,6 +104,7 @@ class CheckpointWeights:
         self.variant = variant_of(model_path)
         self._files: dict[str, dict[str, _Entry]] = {}  # component → key → where it is
         self._single: tuple[str, str] | None = None  # (family, configs folder) of a single file
+        self._prefix = ""  # of every original name in a single file (parity/zoo/original_names.py key_prefix)
         self._configs: dict[str, dict] = {}
         self.disagreed: list[str] = []  # component.parameter whose disk value is not the loaded one
         if os.path.isfile(model_path):
@@ -111,7 +112,10 @@ class CheckpointWeights:
             found = detect_family(list(entries))
             if found is not None:
                 source = resolve_single_file(str(model_path), found[0], getattr(model_path, "config", None))
+                from parity.zoo.original_names import key_prefix
+
                 self._single = (found[0], source.config or "")
+                self._prefix = key_prefix(found[0], entries)
             self._files[""] = entries
 
     def _index(self, component: str) -> dict[str, _Entry]:
@@ -140,9 +144,10 @@ class CheckpointWeights:
                 view = original_view(self._single[0], component, name, self._config(component))
             except (OSError, KeyError):
                 return None
-            if view is None or view.key not in index or view.shape(index[view.key].shape) is None:
+            key = None if view is None else self._prefix + view.key
+            if key not in index or view.shape(index[key].shape) is None:
                 return None
-            return view.apply(_mapped(index[view.key]))
+            return view.apply(_mapped(index[key]))
         for key in (name, "text_model." + name, name.removeprefix("text_model.")):
             if key in index:
                 return _mapped(index[key])

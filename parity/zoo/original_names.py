@@ -205,6 +205,14 @@ def _flux(name: str, config: Config) -> View | None:
     return View(f"{b}.{renames[module]}.{part}") if module in renames else None
 
 
+def key_prefix(family: str, keys: Any) -> str:
+    """ComfyUI saves a FLUX.1 transformer under ``model.diffusion_model.`` (diffusers strips it): the prefix
+    every original name of the file carries."""
+    if family == "flux" and any(k.startswith("model.diffusion_model.double_blocks.") for k in keys):
+        return "model.diffusion_model."
+    return ""
+
+
 def original_view(family: str, component: str, name: str, config: Config) -> View | None:
     """Where ``component``'s parameter ``name`` is in a ``family`` single file; None where it is no view of
     one stored tensor (or the family has no original names for that component)."""

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from parity.errors import ParityInputError
-from parity.zoo.original_names import original_view
+from parity.zoo.original_names import key_prefix, original_view
 from parity.zoo.source import Source
 
 # The key that shows what a file is, per family, in the original names (first match wins: SDXL files also
@@ -176,6 +176,7 @@ def _file_components(family: str, folder: str) -> list[str]:
 def misfit(family: str, folder: str, shapes: dict[str, tuple[int, ...]]) -> str | None:
     """The first parameter of the folder's models the file does not hold at its shape, in words; None if
     every one it maps is there."""
+    prefix = key_prefix(family, shapes)
     for component in _file_components(family, folder):
         try:
             model = meta_model(folder, component)
@@ -186,11 +187,11 @@ def misfit(family: str, folder: str, shapes: dict[str, tuple[int, ...]]) -> str 
             view = original_view(family, component, name, config)
             if view is None:
                 continue
-            if view.key not in shapes:
-                return f"{component}.{name} is not in the file (no key {view.key})"
-            if view.shape(shapes[view.key]) != tuple(t.shape):
-                return (f"{component}.{name} is {list(t.shape)} in the configs, the file's {view.key} is "
-                        f"{list(shapes[view.key])}")
+            key = prefix + view.key
+            if key not in shapes:
+                return f"{component}.{name} is not in the file (no key {key})"
+            if view.shape(shapes[key]) != tuple(t.shape):
+                return f"{component}.{name} is {list(t.shape)} in the configs, the file's {key} is {list(shapes[key])}"
     return None
 
 
