@@ -231,7 +231,7 @@ def _folder_key(family: str, shapes: dict[str, dict[str, list[int]]]) -> str:
 
 def _check_blocks(family: str, blocks: int | None) -> None:
     # 0 only from a reduced model (parity/zoo/route.py: a file that targets no block of a kind); --blocks is positive
-    if blocks is not None and not 0 <= blocks <= PUBLISHED_BLOCKS.get(family, 0):
+    if blocks is not None and (family not in PUBLISHED_BLOCKS or not 0 <= blocks <= PUBLISHED_BLOCKS[family]):
         have = f"1 to {PUBLISHED_BLOCKS[family]}" if family in PUBLISHED_BLOCKS else "none (its UNet has no blocks to drop)"
         raise ParityInputError(f"--blocks {blocks}: {family} takes {have}")
 
