@@ -6,7 +6,9 @@ asks here what ``--model-path`` names and how diffusers loads it.
   never unpickled: a component that has only a pickle is refused by diffusers, named), with
   ``variant=`` when ``--variant`` is given (``*.fp16.safetensors``). Sharded weights follow their
   ``*.safetensors.index.json``; README.md, .gitattributes and other files at the root are not read.
-  SD1.5's ``safety_checker`` and ``feature_extractor`` are not loaded: the checks never run them.
+  SD1.5's ``safety_checker`` is not loaded (``safety_checker=None``: the checks never run it, and its
+  weights are a 1.2 GB CLIP vision model); its ``feature_extractor``, a preprocessing config with no weights,
+  loads as diffusers loads it.
 - A single ``.safetensors`` checkpoint in the original LDM/SGM (SD1.5, SDXL) or BFL (FLUX.1) names, or
   a Qwen-Image transformer file: loaded with ``from_single_file`` and the configs of a local diffusers
   folder (parity/zoo/single_file.py says which), never guessed by diffusers (it would download them).

@@ -166,6 +166,11 @@ def _open_clip(model: Any, prefix: str) -> dict[str, torch.Tensor]:
 
 def _extras(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     state.update({k: torch.linspace(0.1, 0.9, s[0]) if s else torch.tensor(0.5) for k, s in NOT_WEIGHTS.items()})
+    # ldm's LitEma keeps a shadow of each UNet weight, its name without dots (an "ema-only" file holds these
+    # instead of the trained ones); diffusers reads them only with extract_ema=True
+    conv_in = state.get("model.diffusion_model.input_blocks.0.0.weight")
+    if conv_in is not None:
+        state["model_ema.diffusion_modelinput_blocks00weight"] = conv_in + 1.0
     return state
 
 
