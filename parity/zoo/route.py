@@ -358,20 +358,30 @@ def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.
     if family.name not in BLOCK_LISTS:
         return dataclasses.replace(refused, hint=f"the published {family.name} architecture has no blocks to leave out")
     targeted = targeted_blocks(family.name, loras)
+    total = sum(PUBLISHED_DEPTH[family.name])
     renumbered = Reduction(family.name, targeted)
     at_indices = Reduction(family.name, {h: tuple(range(i[-1] + 1)) if i else () for h, i in targeted.items()})
+    if renumbered.blocks == total:
+        why = f"the files target every block of the published {family.name} architecture"
+        return dataclasses.replace(refused, hint=why + _hint(family, loras, predict, renumbered, prediction, available))
+    smallest: MemoryPrediction | None = None
+    reasons = []  # why each reduced model was not used
     for reduction in [renumbered] + ([at_indices] if at_indices != renumbered else []):
-        if reduction.blocks == sum(PUBLISHED_DEPTH[family.name]):
-            break  # every block: nothing to leave out
         expected = [_renamed(lora, reduction) for lora in loras]
         reduced = reduction.meta(family)
         small = predict(reduced, expected)
-        if not _fits(small, available):
+        smallest = smallest or small
+        if reduction.blocks == total or not _fits(small, available):
+            reasons.append(f"the files target {reduction.blocks} of its {total} blocks, and a model with only those "
+                           f"needs {small.peak / GIB:.1f} GiB" if reduction.renumbers or reduction is renumbered else
+                           f"with the blocks at their indices (the first {reduction.blocks}) it needs "
+                           f"{small.peak / GIB:.1f} GiB")
             continue
         derived: dict[str, str] = {}
         if reduction.renumbers:
             try:
-                derived = {p: derived_file(lora, reduction) for p, lora in zip(paths, loras)}
+                for path, lora in zip(paths, loras):
+                    derived[path] = derived_file(lora, reduction)
                 read = read_against_published(reduced, list(derived.values()), allow_pickle)
                 if any(proven(got, want) is not None for got, want in zip(read, expected)):
                     raise _NoRename("the renumbered copy does not read as the file does")
@@ -380,14 +390,12 @@ def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.
                 # adapter_config.json names its modules), so never used: the blocks at their indices
                 for copy in derived.values():
                     os.remove(copy)
+                reasons.append("the files' keys could not be renumbered")
                 continue
         else:
             read = read_against_published(reduced, paths, allow_pickle)
         return Route(reduction.published(family, dtype), reduced, read, [derived.get(p, p) for p in paths], small,
                      reduction, prediction, derived, available)
-    reduction = at_indices if at_indices.blocks <= renumbered.blocks else renumbered
-    small = predict(reduction.meta(family), [_renamed(lora, reduction) for lora in loras])
-    why = (f"the files target {renumbered.blocks} of its {sum(PUBLISHED_DEPTH[family.name])} blocks, and a model "
-           f"with only those needs {small.peak / GIB:.1f} GiB" if renumbered.blocks < sum(PUBLISHED_DEPTH[family.name])
-           else f"the files target every block of the published {family.name} architecture")
-    return dataclasses.replace(refused, hint=why + _hint(family, loras, predict, renumbered, small, available))
+    assert smallest is not None
+    return dataclasses.replace(refused, hint="; ".join(reasons) + _hint(family, loras, predict, renumbered,
+                                                                         smallest, available))

@@ -187,6 +187,19 @@ def test_keys_that_cannot_be_renamed_keep_their_indices(tmp_path, cache, monkeyp
         in route.describe()
 
 
+def test_keys_that_cannot_be_renamed_and_blocks_too_deep_to_keep_are_refused_saying_both(tmp_path, cache,
+                                                                                         monkeypatch):
+    path = qwen_to_q(tmp_path / "qwen.safetensors", [5, 59], "musubi")
+    monkeypatch.setattr(rt, "_KEY_INDEX", rt.re.compile(r"no block index here"))
+    monkeypatch.setenv(MEMORY_ENV, "22.3")
+    route = route_of("qwenimage", [path])
+    assert route.reduction is None and route.paths == [str(path)]  # the whole: the caller's gate refuses it
+    assert route.hint.startswith("the files' keys could not be renumbered; with the blocks at their indices "
+                                 "(the first 60) it needs ")
+    assert "blocks would fit" in route.hint
+    assert not (cache / "derived").exists() or not any((cache / "derived").iterdir())
+
+
 def crossed_renames(monkeypatch) -> None:
     """A key renaming that crosses the two blocks over: its copy holds block 2's tensors in block 0."""
     original = rt._key_renames
