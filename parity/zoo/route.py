@@ -17,10 +17,10 @@ index (``transformer_blocks.37`` needs a model with 38 blocks), so the reduced m
   keeps every block up to the highest one targeted, with the user's file as it is.
 
 Renumbering changes nothing the check measures: diffusers' converters place a block's keys by the
-index in the key (kohya's, BFL's and XLabs' converters loop over the published block counts and take
-the keys present), the merge is per module, and every block of a kind has the same shapes. A file
-targeting every block gains nothing and is refused with the prediction, and with how many blocks the
-machine could hold.
+index in the key (kohya's loops over FLUX.1-dev's 19 and 38 blocks, others up to the highest index in
+the file, each renaming the keys a block has), the merge is per module, and every block of a kind has
+the same shapes. A file targeting every block gains nothing and is refused with the prediction, and
+with how many blocks the machine could hold.
 """
 
 from __future__ import annotations
