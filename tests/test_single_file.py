@@ -194,6 +194,21 @@ def test_sdxl_at_the_zoo_widths_is_refused_naming_what_diffusers_left_unloaded(t
                           "text_encoder_2", "text_projection")
 
 
+def test_sd2_single_file_passes_its_text_encoder_read_back_from_open_clip_names(tmp_path, capsys):
+    """SD 2.x: OpenCLIP-H under cond_stage_model.model. (in_proj rows split into q, k, v), v-prediction."""
+    fam = get_family("sd2")
+    model = single_file("sd2", tmp_path / "sd21.safetensors", torch.float16)
+    lora = write_lora(fam.components(fam.build_tiny(0)), {"unet": ("to_q", "to_v"), "text_encoder": ("q_proj", "k_proj")},
+                      tmp_path / "l.safetensors")
+    assert _check(model, lora, "sd2") == 0
+    assert "(single-file checkpoint, configs: the tiny sd2 zoo's" in capsys.readouterr().out
+    pipe = build_pipeline(fam, model_path=str(model))
+    checkpoint = CheckpointWeights(str(model))
+    for name, t in pipe.text_encoder.named_parameters():
+        stored = checkpoint.read("text_encoder", name, t)
+        assert stored is not None and torch.equal(stored, t), name
+
+
 def test_qwenimage_transformer_file_passes(tmp_path, capsys):
     fam = get_family("qwenimage")
     model = single_file("qwenimage", tmp_path / "qwen.safetensors", torch.bfloat16)
@@ -265,7 +280,7 @@ def test_pytest_options_take_a_single_file(sd15_files, pytester, monkeypatch):
     assert sd15_files["fp16"].read_bytes() == before  # a user's file is never written
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+@pytest.mark.parametrize("family", ["sd15", "sd2", "sdxl"])
 def test_published_size_files_fit_the_published_configs(family):
     """A real A1111/Civitai file's shapes, in the original names (the writer above, on the published models
     built on the meta device), fit the published configs and not the tiny ones: the configs a real file
@@ -275,12 +290,13 @@ def test_published_size_files_fit_the_published_configs(family):
     from diffusers import AutoencoderKL
 
     from parity.zoo import fullsize
-    from parity.zoo.published import clip_bigg, clip_l
+    from parity.zoo.published import clip_bigg, clip_l, open_clip_h
     from parity.zoo.single_file import PUBLISHED_VAE, config_folder, misfit
 
     with torch.device("meta"):
-        pipe = SimpleNamespace(unet=fullsize.sd15_unet() if family == "sd15" else fullsize.sdxl_unet(),
-                               vae=AutoencoderKL(**PUBLISHED_VAE[family]), text_encoder=clip_l(),
+        unet = {"sd15": fullsize.sd15_unet, "sd2": fullsize.sd2_unet, "sdxl": fullsize.sdxl_unet}[family]()
+        pipe = SimpleNamespace(unet=unet, vae=AutoencoderKL(**PUBLISHED_VAE[family]),
+                               text_encoder=open_clip_h() if family == "sd2" else clip_l(),
                                text_encoder_2=clip_bigg() if family == "sdxl" else None)
         shapes = {k: tuple(t.shape) for k, t in sd_checkpoint(pipe, family).items()}
     assert misfit(family, config_folder(family, "published"), shapes) is None
@@ -290,7 +306,7 @@ def test_published_size_files_fit_the_published_configs(family):
 @pytest.mark.skipif("qwenimage-edit" not in FAMILIES,
                     reason="qwenimage-edit needs a diffusers with QwenImageEditPlusPipeline")
 def test_a_family_without_original_names_is_refused(sd15_files, capsys):
-    """qwenimage-edit's single files are not read (no original names, so no read-back): refused, named."""
+    """qwenimage-edit's single files are not read (no original names here, so no read-back): refused, named."""
     code = main(["check", "--family", "qwenimage-edit", "--model-path", str(sd15_files["fp16"]),
                  "--lora", str(sd15_files["lora"])])
     assert_one_line_error(capsys, code, str(sd15_files["fp16"]), "not qwenimage-edit")

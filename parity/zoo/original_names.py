@@ -216,13 +216,15 @@ def key_prefix(family: str, keys: Any) -> str:
 def original_view(family: str, component: str, name: str, config: Config) -> View | None:
     """Where ``component``'s parameter ``name`` is in a ``family`` single file; None where it is no view of
     one stored tensor (or the family has no original names for that component)."""
-    if family in ("sd15", "sdxl"):
+    if family in ("sd15", "sd2", "sdxl"):
         if component == "unet":
             key = _sub(name, _unet_table(config))
             # SpatialTransformer internals are named alike in both (norm, proj_in, transformer_blocks.N…)
             return None if key is None else View("model.diffusion_model." + key)
         if component == "vae":
             return _vae(name, config)
+        if component == "text_encoder" and family == "sd2":  # OpenCLIP-H, held by FrozenOpenCLIPEmbedder
+            return _open_clip(name, config, "cond_stage_model.model.")
         if component == "text_encoder":
             return _clip_l(name, "cond_stage_model.transformer." if family == "sd15"
                            else "conditioner.embedders.0.transformer.")

@@ -11,7 +11,7 @@ chosen in this order:
 A file whose shapes fit none of them is bad input naming the first tensor that differs from the published
 one. The configs folders hold configs only (no weights) and are written once into the cache.
 
-SD1.5 and SDXL files hold the whole pipeline (UNet, VAE, text encoders). FLUX.1 and Qwen-Image files hold the
+SD1.5, SD 2.x and SDXL files hold the whole pipeline (UNet, VAE, text encoders). FLUX.1 and Qwen-Image files hold the
 transformer alone: the rest of the pipeline is the project's own build, the tiny parts, or the published
 architecture's resized parts (parity/zoo/published.py) beside a published-size transformer.
 """
@@ -32,8 +32,7 @@ from parity.zoo.original_names import key_prefix, original_view
 from parity.zoo.source import Source
 
 # The key that shows what a file is, per family, in the original names (first match wins: SDXL files also
-# hold model.diffusion_model.input_blocks). SD 2.x's OpenCLIP-H under cond_stage_model.model is named so
-# a user is told what the file is, though no family here loads it.
+# hold model.diffusion_model.input_blocks; SD 2.x's OpenCLIP-H is under cond_stage_model.model).
 SIGNATURES: tuple[tuple[str, str], ...] = (
     ("sdxl", r"conditioner\.embedders\.\d+\.model\..+"),
     ("sd2", r"cond_stage_model\.model\..+"),
@@ -41,15 +40,16 @@ SIGNATURES: tuple[tuple[str, str], ...] = (
     ("flux", r"(model\.diffusion_model\.)?double_blocks\.\d+\.img_attn\.qkv\.weight"),
     ("qwenimage", r"transformer_blocks\.\d+\.img_mod\.1\.weight"),
 )
-WHOLE_PIPELINE = ("sd15", "sdxl")  # the others' files hold the transformer alone
+WHOLE_PIPELINE = ("sd15", "sd2", "sdxl")  # the others' files hold the transformer alone
 # The families whose original names parity/zoo/original_names.py knows (the read-back and the choice of
 # configs need them); another family's single file is refused rather than loaded with no read-back.
-SUPPORTED = ("sd15", "sdxl", "flux", "qwenimage")
-# runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-xl-base-1.0 vae/config.json
+SUPPORTED = ("sd15", "sd2", "sdxl", "flux", "qwenimage")
+# runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-2-1 and stable-diffusion-xl-base-1.0 vae/config.json
 _PUBLISHED_VAE = dict(block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4,
                       norm_num_groups=32, in_channels=3, out_channels=3, act_fn="silu",
                       down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
 PUBLISHED_VAE = {"sd15": {**_PUBLISHED_VAE, "sample_size": 512, "scaling_factor": 0.18215},
+                 "sd2": {**_PUBLISHED_VAE, "sample_size": 768, "scaling_factor": 0.18215},
                  "sdxl": {**_PUBLISHED_VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}}
 
 
@@ -121,7 +121,8 @@ def _save_configs(pipe: Any, folder: str, published: dict[str, Any]) -> None:
 def _published_parts(family: str) -> dict[str, Any]:
     from parity.zoo import fullsize, published
 
-    builders = {"sd15": {"unet": fullsize.sd15_unet}, "sdxl": {"unet": fullsize.sdxl_unet},
+    builders = {"sd15": {"unet": fullsize.sd15_unet}, "sd2": {"unet": fullsize.sd2_unet},
+                "sdxl": {"unet": fullsize.sdxl_unet},
                 "flux": {"transformer": fullsize.flux_transformer},
                 "qwenimage": {"transformer": fullsize.qwenimage_transformer}}[family]
     for name, build in published.PUBLISHED.get(family, {}).items():
@@ -284,8 +285,8 @@ def load_single_file(family: Any, source: Source, dtype: torch.dtype) -> Any:
         with quiet_loader():
             if family.name in WHOLE_PIPELINE:
                 cls = getattr(diffusers, family.pipeline_class)
-                extra = {"safety_checker": None, "requires_safety_checker": False} if family.name == "sd15" \
-                    else {"add_watermarker": False}
+                extra = {"add_watermarker": False} if family.name == "sdxl" \
+                    else {"safety_checker": None, "requires_safety_checker": False}
                 pipe = cls.from_single_file(source.path, **kwargs, **extra)
                 components = _file_components(family.name, source.config)
             else:

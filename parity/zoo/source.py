@@ -9,7 +9,7 @@ asks here what ``--model-path`` names and how diffusers loads it.
   SD1.5's ``safety_checker`` is not loaded (``safety_checker=None``: the checks never run it, and its
   weights are a 1.2 GB CLIP vision model); its ``feature_extractor``, a preprocessing config with no weights,
   loads as diffusers loads it.
-- A single ``.safetensors`` checkpoint in the original LDM/SGM (SD1.5, SDXL) or BFL (FLUX.1) names, or
+- A single ``.safetensors`` checkpoint in the original LDM/SGM (SD1.5, SD 2.x, SDXL) or BFL (FLUX.1) names, or
   a Qwen-Image transformer file: loaded with ``from_single_file`` and the configs of a local diffusers
   folder (parity/zoo/single_file.py says which), never guessed by diffusers (it would download them).
 

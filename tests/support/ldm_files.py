@@ -147,11 +147,14 @@ def _clip_l(model: Any, prefix: str) -> dict[str, torch.Tensor]:
 
 def _open_clip(model: Any, prefix: str) -> dict[str, torch.Tensor]:
     state = {n.removeprefix("text_model."): t for n, t in model.state_dict().items()}
+    width = state["final_layer_norm.weight"].shape[0]
+    # SD 2.x's text encoder has no projection in diffusers, but its file holds open_clip's, unused
+    projection = state["text_projection.weight"].T if "text_projection.weight" in state else torch.eye(width)
     out = {prefix + "token_embedding.weight": state["embeddings.token_embedding.weight"],
            prefix + "positional_embedding": state["embeddings.position_embedding.weight"],
            prefix + "ln_final.weight": state["final_layer_norm.weight"],
            prefix + "ln_final.bias": state["final_layer_norm.bias"],
-           prefix + "text_projection": state["text_projection.weight"].T.contiguous(),
+           prefix + "text_projection": projection.contiguous(),
            prefix + "logit_scale": torch.tensor(4.6052)}
     for i in range(model.config.num_hidden_layers):
         src, dst = f"encoder.layers.{i}", f"{prefix}transformer.resblocks.{i}"
@@ -175,12 +178,14 @@ def _extras(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def sd_checkpoint(pipe: Any, family: str) -> dict[str, torch.Tensor]:
-    """A whole SD1.5 or SDXL pipeline in LDM/SGM names."""
+    """A whole SD1.5, SD 2.x or SDXL pipeline in LDM/SGM names."""
     state = _renamed(pipe.unet.state_dict(), unet_modules(pipe.unet.config), "model.diffusion_model.")
     state.update(_vae(pipe.vae))
     if family == "sd15":
         state.update(_clip_l(pipe.text_encoder, "cond_stage_model.transformer."))
         state["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    elif family == "sd2":  # FrozenOpenCLIPEmbedder holds the open_clip model as ``model``
+        state.update(_open_clip(pipe.text_encoder, "cond_stage_model.model."))
     else:
         state.update(_clip_l(pipe.text_encoder, "conditioner.embedders.0.transformer."))
         state.update(_open_clip(pipe.text_encoder_2, "conditioner.embedders.1.model."))
@@ -247,7 +252,7 @@ def single_file(family: str, path: Path, dtype: torch.dtype | None = None, seed:
     from parity.zoo import FAMILIES
 
     pipe = FAMILIES[family].build_tiny(seed)
-    if family in ("sd15", "sdxl"):
+    if family in ("sd15", "sd2", "sdxl"):
         state = sd_checkpoint(pipe, family)
     elif family == "flux":
         state = flux_checkpoint(pipe.transformer)
