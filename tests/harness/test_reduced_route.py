@@ -169,6 +169,29 @@ def test_a_copy_whose_header_is_not_renumbered_is_not_used(tmp_path, cache, monk
     assert route.paths == [str(path)] and route.model.blocks == 3  # at their indices, the file as it is
 
 
+def test_a_peft_adapter_keeps_its_blocks_at_their_indices(tmp_path, cache, monkeypatch):
+    """PEFT's save_pretrained layout (adapter_model.safetensors under base_model.model. + adapter_config.json):
+    a renumbered copy of the tensors alone would lose the config its alphas come from, so none is used."""
+    from safetensors.torch import save_file
+
+    transformer = pub.meta_components(get_family("qwenimage"))["transformer"]
+    names = ["transformer_blocks.1.attn.to_q", "transformer_blocks.2.attn.to_q"]
+    gen, tensors = torch.Generator().manual_seed(9), {}
+    for name in names:
+        module = transformer.get_submodule(name)
+        tensors[f"base_model.model.{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=gen) / 64
+        tensors[f"base_model.model.{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=gen) / 64
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                            "target_modules": names}))
+    monkeypatch.setenv(MEMORY_ENV, "22.3")
+    route = route_of("qwenimage", [folder])
+    assert route.paths == [str(folder)] and route.model.blocks == 3 and not route.derived
+    assert {m.alpha for m in route.loras[0].modules.values()} == {8.0}
+
+
 def test_low_blocks_need_no_copy(tmp_path, cache, monkeypatch):
     path = qwen_to_q(tmp_path / "qwen.safetensors", [0, 1, 2], "musubi")
     monkeypatch.setenv(MEMORY_ENV, "22.3")
