@@ -272,8 +272,9 @@ def _with_published(plan: CheckPlan, tiny: Any, progress: Progress) -> tuple[Che
     request = plan.request
     host = torch.device(plan.device).type == "cpu"  # on CUDA the weights live on the device
 
-    def predict(components: Any, loras: Sequence[LoraFile]) -> Any:
-        return predict_check(components, loras, plan.dtypes, copies_targeted=False)
+    def predict(components: Any, loras: Sequence[LoraFile], dtype: torch.dtype | None) -> Any:
+        dtypes = plan.dtypes if dtype is None else {str(dtype).removeprefix("torch."): dtype}
+        return predict_check(components, loras, dtypes, copies_targeted=False)
 
     route = None if request.model_path is not None else published_route(
         plan.family, request.loras, tiny, list(plan.dtypes.values()), request.allow_pickle, predict if host else None)

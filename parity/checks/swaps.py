@@ -244,9 +244,10 @@ def _with_published(plan: HotswapPlan, tiny: Any, progress: Progress) -> tuple[H
     request = plan.request
     host = torch.device(plan.device).type == "cpu"  # on CUDA the weights live on the device
 
-    def predict(components: Any, loras: Sequence[LoraFile]) -> Any:
+    def predict(components: Any, loras: Sequence[LoraFile], dtype: torch.dtype | None) -> Any:
         rank = _target_rank(request.target_rank, loras, plan.family.denoiser)
-        return predict_hotswap(components, loras, plan.dtype, rank, plan.family.denoiser, float32_build=False)
+        return predict_hotswap(components, loras, dtype or plan.dtype, rank, plan.family.denoiser,
+                               float32_build=False)
 
     route = None if request.model_path is not None else published_route(
         plan.family, request.loras, plan.family.components(tiny), [plan.dtype], request.allow_pickle,

@@ -61,8 +61,9 @@ PUBLISHED_DEPTH = {"flux": (fullsize.FLUX_DOUBLE, fullsize.FLUX_SINGLE), "qwenim
                    "qwenimage-edit": (fullsize.QWEN_LAYERS,)}
 DENOISER = "transformer"
 
-# a run's peak, from LoRA-capable components (on the meta device) and the files read against them
-Predict = Callable[[Mapping[str, nn.Module], Sequence[LoraFile]], MemoryPrediction]
+# a run's peak, from LoRA-capable components (on the meta device) and the files read against them, in the
+# run's dtypes or, for a hint, in the one given
+Predict = Callable[[Mapping[str, nn.Module], Sequence[LoraFile], "torch.dtype | None"], MemoryPrediction]
 
 
 def _module_block(family: str, module: str) -> tuple[str, int] | None:
@@ -320,17 +321,23 @@ def _fits(prediction: MemoryPrediction, available: float | None) -> bool:
 
 
 def _hint(family: Family, loras: Sequence[LoraFile], predict: Predict, reduction: Reduction,
-          prediction: MemoryPrediction, available: float) -> str:
-    """How many blocks this machine could hold, from the prediction without any block and with the
-    reduction's blocks (memory is linear in blocks)."""
+          prediction: MemoryPrediction, available: float, dtypes: Sequence[torch.dtype]) -> str:
+    """What would fit: how many blocks this machine could hold, from the prediction without any block and
+    with the reduction's blocks (memory is linear in blocks); and, for a run in a 4-byte dtype, whether
+    the same model would in bfloat16."""
     empty = Reduction(reduction.family, {head: () for head in reduction.kept})
     # the files as they are: their block modules find no module there, but their tensors are still read
-    base = predict(empty.meta(family), loras).peak
+    base = predict(empty.meta(family), loras, None).peak
     if base > available:
         return "; not even a model with none of its blocks would fit"
     per_block = (prediction.peak - base) / max(reduction.blocks, 1)
     fit = int((available - base) // per_block)
-    return f"; about {fit} blocks would fit: a file targeting that many could be checked"
+    text = f"; about {fit} blocks would fit: a file targeting that many could be checked"
+    if any(d.itemsize > 2 for d in dtypes):
+        half = predict(reduction.meta(family), [_renamed(lora, reduction) for lora in loras], torch.bfloat16)
+        if half.peak <= available:
+            text += f"; --dtype bfloat16 would fit ({half.peak / GIB:.1f} GiB)"
+    return text
 
 
 def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.Module],
@@ -350,7 +357,7 @@ def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.
     whole = published(family, dtype=dtype)
     if predict is None:
         return Route(whole, components, loras, list(paths))
-    prediction, available = predict(components, loras), available_memory()
+    prediction, available = predict(components, loras, None), available_memory()
     if _fits(prediction, available):
         return Route(whole, components, loras, list(paths), prediction)
     assert available is not None
@@ -363,13 +370,14 @@ def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.
     at_indices = Reduction(family.name, {h: tuple(range(i[-1] + 1)) if i else () for h, i in targeted.items()})
     if renumbered.blocks == total:
         why = f"the files target every block of the published {family.name} architecture"
-        return dataclasses.replace(refused, hint=why + _hint(family, loras, predict, renumbered, prediction, available))
+        return dataclasses.replace(refused, hint=why + _hint(family, loras, predict, renumbered, prediction, available,
+                                                             dtypes))
     smallest: MemoryPrediction | None = None
     reasons = []  # why each reduced model was not used
     for reduction in [renumbered] + ([at_indices] if at_indices != renumbered else []):
         expected = [_renamed(lora, reduction) for lora in loras]
         reduced = reduction.meta(family)
-        small = predict(reduced, expected)
+        small = predict(reduced, expected, None)
         smallest = smallest or small
         if reduction.blocks == total or not _fits(small, available):
             reasons.append(f"the files target {reduction.blocks} of its {total} blocks, and a model with only those "
@@ -398,4 +406,4 @@ def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.
                      reduction, prediction, derived, available)
     assert smallest is not None
     return dataclasses.replace(refused, hint="; ".join(reasons) + _hint(family, loras, predict, renumbered,
-                                                                         smallest, available))
+                                                                         smallest, available, dtypes))

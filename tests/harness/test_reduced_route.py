@@ -54,8 +54,8 @@ def digest(path: Path) -> str:
 def route_of(family: str, paths: list[Path], dtypes: tuple[str, ...] = ("float32",)) -> rt.Route | None:
     fam = get_family(family)
     by_name = {name: getattr(torch, name) for name in dtypes}
-    def predict(components, loras):
-        return predict_check(components, loras, by_name, copies_targeted=False)
+    def predict(components, loras, dtype):
+        return predict_check(components, loras, by_name if dtype is None else {"hint": dtype}, copies_targeted=False)
 
     return rt.published_route(fam, [str(p) for p in paths], fam.components(build_pipeline(fam)),
                               list(by_name.values()), False, predict)
@@ -261,11 +261,13 @@ def test_a_file_on_every_block_of_a_20b_model_is_refused_with_what_would_fit(tmp
 
 
 def test_a_sparse_file_whose_blocks_still_do_not_fit_is_refused(tmp_path, cache, monkeypatch, capsys):
-    path = qwen_to_q(tmp_path / "half.safetensors", list(range(0, 60, 2)), "musubi")
+    path = qwen_to_q(tmp_path / "third.safetensors", list(range(0, 60, 3)), "musubi")
     monkeypatch.setenv(MEMORY_ENV, "22.3")
     code = main(["hotswap", "--family", "qwenimage", "--lora", str(path), "--lora", str(path), "-q"])
     assert_one_line_error(capsys, code, "too little memory for this check",
-                          "the files target 30 of its 60 blocks, and a model with only those needs")
+                          "the files target 20 of its 60 blocks, and a model with only those needs",
+                          "with the blocks at their indices (the first 58) it needs", "blocks would fit",
+                          "--dtype bfloat16 would fit")
     assert not cache.exists()
 
 
