@@ -8,6 +8,8 @@ tiny pipeline is sized to fit them, so any real file can be verified with no dow
 saved once as an ordinary diffusers folder in the cache (LORA_PARITY_CACHE, default
 ~/.cache/lora-parity): every later run loads it like a user's folder, with the same bounded memory
 (base weights read back from its safetensors, parity/zoo/checkpoint.py), and never pays the build twice.
+Where the whole architecture would not fit in memory, parity/zoo/route.py builds it with only the
+transformer blocks the files target (``blocks``/``single`` here).
 
 The weights are synthetic: a check on them proves diffusers merges the file's deltas correctly into
 weights of these shapes, not anything about the image a real checkpoint would make.
