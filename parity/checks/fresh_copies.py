@@ -31,6 +31,7 @@ from torch import nn
 
 from parity.checks.float64_forward import Float64Arena
 from parity.checks.fuse import Digest, digests_of
+from parity.checks.memory import FREE_HEAP_LIMIT
 from parity.modules import live_weights, pipeline_models
 from parity.zoo import build_pipeline
 from parity.zoo.checkpoint import CheckpointWeights
@@ -39,7 +40,6 @@ from parity.zoo.family import Family
 # (component, parameter name in the pristine model) → that tensor's value, in a dtype that holds it exactly
 # (its stored dtype, float32 or float64): the float64 copy converts it into float64 storage it reuses
 Values = Callable[[str, str], torch.Tensor]
-FREE_HEAP_LIMIT = 256 * 2**20  # bytes glibc may keep freed in its heap before a float64 run hands them back
 BIG_MODULE = 2**20  # float64 bytes of a module's weights above which its forward is followed by that check
 
 

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from parity.checks.fresh_copies import FREE_HEAP_LIMIT
 from parity.errors import ParityInputError
 from parity.fused_comparison import CHUNK_ELEMENTS
 from parity.lora.neutral import LoraFile
@@ -48,6 +47,9 @@ BASELINE = 1.5e9
 BLOCK_BYTES = 16  # per element of a block of rows compared: fused and base as float32, a difference's δ
 READ_BYTES = 12  # per element of any other weight in a float64 run: the stored float32 value read, its float64
 MEMORY_ENV = "LORA_PARITY_MEMORY_AVAILABLE"  # GiB; overrides what the machine reports (tests, containers)
+
+# bytes glibc may keep freed in its heap before a float64 run hands them back (fresh_copies.release_free_heap)
+FREE_HEAP_LIMIT = 256 * 2**20
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ def case_metadata(case: GoldenCase, model_path: str | None = None) -> dict[str, 
     prompt = call.get("prompt")
     if prompt is None:
         prompt = f"<prompt_embeds from seed {case.seed}>"
-    from parity.zoo.source import variant_of
+    from parity.zoo.loading import variant_of
 
     # a folder's fp16 variant is another model than its full weights
     model = {} if model_path is None else {"model": os.path.abspath(model_path),

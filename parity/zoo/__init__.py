@@ -1,4 +1,4 @@
-"""The model zoo: one registry entry per family; tiny built-in models or real ones by path."""
+"""The model zoo: one registry entry per family (parity/zoo/registry.py); tiny built-in models or real ones by path."""
 
 from __future__ import annotations
 
@@ -8,26 +8,11 @@ import torch
 
 from parity.errors import ParityInputError
 from parity.zoo.fit import check_parts_fit
-from parity.zoo import flux, qwenimage, qwenimage_edit, sd2, sd15, sdxl
 from parity.zoo.family import Family
+from parity.zoo.registry import FAMILIES, UNAVAILABLE, get_family
 from parity.zoo.source import load, resolve
 
-# A family whose pipeline this diffusers lacks is left out of the registry (and so out of every case
-# table) with the reason, which get_family gives: the gate's old env runs diffusers 0.35.
-UNAVAILABLE: dict[str, str] = {name: why for name, why in ((qwenimage_edit.NAME, qwenimage_edit.available()),)
-                               if why is not None}
-FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY, sdxl.FAMILY, flux.FAMILY, qwenimage.FAMILY,
-                                                   qwenimage_edit.FAMILY, sd2.FAMILY) if f.name not in UNAVAILABLE}
-
-
-def get_family(name: str) -> Family:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        if name in UNAVAILABLE:
-            raise ParityInputError(f"family {name!r} is not available here: {UNAVAILABLE[name]}") from None
-        raise ParityInputError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}") from None
-
+__all__ = ["FAMILIES", "UNAVAILABLE", "Family", "build_pipeline", "get_family"]
 
 def build_pipeline(
     family: Family | str,

@@ -15,80 +15,15 @@ slower than mapping the file's cached pages).
 from __future__ import annotations
 
 import json
-import mmap
 import os
-import struct
 import warnings
-from dataclasses import dataclass
 
 import torch
 
-# safetensors' dtype names (the format's specification) → torch
-_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+from parity.zoo.loading import variant_of
+from parity.zoo.stored import Entry, header, header_shapes, loaded_files, mapped
 
-
-@dataclass(frozen=True)
-class _Entry:
-    path: str
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    start: int  # absolute byte offset of the tensor's data in the file
-    nbytes: int
-
-
-def _header(path: str) -> dict[str, _Entry]:
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-    out = {}
-    for key, info in header.items():
-        if key == "__metadata__" or info.get("dtype") not in _DTYPES:
-            continue
-        begin, end = info["data_offsets"]
-        out[key] = _Entry(path, _DTYPES[info["dtype"]], tuple(info["shape"]), 8 + length + begin, end - begin)
-    return out
-
-
-def _mapped(entry: _Entry) -> torch.Tensor:
-    """The stored tensor on a private, copy-on-write map of its bytes (unmapped when the tensor dies)."""
-    if not entry.nbytes:
-        return torch.empty(entry.shape, dtype=entry.dtype)
-    start = entry.start - entry.start % mmap.ALLOCATIONGRANULARITY
-    with open(entry.path, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), entry.start - start + entry.nbytes, access=mmap.ACCESS_COPY, offset=start)
-    raw = torch.frombuffer(mapped, dtype=torch.uint8, count=entry.nbytes, offset=entry.start - start)
-    return raw.view(entry.dtype).reshape(entry.shape)
-
-
-def header_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape in a safetensors file, from its header alone."""
-    return {key: entry.shape for key, entry in _header(path).items()}
-
-
-WEIGHT_NAMES = ("diffusion_pytorch_model", "model")  # diffusers' and transformers' weights files
-
-
-def loaded_files(folder: str, variant: str | None, fallback: bool = True) -> list[str]:
-    """The safetensors files ``from_pretrained(variant=…, use_safetensors=True)`` loads from one component
-    folder: the shards its ``*.safetensors.index[.VARIANT].json`` lists, else its one
-    ``*[.VARIANT].safetensors``; a component without the variant loads the full files (``fallback``), as
-    diffusers does. Other files beside them (the other variant, ``.bin`` pickles) are never read."""
-    for v in ([variant, None] if variant and fallback else [variant]):
-        tag = f".{v}" if v else ""
-        for base in WEIGHT_NAMES:
-            index = os.path.join(folder, f"{base}.safetensors.index{tag}.json")
-            if os.path.isfile(index):
-                with open(index) as f:
-                    weight_map = json.load(f).get("weight_map", {})
-                return sorted({os.path.join(folder, name) for name in weight_map.values()})
-            single = os.path.join(folder, f"{base}{tag}.safetensors")
-            if os.path.isfile(single):
-                return [single]
-    return []
+__all__ = ["CheckpointWeights", "header_shapes", "loaded_files"]
 
 
 class CheckpointWeights:
@@ -98,17 +33,16 @@ class CheckpointWeights:
 
     def __init__(self, model_path: str) -> None:
         from parity.zoo.single_file import detect_family, resolve_single_file
-        from parity.zoo.source import variant_of
 
         self.model_path = model_path
         self.variant = variant_of(model_path)
-        self._files: dict[str, dict[str, _Entry]] = {}  # component → key → where it is
+        self._files: dict[str, dict[str, Entry]] = {}  # component → key → where it is
         self._single: tuple[str, str] | None = None  # (family, configs folder) of a single file
         self._prefix = ""  # of every original name in a single file (parity/zoo/original_names.py key_prefix)
         self._configs: dict[str, dict] = {}
         self.disagreed: list[str] = []  # component.parameter whose disk value is not the loaded one
         if os.path.isfile(model_path):
-            entries = _header(str(model_path))
+            entries = header(str(model_path))
             found = detect_family(list(entries))
             if found is not None:
                 source = resolve_single_file(str(model_path), found[0], getattr(model_path, "config", None))
@@ -118,13 +52,13 @@ class CheckpointWeights:
                 self._prefix = key_prefix(found[0], entries)
             self._files[""] = entries
 
-    def _index(self, component: str) -> dict[str, _Entry]:
+    def _index(self, component: str) -> dict[str, Entry]:
         if self._single is not None or os.path.isfile(self.model_path):
             return self._files[""]
         if component not in self._files:
-            entries: dict[str, _Entry] = {}
+            entries: dict[str, Entry] = {}
             for path in loaded_files(os.path.join(self.model_path, component), self.variant):
-                entries.update(_header(path))
+                entries.update(header(path))
             self._files[component] = entries
         return self._files[component]
 
@@ -147,10 +81,10 @@ class CheckpointWeights:
             key = None if view is None else self._prefix + view.key
             if key not in index or view.shape(index[key].shape) is None:
                 return None
-            return view.apply(_mapped(index[key]))
+            return view.apply(mapped(index[key]))
         for key in (name, "text_model." + name, name.removeprefix("text_model.")):
             if key in index:
-                return _mapped(index[key])
+                return mapped(index[key])
         return None
 
     def disagrees(self, component: str, name: str) -> None:

@@ -93,7 +93,7 @@ def pretrained_dir(path: str) -> str:
 
 def from_pretrained(pipeline_class: type, path: str, dtype: torch.dtype, **kwargs: Any) -> Any:
     """A user's local diffusers folder, never the hub; a folder it cannot read is bad input naming it."""
-    from parity.zoo.source import pretrained_kwargs, quiet_loader
+    from parity.zoo.loading import pretrained_kwargs, quiet_loader
 
     pretrained_dir(path)
     try:

@@ -36,7 +36,7 @@ from parity.lora.neutral import LoraFile
 from parity.lora.tensors import tensor_shapes
 from parity.modules import lora_capable_modules
 from parity.versions import library_versions
-from parity.zoo import fullsize
+import parity.zoo.fullsize as fullsize
 from parity.zoo.family import Family
 from parity.zoo.weights import fill_deterministic
 
@@ -293,7 +293,7 @@ def ensure_folder(family: Family, model: Published, note: Callable[[str], None] 
                                "are available", path=model.folder)
     note(f"building the published {model.family} architecture once ({model.parameters / 1e9:.2f} B parameters, "
          f"{need / 2**30:.1f} GiB) into {model.folder}")
-    from parity.zoo import get_family
+    from parity.zoo.registry import get_family
 
     staging = tempfile.mkdtemp(prefix=".building-", dir=parent)
     try:

@@ -40,7 +40,7 @@ from torch import nn
 from parity.checks.memory import GIB, MemoryPrediction, available_memory
 from parity.errors import ParityInputError
 from parity.lora.neutral import LoraFile
-from parity.zoo import fullsize
+import parity.zoo.fullsize as fullsize
 from parity.zoo.family import Family
 from parity.zoo.published import (
     Published,

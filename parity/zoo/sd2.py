@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from parity.zoo import sd15
+import parity.zoo.sd15 as sd15
 from parity.zoo.family import Family
 from parity.zoo.tokenizer import tiny_clip_tokenizer
 from parity.zoo.weights import fill_deterministic

@@ -29,7 +29,7 @@ import torch
 
 from parity.errors import ParityInputError
 from parity.zoo.original_names import key_prefix, original_view
-from parity.zoo.source import Source
+from parity.zoo.loading import Source
 
 # The key that shows what a file is, per family, in the original names (first match wins: SDXL files also
 # hold model.diffusion_model.input_blocks; SD 2.x's OpenCLIP-H is under cond_stage_model.model).
@@ -63,7 +63,7 @@ def detect_family(keys: list[str]) -> tuple[str, str] | None:
 
 
 def _shapes(path: str) -> dict[str, tuple[int, ...]]:
-    from parity.zoo.checkpoint import header_shapes
+    from parity.zoo.stored import header_shapes
 
     try:
         return header_shapes(path)
@@ -119,7 +119,8 @@ def _save_configs(pipe: Any, folder: str, published: dict[str, Any]) -> None:
 
 
 def _published_parts(family: str) -> dict[str, Any]:
-    from parity.zoo import fullsize, published
+    import parity.zoo.fullsize as fullsize
+    import parity.zoo.published as published
 
     builders = {"sd15": {"unet": fullsize.sd15_unet}, "sd2": {"unet": fullsize.sd2_unet},
                 "sdxl": {"unet": fullsize.sdxl_unet},
@@ -144,7 +145,7 @@ def config_folder(family: str, which: str) -> str:
 @functools.lru_cache(maxsize=None)
 def _config_folder(family: str, which: str, root: str) -> str:
     from parity.versions import library_versions
-    from parity.zoo import get_family
+    from parity.zoo.registry import get_family
 
     versions = {k: v for k, v in library_versions().items() if k in ("diffusers", "transformers")}
     key = hashlib.sha256(json.dumps([family, which, versions, PUBLISHED_VAE], sort_keys=True).encode()).hexdigest()
@@ -278,7 +279,7 @@ def load_single_file(family: Any, source: Source, dtype: torch.dtype) -> Any:
     """The pipeline a single file gives, loaded by diffusers' ``from_single_file`` with ``source.config``."""
     import diffusers
 
-    from parity.zoo.source import quiet_loader
+    from parity.zoo.loading import quiet_loader
 
     kwargs = dict(config=source.config, local_files_only=True, torch_dtype=dtype)
     try:

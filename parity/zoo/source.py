@@ -19,15 +19,13 @@ requests, reports and caches between the front ends and the loader carry them un
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from parity.errors import ParityInputError
+from parity.zoo.loading import Source, variant_of
 
 
 class ModelPath(str):
@@ -57,27 +55,8 @@ def model_path(path: str | None, variant: str | None = None, config: str | None 
     return ModelPath(path, variant, config)
 
 
-def variant_of(path: str) -> str | None:
-    return getattr(path, "variant", None)
-
-
-@dataclass(frozen=True)
-class Source:
-    kind: str  # "folder" or "single-file"
-    path: str
-    variant: str | None = None
-    config: str | None = None  # single-file: the diffusers folder whose configs describe it
-    configs: str = ""  # single-file: where those configs come from, in words
-    parts: str = "tiny"  # a transformer-only file: the rest of the pipeline, "tiny" or "published" (resized)
-
-    def describe(self) -> str:
-        if self.kind == "single-file":
-            return f"{self.path} (single-file checkpoint, configs: {self.configs})"
-        return self.path + (f" (variant {self.variant})" if self.variant else "")
-
-
 def _folder(path: str, variant: str | None) -> Source:
-    from parity.zoo.checkpoint import loaded_files
+    from parity.zoo.stored import loaded_files
 
     if not os.path.exists(os.path.join(path, "model_index.json")):
         raise ParityInputError("not a diffusers pipeline folder (model_index.json missing)", path=path)
@@ -130,27 +109,3 @@ def load(family: Any, path: str, dtype: torch.dtype) -> Any:
 
         return load_single_file(family, source, dtype)
     return family.load_pretrained(path, dtype)
-
-
-@contextlib.contextmanager
-def quiet_loader() -> Iterator[None]:
-    """diffusers logs a failed load at error level before raising it: the raise is reported as one line,
-    so its log line would be a second one."""
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    bars = diffusers_logging.is_progress_bar_enabled()  # from_single_file's "Loading pipeline components"
-    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
-    diffusers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(level)
-        if bars:
-            diffusers_logging.enable_progress_bar()
-
-
-def pretrained_kwargs(path: str) -> dict[str, Any]:
-    """What ``from_pretrained`` is told for ``path`` besides the family's own arguments."""
-    variant = variant_of(path)
-    return {"use_safetensors": True, **({"variant": variant} if variant else {})}
