@@ -8,6 +8,9 @@ that need it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from parity.errors import ParityInputError
@@ -65,3 +68,14 @@ def device_class(device: str | torch.device = "cpu") -> str:
 def device_kind(cls: str) -> str:
     """The tolerance-table kind of a device class: ``cpu`` or ``cuda``."""
     return cls.split("-", 1)[0]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` inside, and put back as it was after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

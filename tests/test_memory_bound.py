@@ -9,8 +9,6 @@ peak (VmHWM, tests/support/peak_memory.py) is its own. Slow: building the folder
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ import torch
 from parity.lora.synth import write_lora
 from parity.zoo import get_family
 from parity.zoo.published import ensure_folder, meta_components, published
-from tests.support.peak_memory import MARKER
+from tests.support.peak_memory import peak_of
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +34,6 @@ def flux_one_block(tmp_path_factory):
     components = meta_components(fam, blocks=1)
     lora = write_lora(components, fam.default_targets, root / "lora.safetensors", rank=8, alpha=4.0)
     return folders, lora, model.parameters  # every model in the folder: the check loads them all
-
-
-def peak_of(*argv: str) -> tuple[int, float, str]:
-    run = subprocess.run([sys.executable, "-m", "tests.support.peak_memory", *argv], capture_output=True, text=True,
-                         check=False)
-    line = run.stderr.strip().splitlines()[-1]
-    assert line.startswith(MARKER), run.stderr[-2000:]
-    return run.returncode, float(line.split()[1]), run.stdout
 
 
 def bound(parameters: int, dtype: torch.dtype) -> float:

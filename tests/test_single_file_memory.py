@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -25,7 +23,7 @@ from parity.zoo.published import CACHE_ENV, _no_init
 from parity.zoo.source import ModelPath
 from parity.zoo.weights import fill_deterministic
 from tests.support.ldm_files import flux_checkpoint, write
-from tests.support.peak_memory import MARKER
+from tests.support.peak_memory import peak_of
 
 pytestmark = pytest.mark.slow
 
@@ -52,14 +50,6 @@ def flux_file(tmp_path_factory):
     del transformer
     yield str(path), str(configs), lora
     os.environ.pop(CACHE_ENV, None)
-
-
-def peak_of(*argv: str) -> tuple[int, float, str]:
-    run = subprocess.run([sys.executable, "-m", "tests.support.peak_memory", *argv], capture_output=True, text=True,
-                         check=False)
-    line = run.stderr.strip().splitlines()[-1]
-    assert line.startswith(MARKER), run.stderr[-2000:]
-    return run.returncode, float(line.split()[1]), run.stdout
 
 
 def _args(flux_file):

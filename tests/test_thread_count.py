@@ -21,6 +21,7 @@ import torch
 from peft.tuners.lora import layer as lora_layer
 
 from parity.checks.check import CheckRequest, run_check
+from parity.devices import torch_threads
 from tests.support.trainer_files import kohya_sd15, kohya_sdxl
 
 CORES = os.cpu_count() or 1
@@ -30,16 +31,6 @@ CONV_FILES = {
 }
 SLOW = {"sd15-kohya-locon"}  # 2 x 3 s: the same paths as the SDXL file, the issue's own case
 needs_cores = pytest.mark.skipif(CORES < 2, reason="one core: one thread count to compare")
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def verdict(family: str, path) -> tuple[bool, list[list[str]]]:

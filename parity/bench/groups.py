@@ -25,6 +25,7 @@ from parity.bench.modes import BENCH_RANK, MODES_BY_NAME, Subject, build_subject
 from parity.bench.paired import RoundRobin, summarize
 from parity.bench.run import Rounds
 from parity.bench.timing import synced
+from parity.devices import torch_threads
 from parity.zoo.family import Family
 
 # The modes of a group: base first (what every ratio divides by), its A/A twin, one adapter unfused
@@ -137,9 +138,5 @@ def _cpu_threads(device: str, threads: int) -> Iterator[None]:
     if torch.device(device).type != "cpu":
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         yield
-    finally:
-        torch.set_num_threads(before)

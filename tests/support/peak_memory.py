@@ -21,6 +21,17 @@ import sys
 MARKER = "peak-rss-bytes"
 
 
+def peak_of(*argv: str) -> tuple[int, float, str]:
+    """(exit code, peak bytes, stdout) of ``lora-parity *argv`` run alone in a fresh process."""
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-m", "tests.support.peak_memory", *argv], capture_output=True, text=True,
+                         check=False)
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith(MARKER), run.stderr[-2000:]
+    return run.returncode, float(line.split()[1]), run.stdout
+
+
 def keep_full_copies() -> list:
     """Every pipeline check loads files into is deep-copied and kept: what a check must never do."""
     from parity.checks import check
