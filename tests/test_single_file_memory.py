@@ -3,7 +3,8 @@ parameters, 1.02 GiB in bfloat16; diffusers' converter needs the published width
 blocks): `lora-parity check` loads it with from_single_file, reads every transformer weight but the final
 modulation (its halves swapped: no view of one stored tensor) back from the file through the fused-qkv row
 blocks, and peaks within 1.25 x the file's bytes + 2 GiB (measured 2.77 GiB against a 3.27 GiB bound).
-The negative control keeps one full copy of the model and must exceed the bound. Each run is a subprocess
+A full-size SD1.5 file in float16 (LDM names, 1.99 GiB) likewise: 2.91 GiB against 4.48 GiB.
+The negative controls keep one full copy of the model and must exceed the bound. Each run is a subprocess
 so its peak (VmHWM, tests/support/peak_memory.py) is its own. Slow: building the file takes about a minute,
 each check about 50 s.
 """
@@ -87,3 +88,45 @@ def test_every_transformer_weight_but_the_swapped_modulation_is_read_back(flux_f
         else:
             assert torch.equal(stored, t), name
     assert unread == ["norm_out.linear.weight", "norm_out.linear.bias"]
+
+
+@pytest.fixture(scope="module")
+def sd15_file(tmp_path_factory):
+    """A full-size SD1.5 single file as Civitai ships them: float16, LDM names, the published UNet, CLIP-L and
+    VAE (1.99 GiB), written from the published architecture's folder (built once into the cache), and a
+    rank-8 LoRA on the default targets (264 modules)."""
+    from diffusers import AutoencoderKL
+
+    from parity.zoo import get_family
+    from parity.zoo.published import ensure_folder, meta_components, published
+    from parity.zoo.single_file import PUBLISHED_VAE
+    from tests.support.ldm_files import sd_checkpoint
+
+    root = tmp_path_factory.mktemp("sd15-single-file-memory")
+    fam = get_family("sd15")
+    pipe = build_pipeline(fam, dtype=torch.float16, model_path=ensure_folder(fam, published(fam, dtype=torch.float16)))
+    with _no_init():  # the folder's VAE is the tiny one sized to fit; a real file has the published one
+        pipe.vae = fill_deterministic(AutoencoderKL(**PUBLISHED_VAE["sd15"]), 0, "sd15/vae").to(torch.float16)
+    path = write(sd_checkpoint(pipe, "sd15"), root / "sd15-full.safetensors", torch.float16)
+    del pipe
+    lora = write_lora(meta_components(fam), fam.default_targets, root / "lora.safetensors", rank=8, alpha=4.0)
+    return str(path), lora
+
+
+def _sd15_args(sd15_file):
+    path, lora = sd15_file
+    return ["check", "--family", "sd15", "--model-path", path, "--lora", lora, "--dtype", "float16", "-q"]
+
+
+def test_full_size_sd15_single_file_check_peaks_within_the_file_and_a_quarter_plus_two_gib(sd15_file):
+    # measured 2026-12-06 on 2 cores: 2.91 GiB against a bound of 4.48 GiB, PASS in 26 s
+    code, peak, out = peak_of(*_sd15_args(sd15_file))
+    assert code == 0, out[-2000:]
+    assert "single-file checkpoint, configs: the published sd15 architecture's" in out
+    assert peak <= _bound(sd15_file[0]), f"peak {peak / GIB:.2f} GiB over {_bound(sd15_file[0]) / GIB:.2f} GiB"
+
+
+def test_control_a_full_size_sd15_check_keeping_a_full_copy_exceeds_the_bound(sd15_file):
+    code, peak, out = peak_of("--keep-full-copy", *_sd15_args(sd15_file))
+    assert code == 0, out[-2000:]
+    assert peak > _bound(sd15_file[0])
