@@ -361,7 +361,7 @@ class GoldenCase:
     dtype: str = "float32"
     steps: int | None = None  # None: the family's default (2)
     same_as: str | None = None  # another case's name this one must reproduce …
-    relation: str | None = None  # … within OUTPUT_TOLERANCES[relation] ("same-arithmetic", "reordered")
+    relation: str | None = None  # … within OUTPUT_TOLERANCES[relation] ("same-arithmetic", "reordered", "fused")
     slow: bool = False  # outside GOLDEN_REPRESENTATIVE: `make slow` (every case is in golden update/verify)
 
     @property
@@ -375,7 +375,9 @@ def _golden_family_cases(family: Family) -> list[GoldenCase]:
         GoldenCase(name, "base", "base"),
         GoldenCase(name, "lora-0.5", "lora", scale=0.5),
         GoldenCase(name, "lora-1.0", "lora", scale=1.0),
-        GoldenCase(name, "fused-1.0", "fused", scale=1.0, same_as="lora-1.0", relation="reordered"),
+        # the fused weights are rounded once more in the model dtype (W' = fl(W + δ)): OUTPUT_TOLERANCES["fused"],
+        # 3·e_fwd; with 2·e_fwd ("reordered") sd2's render measured 5.1e-06 against 4.31e-06
+        GoldenCase(name, "fused-1.0", "fused", scale=1.0, same_as="lora-1.0", relation="fused"),
         GoldenCase(name, "two-adapters", "two"),
         # 3 steps: with 2, the step after the switch is DDIM's last (t=1) and moves sd15 by < 1/255.
         GoldenCase(name, "schedule", "schedule", steps=3),

@@ -211,3 +211,15 @@ def test_a_baseline_made_on_a_model_folder_is_not_read_as_another_model_s(tmp_pa
         result = verify_image(store, BASE, image, None, model_path=other)
         assert not result.ok
         assert any("case definition changed since the baseline: model" in f for f in result.failures)
+
+
+def test_the_fused_relation_passes_a_fused_render_and_fails_a_fuse_at_1_05(store):
+    """fused-1.0 against the unfused lora-1.0 render within OUTPUT_TOLERANCES["fused"] (3·e_fwd: the fuse
+    rounds every merged weight once more); a fuse at 1.05 instead of 1 is far outside it."""
+    from parity.golden.verify import check_relation
+
+    fused = golden_case("sd15-fused-1.0")
+    unfused = render_cached(LORA)
+    assert check_relation(fused, render(fused), unfused, store).ok
+    wrong = check_relation(fused, render(variant(fused, scale=1.05)), unfused, store)
+    assert not wrong.ok and wrong.max_abs > 10 * wrong.budget
