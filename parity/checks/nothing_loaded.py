@@ -42,8 +42,7 @@ def nothing_loaded(pipe: Any, lora: LoraFile) -> str:
     prefix = _file_prefix(lora)
     known_prefix = prefix == PEFT_PREFIX or lora.layout in LAYOUT_HINTS  # the prefix is why, measured
     if lora.variants() and not known_prefix:  # its modules are what no loader converts, whatever their prefix
-        return (f"diffusers cannot load {' and '.join(lora.variants())} files (load_lora_weights loaded no adapter "
-                "from it and only logs a warning)")
+        return refused(lora, "load_lora_weights loaded no adapter from it and only logs a warning")
 
     loadable = [c for c in getattr(pipe, "_lora_loadable_modules", []) if getattr(pipe, c, None) is not None]
     kept = "/".join(f"{c}." for c in loadable) or "its components' names"

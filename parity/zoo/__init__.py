@@ -10,7 +10,7 @@ from parity.errors import ParityInputError
 from parity.zoo.fit import check_parts_fit
 from parity.zoo.family import Family
 from parity.zoo.registry import FAMILIES, UNAVAILABLE, get_family
-from parity.zoo.source import load, resolve
+from parity.zoo.source import load
 
 __all__ = ["FAMILIES", "UNAVAILABLE", "Family", "build_pipeline", "get_family"]
 
@@ -24,8 +24,7 @@ def build_pipeline(
     """The family's tiny pipeline (deterministic weights) or the user's model from ``model_path``."""
     fam = get_family(family) if isinstance(family, str) else family
     if model_path is not None:
-        resolve(model_path, fam)  # what it is (folder, Hub snapshot, single file), or its own clear message
-        try:
+        try:  # load resolves what it is (folder, Hub snapshot, single file); bad input passes as its own line
             pipe = load(fam, model_path, dtype)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ParityInputError(f"diffusers could not load the model ({type(exc).__name__}: {exc})",

@@ -14,7 +14,6 @@ slower than mapping the file's cached pages).
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 
@@ -53,7 +52,7 @@ class CheckpointWeights:
             self._files[""] = entries
 
     def _index(self, component: str) -> dict[str, Entry]:
-        if self._single is not None or os.path.isfile(self.model_path):
+        if "" in self._files:  # a single file: every component's tensors are in its one header
             return self._files[""]
         if component not in self._files:
             entries: dict[str, Entry] = {}
@@ -64,9 +63,9 @@ class CheckpointWeights:
 
     def _config(self, component: str) -> dict:
         if component not in self._configs:
-            path = os.path.join(self._single[1], component, "config.json")
-            with open(path) as f:
-                self._configs[component] = json.load(f)
+            from parity.zoo.single_file import component_config
+
+            self._configs[component] = component_config(self._single[1], component)
         return self._configs[component]
 
     def _stored(self, component: str, name: str) -> torch.Tensor | None:

@@ -93,7 +93,7 @@ def meta_model(folder: str, component: str) -> torch.nn.Module:
         return cls.from_config(cls.load_config(sub))
 
 
-def _component_config(folder: str, component: str) -> dict[str, Any]:
+def component_config(folder: str, component: str) -> dict[str, Any]:
     with open(os.path.join(folder, component, "config.json")) as f:
         return json.load(f)
 
@@ -182,7 +182,7 @@ def misfit(family: str, folder: str, shapes: dict[str, tuple[int, ...]]) -> str 
     for component in _file_components(family, folder):
         try:
             model = meta_model(folder, component)
-            config = _component_config(folder, component)
+            config = component_config(folder, component)
         except (OSError, KeyError, ValueError, TypeError) as exc:
             return f"{component}: its config cannot be read ({type(exc).__name__}: {exc})"
         for name, t in model.state_dict().items():
