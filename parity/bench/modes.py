@@ -90,7 +90,7 @@ class Subject:
 
     def pipeline_call(self) -> Any:
         with torch.no_grad():
-            return self.family.call(self.pipe, self.family.call_args(self.pipe, seed=0)).images
+            return self.family.render(self.pipe, self.family.call_args(self.pipe, seed=0))
 
 
 def build_subject(

@@ -119,7 +119,7 @@ def run(family: Family, pipe: Any, level: str, seed: int = 0, replay: Any = None
             dtype = getattr(pipe, family.denoiser).dtype
             pipe.prepare_latents = lambda *args, **kwargs: _cast_floats(replay, dtype)
         try:
-            images = family.call(pipe, family.call_args(pipe, seed)).images
+            images = family.render(pipe, family.call_args(pipe, seed))
         finally:
             if replay is not None:
                 del pipe.prepare_latents

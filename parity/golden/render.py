@@ -89,7 +89,7 @@ def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cp
         else:
             raise ValueError(f"unknown golden op {case.op!r}")
         with torch.no_grad(), noise_drawn_in(pipe, case.dtype):
-            images = fam.call(pipe, args).images
+            images = fam.render(pipe, args)
     image = np.asarray(images[0], dtype=np.float64 if twin else np.float32)
     return image
 

@@ -21,6 +21,7 @@ class InputShape:
 
     grid: int  # UNets: latent height = width; transformers: packed-token rows = columns
     seq: int  # text tokens the denoiser cross-attends to
+    frames: int = 1  # latent frames of a video denoiser (Wan); 1 for images
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class Family:
     lora_loader: str = ""
     # pipe → the context a pipeline call runs in (Qwen-Image-Edit's image areas on its tiny model)
     call_context: Callable[[Any], contextlib.AbstractContextManager] = lambda _pipe: contextlib.nullcontext()
+    # expert → the component it is, for a pipeline of several denoisers (Wan 2.2: high → transformer,
+    # low → transformer_2); parity/zoo/experts.py places each file in its expert
+    experts: Mapping[str, str] = field(default_factory=dict)
+    # a pipeline output → its pictures, (n, H, W, 3): images, or a video's frames (Wan)
+    images_of: Callable[[Any], Any] = lambda out: out.images
 
     def components(self, pipe: Any) -> dict[str, nn.Module]:
         """The LoRA-capable components present in ``pipe`` (a family may build some as None)."""
@@ -68,6 +74,10 @@ class Family:
         """``pipe(**args)`` inside the family's ``call_context``: every pipeline call goes through here."""
         with self.call_context(pipe):
             return pipe(**args)
+
+    def render(self, pipe: Any, args: Mapping[str, Any]) -> Any:
+        """The pictures of one ``call``: images, or the frames of a video."""
+        return self.images_of(self.call(pipe, args))
 
 
 def pipeline_namespace(pipe: Any) -> dict[str, Any]:

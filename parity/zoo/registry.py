@@ -11,6 +11,7 @@ import parity.zoo.qwenimage_edit as qwenimage_edit
 import parity.zoo.sd2 as sd2
 import parity.zoo.sd15 as sd15
 import parity.zoo.sdxl as sdxl
+import parity.zoo.wan as wan
 from parity.zoo.family import Family
 
 # A family whose pipeline this diffusers lacks is left out of the registry (and so out of every case
@@ -18,7 +19,7 @@ from parity.zoo.family import Family
 UNAVAILABLE: dict[str, str] = {name: why for name, why in ((qwenimage_edit.NAME, qwenimage_edit.available()),)
                                if why is not None}
 FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY, sdxl.FAMILY, flux.FAMILY, qwenimage.FAMILY,
-                                                   qwenimage_edit.FAMILY, sd2.FAMILY) if f.name not in UNAVAILABLE}
+                                                   qwenimage_edit.FAMILY, sd2.FAMILY, wan.FAMILY) if f.name not in UNAVAILABLE}
 
 
 def get_family(name: str) -> Family:
