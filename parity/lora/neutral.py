@@ -209,6 +209,8 @@ class LoraFile:
     sources: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     # file module name → the diffusers modules it set (a fused qkv sets three), for the key listing.
     placement: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # the expert the file was placed in (parity/zoo/experts.py), "" for a family of one denoiser
+    expert: str = ""
 
     def components(self) -> list[str]:
         return sorted({c for c, _ in self.modules})
