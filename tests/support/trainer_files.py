@@ -19,6 +19,8 @@ Trainers followed (the naming code each writer mirrors):
 * Qwen-Image: musubi-tuner (``lora_unet_``), Lightning (``diffusion_model.``), DiffSynth-Studio
   (``lora_A.default``), and ``transformer.`` + ``.alpha`` files.
 * diffusers' legacy training scripts (attention processors, ``to_q_lora.down``), no alpha.
+* Wan 2.1 / 2.2 (tests/support/trainer_wan.py): musubi-tuner, ai-toolkit's high/low-noise pair, ComfyUI
+  LoraSave, LightX2V, Wan2.2-Lightning, DiffSynth-Studio and diffusers, on Wan's original names.
 
 Factors are deterministic: A ~ N(0, 1/fan_in), B ~ N(0, 0.25/r), from one seeded torch.Generator
 per file, drawn in the order the modules are listed.
@@ -48,6 +50,7 @@ from tests.support.trainer_common import (
     save,
     tiny_components,
 )
+from tests.support import trainer_wan
 from tests.support.trainer_flux import (
     kohya_flux,
     kohya_flux_with_diff,
@@ -315,6 +318,30 @@ TRAINER_FILES: tuple[TrainerFile, ...] = (
     TrainerFile("sd15-diffusers-legacy", "sd15", lambda p: diffusers_legacy(p / "legacy_sd15.safetensors")),
     TrainerFile("sd2-diffusers-legacy", "sd2",
                 lambda p: diffusers_legacy(p / "legacy_sd2.safetensors", family="sd2")),
+    # Wan 2.1 / 2.2 (tests/support/trainer_wan.py), read against the tiny two-expert WanPipeline
+    TrainerFile("wan-musubi", "wan", lambda p: trainer_wan.musubi_wan(p / "musubi_wan.safetensors"),
+                "networks/lora_wan.py: lora_unet_ + original names, alpha, bfloat16"),
+    TrainerFile("wan-musubi-excluded", "wan",
+                lambda p: trainer_wan.musubi_wan(p / "musubi_wan_excluded.safetensors",
+                                                 exclude_patterns=(r"blocks\.1\.ffn\..*",)),
+                "--network_args exclude_patterns: no ffn in block 1"),
+    TrainerFile("wan-aitoolkit-high", "wan",
+                lambda p: trainer_wan.aitoolkit_wan(p, "my_wan22_lora", "high"),
+                "wan22_14b_model.py save_lora: <name>_high_noise.safetensors, float16, no alpha"),
+    TrainerFile("wan-aitoolkit-low", "wan",
+                lambda p: trainer_wan.aitoolkit_wan(p, "my_wan22_lora", "low"),
+                "<name>_low_noise.safetensors: goes into transformer_2 by its name"),
+    TrainerFile("wan-comfy-loraextract", "wan",
+                lambda p: trainer_wan.comfy_loraextract_wan(p / "ComfyUI_extracted_lora_00001_.safetensors"),
+                "LoraSave standard + bias_diff: pairs on every Linear, .diff on norms, .diff_b on every bias"),
+    TrainerFile("wan-lightx2v", "wan", lambda p: trainer_wan.lightx2v_wan(p / "lightx2v_wan_distill.safetensors"),
+                "lora_extractor.py: pairs on big Linears, .diff/.diff_b/.diff_m on the rest (head.head.diff)"),
+    TrainerFile("wan-lightning", "wan", lambda p: trainer_wan.lightning_wan(p / "lightning_wan.safetensors"),
+                "Wan2.2-Lightning: diffusion_model. + lora_down/lora_up + alpha"),
+    TrainerFile("wan-diffsynth", "wan", lambda p: trainer_wan.diffsynth_wan(p / "diffsynth_wan.safetensors"),
+                "DiffSynth-Studio: blocks.N.self_attn.q.lora_A.default.weight, no prefix"),
+    TrainerFile("wan-diffusers", "wan", lambda p: trainer_wan.diffusers_wan(p),
+                "WanPipeline.save_lora_weights with lora_adapter_metadata"),
     # Qwen-Image-Edit-2509's transformer is Qwen-Image's: its users load the same trainers' files.
     *(TrainerFile(f"qwenimage-edit-{style}", "qwenimage-edit",
                   lambda p, style=style: qwen_file(p / f"{style}_qwen_edit.safetensors", style))
