@@ -1,10 +1,12 @@
 """Seeded pipeline renders match the stored golden images of this device class.
 
 Cases are data (parity.checks.cases.golden_cases: family × base / LoRA at 0.5 and 1.0 / fused / two
-adapters / per-step schedule / kohya file / LoCon); this is the one generic check over them.
+adapters / per-step schedule / kohya file / LoCon, and for Wan's two experts a LoRA in each); this is
+the one generic check over them. A video (Wan) is stored as its frames side by side in one PNG and
+compared frame by frame, each frame held to an image's thresholds.
 Thresholds: GOLDEN_TOLERANCES in parity/tolerances.py. ``--update-golden`` rewrites the selected
 baselines first; without it a missing baseline fails with the command that creates it. Mismatches
-write artifacts/<case>.png (expected | actual | amplified difference) and index.html in this run's
+write artifacts/<case>.png (expected | actual | amplified difference; a row per frame for a video) and index.html in this run's
 folder reports/golden/<UTC time>-<id>/ (reports/golden/latest), or in --golden-report DIR.
 """
 

@@ -1,5 +1,6 @@
 """What comparing one image found, and for a mismatch its artifacts: expected | actual | difference as
-one PNG, and an index (HTML + JSON) of every current mismatch in the report folder."""
+one PNG (for a video one such row per frame, frame 0 at the top), and an index (HTML + JSON) of every
+current mismatch in the report folder."""
 
 from __future__ import annotations
 
@@ -36,23 +37,33 @@ class GoldenResult:
     thresholds: GoldenThresholds
     failures: list[str] = field(default_factory=list)
     artifact: str | None = None
+    # a video: each frame's metrics (``metrics`` is then the worst frame's of each: SSIM, PSNR min, max-abs max)
+    frames: list[dict[str, float]] | None = None
 
     def message(self) -> str:
         m, t = self.metrics, self.thresholds
+        worst = "" if self.frames is None else f" (worst of {len(self.frames)} frames, each held to these)"
         lines = [
             f"{self.case}: SSIM {m['ssim']:.5f} (>= {t.ssim:.5f}), PSNR {m['psnr']:.2f} dB (>= {t.psnr:.2f}), "
-            f"max-abs {m['max_abs']:.3g} = {m['max_abs'] * 255:.2f}/255 (<= {t.max_abs:.3g})",
+            f"max-abs {m['max_abs']:.3g} = {m['max_abs'] * 255:.2f}/255 (<= {t.max_abs:.3g}){worst}",
             *self.failures,
         ]
         if self.artifact:
-            lines.append(f"expected | actual | {AMPLIFY}: {self.artifact} (index: {Path(self.artifact).parent.parent / 'index.html'})")
+            rows = "" if self.frames is None else ", one row per frame, frame 0 at the top"
+            lines.append(f"expected | actual | {AMPLIFY}{rows}: {self.artifact} "
+                         f"(index: {Path(self.artifact).parent.parent / 'index.html'})")
         return "\n".join(lines)
+
+
+GAP = 4  # white pixels between panels, and between a video's rows
 
 
 def side_by_side(expected: np.ndarray, actual: np.ndarray, budget: float) -> np.ndarray:
     """expected | actual | difference, each upscaled TILE× (nearest), 4 px white gaps. The difference
     panel is grey |diff| / max|diff| (max over channels), and red (same brightness, at least 1/4) where
-    |diff| exceeds ``budget``: rounding-level noise stays grey, what failed the check is red."""
+    |diff| exceeds ``budget``: rounding-level noise stays grey, what failed the check is red. A video
+    (FxHxWx3) gives one such row per frame, frame 0 at the top, 4 px white between rows; max|diff| is
+    the whole video's, so a frame that moved is bright beside frames that did not."""
     exp = np.clip(np.asarray(expected, np.float64), 0, 1)
     act = np.nan_to_num(np.clip(np.asarray(actual, np.float64), 0, 1), nan=1.0)
     diff = np.abs(exp - act).max(axis=-1)
@@ -61,19 +72,28 @@ def side_by_side(expected: np.ndarray, actual: np.ndarray, budget: float) -> np.
     over = diff > budget
     amp[over] = 0.0
     amp[over, 0] = np.maximum(diff[over] / top, 0.25)  # red, brighter = larger
+    if exp.ndim == 3:
+        return _row(exp, act, amp)
+    rows = [_row(e, a, d) for e, a, d in zip(exp, act, amp)]
+    gap = np.full((GAP, rows[0].shape[1], 3), 255, dtype=np.uint8)
+    return np.concatenate([part for row in rows for part in (gap, row)][1:], axis=0)
+
+
+def _row(exp: np.ndarray, act: np.ndarray, amp: np.ndarray) -> np.ndarray:
     tiles = [quantise(np.kron(t, np.ones((TILE, TILE, 1)))) for t in (exp, act, amp)]
-    gap = np.full((tiles[0].shape[0], 4, 3), 255, dtype=np.uint8)
+    gap = np.full((tiles[0].shape[0], GAP, 3), 255, dtype=np.uint8)
     return np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
 
 
 def _index_html(entries: dict[str, dict[str, Any]]) -> str:
     rows = []
     for case, e in sorted(entries.items()):
+        frames = f"<br>{e['frames']} frames: one row each, frame 0 at the top" if e.get("frames") else ""
         rows.append(
-            "<tr><td>{case}</td><td><img src='{img}' alt='{case}'></td><td>{ssim:.5f}<br>&ge; {tssim:.5f}</td>"
+            "<tr><td>{case}{frames}</td><td><img src='{img}' alt='{case}'></td><td>{ssim:.5f}<br>&ge; {tssim:.5f}</td>"
             "<td>{psnr:.2f}<br>&ge; {tpsnr:.2f}</td><td>{mabs:.3g} ({m255:.2f}/255)<br>&le; {tmabs:.3g}</td>"
             "<td>{fail}</td></tr>".format(
-                case=html.escape(case), img=html.escape(e["image"]), ssim=e["ssim"], tssim=e["ssim_min"],
+                case=html.escape(case), frames=frames, img=html.escape(e["image"]), ssim=e["ssim"], tssim=e["ssim_min"],
                 psnr=e["psnr"], tpsnr=e["psnr_min"], mabs=e["max_abs"], m255=e["max_abs"] * 255,
                 tmabs=e["max_abs_max"], fail="<br>".join(html.escape(f) for f in e["failures"]),
             )
@@ -101,6 +121,7 @@ def record_mismatch(report_dir: Path, result: GoldenResult, expected: np.ndarray
             **{k: _finite_or(v) for k, v in result.metrics.items()},
             "ssim_min": result.thresholds.ssim, "psnr_min": result.thresholds.psnr,
             "max_abs_max": result.thresholds.max_abs, "failures": result.failures,
+            **({"frames": len(result.frames)} if result.frames is not None else {}),
         }
         _write_index(report_dir, entries)
     return png

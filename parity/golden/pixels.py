@@ -1,4 +1,7 @@
-"""8-bit pixels: quantising a render, PNG bytes that depend on the pixels only, and the image metrics."""
+"""8-bit pixels: quantising a render, PNG bytes that depend on the pixels only, and the image metrics.
+
+A video (FxHxWx3, Wan's frames) is stored as one picture, its frames side by side left to right (a
+strip HxF·Wx3, no gaps, so it reads back exactly by a reshape), and compared frame by frame."""
 
 from __future__ import annotations
 
@@ -35,6 +38,25 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
 
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def strip(frames: np.ndarray) -> np.ndarray:
+    """FxHxWxC frames → one HxF·WxC picture, frame 0 leftmost."""
+    frames = np.asarray(frames)
+    return np.concatenate(list(frames), axis=1)
+
+
+def unstrip(picture: np.ndarray, frames: int) -> np.ndarray:
+    """The inverse of ``strip``: an HxF·WxC picture → FxHxWxC frames."""
+    h, fw, c = picture.shape
+    if fw % frames:
+        raise ValueError(f"a {h}x{fw} picture is not {frames} frames side by side")
+    return np.ascontiguousarray(picture.reshape(h, frames, fw // frames, c).transpose(1, 0, 2, 3))
+
+
+def picture(pixels: np.ndarray) -> np.ndarray:
+    """What is stored of a render: an image as is, a video's frames as one strip."""
+    return strip(pixels) if np.ndim(pixels) == 4 else np.asarray(pixels)
 
 
 def metrics(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:

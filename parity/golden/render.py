@@ -42,10 +42,24 @@ def _lora_file(fam: Any, pipe: Any, adapter: str, case: GoldenCase, workdir: str
                       rank=GOLDEN_LORA_RANK, alpha=GOLDEN_LORA_ALPHA)
 
 
+def _load(pipe: Any, path: str, adapter: str, fam: Any, case: GoldenCase) -> None:
+    """``load_lora_weights`` once per load the case's expert takes (parity/zoo/experts.py: the low expert
+    is load_into_transformer_2=True; both is one load into each); a family of one denoiser, one load."""
+    from parity.zoo.experts import load_kwargs
+
+    for kwargs in load_kwargs(fam, case.expert) if case.expert is not None else [{}]:
+        pipe.load_lora_weights(path, adapter_name=adapter, **kwargs)
+
+
+def is_video(call: dict[str, Any]) -> bool:
+    """A call that asks for ``num_frames`` renders one video: its pictures are the frames (Wan)."""
+    return "num_frames" in call
+
+
 def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cpu",
            model_path: str | None = None) -> np.ndarray:
-    """The case's image, float32 HxWx3 in [0, 1] as the pipeline returns it (``output_type="np"``);
-    with ``dtype`` float64, its float64 twin (float64 pixels)."""
+    """The case's image, float32 HxWx3 in [0, 1] as the pipeline returns it (``output_type="np"``), or
+    for a video family its frames, FxHxWx3; with ``dtype`` float64, its float64 twin (float64 pixels)."""
     from parity.checks.fresh_copies import float64_copy, pristine_copy, stored_values
     from parity.checks.fuse import fuse_all_or_nothing
     from parity.zoo import build_pipeline, get_family
@@ -63,7 +77,7 @@ def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cp
         if case.op == "base":
             pass
         elif case.op in ("lora", "fused", "schedule"):
-            pipe.load_lora_weights(_lora_file(fam, pipe, "a", case, workdir), adapter_name="a")
+            _load(pipe, _lora_file(fam, pipe, "a", case, workdir), "a", fam, case)
             if case.op == "lora":
                 args[_scale_kwarg(pipe)] = {"scale": case.scale}
             elif case.op == "fused" and twin:
@@ -84,13 +98,14 @@ def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cp
                 args["callback_on_step_end"] = after_step
         elif case.op == "two":
             for name in ("a", "b"):
-                pipe.load_lora_weights(_lora_file(fam, pipe, name, case, workdir), adapter_name=name)
+                _load(pipe, _lora_file(fam, pipe, name, case, workdir), name, fam, case)
             pipe.set_adapters(["a", "b"], adapter_weights=[0.5, 1.0])
         else:
             raise ValueError(f"unknown golden op {case.op!r}")
         with torch.no_grad(), noise_drawn_in(pipe, case.dtype):
             images = fam.render(pipe, args)
-    image = np.asarray(images[0], dtype=np.float64 if twin else np.float32)
+    # an image call's batch of one → its image; a video call's pictures are its frames
+    image = np.asarray(images if is_video(args) else images[0], dtype=np.float64 if twin else np.float32)
     return image
 
 
@@ -144,6 +159,10 @@ def case_metadata(case: GoldenCase, model_path: str | None = None) -> dict[str, 
         "prompt": prompt,
         "steps": case.steps or call["num_inference_steps"],
         "size": [call["height"], call["width"]],
+        # a video's frame count (the stored PNG is its frames side by side) and a LoRA's expert: only where
+        # they apply, so the entries of image families read as before
+        **({"frames": call["num_frames"]} if is_video(call) else {}),
+        **({"expert": case.expert} if case.expert is not None else {}),
         "dtype": case.dtype,
         "lora": {"rank": GOLDEN_LORA_RANK, "alpha": GOLDEN_LORA_ALPHA, "seeds": GOLDEN_LORA_SEEDS},
     }

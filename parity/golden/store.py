@@ -3,7 +3,8 @@ run's staging folder that commits as one transaction.
 
 Layout on disk::
 
-    golden/<device class>/<case id>.png      8-bit RGB, no metadata that varies
+    golden/<device class>/<case id>.png      8-bit RGB, no metadata that varies; a video's frames side by
+                                             side, left to right (its entry's "frames" says how many)
     golden/<device class>/manifest.json      one entry per case: how and with which versions it was made
     golden/<device class>/.update-<token>/   an update run's baselines until it commits (see GoldenStore)
 
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from parity.checks.cases import GoldenCase
-from parity.golden.pixels import png_bytes, quantise, read_png
+from parity.golden.pixels import picture, png_bytes, quantise, read_png, unstrip
 
 DEFAULT_GOLDEN_DIR = "golden"
 
@@ -146,18 +147,22 @@ class GoldenStore:
         png, entry = self.png_path(case.id), self.entry(case.id)
         if not png.exists() or entry is None:
             raise GoldenError(how_to_create(case.id, case.family, self.root, self.cls))
-        return read_png(png), entry
+        pixels = read_png(png)
+        return (unstrip(pixels, int(entry["frames"])) if entry.get("frames") else pixels), entry
 
     def write(self, case: GoldenCase, image: np.ndarray, entry: dict[str, Any]) -> Path:
         """Store one baseline: the PNG, then the manifest merged with this entry, both atomically
         (staged instead, under an update run). Other cases' PNGs and entries are left as they were."""
         refuse_non_finite(case.id, image)
+        if np.ndim(image) == 4 and entry.get("frames") != len(image):  # read back by the entry's count
+            raise GoldenError(f"{case.id}: a video of {len(image)} frames with an entry saying "
+                              f"{entry.get('frames')!r} frames; refusing to store")
         if self.staging_dir is not None:
-            atomic_write(self.staging_dir / f"{case.id}.png", png_bytes(quantise(image)))
+            atomic_write(self.staging_dir / f"{case.id}.png", png_bytes(quantise(picture(image))))
             atomic_write(self.staging_dir / f"{case.id}.json", json.dumps(entry, sort_keys=True).encode())
             return self.staging_dir / f"{case.id}.png"
         png = self.dir / f"{case.id}.png"
-        atomic_write(png, png_bytes(quantise(image)))
+        atomic_write(png, png_bytes(quantise(picture(image))))
         with _locked(self.dir):
             self._write_manifest({case.id: entry})
         return png

@@ -55,28 +55,46 @@ def compare_image(
     case_id: str, expected_u8: np.ndarray, actual: np.ndarray, thresholds: GoldenThresholds,
     report_dir: Path | None, extra_failures: Sequence[str] = (),
 ) -> GoldenResult:
-    """Compare a float render with a stored 8-bit baseline; on mismatch write the artifacts."""
+    """Compare a float render with a stored 8-bit baseline; on mismatch write the artifacts. A video
+    (FxHxWx3) is compared frame by frame, each frame an image held to the same thresholds: the max-abs
+    bound is per pixel, and the PSNR and SSIM floors it implies hold for every frame it holds in (a
+    failure names its frame); the result's metrics are the worst frame's."""
     expected = to_float(expected_u8)
-    m = metrics(expected, actual)
     failures = list(extra_failures)
+    frames = None
     if np.asarray(actual).shape != expected.shape:
+        m = metrics(expected, actual)  # -inf, -inf, inf
         failures.append(f"shape {np.asarray(actual).shape} != baseline {expected.shape}")
     elif not np.isfinite(np.asarray(actual, np.float64)).all():
+        m = metrics(expected, actual)
         failures.append("the render has non-finite pixel values")
+    elif expected.ndim == 4:
+        frames = [metrics(e, a) for e, a in zip(expected, np.asarray(actual))]
+        m = {"ssim": min(f["ssim"] for f in frames), "psnr": min(f["psnr"] for f in frames),
+             "max_abs": max(f["max_abs"] for f in frames)}
+        failures += [f"frame {i}: {why}" for i, f in enumerate(frames) for why in _over(f, thresholds)]
     else:
-        if m["max_abs"] > thresholds.max_abs:
-            failures.append(f"max-abs {m['max_abs']:.3g} > {thresholds.max_abs:.3g}")
-        if m["psnr"] < thresholds.psnr:
-            failures.append(f"PSNR {m['psnr']:.2f} < {thresholds.psnr:.2f} dB")
-        if m["ssim"] < thresholds.ssim:
-            failures.append(f"SSIM {m['ssim']:.5f} < {thresholds.ssim:.5f}")
-    result = GoldenResult(case_id, not failures, m, thresholds, failures)
+        m = metrics(expected, actual)
+        failures += _over(m, thresholds)
+    result = GoldenResult(case_id, not failures, m, thresholds, failures, frames=frames)
     if report_dir is not None:
         if result.ok:
             clear_mismatch(Path(report_dir), case_id)
         elif np.asarray(actual).shape == expected.shape:
             result.artifact = str(record_mismatch(Path(report_dir), result, expected, actual))
     return result
+
+
+def _over(m: dict[str, float], thresholds: GoldenThresholds) -> list[str]:
+    """The thresholds one image's metrics miss."""
+    failures = []
+    if m["max_abs"] > thresholds.max_abs:
+        failures.append(f"max-abs {m['max_abs']:.3g} > {thresholds.max_abs:.3g}")
+    if m["psnr"] < thresholds.psnr:
+        failures.append(f"PSNR {m['psnr']:.2f} < {thresholds.psnr:.2f} dB")
+    if m["ssim"] < thresholds.ssim:
+        failures.append(f"SSIM {m['ssim']:.5f} < {thresholds.ssim:.5f}")
+    return failures
 
 
 def verify_image(store: GoldenStore, case: GoldenCase, image: np.ndarray, report_dir: Path | None,
@@ -101,9 +119,11 @@ class RelationResult:
     detail: str
 
 
-def check_relation(case: GoldenCase, image: np.ndarray, other: np.ndarray, store: GoldenStore) -> RelationResult:
+def check_relation(case: GoldenCase, image: np.ndarray, other: np.ndarray, store: GoldenStore,
+                   other_error: float | None = None) -> RelationResult:
     """``case`` must reproduce ``case.same_as``'s render (fresh renders, no quantisation) within
-    OUTPUT_TOLERANCES[case.relation]; e_fwd is the other case's stored float64 error."""
+    OUTPUT_TOLERANCES[case.relation]; e_fwd is the other case's stored float64 error, or ``other_error``
+    where an update measured it (the other case not stored yet)."""
     other_id = f"{case.family}-{case.same_as}"
     diff = float(np.abs(np.asarray(image, np.float64) - np.asarray(other, np.float64)).max())
     if not math.isfinite(diff):
@@ -111,7 +131,7 @@ def check_relation(case: GoldenCase, image: np.ndarray, other: np.ndarray, store
     if case.relation == "same-arithmetic":
         budget = 0.0
     else:
-        entry = store.entry(other_id)
+        entry = store.entry(other_id) if other_error is None else {"float64_error": other_error}
         if entry is None:
             raise GoldenError(how_to_create(other_id, case.family, store.root, store.cls))
         budget = output_budget(float(entry["float64_error"]), torch.from_numpy(np.asarray(other, np.float64)),
@@ -149,8 +169,13 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
     ok = result.ok
     lines.append(result.message())
     if case.same_as is not None:
-        other = rendering.render_cached(golden_case(f"{case.family}-{case.same_as}"), device, model_path)
-        rel = check_relation(case, image, other, store)
+        other_case = golden_case(f"{case.family}-{case.same_as}")
+        other = rendering.render_cached(other_case, device, model_path)
+        # an update whose other case is not stored yet (not selected, or on another xdist worker now)
+        # measures its e_fwd as that case's update does
+        other_error = (rendering.forward_error(other_case, other, device, model_path)
+                       if update and not store.has(other_case.id) else None)
+        rel = check_relation(case, image, other, store, other_error)
         ok &= rel.ok
         lines.append(rel.detail)
     if case.op == "schedule":
