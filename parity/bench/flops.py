@@ -2,9 +2,12 @@
 
 An unfused LoRA on a Linear (in → out) adds, per input row, ``x @ Aᵀ`` (2·r·in) and ``· Bᵀ``
 (2·r·out) beside the layer's own 2·in·out; on a Conv2d the down-projection is a conv with the
-layer's kernel (2·r·in·k² per output position) and the up-projection a 1×1 conv (2·r·out). A fused
-LoRA adds nothing. The ratio (base + extra) / base is the slowdown the arithmetic alone predicts;
-measured ratios beside it show what the LoRA layers' overhead beyond arithmetic costs.
+layer's kernel (2·r·in·k² per output position) and the up-projection a 1×1 conv (2·r·out); on a
+Conv3d (Wan's patch embedding) likewise with its 3-d kernel. Rows are whatever the layer sees: a video
+transformer's Linears see frames × (H/2) × (W/2) tokens after its 1×2×2 patch (tests/harness/
+test_fullsize.py pins Wan 14B's at 720p). A fused LoRA adds nothing. The ratio (base + extra) / base is
+the slowdown the arithmetic alone predicts; measured ratios beside it show what the LoRA layers'
+overhead beyond arithmetic costs.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def lora_layer_flops(module: nn.Module, rank: int, rows: int) -> int:
     """Extra FLOPs of one unfused rank-``rank`` LoRA on ``module`` for ``rows`` output rows/positions."""
     if isinstance(module, nn.Linear):
         return 2 * rows * rank * (module.in_features + module.out_features)
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, nn.Conv2d | nn.Conv3d):
         kernel = math.prod(module.kernel_size)
         return 2 * rows * rank * (module.in_channels * kernel + module.out_channels)
     raise TypeError(f"no LoRA FLOP formula for {type(module).__name__}")
@@ -55,6 +58,7 @@ def lora_extra_flops(model: nn.Module, ranks: Mapping[str, Sequence[int]], call:
     def hook(name: str) -> Callable[..., None]:
         def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+            # Linear: rows of any leading shape; Conv2d/Conv3d: output positions, channels first
             rows = output.numel() // channels
             total[0] += sum(lora_layer_flops(module, r, rows) for r in ranks[name])
 

@@ -15,8 +15,11 @@ HELP = "write a family's published architecture (synthetic weights) as a model f
 DESCRIPTION = """\
 Write the family's published architecture as a diffusers folder: its LoRA-capable components built
 from the published configs with deterministic weights, the other parts sized to fit (what `check`
-uses without --model-path). --blocks N builds a transformer (flux, qwenimage) with N blocks at full
-width (flux: N double-stream and 2N single-stream ones): memory and time are linear in blocks. --dtype
+uses without --model-path). --blocks N builds a transformer (flux, qwenimage, wan) with N blocks at full
+width (flux: N double-stream and 2N single-stream ones; wan: N in each expert): memory and time are
+linear in blocks. --published picks one of a family's published models: for wan, wan2.2-t2v-a14b
+(the default: two 14B experts, transformer and transformer_2, boundary_ratio 0.875), wan2.1-t2v-14b
+or wan2.1-t2v-1.3b (one transformer, no transformer_2, no boundary_ratio). --dtype
 stores the weights in float16 or bfloat16 (the float32 values rounded), as published checkpoints are:
 a bfloat16 check of a float32 folder holds the mapped file beside the model while diffusers loads it.
 --lora FILE also writes a LoRA file for it on the family's default targets.
@@ -28,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", required=True)
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
     parser.add_argument("--blocks", type=positive_int, help="transformer blocks (default: as published)")
+    parser.add_argument("--published", metavar="NAME",
+                        help="which published model, for a family of several (wan: wan2.2-t2v-a14b, the default; "
+                        "wan2.1-t2v-14b; wan2.1-t2v-1.3b)")
     parser.add_argument("--dtype", default="float32",
                         help="the dtype its weights are stored in (default: float32)")
     parser.add_argument("--lora", metavar="FILE", help="also write a LoRA file for the model here")
@@ -49,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
     layout = args.layout or family.layouts[0]
     if layout not in LAYOUTS:
         raise ParityInputError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    model = published(family, args.blocks, folder=args.out, dtype=dtype_from_name(args.dtype))
+    model = published(family, args.blocks, folder=args.out, dtype=dtype_from_name(args.dtype), variant=args.published)
     ensure_folder(family, model, note=lambda line: print(line, file=sys.stderr))
     print(f"{model.describe()}: {model.parameters / 1e9:.2f} B parameters")
     if args.lora:
-        write_lora(meta_components(family, args.blocks), family.default_targets, args.lora, layout=layout,
-                   rank=args.rank, alpha=args.alpha)
+        write_lora(meta_components(family, args.blocks, variant=args.published), family.default_targets, args.lora,
+                   layout=layout, rank=args.rank, alpha=args.alpha)
         print(f"LoRA file ({layout}, rank {args.rank}): {args.lora}")
     return EXIT_OK

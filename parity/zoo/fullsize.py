@@ -130,6 +130,44 @@ def qwenimage_transformer(blocks: int | None = None) -> nn.Module:
     )
 
 
+WAN_LAYERS = 40  # Wan 2.1 T2V 14B, and each expert of Wan 2.2 T2V A14B
+WAN_1_3B_LAYERS = 30  # Wan 2.1 T2V 1.3B
+
+
+def _wan_transformer(blocks: int | None, heads: int, ffn: int, layers: int) -> nn.Module:
+    from diffusers import WanTransformer3DModel
+
+    # diffusers' scripts/convert_wan_to_diffusers.py get_transformer_config: every T2V model shares the
+    # patch, head width, text and frequency widths and norms; rope_max_seq_len is left at its default
+    # (1024), as the converted config.json files leave it
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=heads,
+        attention_head_dim=128,
+        in_channels=16,
+        out_channels=16,
+        text_dim=4096,
+        freq_dim=256,
+        ffn_dim=ffn,
+        num_layers=layers if blocks is None else blocks,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=1024,
+    )
+
+
+def wan_14b_transformer(blocks: int | None = None) -> nn.Module:
+    """Wan-AI/Wan2.1-T2V-14B-Diffusers transformer/config.json; Wan2.2-T2V-A14B-Diffusers' transformer
+    and transformer_2 (the high- and low-noise experts) have the same config."""
+    return _wan_transformer(blocks, heads=40, ffn=13824, layers=WAN_LAYERS)
+
+
+def wan_1_3b_transformer(blocks: int | None = None) -> nn.Module:
+    """Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json."""
+    return _wan_transformer(blocks, heads=12, ffn=8960, layers=WAN_1_3B_LAYERS)
+
+
 FULL: dict[str, FullSize] = {
     "sd15": FullSize(sd15_unet, InputShape(grid=64, seq=77), None, None, "512x512, 77 CLIP tokens, batch 1"),
     "sd2": FullSize(sd2_unet, InputShape(grid=96, seq=77), None, None, "768x768 (768-v), 77 OpenCLIP tokens, batch 1"),
@@ -141,6 +179,12 @@ FULL: dict[str, FullSize] = {
     # 64x64 latent tokens beside the noise (parity/zoo/qwenimage_edit.py: denoiser_inputs)
     "qwenimage-edit": FullSize(qwenimage_transformer, InputShape(grid=64, seq=256), QWEN_LAYERS, 8,
                                "1024x1024, one 1024x1024 input image, 256 text tokens"),
+    # 1280x720, 81 frames → 21 latent frames of 90x160 (the VAE's 4x temporal, 8x spatial compression) →
+    # 21 x 45 x 80 = 75600 video tokens after the 1x2x2 patch; the square grid 120 gives the same tokens
+    # (120² = 90·160), and no FLOP of a forward depends on the aspect; 512 UMT5 tokens (the pipeline's
+    # max_sequence_length). One expert per call: the other is the same shapes at other steps.
+    "wan": FullSize(wan_14b_transformer, InputShape(grid=120, seq=512, frames=21), WAN_LAYERS, 4,
+                    "1280x720, 81 frames (75600 video tokens), 512 UMT5 tokens; one 14B expert per call"),
 }
 
 
@@ -165,6 +209,8 @@ SMALL: dict[str, FullSize] = {
                           "Qwen-Image widths; 64x64 (16 image tokens), 32 text tokens"),
     "qwenimage-edit": FullSize(lambda blocks: qwenimage_transformer(blocks or 1), InputShape(grid=4, seq=32),
                                QWEN_LAYERS, 1, "Qwen-Image widths; 64x64, one 64x64 input image, 32 text tokens"),
+    "wan": FullSize(lambda blocks: wan_14b_transformer(blocks or 1), InputShape(grid=4, seq=32, frames=4),
+                    WAN_LAYERS, 1, "Wan 14B widths; 4 latent frames of 32x32 (16 video tokens), 32 UMT5 tokens"),
 }
 SIZES = {"full": FULL, "small": SMALL}
 

@@ -1,7 +1,7 @@
 """The published architecture of a family, from its published configs with deterministic weights: what a
 real LoRA file is checked against when no ``--model-path`` is given.
 
-A real SD1.5, SDXL, FLUX.1 or Qwen-Image LoRA does not fit the tiny zoo (its factors are hundreds to
+A real SD1.5, SDXL, FLUX.1, Qwen-Image or Wan LoRA does not fit the tiny zoo (its factors are hundreds to
 thousands wide). When a file is wider than anything in the tiny model, the LoRA-capable components are
 built at their published shapes (parity/zoo/fullsize.py; the text encoders here) and the rest of the
 tiny pipeline is sized to fit them, so any real file can be verified with no download. The result is
@@ -10,6 +10,11 @@ saved once as an ordinary diffusers folder in the cache (LORA_PARITY_CACHE, defa
 (base weights read back from its safetensors, parity/zoo/checkpoint.py), and never pays the build twice.
 Where the whole architecture would not fit in memory, parity/zoo/route.py builds it with only the
 transformer blocks the files target (``blocks``/``single`` here).
+
+A family may have several published models (``VARIANTS``): Wan is Wan 2.2 T2V A14B (two 14 B experts, the
+tiny model's shape), Wan 2.1 T2V 14B (one expert) or Wan 2.1 T2V 1.3B (one, narrower). ``lora-parity model
+--published NAME`` picks one; a file checked without a folder is read against each in turn and goes to the
+first whose shapes it fits (a 14 B-wide file to Wan 2.2 A14B, so either expert can take it).
 
 The weights are synthetic: a check on them proves diffusers merges the file's deltas correctly into
 weights of these shapes, not anything about the image a real checkpoint would make.
@@ -25,7 +30,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,6 +115,33 @@ def _qwen_vae() -> nn.Module:
         {**tiny_vae().config, "z_dim": 16, "latents_mean": [0.0] * 16, "latents_std": [1.0] * 16})
 
 
+def _wan_vae() -> nn.Module:
+    # Not LoRA-capable: the tiny VAE at Wan 2.1's latent channels (z_dim 16, the transformers' in_channels),
+    # identity latent normalisation as the tiny one has
+    from diffusers import AutoencoderKLWan
+
+    from parity.zoo.wan import tiny_vae
+
+    return AutoencoderKLWan.from_config(
+        {**tiny_vae().config, "z_dim": 16, "latents_mean": [0.0] * 16, "latents_std": [1.0] * 16})
+
+
+def _umt5_xxl_layer() -> nn.Module:
+    # Not LoRA-capable (diffusers loads no LoRA into Wan's text encoder): one layer of google/umt5-xxl's
+    # encoder at its published widths (d_model 4096, the transformers' text_dim; 64 heads of 64; gated-gelu
+    # d_ff 10240; 32 relative buckets up to 128), over the tiny tokenizer's vocabulary. 0.19 B parameters:
+    # a real Wan folder's UMT5 (5.7 B) counts in the memory prediction the same way, as a model it holds.
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from parity.zoo.tokenizer import tiny_t5_tokenizer
+    from parity.zoo.wan import tiny_umt5
+
+    config = tiny_umt5(len(tiny_t5_tokenizer())).config.to_dict()
+    config.update(d_model=4096, d_kv=64, num_heads=64, d_ff=10240, num_layers=1, relative_attention_num_buckets=32,
+                  relative_attention_max_distance=128)
+    return UMT5EncoderModel(UMT5Config(**config))
+
+
 # transformer blocks (None: as published), and for FLUX.1 its single-stream blocks (None: twice as many) → module
 Builder = Callable[..., nn.Module]
 
@@ -139,6 +172,63 @@ PUBLISHED_BLOCKS = {"flux": fullsize.FLUX_DOUBLE, "qwenimage": fullsize.QWEN_LAY
                     "qwenimage-edit": fullsize.QWEN_LAYERS}
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One of a family's published models, where it has several: its LoRA-capable components and the parts
+    resized to fit them, its depth, and how its pipeline differs from the tiny one."""
+
+    name: str  # what --published takes
+    title: str
+    builders: dict[str, Builder]
+    blocks: int  # transformer blocks as published
+    # pipeline components the published model lacks (Wan 2.1: transformer_2), and its pipeline config
+    # (Wan 2.1: no boundary_ratio)
+    absent: tuple[str, ...] = ()
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+_WAN_PARTS: dict[str, Builder] = {"text_encoder": _fixed(_umt5_xxl_layer), "vae": _fixed(_wan_vae)}
+# family → its published models, the default first: the one the tiny model has the shape of
+VARIANTS: dict[str, tuple[Variant, ...]] = {
+    "wan": (
+        # Wan-AI/Wan2.2-T2V-A14B-Diffusers: two experts of Wan 2.1 14B's config, boundary_ratio 0.875
+        Variant("wan2.2-t2v-a14b", "Wan 2.2 T2V A14B",
+                {"transformer": fullsize.wan_14b_transformer, "transformer_2": fullsize.wan_14b_transformer,
+                 **_WAN_PARTS}, fullsize.WAN_LAYERS),
+        Variant("wan2.1-t2v-14b", "Wan 2.1 T2V 14B", {"transformer": fullsize.wan_14b_transformer, **_WAN_PARTS},
+                fullsize.WAN_LAYERS, absent=("transformer_2",), config={"boundary_ratio": None}),
+        Variant("wan2.1-t2v-1.3b", "Wan 2.1 T2V 1.3B", {"transformer": fullsize.wan_1_3b_transformer, **_WAN_PARTS},
+                fullsize.WAN_1_3B_LAYERS, absent=("transformer_2",), config={"boundary_ratio": None}),
+    ),
+}
+for _family, _variants in VARIANTS.items():
+    PUBLISHED[_family] = _variants[0].builders
+    PUBLISHED_BLOCKS[_family] = _variants[0].blocks
+
+
+def variant_of(family: str, name: str | None = None) -> Variant | None:
+    """The published model ``name`` of ``family`` (None: its default), None for a family of one."""
+    choices = VARIANTS.get(family, ())
+    if name is None or name == "":
+        return choices[0] if choices else None
+    for variant in choices:
+        if variant.name == name:
+            return variant
+    have = ", ".join(v.name for v in choices) if choices else "only its one published architecture"
+    raise ParityInputError(f"--published {name}: {family} has {have}")
+
+
+def builders_of(family: str, variant: str | None = None) -> dict[str, Builder]:
+    chosen = variant_of(family, variant)
+    return dict(chosen.builders) if chosen is not None else PUBLISHED[family]
+
+
+def depth_of(family: str, variant: str | None = None) -> int | None:
+    """Transformer blocks as published (None: a UNet's)."""
+    chosen = variant_of(family, variant)
+    return chosen.blocks if chosen is not None else PUBLISHED_BLOCKS.get(family)
+
+
 @contextlib.contextmanager
 def _no_init() -> Iterator[None]:
     """Skip torch's default initialisation while a model is constructed: every floating tensor is
@@ -155,11 +245,12 @@ def _no_init() -> Iterator[None]:
             setattr(nn.init, n, fn)
 
 
-def meta_components(family: Family, blocks: int | None = None, single: int | None = None) -> dict[str, nn.Module]:
+def meta_components(family: Family, blocks: int | None = None, single: int | None = None,
+                    variant: str | None = None) -> dict[str, nn.Module]:
     """The LoRA-capable components at their published shapes on the meta device: no memory, for
     reading files and predicting a run's memory before anything is built."""
     with torch.device("meta"):
-        return {c: _build(build, blocks, single) for c, build in PUBLISHED[family.name].items()
+        return {c: _build(build, blocks, single) for c, build in builders_of(family.name, variant).items()
                 if c in family.lora_components}
 
 
@@ -193,6 +284,7 @@ class Published:
     blocks: int | None = None  # transformer blocks, where fewer than published
     dtype: torch.dtype = torch.float32  # stored in: a check in bfloat16 loads a bfloat16 folder, as published
     single: int | None = None  # FLUX.1's single-stream blocks, where not twice ``blocks``
+    variant: str = ""  # which published model, for a family of several (VARIANTS)
 
     @property
     def parameters(self) -> int:
@@ -205,7 +297,10 @@ class Published:
         return self.parameters * self.dtype.itemsize
 
     def describe(self) -> str:
-        depth = f" ({self.blocks} of {PUBLISHED_BLOCKS[self.family]} blocks)" if self.blocks is not None else ""
+        chosen = variant_of(self.family, self.variant)
+        title = f"{chosen.title}, " if chosen is not None else ""
+        depth = f" ({title}{self.blocks} of {depth_of(self.family, self.variant)} blocks)" if self.blocks is not None \
+            else f" ({chosen.title})" if chosen is not None else ""
         if self.single is not None:
             depth = f" ({self.blocks} of {fullsize.FLUX_DOUBLE} double and {self.single} of {fullsize.FLUX_SINGLE} " \
                     "single blocks)"
@@ -217,10 +312,11 @@ def cache_root() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "lora-parity")
 
 
-def _shapes(family: str, blocks: int | None, single: int | None = None) -> dict[str, dict[str, list[int]]]:
+def _shapes(family: str, blocks: int | None, single: int | None = None,
+            variant: str | None = None) -> dict[str, dict[str, list[int]]]:
     with torch.device("meta"):
         return {c: {n: list(p.shape) for n, p in _build(build, blocks, single).state_dict().items()}
-                for c, build in PUBLISHED[family].items()}
+                for c, build in builders_of(family, variant).items()}
 
 
 def _folder_key(family: str, shapes: dict[str, dict[str, list[int]]]) -> str:
@@ -231,31 +327,36 @@ def _folder_key(family: str, shapes: dict[str, dict[str, list[int]]]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _check_blocks(family: str, blocks: int | None) -> None:
+def _check_blocks(family: str, blocks: int | None, variant: str | None = None) -> None:
     # 0 only from a reduced model (parity/zoo/route.py: a file that targets no block of a kind); --blocks is positive
-    if blocks is not None and (family not in PUBLISHED_BLOCKS or not 0 <= blocks <= PUBLISHED_BLOCKS[family]):
-        have = f"1 to {PUBLISHED_BLOCKS[family]}" if family in PUBLISHED_BLOCKS else "none (its UNet has no blocks to drop)"
-        raise ParityInputError(f"--blocks {blocks}: {family} takes {have}")
+    depth = depth_of(family, variant)
+    if blocks is not None and (depth is None or not 0 <= blocks <= depth):
+        have = f"1 to {depth}" if depth is not None else "none (its UNet has no blocks to drop)"
+        chosen = variant_of(family, variant)
+        raise ParityInputError(f"--blocks {blocks}: {chosen.title if chosen is not None else family} takes {have}")
 
 
 def published(family: Family, blocks: int | None = None, folder: str | None = None,
-              dtype: torch.dtype = torch.float32, single: int | None = None) -> Published:
+              dtype: torch.dtype = torch.float32, single: int | None = None, variant: str | None = None) -> Published:
     """The published architecture (``blocks`` transformer blocks, None: as published; for FLUX.1
     ``single`` single-stream blocks, None: twice ``blocks``), stored in ``dtype`` (the deterministic
     float32 values rounded to it), in ``folder`` or the cache. A reduced model (parity/zoo/route.py)
-    may hold no block of a kind: 0.
+    may hold no block of a kind: 0. ``variant``: which of the family's published models (VARIANTS; None:
+    its default).
 
     A bfloat16 run on a float32 folder would hold the mapped float32 file beside the model it builds
     while diffusers loads it: 1.5 times the model at most, however little the check itself holds."""
-    _check_blocks(family.name, blocks)
-    shapes = _shapes(family.name, blocks, single)
+    chosen = variant_of(family.name, variant)
+    name = chosen.name if chosen is not None else ""
+    _check_blocks(family.name, blocks, name)
+    shapes = _shapes(family.name, blocks, single, name)
     parameters = {c: sum(math.prod(shape) for shape in part.values()) for c, part in shapes.items()}
     if folder is None:
         depth = "" if blocks is None else f"-{blocks}blocks" if single is None else f"-{blocks}+{single}blocks"
         stored = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
         key = _folder_key(family.name, shapes)
-        folder = os.path.join(cache_root(), "published", f"{family.name}{depth}{stored}-{key}")
-    return Published(family.name, folder, parameters, blocks, dtype, single)
+        folder = os.path.join(cache_root(), "published", f"{family.name}{'-' + name if name else ''}{depth}{stored}-{key}")
+    return Published(family.name, folder, parameters, blocks, dtype, single, name)
 
 
 def read_against_published(components: Mapping[str, nn.Module], paths: Sequence[str],
@@ -295,10 +396,16 @@ def ensure_folder(family: Family, model: Published, note: Callable[[str], None] 
          f"{need / 2**30:.1f} GiB) into {model.folder}")
     from parity.zoo.registry import get_family
 
+    chosen = variant_of(family.name, model.variant)
     staging = tempfile.mkdtemp(prefix=".building-", dir=parent)
     try:
-        get_family(family.name).build_tiny(SEED).to(dtype=model.dtype).save_pretrained(staging)
-        for component, build in PUBLISHED[family.name].items():
+        tiny = get_family(family.name).build_tiny(SEED).to(dtype=model.dtype)
+        if chosen is not None:  # the published pipeline's own parts and config (Wan 2.1: one transformer)
+            tiny.register_modules(**{c: None for c in chosen.absent})
+            tiny.register_to_config(**chosen.config)
+        tiny.save_pretrained(staging)
+        del tiny
+        for component, build in builders_of(family.name, model.variant).items():
             with _no_init():
                 module = _build(build, model.blocks, model.single)
             fill_deterministic(module, SEED, f"{family.name}/published/{component}")

@@ -2,7 +2,7 @@
 the published architecture (parity/zoo/published.py), whole where it fits in memory, else a
 published-width model holding only the transformer blocks the files target.
 
-A FLUX.1 (12 B) or Qwen-Image (20 B) file that trains a few modules needs far less than the whole
+A FLUX.1 (12 B), Qwen-Image (20 B) or Wan 2.2 A14B (two 14 B experts) file that trains a few modules needs far less than the whole
 model: memory is linear in blocks, every block of a kind has the same shapes, and the modules outside
 the blocks (FLUX.1's x_embedder, context_embedder, time/guidance embedders, norm_out, proj_out) are
 small and kept in every reduced model at their published shapes. diffusers places a key by its block
@@ -19,7 +19,9 @@ index (``transformer_blocks.37`` needs a model with 38 blocks), so the reduced m
 Renumbering changes nothing the check measures: diffusers' converters place a block's keys by the
 index in the key (kohya's loops over FLUX.1-dev's 19 and 38 blocks, others up to the highest index in
 the file, each renaming the keys a block has), the merge is per module, and every block of a kind has
-the same shapes. A file targeting every block gains nothing and is refused with the prediction, and
+the same shapes. Wan's two experts are reduced alike: a reduced Wan 2.2 model holds the same blocks in
+``transformer`` and ``transformer_2``, so a file goes into either expert (parity/zoo/experts.py places it
+after it is read against ``transformer``) with the same renumbering. A file targeting every block gains nothing and is refused with the prediction, and
 with how many blocks the machine could hold.
 """
 
@@ -47,8 +49,11 @@ from parity.zoo.published import (
     cache_root,
     made_for_published,
     meta_components,
+    depth_of,
     published,
     read_against_published,
+    variant_of,
+    VARIANTS,
 )
 
 # family → (diffusers' block list in the transformer, what a user calls its blocks), in model order
@@ -56,10 +61,20 @@ BLOCK_LISTS: dict[str, tuple[tuple[str, str], ...]] = {
     "flux": (("transformer_blocks", "double"), ("single_transformer_blocks", "single")),
     "qwenimage": (("transformer_blocks", ""),),
     "qwenimage-edit": (("transformer_blocks", ""),),
+    "wan": (("blocks", ""),),
 }
 PUBLISHED_DEPTH = {"flux": (fullsize.FLUX_DOUBLE, fullsize.FLUX_SINGLE), "qwenimage": (fullsize.QWEN_LAYERS,),
-                   "qwenimage-edit": (fullsize.QWEN_LAYERS,)}
+                   "qwenimage-edit": (fullsize.QWEN_LAYERS,), "wan": (fullsize.WAN_LAYERS,)}
 DENOISER = "transformer"
+# the components whose blocks a reduction keeps: the denoiser, and Wan 2.2's second expert
+DENOISERS = (DENOISER, "transformer_2")
+
+
+def published_depth(family: str, variant: str = "") -> tuple[int, ...]:
+    """Blocks of each block list as published, for the family's ``variant`` (Wan 2.1 1.3B has 30)."""
+    if variant_of(family, variant) is None:
+        return PUBLISHED_DEPTH[family]
+    return (depth_of(family, variant) or 0,)
 
 # a run's peak, from LoRA-capable components (on the meta device) and the files read against them, in the
 # run's dtypes or, for a hint, in the one given
@@ -81,6 +96,7 @@ class Reduction:
 
     family: str
     kept: dict[str, tuple[int, ...]]
+    variant: str = ""  # the family's published model (parity/zoo/published.py: VARIANTS)
 
     @property
     def renumbers(self) -> bool:
@@ -101,11 +117,12 @@ class Reduction:
 
     def published(self, family: Family, dtype: torch.dtype) -> Published:
         counts = [len(self.kept.get(head, ())) for head, _ in BLOCK_LISTS[self.family]]
-        return published(family, counts[0], dtype=dtype, single=counts[1] if len(counts) > 1 else None)
+        return published(family, counts[0], dtype=dtype, single=counts[1] if len(counts) > 1 else None,
+                         variant=self.variant or None)
 
     def meta(self, family: Family) -> dict[str, nn.Module]:
         counts = [len(self.kept.get(head, ())) for head, _ in BLOCK_LISTS[self.family]]
-        return meta_components(family, counts[0], counts[1] if len(counts) > 1 else None)
+        return meta_components(family, counts[0], counts[1] if len(counts) > 1 else None, self.variant or None)
 
     def describe(self) -> str:
         """"double block 3 as 0, single block 37 as 0", or "blocks 0-3 at their indices"."""
@@ -127,7 +144,7 @@ def targeted_blocks(family: str, loras: Sequence[LoraFile]) -> dict[str, tuple[i
     found: dict[str, set[int]] = {head: set() for head, _ in BLOCK_LISTS[family]}
     for lora in loras:
         for component, module in lora.modules:
-            where = _module_block(family, module) if component == DENOISER else None
+            where = _module_block(family, module) if component in DENOISERS else None
             if where is not None:
                 found[where[0]].add(where[1])
     return {head: tuple(sorted(indices)) for head, indices in found.items()}
@@ -136,9 +153,9 @@ def targeted_blocks(family: str, loras: Sequence[LoraFile]) -> dict[str, tuple[i
 def _renamed(lora: LoraFile, reduction: Reduction) -> LoraFile:
     """``lora``'s modules under the reduced model's names: what the derived file must read as."""
     def move(key: tuple[str, str]) -> tuple[str, str]:
-        return (key[0], reduction.module(key[1]) if key[0] == DENOISER else key[1])
+        return (key[0], reduction.module(key[1]) if key[0] in DENOISERS else key[1])
 
-    modules = {move(k): _with_names(m, reduction.module) if k[0] == DENOISER else m for k, m in lora.modules.items()}
+    modules = {move(k): _with_names(m, reduction.module) if k[0] in DENOISERS else m for k, m in lora.modules.items()}
     return dataclasses.replace(lora, modules=modules, sources={move(k): v for k, v in lora.sources.items()})
 
 
@@ -168,7 +185,7 @@ def _key_renames(lora: LoraFile, keys: Sequence[str], reduction: Reduction) -> d
     (alphas, magnitudes); a key whose index cannot be told is _NoRename."""
     prefixes: dict[str, str] = {}  # the key's text before its block index → the block list
     for (component, module), sources in lora.sources.items():
-        where = _module_block(reduction.family, module) if component == DENOISER else None
+        where = _module_block(reduction.family, module) if component in DENOISERS else None
         for key in sources:
             found = list(_KEY_INDEX.finditer(key))
             if where is None:
@@ -193,7 +210,8 @@ def _key_renames(lora: LoraFile, keys: Sequence[str], reduction: Reduction) -> d
 
 # diffusers module names in a header (lora_adapter_metadata's target_modules, and rank_pattern/alpha_pattern
 # keys, which PEFT's trainers write re.escape'd: transformer_blocks\.37\.attn)
-_HEADER_INDEX = re.compile(r"(?<![A-Za-z_])(single_transformer_blocks|transformer_blocks)(\\?\.)(\d+)(?=\\?\.|$)")
+# Wan's block list is "blocks" (blocks.3.attn1.to_q)
+_HEADER_INDEX = re.compile(r"(?<![A-Za-z_])(single_transformer_blocks|transformer_blocks|blocks)(\\?\.)(\d+)(?=\\?\.|$)")
 
 
 def _header_renamed(metadata: dict[str, str], reduction: Reduction) -> dict[str, str]:
@@ -299,7 +317,7 @@ class Route:
         if self.reduction is None or self.whole is None:
             return self.model.describe()
         r = self.reduction
-        total = sum(PUBLISHED_DEPTH[self.model.family])
+        total = sum(published_depth(self.model.family, self.model.variant))
         room = f", more than the {self.available / GIB:.1f} GiB available" if self.available is not None else ""
         if not r.blocks:
             kept = f"none of its {total} blocks (the files target none), only the modules outside them"
@@ -325,7 +343,7 @@ def _hint(family: Family, loras: Sequence[LoraFile], predict: Predict, reduction
     """What would fit: how many blocks this machine could hold, from the prediction without any block and
     with the reduction's blocks (memory is linear in blocks); and, for a run in a 4-byte dtype, whether
     the same model would in bfloat16."""
-    empty = Reduction(reduction.family, {head: () for head in reduction.kept})
+    empty = Reduction(reduction.family, {head: () for head in reduction.kept}, reduction.variant)
     # the files as they are: their block modules find no module there, but their tensors are still read
     base = predict(empty.meta(family), loras, None).peak
     if base > available:
@@ -340,6 +358,23 @@ def _hint(family: Family, loras: Sequence[LoraFile], predict: Predict, reduction
     return text
 
 
+def _read_published(family: Family, paths: Sequence[str],
+                    allow_pickle: bool) -> tuple[str, dict[str, nn.Module], list[LoraFile]]:
+    """(published model, its components on the meta device, the files read against them): for a family of
+    several published models (Wan), the first the files' shapes fit, in VARIANTS' order; where none does,
+    the default's error names what does not fit."""
+    names = [v.name for v in VARIANTS.get(family.name, ())] or [""]
+    first: ParityInputError | None = None
+    for name in names:
+        components = meta_components(family, variant=name or None)
+        try:
+            return name, components, read_against_published(components, paths, allow_pickle)
+        except ParityInputError as exc:
+            first = first or exc
+    assert first is not None
+    raise first
+
+
 def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.Module],
                     dtypes: Sequence[torch.dtype], allow_pickle: bool, predict: Predict | None = None) -> Route | None:
     """Where ``check`` and ``hotswap`` go without a model folder: None for files the ``tiny``
@@ -350,11 +385,10 @@ def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.
     with. Nothing is built yet: the caller prints the prediction, gates it, and calls ``ensure_folder``."""
     if not made_for_published(family, paths, tiny):
         return None
-    components = meta_components(family)
-    loras = read_against_published(components, paths, allow_pickle)
+    variant, components, loras = _read_published(family, paths, allow_pickle)
     # stored in the one dtype run, so that loading it maps no wider file than the model it builds
     dtype = dtypes[0] if len(set(dtypes)) == 1 else torch.float32
-    whole = published(family, dtype=dtype)
+    whole = published(family, dtype=dtype, variant=variant or None)
     if predict is None:
         return Route(whole, components, loras, list(paths))
     prediction, available = predict(components, loras, None), available_memory()
@@ -365,9 +399,10 @@ def published_route(family: Family, paths: Sequence[str], tiny: Mapping[str, nn.
     if family.name not in BLOCK_LISTS:
         return dataclasses.replace(refused, hint=f"the published {family.name} architecture has no blocks to leave out")
     targeted = targeted_blocks(family.name, loras)
-    total = sum(PUBLISHED_DEPTH[family.name])
-    renumbered = Reduction(family.name, targeted)
-    at_indices = Reduction(family.name, {h: tuple(range(i[-1] + 1)) if i else () for h, i in targeted.items()})
+    total = sum(published_depth(family.name, variant))
+    renumbered = Reduction(family.name, targeted, variant)
+    at_indices = Reduction(family.name, {h: tuple(range(i[-1] + 1)) if i else () for h, i in targeted.items()},
+                           variant)
     if renumbered.blocks == total:
         why = f"the files target every block of the published {family.name} architecture"
         return dataclasses.replace(refused, hint=why + _hint(family, loras, predict, renumbered, prediction, available,

@@ -100,3 +100,28 @@ def test_the_edit_call_floor_counts_two_transformer_passes_a_step() -> None:
     # the control: without true CFG the same call makes one pass a step, and both floors shrink
     calls_1, extra_1, base_1 = _edit_call_floors(1.0)
     assert calls_1 == steps and extra_1 < extra and base_1 < base
+
+
+# ---------------------------------------------------------------- a video transformer's Conv3d
+
+
+class Video(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv3d(4, 6, (1, 2, 2), stride=(1, 2, 2))  # Wan's patch embedding, narrow
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.patch(x)
+
+
+@pytest.mark.parametrize("rank", [2, 5])
+def test_a_conv3d_lora_adds_what_peft_computes(rank: int) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    torch.manual_seed(0)
+    base, x = Video(), torch.randn(1, 4, 3, 8, 6)
+    lora = inject_adapter_in_model(LoraConfig(r=rank, target_modules=["patch"]), Video())
+    counted = counted_flops(lambda: lora(x)) - counted_flops(lambda: base(x))
+    rows = 3 * 4 * 3  # frames x (8/2) x (6/2) output positions
+    assert lora_layer_flops(base.patch, rank, rows) == counted
+    assert lora_layer_flops(base.patch, rank + 1, rows) != counted  # negative control: a wrong rank

@@ -15,6 +15,9 @@ PUBLISHED = {
     "flux": (11.9e9, 0.05e9),
     "qwenimage": (20.4e9, 0.05e9),
     "qwenimage-edit": (20.4e9, 0.05e9),  # Qwen-Image's transformer
+    # Wan2.2-T2V-A14B-Diffusers transformer (and transformer_2): its safetensors index's total_size is
+    # 57,153,966,336 bytes of float32, 4 bytes a parameter; Wan2.1-T2V-14B's transformer is the same config
+    "wan": (14_288_491_584, 0),
 }
 
 
@@ -54,3 +57,66 @@ def test_small_size_keeps_the_published_layer_widths_in_few_layers(family: str) 
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert shapes(small) <= shapes(full)
     assert count(small) < 0.7 * count(full)
+
+
+def test_wan_2_1_1_3b_has_its_published_parameter_count() -> None:
+    from parity.zoo.fullsize import wan_1_3b_transformer
+
+    # Wan2.1-T2V-1.3B-Diffusers transformer: total_size 5,675,987,200 bytes of float32
+    with torch.device("meta"):
+        model = wan_1_3b_transformer()
+    assert sum(p.numel() for p in model.parameters()) == 1_418_996_800 and len(model.blocks) == 30
+
+
+# One forward of Wan 14B (either Wan 2.2 A14B expert) at 1280x720, 81 frames, 512 UMT5 tokens, by hand.
+# N = 21 latent frames x (90/2) x (160/2) = 75600 video tokens, L = 512, D = 5120 (40 heads of 128),
+# F = 13824, 40 blocks; a Linear (in -> out) on r rows is 2·r·in·out, attention over q and kv rows
+# 4·q·kv·D (QKᵀ and AV, all heads):
+#   block: self-attention q, k, v, o on N rows        12·N·D²  = 23,781,703,680,000
+#          cross-attention q, o on N; k, v on L rows   4·N·D²  +   4·L·D²   (4·N·D² counted above)
+#                                                    = 4·L·D²  =     53,687,091,200
+#          feed-forward D -> F -> D on N rows          4·N·D·F = 21,403,533,312,000
+#          self-attention scores                       4·N²·D  = 117,050,572,800,000
+#          cross-attention scores                      4·N·L·D =    792,723,456,000
+#        = 163,082,220,339,200, x 40 blocks        = 6,523,288,813,568,000
+#   outside the blocks: patch embedding Conv3d 16·1·2·2 -> D at N positions, 2·N·64·D = 49,545,216,000;
+#   proj_out D -> 64 on N rows, 49,545,216,000; text embedder 4096 -> D -> D on L rows, 48,318,382,080;
+#   time embedder 256 -> D -> D and time_proj D -> 6·D on 1 row, 55,050,240 + 314,572,800
+#        = 147,778,437,120
+# total 6,523,436,592,005,120 (6.52 PFLOP).
+WAN_14B_FORWARD_FLOPS = 6_523_436_592_005_120
+# the rank-8 LoRA of the default targets (to_q, to_k, to_v, to_out.0 of attn1 and attn2, ffn.net.0.proj,
+# ffn.net.2), unfused, 2·r·(in + out) a row: attn1's four and attn2's q, o on N rows, 6·N·2D;
+# attn2's k, v on L rows, 2·L·2D; the feed-forward pair on N rows, 2·N·(D + F)
+#   = 2·8·(4,644,864,000 + 10,485,760 + 2,864,332,800) = 120,314,920,960 a block, x 40
+WAN_14B_LORA_FLOPS = 4_812_596_838_400
+
+
+def _wan_counts(blocks: int, frames_less: int = 0) -> tuple[int, int]:
+    """(forward FLOPs, rank-8 default-target LoRA FLOPs) of Wan 14B with ``blocks`` blocks at FULL's shape,
+    counted by torch on the meta device."""
+    from parity.bench.flops import counted_flops, lora_extra_flops
+    from parity.modules import lora_capable_modules
+    from parity.zoo import get_family
+    from parity.zoo.family import select_modules
+
+    spec = FULL["wan"]
+    with torch.device("meta"), torch.no_grad():
+        model = spec.build(blocks)
+        inputs = {"hidden_states": torch.empty(1, 16, spec.shape.frames - frames_less, spec.shape.grid, spec.shape.grid),
+                  "encoder_hidden_states": torch.empty(1, spec.shape.seq, 4096), "timestep": torch.tensor([500.0])}
+        targets = select_modules(list(lora_capable_modules(model)), get_family("wan").default_targets["transformer"])
+        return (counted_flops(lambda: model(**inputs)),
+                lora_extra_flops(model, {n: [8] for n in targets}, lambda: model(**inputs)))
+
+
+def test_wan_14b_forward_flops_at_720p_are_the_hand_count() -> None:
+    """The FLOP floor's base of a Wan 14B forward (bench --bench-size full) and what a rank-8 LoRA adds
+    (a floor of 1.00074), counted by torch on the meta device against the hand count above. Every block has
+    the same shapes, so the 40-block count is the 1-block one plus 39 times what a second block adds
+    (exact: counted on 1 and 2 blocks, 0.3 s instead of 5 s for the whole)."""
+    (one, one_lora), (two, two_lora) = _wan_counts(1), _wan_counts(2)
+    assert one + 39 * (two - one) == WAN_14B_FORWARD_FLOPS
+    assert one_lora + 39 * (two_lora - one_lora) == WAN_14B_LORA_FLOPS
+    # negative control: one latent frame fewer (77 frames) is another count
+    assert _wan_counts(1, frames_less=1)[0] != one
