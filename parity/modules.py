@@ -38,6 +38,34 @@ def lora_capable_modules(model: nn.Module) -> dict[str, nn.Module]:
     return found
 
 
+class ParameterSite:
+    """A bare parameter of a module (Wan's modulation table ``blocks.N.scale_shift_table``), standing in
+    for a module whose ``weight`` it is: what a full difference (``.diff_m``) addresses."""
+
+    bias = None
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+
+
+def difference_sites(model: nn.Module) -> dict[str, Any]:
+    """Canonical name → every place a full difference (``.diff``, ``.diff_m``) can land that takes no
+    LoRA pair: modules holding a weight that are not Linear/Conv2d (norms, Conv3d), and bare
+    parameters, named by their parameter name (ParameterSite)."""
+    found: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        if _is_peft_internal(name) or isinstance(module, LORA_CAPABLE) or ".base_layer" in name + ".":
+            continue
+        for pname, param in module.named_parameters(recurse=False):
+            if not param.is_floating_point():
+                continue
+            if pname == "weight":
+                found[canonical_name(name)] = module
+            elif pname != "bias":
+                found[canonical_name(f"{name}.{pname}" if name else pname)] = ParameterSite(param)
+    return found
+
+
 def base_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Canonical parameter name → a detached copy of every base (non-LoRA) tensor in the model."""
     out: dict[str, torch.Tensor] = {}

@@ -31,6 +31,11 @@ MODEL_CONFIG = Option("--model-config", dict(
     metavar="DIR", default=None,
     help="with a single-file --model-path: the diffusers folder whose configs describe it (default: the "
          "family's tiny or published configs, whichever the file's shapes fit)"))
+EXPERT = Option("--expert", dict(
+    choices=("high", "low", "both"), default=None,
+    help="Wan 2.2: the expert the --lora files go into: high (transformer, as load_lora_weights does by default), "
+         "low (transformer_2: load_into_transformer_2=True) or both (default: what each file's name or metadata "
+         "says, else high)"))
 ALLOW_PICKLE = Option("--allow-pickle", dict(
     action="store_true", default=False,
     help="read .bin/.pt/.pth/.ckpt LoRA files with torch.load(weights_only=True) (default: refuse them)"))

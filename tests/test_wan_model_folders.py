@@ -56,8 +56,6 @@ def test_a_wan_folder_checks(wan22, lora, tmp_path, capsys, shape, expert):
     assert code == 0, out[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="needs Fit(config('text_encoder', 'd_model'), config('transformer_2', "
-                   "'text_dim')) in parity/zoo/wan.py's fits (the lead's file); until then a torch traceback")
 def test_a_second_expert_of_another_text_width_is_bad_input_naming_the_folder(wan22, lora, tmp_path, capsys):
     # negative control of the folder fit: transformer_2 attends to 32-wide text, the UMT5 gives 16
     folder = tmp_path / "misfit"

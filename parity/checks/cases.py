@@ -40,12 +40,17 @@ from parity.checks.findings import (
     SECOND_FUSE,
     SGM_SD15,
     UNLOAD_AFTER_FUSE,
+    WAN_DIFF_B,
+    WAN_MUSUBI_KEYS,
+    WAN_NO_PREFIX,
     Known,
 )
 from parity.checks.hotswap import LEVELS
+from parity.errors import LoaderRefused
 from parity.lora.layouts import LAYOUTS
 from parity.zoo import FAMILIES
 from parity.zoo.qwenimage import QWEN_LOADER
+from parity.zoo.wan import WAN_LOADER
 from parity.zoo.family import Family
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -135,10 +140,12 @@ class LayoutCase:
     layout: str
     targets: str = "default"
     known: tuple[tuple[str, Known], ...] = ()
+    expert: str = ""  # a family of several denoisers: the expert the files go into ("": the loader's default)
 
     @property
     def id(self) -> str:
-        return f"{self.family}-{self.layout}" + ("" if self.targets == "default" else f"-{self.targets}")
+        return (f"{self.family}-{self.layout}" + ("" if self.targets == "default" else f"-{self.targets}")
+                + (f"-{self.expert}" if self.expert else ""))
 
     def known_for(self, check: str) -> Known | None:
         return dict(self.known).get(check)
@@ -152,6 +159,11 @@ def _merge_known(fam: Family, lc: LayoutCase, n: int | str) -> Known | None:
         return KOHYA_PER_MODULE_ALPHA
     if fam.lora_loader == QWEN_LOADER and lc.layout in ("diffusion_model", "kohya", "lightning") and n == "bf16":
         return ALPHA_BAKED_IN_FILE_DTYPE
+    # Wan's converters bake α/r into the factors too, in the file's dtype, for every file with alpha keys
+    if fam.lora_loader == WAN_LOADER and lc.layout in ("musubi-wan", "comfyui-wan") and n == "bf16":
+        return ALPHA_BAKED_IN_FILE_DTYPE
+    if fam.lora_loader == WAN_LOADER and lc.layout == "musubi-wan" and n == "noalpha":
+        return WAN_MUSUBI_KEYS
     return None
 
 
@@ -170,7 +182,12 @@ FINDING_LAYOUTS = (
     LayoutCase("flux", "lora_transformer", known=(("merge", LORA_TRANSFORMER),)),
     LayoutCase("qwenimage", "diffusers-alpha", known=(("merge", QWEN_ALPHA_KEYS),)),
     LayoutCase("qwenimage-edit", "diffusers-alpha", known=(("merge", QWEN_ALPHA_KEYS),)),
+    LayoutCase("wan", "comfyui-wan-diff", known=(("merge", WAN_DIFF_B),)),
+    LayoutCase("wan", "diffsynth-wan", known=(("merge", WAN_NO_PREFIX),)),
 )
+# A family of several denoisers: its files into the other expert and into both, as layout cases of
+# their own (the same files; where they go is the case). The default expert is every other case's.
+EXPERT_LAYOUTS = (LayoutCase("wan", "diffusers", expert="low"), LayoutCase("wan", "musubi-wan", expert="both"))
 
 
 def layout_cases(families: Iterable[str] | None = None) -> list[LayoutCase]:
@@ -182,6 +199,7 @@ def layout_cases(families: Iterable[str] | None = None) -> list[LayoutCase]:
             out.append(LayoutCase(fam.name, layout))
             if layout in ("kohya", "kohya-sgm") and fam.conv_targets:
                 out.append(LayoutCase(fam.name, layout, "locon"))
+        out += [lc for lc in EXPERT_LAYOUTS if lc.family == fam.name]
     return out
 
 
@@ -202,7 +220,9 @@ FLOAT32_PRODUCT_FAMILIES = ("sdxl",)
 # three combinations by default, in turn (diffusers: two adapters at 1.3; kohya: the bfloat16 file;
 # kohya LoCon: the no-alpha file), and one unfuse cycle shares the diffusers load: 7 s under a load of
 # 7 on 2 cores, where its full product took 47 s. The rest is `make slow`.
-ONE_COMBINATION_FAMILIES = ("sd2",)
+# wan's layouts differ in names and converters, which one combination each shows; its dtypes round as
+# the other transformers' Linears do. Its expert cases (EXPERT_LAYOUTS) take their turn the same way.
+ONE_COMBINATION_FAMILIES = ("sd2", "wan")
 COMBINATIONS = (("float32", 1.3, 2), ("float32", 1.0, "bf16"), ("float32", 1.0, "noalpha"))
 
 
@@ -289,9 +309,12 @@ def merge_cases(
             for dtype in dtypes:
                 for scale in LORA_SCALES:
                     for n in ADAPTER_WEIGHTS:
+                        known = _merge_known(fam, lc, n)
+                        # a refusal shows at every scale; a wrong merge not at 0, where nothing merges
+                        refusal = known is not None and known.raises is LoaderRefused
                         out.append(MergeCase(lc, dtype, device, scale, n,
                                              slow=not _representative(fam, lc, dtype, scale, n),
-                                             known=None if scale == 0.0 else _merge_known(fam, lc, n)))
+                                             known=None if scale == 0.0 and not refusal else known))
     # The finding layouts and the second fuse need one combination each to show.
     for lc in FINDING_LAYOUTS:
         if families is None or lc.family in families:
@@ -362,6 +385,7 @@ class GoldenCase:
     steps: int | None = None  # None: the family's default (2)
     same_as: str | None = None  # another case's name this one must reproduce …
     relation: str | None = None  # … within OUTPUT_TOLERANCES[relation] ("same-arithmetic", "reordered", "fused")
+    expert: str | None = None  # a family of several denoisers: the expert the LoRA files go into (experts.py)
     slow: bool = False  # outside GOLDEN_REPRESENTATIVE: `make slow` (every case is in golden update/verify)
 
     @property
@@ -397,13 +421,44 @@ def _golden_family_cases(family: Family) -> list[GoldenCase]:
                                 relation=relation if same else None))
         if layout == "kohya" and family.conv_targets:
             cases.append(GoldenCase(name, "locon-kohya", "lora", layout="kohya", conv=True))
-    return cases
+    return _expert_cases(family, cases) if family.experts else cases
+
+
+# A family of several denoisers (Wan 2.2 A14B: ``transformer`` the high-noise expert, for t >= 875, and
+# ``transformer_2`` the low-noise one) renders 3 steps: FlowMatchEuler(shift=3) runs t = 1000 on the
+# high expert and t = 751, 8.9 on the low one. At the family's 2 steps the low expert runs t = 8.9 only
+# (sigma 0.009, the last 0.9 % of the trajectory): a LoRA in it moved the tiny video by 0.0102 at most
+# (measured), 5 budgets, where at 3 steps it moves it by 0.57.
+EXPERT_STEPS = 3
+
+
+def _expert_cases(family: Family, cases: list[GoldenCase]) -> list[GoldenCase]:
+    """The family's cases with their files in the default expert (load_lora_weights without kwargs), and the
+    low expert's own: a LoRA loaded with load_into_transformer_2=True, its fuse (≈ unfused), and the
+    schedule, which runs there: the weight change after step 0 reaches only the steps after it, which are
+    all the low expert's (a schedule in the high expert changes nothing, and its check fails), and one
+    file in both experts (two loads of one adapter name)."""
+    from parity.zoo.experts import DEFAULT  # the expert load_lora_weights loads into without kwargs
+
+    name = family.name
+    out = [replace(c, steps=EXPERT_STEPS, expert=None if c.op == "base" else DEFAULT)
+           for c in cases if c.op != "schedule"]
+    return out + [
+        GoldenCase(name, "low-lora-1.0", "lora", expert="low", steps=EXPERT_STEPS),
+        GoldenCase(name, "low-fused-1.0", "fused", expert="low", steps=EXPERT_STEPS, same_as="low-lora-1.0",
+                   relation="fused"),
+        GoldenCase(name, "low-schedule", "schedule", expert="low", steps=EXPERT_STEPS),
+        GoldenCase(name, "both-lora-1.0", "lora", expert="both", steps=EXPERT_STEPS),
+    ]
 
 
 # The cases a family runs by default where not all: sd2 renders through sd15's pipeline code, so the
 # default run shows what is its own (the v-prediction image, a LoRA on its widths, kohya names = diffusers
-# names); its other renders (about 1 s each on 2 cores, and a float64 twin each) are `make slow`.
-GOLDEN_REPRESENTATIVE = {"sd2": ("base", "lora-1.0", "kohya-1.0")}
+# names); its other renders (about 1 s each on 2 cores, and a float64 twin each) are `make slow`. Wan
+# renders a 5-frame video with two experts: by default the base video and a LoRA in each expert, the
+# low expert's through load_into_transformer_2 (its negative controls are tests/harness/
+# test_golden_video_negative_controls.py).
+GOLDEN_REPRESENTATIVE = {"sd2": ("base", "lora-1.0", "kohya-1.0"), "wan": ("base", "lora-1.0", "low-lora-1.0")}
 
 
 def golden_cases(families: Iterable[str] | None = None) -> list[GoldenCase]:

@@ -43,6 +43,7 @@ from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
 from parity.zoo.family import Family
+from parity.zoo.experts import check_expert_option, expert_for
 from parity.zoo.published import ensure_folder
 from parity.zoo.source import describe as describe_source
 from parity.zoo.route import published_route
@@ -63,6 +64,7 @@ class CheckRequest:
     device: str = "cpu"
     model_path: str | None = None
     allow_pickle: bool = False
+    expert: str | None = None  # a several-denoiser family's expert for every file; None: each file's own
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ def plan_check(request: CheckRequest) -> CheckPlan:
     weights = [1.0] * n_files if request.weights is None else list(request.weights)
     if len(weights) != n_files:
         raise ParityInputError(f"--weights has {len(weights)} value(s) for {n_files} --lora file(s)")
+    check_expert_option(family, request.expert)
     return CheckPlan(request, family, dtypes, device, weights)
 
 
@@ -102,6 +105,8 @@ class FileReport:
     not_loaded: dict[str, list[str]] = field(default_factory=dict)
     loaded_elsewhere: list[str] = field(default_factory=list)  # LoRA layers on modules the file does not set
     algorithms: list[str] = field(default_factory=list)  # LoRA, LoHa, LoKr, DoRA, … (parity/lora/neutral.py)
+    expert: str = ""  # the expert it went into (Wan 2.2), and what said so
+    expert_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,8 @@ class DtypeReport:
     failures: list[str]
     unfuse: UnfuseReport
     known: list[str]  # "known diffusers behaviour: …" for each finding the failures show
+    # every weight over its bound, by name (``failures`` words the worst few)
+    failing: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,7 @@ class CheckReport:
         return asdict(self)
 
 
-def file_report(lora: LoraFile, placed: set[tuple[str, str]] | None = None) -> FileReport:
+def file_report(lora: LoraFile, placed: set[tuple[str, str]] | None = None, expert_source: str = "") -> FileReport:
     """The file's keys and modules; with ``placed`` (where diffusers put LoRA layers for it), what
     diffusers left out and what it added."""
     matched: dict[str, int] = {}
@@ -162,7 +169,7 @@ def file_report(lora: LoraFile, placed: set[tuple[str, str]] | None = None) -> F
         elsewhere = [f"{c}.{m}" for c, m in sorted(placed - set(lora.modules))]
     return FileReport(lora.path, lora.layout, matched, list(lora.unmatched), len(keys) + len(lora.unmatched),
                       {stem: list(mods) for stem, mods in lora.placement.items()}, not_loaded, elsewhere,
-                      lora.algorithms())
+                      lora.algorithms(), lora.expert, expert_source)
 
 
 def known_behaviour(finding: Known) -> str:
@@ -184,7 +191,7 @@ def _dtype_report(plan: CheckPlan, loras: Sequence[LoraFile], dtype_name: str, s
     drift = UnfuseReport(unfuse.cycles, scale, unfuse.max_ulps, unfuse.frac_changed,
                          max(unfuse.bound_ratio, default=0.0), unfuse.ok and state.ok, state)
     return DtypeReport(dtype_name, scale, merge.max_ulps, merge.max_bound_ratio, merge.ok and drift.ok, failures,
-                       drift, known)
+                       drift, known, [r.name for r in merge.reports if not r.ok] + merge.missing)
 
 
 Truth = dict[str, torch.Tensor]  # "out" → the loaded, never fused denoiser forward in float64, once per run
@@ -300,8 +307,10 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     request = plan.request
     if published_model is not None:  # the tiny pipeline only showed the files are not its own
         first = _built(plan, next(iter(plan.dtypes.values())))
-    loras = [read_lora(path, plan.family.components(first), strict=True, allow_pickle=request.allow_pickle)
-             for path in request.loras]
+    read = [read_lora(path, plan.family.components(first), strict=True, allow_pickle=request.allow_pickle)
+            for path in request.loras]
+    placed_in = [expert_for(plan.family, lora, request.expert, first) for lora in read]
+    loras = [placed for placed, _ in placed_in]
     targeted_parameters(loras)  # a stack the reference cannot form is refused before anything loads
     if published_model is None:  # the published architecture's was predicted before it was built
         # every model the pipeline holds counts, not only the LoRA-capable ones (FLUX.1's T5 is 4.7 B);
@@ -313,7 +322,7 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
         preloaded = [_load_with_truth(plan, first, loras, truth)]
     except LoaderRefused as exc:
         refused = next((lora for lora in loras if str(lora.path) == exc.path), None)
-        finding = refusal_finding(plan.family, exc.layout, refused)
+        finding = refusal_finding(plan.family, exc.layout, refused, exc.reason)
         if finding is not None:
             exc.known = known_behaviour(finding)
         raise
@@ -323,7 +332,7 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     results = [_check_dtype(plan, dtype, loras, progress, preloaded, truth) for dtype in plan.dtypes.values()]
     model = published_model or describe_source(request.model_path, plan.family) or "tiny (built-in, seed 0)"
     given = dict(zip(request.loras, users))  # a renumbered copy → the file given
-    files = [file_report(lora, where) for lora, where in zip(loras, placed)]
+    files = [file_report(lora, where, why) for lora, where, (_, why) in zip(loras, placed, placed_in)]
     return CheckReport(plan.family.name, None if published_model else request.model_path, plan.device,
                        library_versions(), plan.weights, [replace(f, path=given.get(f.path, f.path)) for f in files],
                        results, model)

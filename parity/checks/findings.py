@@ -131,3 +131,35 @@ LYCORIS_REFUSED = Known(
     "loaders route lokr_ keys to PEFT's LoKr",
     raises=LoaderRefused,
 )
+
+
+WAN_DIFF_B = Known(
+    "finding: in a Wan file with .diff_b keys, diffusers' _convert_non_diffusers_wan_lora_to_diffusers makes each "
+    "a lora_B.bias, so PEFT builds every LoRA layer of the file with a bias (lora_bias) and a module with a "
+    ".diff_b but no pair gets lora_A/lora_B as well; loaded with low_cpu_mem_usage, every such tensor the file "
+    "lacks stays on the meta device and the model cannot run. The .diff weights themselves are dropped with an "
+    "info log",
+    raises=LoaderRefused,
+)
+
+WAN_NO_PREFIX = Known(
+    "finding: WanLoraLoaderMixin converts diffusion_model. and lora_unet_ files only; a DiffSynth-Studio Wan file "
+    "(Wan's original names, no prefix, lora_A.default) keeps no key under transformer. and load_lora_weights "
+    "loads nothing, with only a logged warning",
+    raises=LoaderRefused,
+)
+
+WAN_MUSUBI_KEYS = Known(
+    "finding: diffusers' musubi Wan converter (_convert_musubi_wan_lora_to_diffusers) pops, for every block "
+    "0..n-1, the q/k/v/o pairs of both attentions, ffn.0 and ffn.2, and each one's .alpha: a lora_unet_ Wan "
+    "file trained with exclude_patterns (musubi-tuner's own option), or without alpha keys, is refused with a "
+    "KeyError",
+    raises=LoaderRefused,
+)
+
+WAN_DIFFS_DROPPED = Known(
+    "finding: diffusers' _convert_non_diffusers_wan_lora_to_diffusers drops every .diff/.diff_b whose key "
+    "contains 'norm' ('norm layer diff keys are just zeroed values'), and every other .diff/.diff_m it has no "
+    "rule for (patch_embedding, the modulations' .diff_m) with an info-level log only: a ComfyUI LoraSave or "
+    "LightX2V extraction loads without its norm, patch-embedding and modulation changes",
+)

@@ -15,7 +15,7 @@ import xxhash
 from torch import nn
 
 from parity.checks.diagnosis import diagnose
-from parity.checks.nothing_loaded import nothing_loaded, refused
+from parity.checks.nothing_loaded import nothing_loaded, refused, unloaded_tensors
 from parity.checks.progress import SILENT, Progress
 from parity.checks.variant_merge import formula_drift, formula_report
 from parity.errors import LoaderRefused, ParityInputError
@@ -26,6 +26,7 @@ from parity.modules import base_weights, canonical_name, live_weights
 from parity.reference.merge import LazyReferences, reference_merge
 from parity.tolerances import TensorReport, tolerance
 from parity.zoo.checkpoint import CheckpointWeights
+from parity.zoo.experts import loads_of
 
 Snapshot = dict[str, dict[str, "torch.Tensor | Digest"]]  # component → parameter → copy or digest
 
@@ -166,13 +167,13 @@ def measure_merge(
     for lora in loras:
         for key, keys in lora.sources.items():
             sources[key] = sources.get(key, ()) + keys
-    targeted = {parameter_of(key) for key in refs}
+    targeted = {refs.parameter(key) for key in refs}
     siblings = _fused_siblings(loras)
     for done, key in enumerate(refs, start=1):
         progress.advance(done, len(refs), "weights compared")
-        actual = after.get(key[0], {}).get(parameter_of(key)[1])
+        actual = after.get(key[0], {}).get(refs.parameter(key)[1])
         if actual is None:
-            missing.append(f"{key[0]}.{parameter_of(key)[1]}")
+            missing.append(refs.name(key))
             continue
         steps = refs.steps(key)
         if any(step.formula for step in steps):  # LyCORIS or DoRA: the whole weight's float64 reference
@@ -183,15 +184,10 @@ def measure_merge(
         if not report.ok:  # the diagnosis fits the whole weight: only for one that failed
             ref = refs[key]
             others = {refs[k].key: refs[k] for k in siblings.get(key, ()) if k != key and k in refs}
-            report = replace(report, diagnosis=diagnose(actual, ref, others, sources.get(key, ())))
+            keys = sources.get(key) or sources.get((key[0], key[1].removesuffix(".bias")), ())  # a .diff_b's module
+            report = replace(report, diagnosis=diagnose(actual, ref, others, keys))
         reports.append(report)
     return MergeResult(dtype, reports, changed_untargeted(before, after, targeted), missing)
-
-
-def parameter_of(key: tuple[str, str]) -> tuple[str, str]:
-    """(component, parameter name) of a reference key: a module's weight, or "<module>.bias"."""
-    component, name = key
-    return component, name if name.endswith(".bias") else f"{name}.weight"
 
 
 def _fused_siblings(loras: Sequence[LoraFile]) -> dict[tuple[str, str], list[tuple[str, str]]]:
@@ -221,12 +217,14 @@ def changed_untargeted(before: Snapshot, after: Mapping[str, Mapping[str, torch.
     return out
 
 
-def load_adapters(pipe: Any, sources: Sequence[Any], weights: Sequence[float] | None = None) -> list[str]:
-    """Load each file (a path, or a state dict) as its own adapter (a0, a1, …) and activate them with
-    ``weights``."""
+def load_adapters(pipe: Any, sources: Sequence[Any], weights: Sequence[float] | None = None,
+                  loads: Sequence[Sequence[Mapping[str, Any]]] | None = None) -> list[str]:
+    """Load each file (a path, or a state dict) as its own adapter (a0, a1, …), with ``loads[i]``'s
+    kwargs for each load file i takes (parity/zoo/experts.py: loads_of), and activate them at ``weights``."""
     names = [f"a{i}" for i in range(len(sources))]
-    for source, name in zip(sources, names):
-        pipe.load_lora_weights(source, adapter_name=name)
+    for i, (source, name) in enumerate(zip(sources, names)):
+        for kwargs in (loads[i] if loads is not None else ({},)):
+            pipe.load_lora_weights(source, adapter_name=name, **kwargs)
     if weights is not None:
         pipe.set_adapters(names, adapter_weights=list(weights))
     return names
@@ -265,7 +263,8 @@ def placements(components: Mapping[str, nn.Module], adapter: str) -> set[tuple[s
 
 def targeted_parameters(loras: Sequence[LoraFile]) -> set[tuple[str, str]]:
     """(component, parameter) of every base tensor some file changes."""
-    return {parameter_of(key) for key in reference_merge({}, [(lora, 1.0) for lora in loras])}
+    refs = reference_merge({}, [(lora, 1.0) for lora in loras])
+    return {refs.parameter(key) for key in refs}
 
 
 @contextmanager
@@ -310,11 +309,15 @@ def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Seque
         # Weights are set only once every file is seen to have loaded: set_adapters on an adapter that
         # loaded nothing raises "not in the list of present adapters", which hides why.
         with _as_refusal(pipe, loras):
-            names = load_adapters(pipe, sources)
+            names = load_adapters(pipe, sources, loads=[loads_of(family, lora) for lora in loras])
         placed = [placements(components, name) for name in names]
-        for lora, where in zip(loras, placed):
+        for lora, name, where in zip(loras, names, placed):
             if not where:
                 raise LoaderRefused(str(lora.path), lora.layout, nothing_loaded(pipe, lora))
+            if unloaded := unloaded_tensors(components, name):
+                raise LoaderRefused(str(lora.path), lora.layout, refused(lora, (
+                    f"load_lora_weights left {len(unloaded)} LoRA tensor(s) it made without values, on the meta "
+                    f"device, so the model cannot run: {', '.join(unloaded[:3])}" + ", …" * (len(unloaded) > 3))))
         if weights is not None:
             with _as_refusal(pipe, loras):
                 pipe.set_adapters(names, adapter_weights=list(weights))
@@ -448,7 +451,7 @@ def measure_unfuse(
     drifts = []
     for done, key in enumerate(refs, start=1):
         progress.advance(done, len(refs), f"weights compared after cycle {cycles}")
-        component, name = parameter_of(key)
+        component, name = refs.parameter(key)
         steps = refs.steps(key)
         if any(step.formula for step in steps):
             drifts.append(formula_drift(refs.name(key), after[component][name], refs[key], dtype, tol, cycles))
@@ -459,7 +462,7 @@ def measure_unfuse(
     worst_base_ulps = max((d.max_base_ulps for d in drifts), default=0.0)
     worst_ratio = max((d.max_bound_ratio for d in drifts), default=0.0)
     n_changed, n_total = sum(d.n_changed for d in drifts), sum(d.numel for d in drifts)
-    changed = changed_untargeted(before, after, {parameter_of(key) for key in refs})
+    changed = changed_untargeted(before, after, {refs.parameter(key) for key in refs})
     return Drift(worst_ulps, worst_base_ulps, n_changed / max(n_total, 1), worst_ratio, changed)
 
 

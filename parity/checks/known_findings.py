@@ -15,28 +15,41 @@ from parity.checks.findings import (
     DORA_SCALE_DROPPED,
     KOHYA_PER_MODULE_ALPHA,
     LYCORIS_REFUSED,
+    WAN_DIFFS_DROPPED,
+    WAN_MUSUBI_KEYS,
     Known,
 )
 from parity.errors import LoaderRefused
-from parity.lora.neutral import DoraModule, LoraFile, LoraModule
+from parity.lora.neutral import DiffModule, DoraModule, LoraFile, LoraModule
 from parity.tolerances import TensorReport
 from parity.zoo.qwenimage import QWEN_LOADER
+from parity.zoo.wan import WAN_LOADER
 from parity.zoo.family import Family
 
 ATTENTION_PROJECTIONS = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")
 
 
-def refusal_finding(family: Family, layout: str, lora: LoraFile | None = None) -> Known | None:
+def refusal_finding(family: Family, layout: str, lora: LoraFile | None = None, reason: str = "") -> Known | None:
     """The pinned refusal of this family's files in this layout, if diffusers refuses them all, or of
-    the refused file's LyCORIS modules, which no loader of these families converts."""
+    the refused file's LyCORIS modules, which no loader of these families converts; or the refusal
+    ``reason`` shows (diffusers' musubi Wan converter's KeyError on a key it pops)."""
     if lora is not None and any(v != "DoRA" for v in lora.variants()):
         return LYCORIS_REFUSED
+    if family.lora_loader == WAN_LOADER and layout == "musubi-wan" and reason.startswith("KeyError"):
+        return WAN_MUSUBI_KEYS
     for case in FINDING_LAYOUTS:
         known = case.known_for("merge")
         if (case.family, case.layout, case.targets) == (family.name, layout, "default") and known is not None \
                 and known.raises is LoaderRefused:
             return known
     return None
+
+
+def _changes_a_difference(parameter: str, diffs: set[tuple[str, str]]) -> bool:
+    """Whether ``parameter`` ("component.module.weight"/".bias", or a bare parameter) is one a full
+    difference of the files changes."""
+    component, name = parameter.split(".", 1)
+    return any((component, m) in diffs for m in (name, name.rsplit(".", 1)[0]))
 
 
 def _power_of_two(x: float) -> bool:
@@ -60,6 +73,10 @@ def merge_findings(family: Family, loras: Sequence[LoraFile], reports: Sequence[
                    if isinstance(m, DoraModule) and m.magnitude.key.endswith(".dora_scale")]
     if dora_scales and any("the DoRA magnitude was dropped" in r.diagnosis for r in failing):
         out.append(DORA_SCALE_DROPPED)
+    diffs = {(c, m) for lora in loras for (c, m), mod in lora.modules.items() if isinstance(mod, DiffModule)}
+    if (family.lora_loader == WAN_LOADER and diffs
+            and all(r.diagnosis.startswith("dropped") and _changes_a_difference(r.name, diffs) for r in failing)):
+        out.append(WAN_DIFFS_DROPPED)
     half = any(m.down.element_size() == 2 and not _power_of_two(m.effective_alpha / m.rank) for m in pairs)
     if (family.lora_loader == QWEN_LOADER and layouts & {"diffusion_model", "kohya", "lightning"} and half
             and any("extra rounding of the delta" in r.diagnosis for r in failing)):

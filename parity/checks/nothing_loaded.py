@@ -10,13 +10,17 @@ prefixes diffusers keeps and where this file's keys are.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
+
+from torch import nn
 
 from parity.lora.cloneofsimo import DESCRIPTION as NUMBERED_FILE
 from parity.lora.keys import parse_key
 from parity.lora.layouts import NUMBERED_LAYOUT
 from parity.lora.neutral import LoraFile
 from parity.lora.peftadapter import PREFIX as PEFT_PREFIX
+from parity.modules import canonical_name
 
 # What each key prefix means to a user, where its name alone does not say.
 PREFIX_WORDS = {PEFT_PREFIX: "a PEFT adapter, as save_pretrained writes it", "": "no prefix"}
@@ -78,3 +82,10 @@ def _peft_loaders(component: str) -> str:
                 "as PEFT's PeftModel.from_pretrained does")
     return (f"; {component}.load_lora_adapter(<file>, prefix='base_model.model') loads the pairs but never reads "
             "adapter_config.json (every module at scale 1, alpha = r); PEFT's PeftModel.from_pretrained reads it")
+
+
+def unloaded_tensors(components: Mapping[str, nn.Module], adapter: str) -> list[str]:
+    """Every tensor of ``adapter``'s LoRA layers still on the meta device: made by PEFT for a key the
+    file does not have (diffusers loads with low_cpu_mem_usage), never given values."""
+    return [f"{c}.{canonical_name(name)}" for c, model in components.items()
+            for name, t in model.named_parameters() if t.is_meta and f".{adapter}." in f".{name}."]

@@ -17,6 +17,7 @@ from parity.lora.reader import read_lora
 from parity.lora.synth import write_lora
 from parity.tolerances import dtype_from_name
 from parity.zoo import build_pipeline, get_family
+from parity.zoo.experts import place
 from parity.zoo.family import Family
 
 
@@ -54,4 +55,6 @@ def prepare(
     components = family.components(pipe)
     paths = write_case_loras(case, components, specs, directory)
     loras = [read_lora(p, components) for p in paths]
+    if case.expert:  # into the case's expert, as load_files then loads them (parity/zoo/experts.py)
+        loras = [place(lora, family, case.expert) for lora in loras]
     return Prepared(family, pipe, components, snapshot(components), paths, loras)

@@ -58,14 +58,18 @@ def adapter_state(components: Mapping[str, nn.Module]) -> AdapterState:
 def denoiser_output(family: Any, pipe: Any, seed: int = SEED, float64: bool = False) -> torch.Tensor:
     """One denoiser forward on the family's seeded inputs, as a CPU tensor; with ``float64``, computed
     in float64 module by module on the pipeline's own weights (parity/checks/float64_forward.py)."""
-    denoiser = getattr(pipe, family.denoiser)
-    if not float64:
-        with torch.no_grad():
-            out = denoiser(**family.denoiser_inputs(pipe, seed, denoiser.dtype), return_dict=False)[0]
-        return out.detach().cpu()
-    with torch.no_grad(), computed_in_float64(denoiser):
-        out = denoiser(**family.denoiser_inputs(pipe, seed, torch.float64), return_dict=False)[0]
-    return out.detach().cpu()
+    outs = []
+    # every expert of a several-denoiser pipeline (Wan 2.2), on the same inputs: a file placed in either shows
+    for name in family.denoisers(pipe):
+        denoiser = getattr(pipe, name)
+        if not float64:
+            with torch.no_grad():
+                out = denoiser(**family.denoiser_inputs(pipe, seed, denoiser.dtype), return_dict=False)[0]
+        else:
+            with torch.no_grad(), computed_in_float64(denoiser):
+                out = denoiser(**family.denoiser_inputs(pipe, seed, torch.float64), return_dict=False)[0]
+        outs.append(out.detach().cpu())
+    return outs[0] if len(outs) == 1 else torch.cat([o.reshape(-1) for o in outs])
 
 
 @dataclass(frozen=True)

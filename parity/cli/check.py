@@ -16,6 +16,7 @@ from parity.cli.arguments import (
     positive_int,
 )
 from parity.cli.output import fmt, report_run, table, versions_line
+from parity.options import EXPERT
 
 NAME = "check"
 HELP = "merge parity and unfuse drift of LoRA files"
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cycles", type=positive_int, default=1, help="fuse/unfuse cycles for the drift check (default: 1)"
     )
+    EXPERT.add_to(parser)
     add_pickle_argument(parser)
     add_run_arguments(parser)
 
@@ -69,20 +71,24 @@ def run(args: argparse.Namespace) -> int:
     request = CheckRequest(
         family=args.family, loras=tuple(args.lora), dtypes=tuple(args.dtype), lora_scale=args.scale,
         weights=None if args.weights is None else tuple(args.weights), cycles=args.cycles, device=args.device,
-        model_path=model_source(args), allow_pickle=args.allow_pickle,
+        model_path=model_source(args), allow_pickle=args.allow_pickle, expert=args.expert,
     )
     return report_run(args, plan_check(request), run_check, format_check)
 
 
 def _format_files(report: CheckReport) -> list[str]:
-    rows = [["file", "layout", "keys read", "modules matched", "keys unmatched", "weight", "algorithms"]]
+    experts = any(f.expert for f in report.files)
+    rows = [["file", "layout", "keys read", "modules matched", "keys unmatched", "weight", "algorithms",
+             *(["expert"] if experts else [])]]
     for f, weight in zip(report.files, report.weights):
         by_component = ", ".join(f"{c} {n}" for c, n in f.matched.items())
         rows.append([f.path, f.layout, str(f.keys_read), f"{sum(f.matched.values())} ({by_component})",
-                     str(len(f.unmatched)), f"{weight:g}", ", ".join(f.algorithms)])
+                     str(len(f.unmatched)), f"{weight:g}", ", ".join(f.algorithms),
+                     *([f"{f.expert} ({f.expert_source})"] if experts else [])])
     lines = ["LoRA files", *table(rows)]
     for f in report.files:
-        split = {stem: mods for stem, mods in f.modules.items() if len(mods) > 1}
+        # one file module set in several modules (a fused qkv); the same module in both Wan experts is not a split
+        split = {stem: mods for stem, mods in f.modules.items() if len({m.split(".", 1)[1] for m in mods}) > 1}
         if split:
             stem, mods = next(iter(split.items()))
             lines.append(f"  {f.path}: {len(split)} fused module(s) split at the model's widths, e.g. {stem} -> "

@@ -26,6 +26,14 @@ SIGNATURES: tuple[tuple[str, str], ...] = (
     ("lora_te2_", "sdxl"),
     ("single_transformer_blocks", "flux"),
     ("lora_transformer_single_transformer_blocks", "flux"),
+    # FLUX.1's BFL names (kohya, ComfyUI) carry img_mlp too: they say flux before img_mlp says qwenimage
+    ("double_blocks", "flux"),
+    ("single_blocks", "flux"),
+    # Wan: its original names (a CLIP self_attn.q_proj does not match with the dot) and diffusers' ffn.net
+    ("self_attn.q.", "wan"),
+    ("self_attn_q.", "wan"),
+    ("ffn.net.", "wan"),
+    ("ffn_net_", "wan"),
     ("img_mlp", "qwenimage"),
     ("txt_mlp", "qwenimage"),
 )

@@ -53,6 +53,8 @@ ROLES = (
     (".up.weight", "up", "down/up"),
     (".alpha", "alpha", ""),
     (".diff_b", "diff_b", "diff"),
+    # a full difference of a bare parameter (kijai's Wan extractions: ``blocks.N.modulation.diff_m``)
+    (".diff_m", "diff_m", "diff"),
     (".diff", "diff", "diff"),
     # LyCORIS (lycoris/modules/*.py custom_state_dict): its algorithms' tensors sit beside kohya pairs
     # in one file, under the same prefixes and names, so they share the kohya pair style.
@@ -81,7 +83,7 @@ LOHA_ROLES = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "ha
 LOKR_ROLES = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
 MAGNITUDE_ROLES = ("dora_scale", "magnitude")
 # Roles that make a module by themselves (an alpha or a magnitude alone makes none).
-MODULE_ROLES = ("down", "up", "diff", "diff_b", *LOHA_ROLES, *LOKR_ROLES)
+MODULE_ROLES = ("down", "up", "diff", "diff_b", "diff_m", *LOHA_ROLES, *LOKR_ROLES)
 NAMED_ADAPTER = re.compile(r"\.lora_([AB])\.([A-Za-z0-9_-]+)\.weight$")
 
 
@@ -90,7 +92,7 @@ class ParsedKey:
     key: str
     prefix: Prefix
     body: str  # the module name as the file spells it
-    role: str  # down | up | alpha | diff | diff_b | mid | dora_scale | magnitude | a LoHa or LoKr tensor
+    role: str  # down | up | alpha | diff | diff_b | diff_m | mid | dora_scale | magnitude | a LoHa or LoKr tensor
     style: str  # how the pair is spelled: lora_down | lora_A | lora_A.<adapter> | down/up | diff | ""
 
 

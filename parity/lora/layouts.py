@@ -91,6 +91,17 @@ LAYOUT_LIST = (
            "diffusion_model", "lora_down", "diffusers", "keys"),
     Layout("diffsynth", "DiffSynth-Studio (PEFT names with the adapter name kept, no prefix)",
            "transformer_blocks.0.attn.to_q.lora_A.default.weight", "none", "lora_A.default", "diffusers", "none"),
+    # Wan 2.1/2.2 trainers, on Wan's original names (parity/lora/names/wan.py)
+    Layout("musubi-wan", "musubi-tuner networks/lora_wan.py (Wan 2.1/2.2)",
+           "lora_unet_blocks_0_self_attn_q.lora_down.weight", "kohya", "lora_down", "wan", "keys"),
+    Layout("aitoolkit-wan", "ai-toolkit (Wan 2.1/2.2 LoRAs, high/low-noise pairs)",
+           "diffusion_model.blocks.0.self_attn.q.lora_A.weight", "diffusion_model", "lora_A", "wan", "none"),
+    Layout("comfyui-wan", "ComfyUI / kijai WanVideoWrapper, LightX2V distill LoRAs: kohya pairs under diffusion_model.",
+           "diffusion_model.blocks.0.self_attn.q.lora_down.weight", "diffusion_model", "lora_down", "wan", "keys"),
+    Layout("comfyui-wan-diff", "ComfyUI LoraSave, LightX2V extractions: full differences (.diff/.diff_b/.diff_m) beside the pairs",
+           "diffusion_model.blocks.0.ffn.2.diff", "diffusion_model", "lora_down", "wan", "keys", diff=("ffn.2",)),
+    Layout("diffsynth-wan", "DiffSynth-Studio (Wan: original names, PEFT pairs with the adapter name kept)",
+           "blocks.0.self_attn.q.lora_A.default.weight", "none", "lora_A.default", "wan", "none"),
     Layout("peft", "PEFT save_pretrained of get_peft_model(one component), adapter_config.json beside it",
            "base_model.model.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight",
            "peft", "lora_A", "diffusers", "config"),
@@ -315,7 +326,7 @@ def nameable(layout: str, components: Mapping[str, nn.Module]) -> dict[str, set[
             continue
         names = component_names(component, model)
         out[component] = {m for naming in _namings(spec, component) for t in names.dotted[naming].values()
-                          for m in t.modules}
+                          for m in t.modules if m in names.capable}
     return out
 
 

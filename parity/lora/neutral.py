@@ -49,10 +49,17 @@ class DiffModule:
     module: str
     diff: torch.Tensor | None = None
     bias: torch.Tensor | None = None
+    # ``module`` is a bare parameter (Wan's ``scale_shift_table``, from a ``.diff_m``), not a module
+    # holding a ``weight``: its parameter is named ``module`` itself
+    bare: bool = False
 
     @property
     def rank(self) -> int:
         return 0  # full rank: no low-rank factors for a writer or a hotswap to pad
+
+    def parameter(self, param: str) -> str:
+        """The name of the parameter that ``param`` ("weight" or "bias") of this difference changes."""
+        return self.module if self.bare else f"{self.module}.{param}"
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ from parity.lora.tensorchecks import (
     magnitude,
 )
 from parity.lora.tensors import is_pickle_path, load_tensors
+from parity.modules import ParameterSite
 
 # The components a LoRA file can address in some zoo family; a key for one the model lacks means
 # the file was made for another family (SDXL's text_encoder_2, a transformer on a UNet model).
@@ -138,6 +139,10 @@ class _Reading:
 
     def add(self, component: str, module: Module, group: _Group) -> None:
         key = (component, module.module)
+        if isinstance(module, DiffModule) and module.diff is None and isinstance(self.modules.get(key), LoraModule):
+            # a .diff_b beside its module's pair (ComfyUI LoraSave, LightX2V): the pair sets the weight,
+            # the difference the bias, each its own contribution (parity/reference/merge.py)
+            key = (component, f"{module.module}.bias")
         if key in self.modules:
             earlier = self.sources[key][0]
             raise ParityInputError(f"resolves to module {component}.{module.module}, which {earlier} already sets",
@@ -240,8 +245,10 @@ class _Reading:
 
     def diff(self, component: str, name: str, target: Target, group: _Group,
              tensors: Mapping[str, torch.Tensor]) -> None:
-        diff_key, bias_key = group.keys.get("diff"), group.keys.get("diff_b")
+        diff_key, bias_key = group.keys.get("diff", group.keys.get("diff_m")), group.keys.get("diff_b")
         label = f"{component}.{name}"
+        if "diff" in group.keys and "diff_m" in group.keys:
+            raise ParityInputError(f"both a .diff and a .diff_m for {label}", path=self.path, key=group.keys["diff_m"])
         for key in (diff_key, bias_key):
             if key is not None:
                 _check_rows(tensors[key], target, label, self.path, key)
@@ -250,7 +257,7 @@ class _Reading:
             out = int(modules[module].weight.shape[0])
             diff = _rows(tensors[diff_key], target, module, out) if diff_key else None
             bias = _rows(tensors[bias_key], target, module, out) if bias_key else None
-            m = DiffModule(component, module, diff, bias)
+            m = DiffModule(component, module, diff, bias, bare=isinstance(modules[module], ParameterSite))
             check_diff(m, modules[module], self.path, diff_key, bias_key)
             self.add(component, m, group)
 
@@ -276,7 +283,7 @@ def _signature(seen: list[tuple[_Group, str, Resolved]]) -> Signature:
         pair = [("lora_A.default", 1)]
     return Signature(prefix[0], prefix[1], pair[0][0] if pair else "diff", naming[0][0] if naming else "diffusers",
                      any("alpha" in g.keys for g, _, _ in denoiser),
-                     any("diff" in g.keys or "diff_b" in g.keys for g, _, _ in denoiser))
+                     any(r in g.keys for g, _, _ in denoiser for r in ("diff", "diff_b", "diff_m")))
 
 
 def _peft_component(reading: _Reading, groups: list[_Group], components: Mapping[str, nn.Module],
@@ -406,7 +413,7 @@ def _read(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], path
                 reading.pair(component, hit.name, hit.target, group, tensors)
             elif any(r in group.keys for r in (*LOHA_ROLES, *LOKR_ROLES)):
                 reading.lycoris(component, hit.name, hit.target, group, tensors)
-            if "diff" in group.keys or "diff_b" in group.keys:
+            if any(r in group.keys for r in ("diff", "diff_b", "diff_m")):
                 reading.diff(component, hit.name, hit.target, group, tensors)
         except ParityInputError as exc:  # SD1.5 and SD2 share names: a shape says which family it is for
             raise with_guess(exc, keys, tensors, components) from None

@@ -57,10 +57,11 @@ class MergeReference:
     steps: list[MergeStep]
     param: str = "weight"  # "bias" for a .diff_b
     dora: DoraModule | None = None  # merged is the DoRA merge of this module, not base + Σ δ
+    bare: bool = False  # ``module`` is a bare parameter (a .diff_m): its name is the parameter's
 
     @property
     def param_name(self) -> str:
-        return f"{self.module}.{self.param}"
+        return self.module if self.bare else f"{self.module}.{self.param}"
 
     @property
     def key(self) -> str:
@@ -135,6 +136,11 @@ class Step:
         return not isinstance(self.module, (LoraModule, DiffModule))
 
 
+def parameter_name(m: Module, param: str) -> str:
+    """The parameter of the model that ``param`` of ``m`` changes."""
+    return m.parameter(param) if isinstance(m, DiffModule) else f"{m.module}.{param}"
+
+
 class LazyReferences(Mapping[tuple[str, str], MergeReference]):
     """The reference merge of every targeted weight, computed when asked for and not kept: a check
     that walks it holds one weight's float64 reference at a time, not the whole model's. The checks
@@ -160,15 +166,20 @@ class LazyReferences(Mapping[tuple[str, str], MergeReference]):
                                                key=next(iter(lora.sources.get((component, module), ())), None))
                     others.append((m, weight, param))
 
+    def parameter(self, key: tuple[str, str]) -> tuple[str, str]:
+        """(component, parameter name) of what ``key`` changes: a module's weight or bias, or a bare
+        parameter (parity/lora/neutral.py: DiffModule.bare)."""
+        m, _, param = self.contributors[key][0]
+        return key[0], parameter_name(m, param)
+
     def base(self, key: tuple[str, str]) -> torch.Tensor:
         """The base weight (or bias) ``key`` changes, as the snapshot holds it (a disk entry is read now)."""
-        m, _, param = self.contributors[key][0]
-        return self.base_weights[key[0]][f"{m.module}.{param}"]
+        component, name = self.parameter(key)
+        return self.base_weights[component][name]
 
     def name(self, key: tuple[str, str]) -> str:
         """"component.module.weight" (or ".bias"): the parameter ``key`` changes."""
-        m, _, param = self.contributors[key][0]
-        return f"{key[0]}.{m.module}.{param}"
+        return ".".join(self.parameter(key))
 
     def steps(self, key: tuple[str, str]) -> list[Step]:
         """Each adapter's contribution to ``key``, in merge order, as the file holds it."""
@@ -185,7 +196,8 @@ class LazyReferences(Mapping[tuple[str, str], MergeReference]):
             return MergeReference(key[0], m.module, base.double(), merged, [step], param, dora=m)
         for m, weight, param in contributors:
             if ref is None:
-                ref = MergeReference(key[0], m.module, base.double(), None, [], param)
+                ref = MergeReference(key[0], m.module, base.double(), None, [], param,
+                                     bare=getattr(m, "bare", False))
             step = dict(contributions(m, weight * self.lora_scale, tuple(base.shape)))[param]
             if step.abs_product.shape != ref.base.shape:
                 raise ValueError(f"{ref.key}: delta {tuple(step.abs_product.shape)} vs {tuple(ref.base.shape)}")

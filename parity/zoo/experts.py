@@ -27,6 +27,44 @@ FILE_COMPONENT = "transformer"
 LOAD_INTO_SECOND = {"load_into_transformer_2": True}
 
 
+def check_expert_option(family: Any, option: str | None) -> None:
+    """``--expert`` is for a family of several denoisers only."""
+    if option is not None and not family.experts:
+        raise ParityInputError(f"--expert {option}: the {family.name} family has one denoiser, no experts")
+    if option is not None and option not in EXPERT_CHOICES:
+        raise ParityInputError(f"--expert {option}: choose from {', '.join(EXPERT_CHOICES)}")
+
+
+def file_metadata(path: str | None) -> dict[str, str]:
+    """The safetensors header metadata of ``path`` ({} for any other file, or none)."""
+    if path is None or not str(path).endswith(".safetensors"):
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception:  # noqa: BLE001 - the reader has already read this file; metadata is a hint only
+        return {}
+
+
+def expert_for(family: Any, lora: LoraFile, option: str | None, pipe: Any) -> tuple[LoraFile, str]:
+    """``lora`` placed in its expert, and what chose it: ``--expert``, the file's name or metadata
+    (parity/lora/expertguess.py), else ``high`` as diffusers loads by default. A family of one denoiser
+    leaves the file as read."""
+    if not family.experts:
+        return lora, ""
+    if option is not None:
+        expert, why = option, "--expert"
+    else:
+        from parity.lora.expertguess import guess_expert
+
+        guessed = guess_expert(lora.path, file_metadata(lora.path))
+        expert, why = guessed if guessed is not None else (DEFAULT, "load_lora_weights' default")
+    check_present(family, pipe, expert, lora.path)
+    return place(lora, family, expert), why
+
+
 def components_of(family: Any, expert: str) -> tuple[str, ...]:
     """The components a file for ``expert`` goes into."""
     experts: Mapping[str, str] = family.experts
@@ -42,6 +80,11 @@ def load_kwargs(family: Any, expert: str) -> list[dict[str, Any]]:
     """One ``load_lora_weights`` kwargs dict per load a file for ``expert`` takes: diffusers loads a
     file into one transformer per call, so ``both`` is two loads of one adapter name."""
     return [dict(LOAD_INTO_SECOND) if c != FILE_COMPONENT else {} for c in components_of(family, expert)]
+
+
+def loads_of(family: Any, lora: LoraFile) -> list[dict[str, Any]]:
+    """The ``load_lora_weights`` kwargs of each load ``lora`` takes: one plain load, or its expert's."""
+    return load_kwargs(family, lora.expert) if lora.expert else [{}]
 
 
 def check_present(family: Any, pipe: Any, expert: str, path: str | None) -> None:

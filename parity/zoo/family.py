@@ -61,6 +61,11 @@ class Family:
         """The LoRA-capable components present in ``pipe`` (a family may build some as None)."""
         return {c: getattr(pipe, c) for c in self.lora_components if getattr(pipe, c, None) is not None}
 
+    def denoisers(self, pipe: Any) -> list[str]:
+        """The denoiser and every other expert the pipeline has (Wan 2.2's transformer_2), in order."""
+        names = dict.fromkeys([self.denoiser, *self.experts.values()])
+        return [n for n in names if getattr(pipe, n, None) is not None]
+
     def call_args(self, pipe: Any, seed: int) -> dict[str, Any]:
         """Pipeline call arguments with tensors in the pipeline's dtype (Qwen-Image takes its latents'
         dtype from prompt_embeds, so float32 embeddings would break a bfloat16 pipeline)."""

@@ -16,7 +16,8 @@ from parity.zoo.family import Family
 
 # A family whose pipeline this diffusers lacks is left out of the registry (and so out of every case
 # table) with the reason, which get_family gives: the gate's old env runs diffusers 0.35.
-UNAVAILABLE: dict[str, str] = {name: why for name, why in ((qwenimage_edit.NAME, qwenimage_edit.available()),)
+UNAVAILABLE: dict[str, str] = {name: why for name, why in ((qwenimage_edit.NAME, qwenimage_edit.available()),
+                                                                   (wan.NAME, wan.available()))
                                if why is not None}
 FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY, sdxl.FAMILY, flux.FAMILY, qwenimage.FAMILY,
                                                    qwenimage_edit.FAMILY, sd2.FAMILY, wan.FAMILY) if f.name not in UNAVAILABLE}

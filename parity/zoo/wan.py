@@ -18,9 +18,11 @@ import torch
 from parity.zoo.fit import Fit, config
 from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.tokenizer import tiny_t5_tokenizer
+from parity.zoo.wan_available import available  # noqa: F401 - the registry asks the family module
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
 NAME = "wan"
+WAN_LOADER = "WanLoraLoaderMixin"
 TEXT_DIM = 16  # UMT5 d_model = the transformer's text_dim
 Z_DIM = 4
 LATENT_GRID = 4  # denoiser_inputs: a 4x4 latent grid (2x2 patches of 1x2x2 → 4 tokens per frame)
@@ -110,10 +112,12 @@ def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape 
 
 
 def pipeline_call_args(seed: int) -> dict[str, Any]:
-    # Two steps on FlowMatchEuler(shift=3): t = 1000 runs the high-noise expert, t = 750 the low-noise one.
+    # Three steps on FlowMatchEuler(shift=3): t = 1000 on the high-noise expert, t = 751 and 8.9 on the
+    # low-noise one. Two steps give t = 1000, 8.9: the low expert would only polish the last 0.9 % of the
+    # trajectory, and a LoRA in it would hardly show (measured: 0.01 of the video, against 0.57 at three).
     return {
         "prompt": "a cat walking",
-        "num_inference_steps": 2,
+        "num_inference_steps": 3,
         "guidance_scale": 1.0,  # no negative prompt, no CFG: the experts' LoRAs are what is measured
         "height": 32,
         "width": 32,
@@ -136,7 +140,9 @@ FAMILY = Family(
     denoiser="transformer",
     default_targets={"transformer": TRANSFORMER_TARGETS},
     conv_targets={},
-    layouts=("diffusers",),
+    lora_loader=WAN_LOADER,
+    # the layouts diffusers loads; comfyui-wan-diff and diffsynth-wan are findings (parity/checks/cases.py)
+    layouts=("diffusers", "musubi-wan", "comfyui-wan", "aitoolkit-wan"),
     build_tiny=build_tiny,
     load_pretrained=load_pretrained,
     denoiser_inputs=denoiser_inputs,
@@ -145,6 +151,7 @@ FAMILY = Family(
         Fit(config("text_encoder", "d_model"), config("transformer", "text_dim")),
         Fit(config("vae", "z_dim"), config("transformer", "in_channels")),
         Fit(config("transformer", "in_channels"), config("transformer_2", "in_channels")),
+        Fit(config("text_encoder", "d_model"), config("transformer_2", "text_dim")),
     ),
     experts={"high": "transformer", "low": "transformer_2"},
     images_of=lambda out: out.frames[0],  # the one video's frames, (frames, H, W, 3)

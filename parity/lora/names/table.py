@@ -11,7 +11,8 @@ from parity.lora.names import Target
 from parity.lora.names.bfl import bfl_names, xlabs_names
 from parity.lora.names.diffusers import diffusers_names, legacy_names
 from parity.lora.names.sgm import sgm_names
-from parity.modules import lora_capable_modules
+from parity.lora.names.wan import wan_names
+from parity.modules import difference_sites, lora_capable_modules
 
 Naming = Callable[[str, nn.Module, Mapping[str, nn.Module]], dict[str, Target]]
 
@@ -22,6 +23,7 @@ NAMINGS: dict[str, Naming] = {
     "sgm": sgm_names,
     "bfl": bfl_names,
     "xlabs": xlabs_names,
+    "wan": wan_names,
 }
 
 # What a stem may end with besides the module name: diffusers' legacy LoRA layers (``to_q_lora``,
@@ -40,8 +42,9 @@ class Resolved:
 class ComponentNames:
     """One component's names: dotted per naming, and kohya's underscored spelling of each."""
 
-    modules: dict[str, nn.Module]
+    modules: dict[str, nn.Module]  # the LoRA-capable modules and the difference sites
     dotted: dict[str, dict[str, Target]]
+    capable: frozenset[str] = frozenset()  # the modules that take a LoRA pair (Linear, Conv2d)
     underscored: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # naming → '_' name → dotted
 
     def __post_init__(self) -> None:
@@ -77,5 +80,9 @@ class ComponentNames:
 
 
 def component_names(component: str, model: nn.Module) -> ComponentNames:
-    modules = lora_capable_modules(model)
-    return ComponentNames(modules, {n: naming(component, model, modules) for n, naming in NAMINGS.items()})
+    capable = lora_capable_modules(model)
+    # A difference site (a norm, a bare parameter) only a full difference reaches; named so that such
+    # a key is merged by the reference, or failed by name, rather than left unread.
+    modules = {**difference_sites(model), **capable}
+    return ComponentNames(modules, {n: naming(component, model, modules) for n, naming in NAMINGS.items()},
+                          frozenset(capable))
