@@ -177,9 +177,11 @@ def test_hotswap_reports_a_recompile_when_target_rank_is_too_small_or_missing(lo
         (["--lora", "{rank4}", "--lora", "{rank8}", "--compile-mode", "max-autotune"], ["inductor backend only"]),
         (["--lora", "{rank4}", "--lora", "{rank8}", "--level", "denoiser"], ["denoiser", "pipeline"]),
         (["--lora", "{rank4}", "--lora", "{rank8}", "--model-path", "{tmp}"], ["model_index.json missing"]),
+        (["--lora", "{rank4}", "--lora", "{rank8}", "--expert", "low"], ["--expert low", "sd15", "no experts"]),
+        (["--lora", "{rank4}", "--lora", "{rank8}", "--expert", "medium"], ["--expert", "medium", "high"]),
     ],
     ids=["unknown-family", "one-lora", "missing-file", "target-rank-too-small", "backend", "mode", "level",
-         "model-path-not-a-pipeline"],
+         "model-path-not-a-pipeline", "expert-of-a-one-denoiser-family", "unknown-expert"],
 )
 def test_hotswap_exits_2_on_bad_input(loras, tmp_path, capsys, args, needles):
     paths = {name: str(path) for name, path in loras.items()}
@@ -201,3 +203,29 @@ def test_hotswap_runs_on_a_model_folder_given_by_path(loras, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert str(tmp_path / "model") in out and "PASS" in out
+
+
+# ---------------------------------------------------------------- Wan 2.2: the low-noise expert
+
+
+@pytest.mark.compile
+def test_hotswap_swaps_into_wan_s_low_expert_with_expert_low(tmp_path, capsys):
+    """--expert low: the files' transformer keys go into transformer_2 (the only model compiled), whose
+    swapped step is bit-identical to a fresh load there and to our float64 merge within its budget."""
+    wan = get_family("wan")
+    components = wan.components(build_pipeline(wan))
+    paths = [write_lora(components, {"transformer": wan.default_targets["transformer"]},
+                        tmp_path / f"wan-r{rank}.safetensors", seed=seed, rank=rank, alpha=2.0 * rank)
+             for seed, rank in ((1, 4), (2, 8))]
+    out_json = tmp_path / "report.json"
+
+    code = main(["hotswap", "--family", "wan", "--expert", "low", "--lora", str(paths[0]), "--lora", str(paths[1]),
+                 "--json", str(out_json)])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "level model, expert low (transformer_2)" in out and "PASS" in out
+    data = json.loads(out_json.read_text())
+    assert data["expert"] == "low" and data["components"] == ["transformer_2"] and data["target_rank"] == 8
+    [swap] = data["swaps"]
+    assert swap["ok"] and not swap["recompiled"] and swap["vs_fresh"] == 0.0 and swap["params_delta"] == 0

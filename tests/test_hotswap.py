@@ -44,25 +44,25 @@ def write_swap_lora(family: str, spec: SwapSpec, directory: str, layout: str = "
 def session_params(cases: list[HotswapCase]) -> list:
     # The session key is a plain tuple, so pytest groups every case of one session, across both
     # tests below, around one set-up of the module-scoped fixture.
-    return [pytest.param((c.family, c.level, c.layout), c, id=c.id, marks=[*marks_of(c), pytest.mark.compile])
+    return [pytest.param((c.family, c.level, c.layout, c.expert), c, id=c.id, marks=[*marks_of(c), pytest.mark.compile])
             for c in cases]
 
 
 @pytest.fixture(scope="module")
 def session(request, tmp_path_factory, compile_options, device):
-    """A compiled session of one family × level; pytest runs the cases using it, then tears it down.
+    """A compiled session of one family × level (× expert); pytest runs the cases using it, then tears it down.
 
     Only one compiled model may be alive at a time: diffusers' forward wrapper is one code object
     for every model instance, so a second compiled instance fails the first one's guards — a
     recompile the checks would rightly report.
     """
-    family, level, layout = request.param
+    family, level, layout, expert = request.param
     backend, mode = compile_options
-    directory = str(tmp_path_factory.mktemp(f"hotswap-{family}-{level}-{layout}"))
+    directory = str(tmp_path_factory.mktemp(f"hotswap-{family}-{level}-{expert}-{layout}"))
     first = write_swap_lora(family, FIRST_SWAP if layout == "diffusers" else LAYOUT_FIRST, directory, layout)
     live = hs.start(
         family, first, HOTSWAP_TARGET_RANK, level=level, backend=backend, mode=mode,
-        device=device, model_path=option_model_path(request.config),
+        device=device, model_path=option_model_path(request.config), expert=expert,
     )
     yield live, directory, layout
     reset()
@@ -74,7 +74,7 @@ def test_hotswap_does_not_recompile_and_matches_a_fresh_load(session, case, pari
     live, directory, layout = session
     path = write_swap_lora(live.family.name, case.swap, directory, layout)
 
-    record = swap_and_check(live, path, hs.parameter_footprint(live.denoiser))
+    record = swap_and_check(live, path, hs.parameter_footprint(live))
 
     assert record.refused is None and not record.recompiled, "; ".join(record.failures)
     budget = record.vs_fresh_budget
@@ -90,7 +90,7 @@ def test_hotswap_does_not_recompile_and_matches_a_fresh_load(session, case, pari
 @pytest.mark.parametrize(("session", "case"), session_params(hotswap_cases(sequence=True)), indirect=["session"], scope="module")
 def test_ten_swaps_of_mixed_ranks_never_recompile_nor_grow(session, case):
     live, directory, _ = session
-    footprint = hs.parameter_footprint(live.denoiser)
+    footprint = hs.parameter_footprint(live)
     last_path, last = None, None
 
     for spec in SEQUENCE:
@@ -98,7 +98,7 @@ def test_ten_swaps_of_mixed_ranks_never_recompile_nor_grow(session, case):
         last = hs.swap(live, last_path)
         assert last.error is None, f"{spec.name}: {last.error}"
         assert not last.watch.recompiled, f"{spec.name}: {last.watch.summary()}"
-        assert hs.parameter_footprint(live.denoiser) == footprint, f"{spec.name}: parameters grew"
+        assert hs.parameter_footprint(live) == footprint, f"{spec.name}: parameters grew"
 
     report = hs.check_swap_output(live, last_path, last.output)
     assert report.ok, "; ".join(report.failures())

@@ -507,17 +507,19 @@ SEQUENCE = tuple(SwapSpec(f"seq{i}", seed=100 + i, rank=r, alpha=float(2 * r))
 
 @dataclass(frozen=True)
 class HotswapCase(Marks):
-    """One compiled session (family × level × layout of its files) and what is swapped into it: one
-    spec, or SEQUENCE."""
+    """One compiled session (family × level × expert × layout of its files) and what is swapped into it:
+    one spec, or SEQUENCE."""
 
     family: str
     level: str
     swap: SwapSpec | None = None  # None: the ten-swap SEQUENCE
     layout: str = "diffusers"
+    expert: str | None = None  # a family of several denoisers: high, low or both (parity/zoo/experts.py)
 
     @property
     def session(self) -> str:
-        return f"{self.family}-{self.level}" + ("" if self.layout == "diffusers" else f"-{self.layout}")
+        return (f"{self.family}-{self.level}" + ("" if self.expert is None else f"-{self.expert}")
+                + ("" if self.layout == "diffusers" else f"-{self.layout}"))
 
     @property
     def id(self) -> str:
@@ -547,28 +549,59 @@ PIPELINE_FAMILY = "flux"
 CLI_LAYOUT_SESSIONS = ("sd15",)
 
 
+# A family of several denoisers (Wan 2.2 A14B) runs every session once per expert (high: transformer, low:
+# transformer_2, both: each compiled and swapped). Its default run is one session: both experts at
+# pipeline level (load_lora_weights into transformer, then with load_into_transformer_2=True; two
+# compiled instances of one class; a video whose steps run both), swapping rank 4 -> 8 (the padding);
+# the low expert alone at model level runs through `lora-parity hotswap --expert low` in
+# tests/test_cli_hotswap.py. Each other session is the same calls on one expert, or the same loads as
+# one-denoiser families, about 4-8 s each on 2 cores: `make slow`.
+EXPERT_REPRESENTATIVE = ("pipeline", "both", "rank-up")
+
+
+def _expert_choices(fam: Family) -> tuple[str | None, ...]:
+    from parity.zoo.experts import EXPERT_CHOICES
+
+    return EXPERT_CHOICES if fam.experts else (None,)
+
+
+def _default_expert(fam: Family) -> str | None:
+    """The expert load_lora_weights loads into without kwargs: a layout's session swaps there."""
+    from parity.zoo.experts import DEFAULT
+
+    return DEFAULT if fam.experts else None
+
+
 def hotswap_cases(families: Iterable[str] | None = None, sequence: bool = False) -> list[HotswapCase]:
-    """Each swap spec (or the ten-swap sequence) into each family × level. Representative: every spec
-    at model level (one denoiser step per output); at pipeline level (a whole tiny image, three more
-    for each output check) PIPELINE_FAMILY (or the first family selected) runs every spec and the
-    sequence, the others one spec each, rotating. Each family's second layout: one swap at model level
-    (pipeline level is slow)."""
+    """Each swap spec (or the ten-swap sequence) into each family × level (× expert, for a family of
+    several denoisers). Representative: every spec at model level (one denoiser step per output); at
+    pipeline level (a whole tiny image, three more for each output check) PIPELINE_FAMILY (or the first
+    family selected) runs every spec and the sequence, the others one spec each, rotating. Each
+    family's second layout: one swap at model level (pipeline level is slow). A family with experts:
+    EXPERT_REPRESENTATIVE only."""
     out = []
     selected = _families(families)
     names = [fam.name for fam in selected]
     full = PIPELINE_FAMILY if PIPELINE_FAMILY in names else names[0] if names else None
     for f, fam in enumerate(selected):
         for level in LEVELS:
-            if sequence:
-                out.append(HotswapCase(fam.name, level, slow=level == "pipeline" and fam.name != full))
-                continue
-            for k, spec in enumerate(SWAPS):
-                representative = level == "model" or fam.name == full or k == f % len(SWAPS)
-                out.append(HotswapCase(fam.name, level, spec, slow=not representative))
-            if not sequence and len(fam.layouts) > 1:
-                out += [HotswapCase(fam.name, level, spec, fam.layouts[1],
-                                    slow=level == "pipeline" or fam.name in CLI_LAYOUT_SESSIONS)
-                        for spec in LAYOUT_SWAPS]
+            for expert in _expert_choices(fam):
+                cases = []
+                if sequence:
+                    cases.append(HotswapCase(fam.name, level, expert=expert,
+                                             slow=level == "pipeline" and fam.name != full))
+                else:
+                    for k, spec in enumerate(SWAPS):
+                        representative = level == "model" or fam.name == full or k == f % len(SWAPS)
+                        cases.append(HotswapCase(fam.name, level, spec, expert=expert, slow=not representative))
+                    if len(fam.layouts) > 1 and expert == _default_expert(fam):
+                        cases += [HotswapCase(fam.name, level, spec, fam.layouts[1], expert=expert,
+                                              slow=level == "pipeline" or fam.name in CLI_LAYOUT_SESSIONS)
+                                  for spec in LAYOUT_SWAPS]
+                if fam.experts:
+                    cases = [replace(c, slow=(c.level, c.expert, c.swap and c.swap.name) != EXPERT_REPRESENTATIVE)
+                             for c in cases]
+                out += cases
     # sdxl and sd2 hotswap through the same UNet code path as sd15: their sessions (compiled UNet, about
     # three minutes on 2 cores for sdxl) run in `make slow`
     out = [replace(c, slow=True) if c.family in HOTSWAP_SLOW_FAMILIES else c for c in out]
@@ -611,10 +644,11 @@ class ApiCase(Marks):
 
     family: str
     level: str | None = None
+    expert: str | None = None  # a family of several denoisers: the expert the adapters are loaded into
 
     @property
     def id(self) -> str:
-        return self.family if self.level is None else f"{self.family}-{self.level}"
+        return "-".join(p for p in (self.family, self.expert, self.level) if p is not None)
 
 
 def _api_case(fam: Family, level: str | None = None, known: Known | None = None) -> ApiCase:
@@ -641,6 +675,34 @@ def api_family_cases(families: Iterable[str] | None = None, text_encoder: bool =
                      known: Known | None = None) -> list[ApiCase]:
     """One case per family; with ``text_encoder`` only the families whose text encoder takes a LoRA."""
     return [_api_case(fam, known=known) for fam in _families(families) if not text_encoder or _has_text_encoder(fam)]
+
+
+# A family of several denoisers (Wan 2.2): the tables above load every adapter with load_lora_weights'
+# default, into the high-noise expert (transformer). The low expert (transformer_2) takes one only with
+# load_into_transformer_2=True, and a file for both experts is two loads of one adapter name; the
+# pipeline's adapter API (set_adapters, disable/enable, delete, unload, listing) then walks both experts
+# (WanLoraLoaderMixin._lora_loadable_modules), and save_lora_weights takes transformer's layers only.
+# tests/test_adapter_wan_experts.py runs each on these (0.5-1.5 s each on 2 cores): the low expert by
+# default; both experts (the same calls on transformer as on transformer_2, two loads of one name) in
+# `make slow`.
+API_EXPERTS = ("low", "both")
+API_DEFAULT_EXPERT = "low"
+
+
+def api_expert_cases(families: Iterable[str] | None = None, levels: Sequence[str] = ("model",)) -> list[ApiCase]:
+    """expert × level for each family with experts, adapters loaded into API_EXPERTS."""
+    return [ApiCase(fam.name, level, expert, slow=fam.name in API_SLOW_FAMILIES or expert != API_DEFAULT_EXPERT)
+            for fam in _families(families) if fam.experts for expert in API_EXPERTS for level in levels]
+
+
+def api_fuse_default_cases(families: Iterable[str] | None = None) -> list[ApiCase]:
+    """fuse_lora() with its default components, then unload_lora_weights(), per expert: the high expert's
+    LoRA stays fused (the control); one in the low expert is lost (the finding)."""
+    from parity.checks.findings import FUSE_DEFAULT_SKIPS_TRANSFORMER_2
+
+    return [ApiCase(fam.name, "model", expert, slow=fam.name in API_SLOW_FAMILIES or expert == "both",
+                    known=None if expert == "high" else FUSE_DEFAULT_SKIPS_TRANSFORMER_2)
+            for fam in _families(families) if fam.experts for expert in ("high", *API_EXPERTS)]
 
 
 @dataclass(frozen=True)

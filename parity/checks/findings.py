@@ -163,3 +163,12 @@ WAN_DIFFS_DROPPED = Known(
     "rule for (patch_embedding, the modulations' .diff_m) with an info-level log only: a ComfyUI LoraSave or "
     "LightX2V extraction loads without its norm, patch-embedding and modulation changes",
 )
+
+FUSE_DEFAULT_SKIPS_TRANSFORMER_2 = Known(
+    "finding: WanLoraLoaderMixin.fuse_lora defaults to components=['transformer'] (copied from CogVideoX's, one "
+    "transformer), while load_lora_weights(load_into_transformer_2=True) puts a LoRA in transformer_2 and "
+    "unload_lora_weights walks both (_lora_loadable_modules): fuse_lora() then unload_lora_weights(), the bake-in "
+    "idiom, leaves the low-noise expert's LoRA unfused and then removes it, silently (its step equals the base "
+    "model's, measured bit for bit; transformer's LoRA stays fused). fuse_lora(components=['transformer', "
+    "'transformer_2']) fuses both"
+)

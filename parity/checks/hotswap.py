@@ -7,6 +7,15 @@ another layout is handed over as our parse of it written in diffusers') and one 
 ``pipeline`` drives the pipeline's API and a full (tiny) image. A swap's fresh loads and float64 runs
 are copies of the session's pipeline sharing its weights (parity/checks/fresh_copies.py), so the
 check holds one copy of the model.
+
+A pipeline of several denoisers (Wan 2.2 A14B's two experts) is swapped in the experts a session
+names (parity/zoo/experts.py): ``high`` is ``transformer``, ``low`` is ``transformer_2``, ``both`` each.
+Every expert the files go into is compiled and swapped. At model level each expert's
+``load_lora_adapter`` takes the file's ``transformer.`` keys (the prefix the file was written with,
+as ``load_lora_weights`` passes the state dict to ``transformer_2``) and each expert runs one step on
+the same inputs, their outputs stacked; at pipeline level ``load_lora_weights`` is called once per
+expert with the kwargs that put the file there (``load_into_transformer_2=True``), and the tiny video
+runs EXPERT_STEPS steps so that the low expert runs a step that matters.
 """
 
 from __future__ import annotations
@@ -29,10 +38,15 @@ from parity.lora.tensors import diffusers_source
 from parity.reference.merge import reference_merge
 from parity.tolerances import output_budget
 from parity.zoo import build_pipeline, get_family
+from parity.zoo.experts import FILE_COMPONENT, components_of, load_kwargs, place
 from parity.zoo.family import Family
 
 ADAPTER = "hot"
 LEVELS = ("model", "pipeline")
+# Pipeline calls of a family with experts: FlowMatchEuler(shift=3) runs t = 1000 on the high expert,
+# then t = 751 and 8.9 on the low one. At the families' 2 steps the low expert runs t = 8.9 only (the
+# last 0.9 % of the trajectory), where a swap into it barely shows.
+EXPERT_STEPS = 3
 # A LoRA to swap: a file's path, or a file our reader parsed (a pickle read weights-only goes to
 # diffusers as its tensors, so nothing downstream unpickles it).
 Source = str | LoraFile
@@ -55,6 +69,16 @@ def denoiser_part(lora: LoraFile, denoiser: str) -> tuple[dict[str, torch.Tensor
     part = replace(lora, modules={k: m for k, m in lora.modules.items() if k[0] == denoiser})
     tensors, header = to_state_dict(part, "diffusers")
     return tensors, None if not header or METADATA_KEY not in header else json.loads(header[METADATA_KEY])
+
+
+def expert_components(family: Family, expert: str | None) -> tuple[str, ...]:
+    """The denoisers a session's files go into: its expert's (parity/zoo/experts.py), or the family's one."""
+    return (family.denoiser,) if expert is None else components_of(family, expert)
+
+
+def file_prefix(family: Family) -> str:
+    """The component a file's keys name whichever expert it goes into (``transformer.`` for Wan)."""
+    return FILE_COMPONENT if family.experts else family.denoiser
 
 
 def _load_adapter(denoiser: torch.nn.Module, prefix: str, source: Source, hotswap: bool) -> None:
@@ -86,25 +110,48 @@ class HotswapSession:
     # The pipeline before its first load, sharing its tensors: what fresh loads copy (fresh_copies.py).
     pristine: Any = None
     loaded: dict[str, Digest] = field(default_factory=dict)  # base tensor digests before the first load
+    expert: str | None = None  # a family of several denoisers: the expert the files go into (experts.py)
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The denoisers the files are loaded into, compiled and swapped."""
+        return expert_components(self.family, self.expert)
+
+    @property
+    def denoisers(self) -> list[torch.nn.Module]:
+        return [getattr(self.pipe, c) for c in self.components]
 
     @property
     def denoiser(self) -> torch.nn.Module:
-        return getattr(self.pipe, self.family.denoiser)
+        """The first (for a one-denoiser family, the only) denoiser the files go into."""
+        return self.denoisers[0]
 
 
-def _load(pipe: Any, family: Family, level: str, source: Source, hotswap: bool) -> None:
+def _load(pipe: Any, family: Family, level: str, source: Source, hotswap: bool, expert: str | None = None) -> None:
     if level == "model":
         if isinstance(source, str):
             # A path may hold any layout: parsed first, as the CLI does, so model level reads what
             # load_lora_weights would (the fresh loads that swaps are compared with come this way).
             source = read_lora(source, family.components(pipe), strict=False)
-        _load_adapter(getattr(pipe, family.denoiser), family.denoiser, source, hotswap)
+        for component in expert_components(family, expert):
+            _load_adapter(getattr(pipe, component), file_prefix(family), source, hotswap)
     else:
-        pipe.load_lora_weights(_for_diffusers(source), adapter_name=ADAPTER, hotswap=hotswap)
+        for kwargs in load_kwargs(family, expert) if expert is not None else [{}]:
+            pipe.load_lora_weights(_for_diffusers(source), adapter_name=ADAPTER, hotswap=hotswap, **kwargs)
 
 
-def run(family: Family, pipe: Any, level: str, seed: int = 0, replay: Any = None) -> torch.Tensor:
+def call_args(family: Family, pipe: Any, seed: int) -> dict[str, Any]:
+    """The family's pipeline call, EXPERT_STEPS steps long for a family with experts."""
+    args = family.call_args(pipe, seed)
+    return {**args, "num_inference_steps": EXPERT_STEPS} if family.experts else args
+
+
+def run(family: Family, pipe: Any, level: str, seed: int = 0, replay: Any = None,
+        expert: str | None = None) -> torch.Tensor:
     """One denoiser step (model level) or one tiny image (pipeline level), as a CPU tensor.
+
+    At model level ``expert`` names the denoisers that run (each one step on the same inputs, their
+    outputs stacked); a pipeline call runs every expert anyway.
 
     ``replay`` (a recorded ``prepare_latents`` result) replaces the pipeline's own draw: a float64
     run must start from the float32 run's latents, as a seeded generator draws other numbers per
@@ -112,14 +159,16 @@ def run(family: Family, pipe: Any, level: str, seed: int = 0, replay: Any = None
     """
     with torch.no_grad():
         if level == "model":
-            denoiser = getattr(pipe, family.denoiser)
-            out = denoiser(**family.denoiser_inputs(pipe, seed, denoiser.dtype), return_dict=False)[0]
-            return out.detach().cpu()
+            outs = []
+            for component in expert_components(family, expert):
+                denoiser = getattr(pipe, component)
+                outs.append(denoiser(**family.denoiser_inputs(pipe, seed, denoiser.dtype), return_dict=False)[0])
+            return torch.cat(outs).detach().cpu()
         if replay is not None:
             dtype = getattr(pipe, family.denoiser).dtype
             pipe.prepare_latents = lambda *args, **kwargs: _cast_floats(replay, dtype)
         try:
-            images = family.render(pipe, family.call_args(pipe, seed))
+            images = family.render(pipe, call_args(family, pipe, seed))
         finally:
             if replay is not None:
                 del pipe.prepare_latents
@@ -146,7 +195,7 @@ def drawn_latents(family: Family, pipe: Any, seed: int = 0) -> Any:
     pipe.prepare_latents = recording
     try:
         with torch.no_grad():
-            family.call(pipe, family.call_args(pipe, seed))
+            family.call(pipe, call_args(family, pipe, seed))
     except _Drawn:
         pass
     finally:
@@ -158,10 +207,11 @@ class _Drawn(Exception):
     """Stops a pipeline call once its latents are drawn."""
 
 
-def prepare_for_hotswap(pipe: Any, family: Family, level: str, target_rank: int) -> None:
+def prepare_for_hotswap(pipe: Any, family: Family, level: str, target_rank: int, expert: str | None = None) -> None:
     if level == "model":
-        getattr(pipe, family.denoiser).enable_lora_hotswap(target_rank=target_rank)
-    else:
+        for component in expert_components(family, expert):
+            getattr(pipe, component).enable_lora_hotswap(target_rank=target_rank)
+    else:  # every LoRA-loadable component, both experts included
         pipe.enable_lora_hotswap(target_rank=target_rank)
 
 
@@ -176,22 +226,25 @@ def start(
     mode: str | None = None,
     model_path: str | None = None,
     pipe: Any = None,
+    expert: str | None = None,
 ) -> HotswapSession:
     """A pipeline prepared for hotswap, ``first_lora`` loaded, the denoiser compiled and warmed up;
-    ``pipe``: that pipeline already built (``dtype``, ``device``, ``model_path``), no LoRA loaded."""
+    ``pipe``: that pipeline already built (``dtype``, ``device``, ``model_path``), no LoRA loaded;
+    ``expert``: for a family of several denoisers, the expert(s) loaded, compiled and swapped."""
     fam = get_family(family) if isinstance(family, str) else family
     reset()
     if pipe is None:
         pipe = build_pipeline(fam, dtype=dtype, device=device, model_path=model_path)
     session = HotswapSession(fam, pipe, level, dtype, device, target_rank, backend, mode, model_path,
-                             pristine=fc.pristine_copy(pipe), loaded=fc.digests(pipe))
+                             pristine=fc.pristine_copy(pipe), loaded=fc.digests(pipe), expert=expert)
     t0 = time.perf_counter()
-    prepare_for_hotswap(pipe, fam, level, target_rank)
-    _load(pipe, fam, level, first_lora, hotswap=False)
-    compile_in_place(session.denoiser, backend, mode)
-    run(fam, pipe, level, session.seed)
-    if mode == "reduce-overhead":
-        run(fam, pipe, level, session.seed)  # CUDA graphs are recorded on the second call, not the first
+    prepare_for_hotswap(pipe, fam, level, target_rank, expert)
+    _load(pipe, fam, level, first_lora, hotswap=False, expert=expert)
+    for denoiser in session.denoisers:
+        compile_in_place(denoiser, backend, mode)
+    run(fam, pipe, level, session.seed, expert=expert)
+    if mode == "reduce-overhead":  # CUDA graphs are recorded on the second call, not the first
+        run(fam, pipe, level, session.seed, expert=expert)
     session.compile_seconds = time.perf_counter() - t0
     return session
 
@@ -212,10 +265,10 @@ def swap(session: HotswapSession, source: Source) -> SwapResult:
     with watch_compiles() as watch:
         try:
             t0 = time.perf_counter()
-            _load(session.pipe, session.family, session.level, source, hotswap=True)
+            _load(session.pipe, session.family, session.level, source, hotswap=True, expert=session.expert)
             swap_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
-            output = run(session.family, session.pipe, session.level, session.seed)
+            output = run(session.family, session.pipe, session.level, session.seed, expert=session.expert)
             call_seconds = time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001 — a refused swap is a result the checks inspect
             from torch._dynamo.exc import RecompileError
@@ -231,14 +284,14 @@ def fresh_output(session: HotswapSession, source: Source, values: fc.Values | No
     """The output of a fresh eager load of only ``source``, on a copy of the session's pipeline from
     before its first load: in the session's dtype and prepared for hotswap as it was, or, given the
     float64 ``values`` of the base tensors, computed as a float64 pipeline loaded without preparing."""
-    fam, level = session.family, session.level
+    fam, level, expert = session.family, session.level, session.expert
     if values is None:
         pipe = fc.aliased_copy(session.pristine)
-        prepare_for_hotswap(pipe, fam, level, session.target_rank)
+        prepare_for_hotswap(pipe, fam, level, session.target_rank, expert)
     else:
         pipe = fc.float64_copy(session.pristine, values)
-    _load(pipe, fam, level, source, hotswap=False)
-    return run(fam, pipe, level, replay=replay)
+    _load(pipe, fam, level, source, hotswap=False, expert=expert)
+    return run(fam, pipe, level, replay=replay, expert=expert)
 
 
 def merged_output(session: HotswapSession, source: Source, values: fc.Values, replay: Any = None) -> torch.Tensor:
@@ -249,6 +302,8 @@ def merged_output(session: HotswapSession, source: Source, values: fc.Values, re
     """
     pristine = session.pristine
     lora = source if isinstance(source, LoraFile) else read_lora(source, session.family.components(pristine))
+    if session.expert is not None:  # read against transformer, merged into the session's experts
+        lora = place(lora, session.family, session.expert)
     refs = reference_merge(fc.lazy_weights(pristine, values), [(lora, 1.0)])
     merged = set(refs)  # `in refs` would compute the reference it asks about
 
@@ -258,12 +313,15 @@ def merged_output(session: HotswapSession, source: Source, values: fc.Values, re
             return refs[key].merged
         return refs[component, name].merged if (component, name) in merged else values(component, name)
 
-    return run(session.family, fc.float64_copy(pristine, merged_values), session.level, replay=replay)
+    return run(session.family, fc.float64_copy(pristine, merged_values), session.level, replay=replay,
+               expert=session.expert)
 
 
-def parameter_footprint(model: torch.nn.Module) -> tuple[int, int]:
-    """(number of parameters, bytes): hotswap must not grow either."""
-    params = list(model.parameters())
+def parameter_footprint(model: torch.nn.Module | HotswapSession) -> tuple[int, int]:
+    """(number of parameters, bytes) of a denoiser, or of every denoiser a session swaps: hotswap must
+    not grow either."""
+    models = model.denoisers if isinstance(model, HotswapSession) else [model]
+    params = [p for m in models for p in m.parameters()]
     return sum(p.numel() for p in params), sum(p.numel() * p.element_size() for p in params)
 
 

@@ -26,6 +26,7 @@ from parity.modules import pipeline_models
 from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
+from parity.zoo.experts import DEFAULT, EXPERT_CHOICES, check_present
 from parity.zoo.family import Family
 from parity.zoo.published import ensure_folder
 from parity.zoo.source import describe as describe_source
@@ -48,6 +49,7 @@ class HotswapRequest:
     device: str = "cpu"
     model_path: str | None = None
     allow_pickle: bool = False
+    expert: str | None = None  # a family of several denoisers: high, low or both (default: high)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,20 @@ class HotswapPlan:
     level: str
     backend: str
     mode: str | None
+    expert: str | None = None  # None: a family of one denoiser
+
+
+def _expert(family: Family, option: str | None) -> str | None:
+    """The expert every file of the session goes into: ``--expert``, else ``high`` (where
+    load_lora_weights loads without kwargs) for a family of several denoisers. One compiled session
+    swaps one adapter in one set of experts, so the files share it (no per-file guess)."""
+    if option is None:
+        return DEFAULT if family.experts else None
+    if not family.experts:
+        raise ParityInputError(f"--expert {option}: the {family.name} family has one denoiser, no experts")
+    if option not in EXPERT_CHOICES:
+        raise ParityInputError(f"--expert {option}: choose from {', '.join(EXPERT_CHOICES)}")
+    return option
 
 
 def plan_hotswap(request: HotswapRequest) -> HotswapPlan:
@@ -74,7 +90,7 @@ def plan_hotswap(request: HotswapRequest) -> HotswapPlan:
     if request.level not in hs.LEVELS:
         raise ParityInputError(f"unknown level {request.level!r}; choose from {', '.join(hs.LEVELS)}")
     backend, mode = compile_options(request.compile_backend, request.compile_mode, device)
-    return HotswapPlan(request, family, device, dtype, request.level, backend, mode)
+    return HotswapPlan(request, family, device, dtype, request.level, backend, mode, _expert(family, request.expert))
 
 
 def denoiser_rank(lora: LoraFile, denoiser: str) -> int:
@@ -85,6 +101,8 @@ def _read_files(plan: HotswapPlan, pipe: Any) -> list[LoraFile]:
     """Parse every file against the model, and refuse what the chosen loader cannot swap."""
     request, family = plan.request, plan.family
     components = family.components(pipe)
+    if plan.expert is not None:  # a Wan 2.1 folder has no transformer_2
+        check_present(family, pipe, plan.expert, request.loras[0])
     loras = [read_lora(path, components, strict=True, allow_pickle=request.allow_pickle) for path in request.loras]
     denoiser = family.denoiser
     for lora in loras:
@@ -181,7 +199,7 @@ def swap_and_check(session: hs.HotswapSession, source: hs.Source, baseline: tupl
     finally:
         diffusers_logging.set_verbosity(level)
     check = None if result.output is None else hs.check_swap_output(session, source, result.output)
-    params, nbytes = hs.parameter_footprint(session.denoiser)
+    params, nbytes = hs.parameter_footprint(session)
     watch = result.watch
     failures = []
     if watch.recompiled:
@@ -214,10 +232,12 @@ class HotswapReport:
     first: str
     ranks: dict[str, int]  # path → the file's largest denoiser rank
     compile_seconds: float  # first load + compile + first call
-    parameters: int  # the denoiser's, after the first load
+    parameters: int  # the swapped denoisers', after the first load
     swaps: list[SwapRecord]
     skipped: list[str]  # files not swapped: diffusers deleted the adapter after a refusal
     model: str = ""  # what ran: the tiny model, the user's folder, or the published architecture
+    expert: str | None = None  # a family of several denoisers: the expert(s) swapped (high, low, both)
+    components: tuple[str, ...] = ()  # the denoisers compiled and swapped
     ok: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -287,13 +307,14 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
     try:
         with progress.step(f"load {os.path.basename(users[0])}, compile ({plan.backend}), warm up"):
             session = hs.start(family, first, target_rank, level=plan.level, dtype=plan.dtype, device=plan.device,
-                               backend=plan.backend, mode=plan.mode, model_path=request.model_path, pipe=pipe)
-        baseline = hs.parameter_footprint(session.denoiser)
+                               backend=plan.backend, mode=plan.mode, model_path=request.model_path, pipe=pipe,
+                               expert=plan.expert)
+        baseline = hs.parameter_footprint(session)
         for i, (path, lora) in enumerate(rest):
             with progress.step(f"swap {os.path.basename(path)}, check output") as outcome:
                 swaps.append(swap_and_check(session, lora, baseline, label=path))
                 outcome(swaps[-1].ok)
-            if hs.ADAPTER not in getattr(session.denoiser, "peft_config", {}):
+            if any(hs.ADAPTER not in getattr(d, "peft_config", {}) for d in session.denoisers):
                 # diffusers deletes the adapter when a hotswap fails: nothing is left to swap into.
                 skipped = [p for p, _ in rest[i + 1:]]
                 break
@@ -306,4 +327,5 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
         {path: denoiser_rank(lora, family.denoiser) for path, lora in zip(users, loras)},
         session.compile_seconds, baseline[0], swaps, skipped,
         published_model or describe_source(request.model_path, family) or "tiny (built-in, seed 0)",
+        plan.expert, session.components,
     )

@@ -10,6 +10,7 @@ from parity.cli.arguments import (add_model_arguments, add_pickle_argument, add_
                                   positive_int)
 from parity.cli.output import report_run, table, versions_line
 from parity.options import COMPILE_BACKEND, COMPILE_MODE
+from parity.zoo.experts import EXPERT_CHOICES
 
 NAME = "hotswap"
 HELP = "hotswap LoRA files into a compiled model: recompiles, refusals, output vs a fresh load"
@@ -32,6 +33,11 @@ converts no layout itself, so a file in another layout than diffusers' (kohya, d
 is read by lora-parity and its denoiser part handed over in the diffusers layout: every layout that
 `check` reads hotswaps. At --level pipeline files go through load_lora_weights, which converts the
 layouts itself, and must hold denoiser keys only.
+
+Wan 2.2 (two experts): --expert high swaps into transformer (the high-noise expert, where
+load_lora_weights loads by default), low into transformer_2 (load_into_transformer_2=True at
+--level pipeline, transformer_2.load_lora_adapter at --level model), both into each, every one
+compiled. The files' transformer keys go into the expert(s) named; all files share one expert.
 
 --target-rank defaults to the largest denoiser rank in the files. A smaller one is bad input: PEFT
 would have to grow the padded LoRA tensors on that swap (torch.utils.swap_tensors), which changes
@@ -61,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model: the denoiser's own loader and one denoiser step (default); pipeline: load_lora_weights "
         "and one tiny image",
     )
+    parser.add_argument(
+        "--expert",
+        choices=EXPERT_CHOICES,
+        default=None,
+        help="Wan 2.2: the expert every --lora file is swapped into: high (transformer), low (transformer_2) or "
+        "both, each compiled (default: high, where load_lora_weights loads without load_into_transformer_2)",
+    )
     COMPILE_BACKEND.add_to(parser)
     COMPILE_MODE.add_to(parser)
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
@@ -72,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     request = HotswapRequest(
         family=args.family, loras=tuple(args.lora), target_rank=args.target_rank, level=args.level,
         compile_backend=args.compile_backend, compile_mode=args.compile_mode, dtype=args.dtype, device=args.device,
-        model_path=model_source(args), allow_pickle=args.allow_pickle,
+        model_path=model_source(args), allow_pickle=args.allow_pickle, expert=args.expert,
     )
     return report_run(args, plan_hotswap(request), run_hotswap, format_hotswap)
 
@@ -110,9 +123,10 @@ def _format_swaps(report: HotswapReport) -> list[str]:
 
 def format_hotswap(report: HotswapReport) -> str:
     mode = f", mode {report.mode}" if report.mode else ""
+    expert = f", expert {report.expert} ({' + '.join(report.components)})" if report.expert else ""
     header = [
         f"lora-parity hotswap: family {report.family}, model {report.model}, "
-        f"level {report.level}, device {report.device}, dtype {report.dtype}",
+        f"level {report.level}{expert}, device {report.device}, dtype {report.dtype}",
         versions_line(report.versions),
         f"first: {report.first} (rank {report.ranks[report.first]}), target rank {report.target_rank}: "
         f"loaded, compiled ({report.backend}{mode}) and warmed up in {report.compile_seconds:.1f} s; "
