@@ -14,8 +14,8 @@ Every expert the files go into is compiled and swapped. At model level each expe
 ``load_lora_adapter`` takes the file's ``transformer.`` keys (the prefix the file was written with,
 as ``load_lora_weights`` passes the state dict to ``transformer_2``) and each expert runs one step on
 the same inputs, their outputs stacked; at pipeline level ``load_lora_weights`` is called once per
-expert with the kwargs that put the file there (``load_into_transformer_2=True``), and the tiny video
-runs EXPERT_STEPS steps so that the low expert runs a step that matters.
+expert with the kwargs that put the file there (``load_into_transformer_2=True``); the tiny video's
+three steps run both experts (parity/zoo/wan.py: pipeline_call_args).
 """
 
 from __future__ import annotations
@@ -43,10 +43,6 @@ from parity.zoo.family import Family
 
 ADAPTER = "hot"
 LEVELS = ("model", "pipeline")
-# Pipeline calls of a family with experts: FlowMatchEuler(shift=3) runs t = 1000 on the high expert,
-# then t = 751 and 8.9 on the low one. At the families' 2 steps the low expert runs t = 8.9 only (the
-# last 0.9 % of the trajectory), where a swap into it barely shows.
-EXPERT_STEPS = 3
 # A LoRA to swap: a file's path, or a file our reader parsed (a pickle read weights-only goes to
 # diffusers as its tensors, so nothing downstream unpickles it).
 Source = str | LoraFile
@@ -140,12 +136,6 @@ def _load(pipe: Any, family: Family, level: str, source: Source, hotswap: bool, 
             pipe.load_lora_weights(_for_diffusers(source), adapter_name=ADAPTER, hotswap=hotswap, **kwargs)
 
 
-def call_args(family: Family, pipe: Any, seed: int) -> dict[str, Any]:
-    """The family's pipeline call, EXPERT_STEPS steps long for a family with experts."""
-    args = family.call_args(pipe, seed)
-    return {**args, "num_inference_steps": EXPERT_STEPS} if family.experts else args
-
-
 def run(family: Family, pipe: Any, level: str, seed: int = 0, replay: Any = None,
         expert: str | None = None) -> torch.Tensor:
     """One denoiser step (model level) or one tiny image (pipeline level), as a CPU tensor.
@@ -168,7 +158,7 @@ def run(family: Family, pipe: Any, level: str, seed: int = 0, replay: Any = None
             dtype = getattr(pipe, family.denoiser).dtype
             pipe.prepare_latents = lambda *args, **kwargs: _cast_floats(replay, dtype)
         try:
-            images = family.render(pipe, call_args(family, pipe, seed))
+            images = family.render(pipe, family.call_args(pipe, seed))
         finally:
             if replay is not None:
                 del pipe.prepare_latents
@@ -195,7 +185,7 @@ def drawn_latents(family: Family, pipe: Any, seed: int = 0) -> Any:
     pipe.prepare_latents = recording
     try:
         with torch.no_grad():
-            family.call(pipe, call_args(family, pipe, seed))
+            family.call(pipe, family.call_args(pipe, seed))
     except _Drawn:
         pass
     finally:

@@ -164,7 +164,7 @@ def _lora_layers(models: Mapping[str, nn.Module], loras: Sequence[LoraFile], com
 
 
 def predict_hotswap(models: Mapping[str, nn.Module], loras: Sequence[LoraFile], dtype: torch.dtype,
-                    target_rank: int, denoiser: str, float32_build: bool = False) -> MemoryPrediction:
+                    target_rank: int, denoiser: str, float32_build: bool = False, experts: int = 1) -> MemoryPrediction:
     """The hotswap check's peak, from the pipeline it loaded (``models``: every model in it, the VAE
     too, as a pipeline-level swap runs them all) and the files it read.
 
@@ -176,11 +176,12 @@ def predict_hotswap(models: Mapping[str, nn.Module], loras: Sequence[LoraFile], 
     other than float32 (``float32_build``), the float32 build the float64 values come from, P·4. Fresh
     loads share the session's weights; a float64 run holds one module's weights at a time. The load
     itself is over by then and not predicted: diffusers loading a float32 folder into bfloat16 maps
-    the whole file beside the model it builds.
+    the whole file beside the model it builds. A session swapping ``experts`` denoisers of one shape (Wan
+    2.2's both) holds the files' layers in each: they are read against ``denoiser``, the first.
     """
     p = _parameters(models)
     s = torch.empty((), dtype=dtype).element_size()
-    f = _lora_layers(models, loras, denoiser, target_rank)
+    f = experts * _lora_layers(models, loras, denoiser, target_rank)
     largest = _largest_parameter(models)
     targeted, largest_targeted = _targeted(models, loras)
     per_weight = max(READ_BYTES * largest, PER_WEIGHT_HOTSWAP * 8 * largest_targeted)

@@ -26,7 +26,7 @@ from parity.modules import pipeline_models
 from parity.tolerances import dtype_from_name
 from parity.versions import library_versions
 from parity.zoo import build_pipeline, get_family
-from parity.zoo.experts import DEFAULT, EXPERT_CHOICES, check_present
+from parity.zoo.experts import DEFAULT, check_expert_option, check_present
 from parity.zoo.family import Family
 from parity.zoo.published import ensure_folder
 from parity.zoo.source import describe as describe_source
@@ -72,10 +72,7 @@ def _expert(family: Family, option: str | None) -> str | None:
     swaps one adapter in one set of experts, so the files share it (no per-file guess)."""
     if option is None:
         return DEFAULT if family.experts else None
-    if not family.experts:
-        raise ParityInputError(f"--expert {option}: the {family.name} family has one denoiser, no experts")
-    if option not in EXPERT_CHOICES:
-        raise ParityInputError(f"--expert {option}: choose from {', '.join(EXPERT_CHOICES)}")
+    check_expert_option(family, option)
     return option
 
 
@@ -252,8 +249,9 @@ def _memory_gate(plan: HotswapPlan, models: Any, loras: Sequence[LoraFile], targ
     """The predicted peak, printed; a machine with less available is refused here, before the first compile."""
     if torch.device(plan.device).type != "cpu":  # host memory; on CUDA the weights live on the device
         return
+    experts = len(hs.expert_components(plan.family, plan.expert))
     prediction = predict_hotswap(models, loras, plan.dtype, target_rank, plan.family.denoiser,
-                                 float32_build=float32_build)
+                                 float32_build=float32_build, experts=experts)
     gate_memory(prediction, progress.note, plan.request.model_path)
 
 

@@ -9,8 +9,7 @@ from parity.checks.swaps import HotswapReport, HotswapRequest, SwapRecord, plan_
 from parity.cli.arguments import (add_model_arguments, add_pickle_argument, add_run_arguments, model_source,
                                   positive_int)
 from parity.cli.output import report_run, table, versions_line
-from parity.options import COMPILE_BACKEND, COMPILE_MODE
-from parity.zoo.experts import EXPERT_CHOICES
+from parity.options import COMPILE_BACKEND, COMPILE_MODE, EXPERT
 
 NAME = "hotswap"
 HELP = "hotswap LoRA files into a compiled model: recompiles, refusals, output vs a fresh load"
@@ -67,13 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model: the denoiser's own loader and one denoiser step (default); pipeline: load_lora_weights "
         "and one tiny image",
     )
-    parser.add_argument(
-        "--expert",
-        choices=EXPERT_CHOICES,
-        default=None,
-        help="Wan 2.2: the expert every --lora file is swapped into: high (transformer), low (transformer_2) or "
-        "both, each compiled (default: high, where load_lora_weights loads without load_into_transformer_2)",
-    )
+    EXPERT.add_to(parser, help="Wan 2.2: the expert every --lora file is swapped into: high (transformer), low "
+                  "(transformer_2) or both, each compiled (default: high, where load_lora_weights loads without "
+                  "load_into_transformer_2)")
     COMPILE_BACKEND.add_to(parser)
     COMPILE_MODE.add_to(parser)
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")

@@ -171,10 +171,10 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
     if case.same_as is not None:
         other_case = golden_case(f"{case.family}-{case.same_as}")
         other = rendering.render_cached(other_case, device, model_path)
-        # an update whose other case is not stored yet (not selected, or on another xdist worker now)
-        # measures its e_fwd as that case's update does
+        # where the other case is not stored (not selected, or an update's on another xdist worker now),
+        # its e_fwd is measured here as its update would: a verify and an update of the same selection agree
         other_error = (rendering.forward_error(other_case, other, device, model_path)
-                       if update and not store.has(other_case.id) else None)
+                       if not store.has(other_case.id) else None)
         rel = check_relation(case, image, other, store, other_error)
         ok &= rel.ok
         lines.append(rel.detail)

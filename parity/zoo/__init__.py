@@ -8,6 +8,7 @@ import torch
 
 from parity.errors import ParityInputError
 from parity.zoo.fit import check_parts_fit
+from parity.zoo.loading import quiet_loader
 from parity.zoo.family import Family
 from parity.zoo.registry import FAMILIES, UNAVAILABLE, get_family
 from parity.zoo.source import load
@@ -32,5 +33,6 @@ def build_pipeline(
         check_parts_fit(fam.fits, pipe, model_path)
     else:
         pipe = fam.build_tiny(seed)
-        pipe.to(dtype=dtype)
+        with quiet_loader():  # Wan's "modules that should be kept in float32": the tiny model is cast whole
+            pipe.to(dtype=dtype)
     return pipe.to(device)
