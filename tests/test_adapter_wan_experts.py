@@ -16,21 +16,12 @@ from parity.checks.fuse import fuse_and_measure, snapshot
 from parity.lora.reader import read_lora
 from parity.pytest.cases import params
 from parity.zoo import FAMILIES, build_pipeline
-from parity.zoo.experts import components_of, load_kwargs, place
-from tests.support.adapters import Loaded, assert_same_tensors, differing, holders, lora_layers, lora_params, write_pair
+from parity.zoo.experts import components_of, load_kwargs
+from tests.support.adapters import Loaded, assert_same_tensors, differing, holders, load, lora_layers, lora_params
 
 
 def load_into(family_name: str, expert: str, directory: Any, names: tuple[str, ...] = ("a", "b")) -> Loaded:
-    """Adapters a and b (tests/support/adapters.py) loaded into ``expert``; ``loras`` placed there."""
-    family = FAMILIES[family_name]
-    paths, loras = write_pair(family, str(directory))
-    pipe = build_pipeline(family)
-    components = family.components(pipe)
-    before = snapshot(components)
-    for name in names:
-        for kwargs in load_kwargs(family, expert):
-            pipe.load_lora_weights(paths[name], adapter_name=name, **kwargs)
-    return Loaded(family, pipe, components, before, paths, {k: place(v, family, expert) for k, v in loras.items()})
+    return load(family_name, directory, names, expert=expert)
 
 
 def only(loaded: Loaded, expert: str) -> dict:

@@ -210,19 +210,23 @@ def layout_cases(families: Iterable[str] | None = None) -> list[LayoutCase]:
 FULL_PRODUCT_LAYOUTS = 2
 
 
-# sdxl's UNet and text encoders round like sd15's in every dtype (the same layer types and fuse), so
-# its full product runs in float32 by default, where its own naming (kohya-sgm, text_encoder_2) shows;
-# its other dtypes take the other layouts' three combinations (about four minutes less on 2 cores).
-FLOAT32_PRODUCT_FAMILIES = ("sdxl",)
+# flux's transformer Linears round like qwenimage's in every dtype (the same nn.Linear fuse), so its full
+# product runs in float32 by default, where its own names (XLabs' fused q|k|v) show; qwenimage keeps the
+# transformers' float16/bfloat16 products, sd15 the UNets'.
+FLOAT32_PRODUCT_FAMILIES = ("flux",)
 # sd2's files carry sd15's names (diffusers and kohya alike) into the same UNet and CLIP layer types,
 # and its linear proj_in/proj_out fuse as sdxl's do: what is its own is the widths, the gelu text
 # encoder and v-prediction, which every combination shows alike. Each of its layouts runs one of the
 # three combinations by default, in turn (diffusers: two adapters at 1.3; kohya: the bfloat16 file;
 # kohya LoCon: the no-alpha file), and one unfuse cycle shares the diffusers load: 7 s under a load of
 # 7 on 2 cores, where its full product took 47 s. The rest is `make slow`.
-# wan's layouts differ in names and converters, which one combination each shows; its dtypes round as
-# the other transformers' Linears do. Its expert cases (EXPERT_LAYOUTS) take their turn the same way.
-ONE_COMBINATION_FAMILIES = ("sd2", "wan")
+# sdxl's UNet and text encoders round like sd15's in every dtype (the same layer types and fuse): what is
+# its own, the SGM names (kohya-sgm) and text_encoder_2, one combination per layout shows (its float32
+# full product was 25 s of `make test`). qwenimage-edit loads its files through qwenimage's converter into
+# the same transformer: its own is the pipeline, which the edit workflow checks. wan's layouts differ in
+# names and converters, which one combination each shows; its dtypes round as the other transformers'
+# Linears do. Its expert cases (EXPERT_LAYOUTS) take their turn the same way.
+ONE_COMBINATION_FAMILIES = ("sd2", "sdxl", "qwenimage-edit", "wan")
 COMBINATIONS = (("float32", 1.3, 2), ("float32", 1.0, "bf16"), ("float32", 1.0, "noalpha"))
 
 
@@ -532,7 +536,7 @@ LAYOUT_FIRST = SwapSpec("first", seed=1, rank=2, alpha=4.0)
 LAYOUT_SWAPS = (SwapSpec("same-rank", seed=11, rank=2, alpha=2.0),)
 
 
-HOTSWAP_SLOW_FAMILIES = ("sdxl", "sd2")
+HOTSWAP_SLOW_FAMILIES = ("sdxl", "sd2", "qwenimage-edit")
 # At pipeline level every family goes through the same diffusers code (load_lora_weights with
 # hotswap=True into the denoiser, one pipeline call), so one family runs every spec and the sequence:
 # flux, whose tiny transformer compiles in a third of the time of sd15's UNet.
@@ -595,8 +599,9 @@ def hotswap_cases(families: Iterable[str] | None = None, sequence: bool = False)
                     cases = [replace(c, slow=(c.level, c.expert, c.swap and c.swap.name) != EXPERT_REPRESENTATIVE)
                              for c in cases]
                 out += cases
-    # sdxl and sd2 hotswap through the same UNet code path as sd15: their sessions (compiled UNet, about
-    # three minutes on 2 cores for sdxl) run in `make slow`
+    # sdxl and sd2 hotswap through the same UNet code path as sd15, qwenimage-edit through qwenimage's
+    # transformer and loader: their sessions (compiled UNet, about three minutes on 2 cores for sdxl; 16 s
+    # for qwenimage-edit) run in `make slow`
     out = [replace(c, slow=True) if c.family in HOTSWAP_SLOW_FAMILIES else c for c in out]
     return out
 

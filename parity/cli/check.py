@@ -124,7 +124,14 @@ def _format_results(report: CheckReport) -> list[str]:
             f"{state.vs_loaded:.3g} ({state.budget:.3g})", "ok" if r.ok else "FAIL",
         ])
     lines += table(rows)
-    failures = [f"  {r.dtype}: {failure}" for r in report.results for failure in r.failures]
+    failures = []
+    for r in report.results:
+        failures += [f"  {r.dtype}: {failure}" for failure in r.failures]
+        # the worst are worded; --json's "failing" names every one
+        unworded = [name for name in r.failing if not any(f.startswith(name + ":") for f in r.failures)]
+        if unworded:
+            failures.append(f"  {r.dtype}: and {len(unworded)} more weight(s) over their bound, e.g. {unworded[0]} "
+                            "(--json lists them all)")
     return lines + (["", "Failures", *failures] if failures else [])
 
 

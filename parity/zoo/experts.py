@@ -59,7 +59,9 @@ def expert_for(family: Any, lora: LoraFile, option: str | None, pipe: Any) -> tu
     else:
         from parity.lora.expertguess import guess_expert
 
-        guessed = guess_expert(lora.path, file_metadata(lora.path))
+        ratio = dict(getattr(pipe, "config", None) or {}).get("boundary_ratio")  # the model's own boundary
+        kwargs = {"boundary": float(ratio) * 1000} if ratio else {}
+        guessed = guess_expert(lora.path, file_metadata(lora.path), **kwargs)
         expert, why = guessed if guessed is not None else (DEFAULT, "load_lora_weights' default")
     check_present(family, pipe, expert, lora.path)
     return place(lora, family, expert), why

@@ -25,7 +25,9 @@ RUN = ["benchmarks/test_bench_groups.py", "--benchmark-enable", "--family", "flu
 
 
 # the runs are one worker's, built once (a second worker's runs would be the first's busy neighbour)
-pytestmark = pytest.mark.xdist_group("bench-noise")
+# Slow (make slow): its module fixture is two whole benchmark runs in subprocesses, 40 s on 2 cores; the
+# comparison's verdict rules are pinned on hand-made runs in test_run_compare.py and test_bench_report.py.
+pytestmark = [pytest.mark.xdist_group("bench-noise"), pytest.mark.slow]
 
 
 def _run(path: Path, *plugins: str) -> Path:

@@ -286,6 +286,8 @@ BENCH_TEST = textwrap.dedent("""
 """)
 
 
+# make slow (7 s: an inner pytest-benchmark run); the cost bound and its control run by default
+@pytest.mark.slow
 def test_under_pytest_benchmark_the_stats_are_the_check_s_and_rounds_alternate(tmp_path):
     (tmp_path / "test_check_bench.py").write_text(BENCH_TEST)
     run_json = tmp_path / "run.json"

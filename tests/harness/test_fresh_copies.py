@@ -106,7 +106,10 @@ def test_a_changed_base_tensor_is_named():
     assert fc.changed_tensors(pipe, loaded) == [f"unet.{name}"]
 
 
+# make slow (7 s: a model folder written and hotswapped in bfloat16); the float64 copies' bit-exactness
+# on every family runs by default above
 @pytest.mark.compile
+@pytest.mark.slow
 def test_a_bfloat16_session_on_a_folder_takes_a_float64_loads_values_from_its_checkpoint(tmp_path):
     fam = FAMILIES["sd15"]
     build_pipeline(fam).save_pretrained(tmp_path / "model")

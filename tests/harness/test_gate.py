@@ -47,6 +47,9 @@ def old_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _bundle(tmp_path_factory.mktemp("gate") / "old", "old")
 
 
+# The two end-to-end bundles are `make slow` (two pytest subprocess runs, 41 s on 2 cores; `make gate` is the
+# real thing): the verdict's rules are pinned on the hand-made bundles below.
+@pytest.mark.slow
 def test_a_new_version_whose_fuse_drops_alpha_fails_the_gate_with_evidence(old_bundle: Path, tmp_path: Path, capsys) -> None:
     new = _bundle(tmp_path / "new", "new", old=old_bundle, broken=True)
     assert main(["gate", str(old_bundle), str(new), "--out", str(tmp_path / "report")]) == 1
@@ -59,6 +62,7 @@ def test_a_new_version_whose_fuse_drops_alpha_fails_the_gate_with_evidence(old_b
     assert "<img src='golden/" in html and (tmp_path / "report" / "golden").is_dir()
 
 
+@pytest.mark.slow
 def test_an_unchanged_new_version_passes_the_gate(old_bundle: Path, tmp_path: Path) -> None:
     # the control for the one above: the same versions, nothing broken
     new = _bundle(tmp_path / "new", "new", old=old_bundle)

@@ -101,6 +101,8 @@ def _run_update_until_paused(golden_root: Path, where: str, tmp_path: Path) -> N
         proc.stdout.close()
 
 
+# make slow (7 s: a pytest subprocess killed mid-update); the harder kill, mid-commit, runs by default
+@pytest.mark.slow
 def test_update_killed_mid_run_leaves_the_old_baselines_intact(golden_copy, tmp_path):
     before = tree_hashes(golden_copy)
 

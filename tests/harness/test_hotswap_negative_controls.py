@@ -101,7 +101,9 @@ def test_a_hotswap_that_writes_a_base_weight_fails_the_output_check(lora_files, 
     assert f"changed base tensor {FAMILY.denoiser}." in report.failures()[0]
 
 
-@pytest.mark.parametrize("level", hs.LEVELS)
+# the pipeline level is `make slow` (5 s): the same output check on a whole tiny image
+@pytest.mark.parametrize("level", [pytest.param(level, marks=[pytest.mark.slow] if level == "pipeline" else [])
+                                   for level in hs.LEVELS])
 def test_a_swapped_output_one_percent_off_in_scale_fails_the_output_check(lora_files, level):
     new = lora_files(4, 4)
     session = hs.start(FAMILY, lora_files(1, 4), target_rank=8, level=level)

@@ -71,6 +71,8 @@ def test_a_hotswap_without_load_into_transformer_2_is_refused_when_the_adapter_i
     assert pipe.get_list_adapters() == {"transformer_2": [hs.ADAPTER]}
 
 
+# make slow (4 s): the same recompile guard as test_hotswap_negative_controls.py's, on the second expert
+@pytest.mark.slow
 def test_hotswapping_another_rank_into_the_compiled_low_expert_without_enable_lora_hotswap_is_caught(lora_files):
     reset()
     pipe = build_pipeline(FAMILY)

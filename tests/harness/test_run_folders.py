@@ -212,6 +212,8 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
     return pytester
 
 
+# make slow (9 s: two inner pytest runs under xdist); the one-process folder rules run by default above
+@pytest.mark.slow
 def test_pytest_default_golden_reports_land_in_one_run_folder_per_run_shared_by_the_xdist_worker(project):
     root = project.path / "reports" / "golden"
     # One worker is enough to show it writes where the controller decided (which marks and points at

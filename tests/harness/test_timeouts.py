@@ -41,6 +41,8 @@ def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+# make slow (7 s: an xdist worker left to crash); the watchdog's naming and exit run by default below
+@pytest.mark.slow
 def test_a_hung_test_fails_naming_its_case_and_an_uninterruptible_one_crashes_its_worker_named(hanging):
     done = _pytest(hanging, "-n", "1")
     out = done.stdout + done.stderr

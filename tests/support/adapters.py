@@ -45,14 +45,21 @@ def write_pair(family: Any, directory: str) -> tuple[dict, dict]:
     return paths, {k: read_lora(p, components) for k, p in paths.items()}
 
 
-def load(family_name: str, directory: Any, names: tuple[str, ...] = ("a", "b")) -> Loaded:
+def load(family_name: str, directory: Any, names: tuple[str, ...] = ("a", "b"), expert: str | None = None) -> Loaded:
+    """Adapters a and b loaded as a user would; with ``expert`` (Wan 2.2) into that expert, with the
+    ``load_lora_weights`` kwargs that put them there, and ``loras`` placed there (parity/zoo/experts.py)."""
+    from parity.zoo.experts import load_kwargs, place
+
     family = FAMILIES[family_name]
     paths, loras = write_pair(family, str(directory))
     pipe = build_pipeline(family)
     components = family.components(pipe)
     before = snapshot(components)
     for name in names:
-        pipe.load_lora_weights(paths[name], adapter_name=name)
+        for kwargs in load_kwargs(family, expert) if expert else [{}]:
+            pipe.load_lora_weights(paths[name], adapter_name=name, **kwargs)
+    if expert:
+        loras = {k: place(v, family, expert) for k, v in loras.items()}
     return Loaded(family, pipe, components, before, paths, loras)
 
 
