@@ -67,3 +67,11 @@ def test_fusing_both_experts_merges_the_low_noise_lora(tmp_path):
 
     layer = pipe.transformer_2.blocks[0].attn1.to_q
     assert layer.merged_adapters == ["low"] and not torch.equal(layer.base_layer.weight, before)
+
+
+def test_the_expert_option_offers_the_experts_choices():
+    # parity/options.py spells them out to stay import-light; they must be parity/zoo/experts.py's
+    from parity.options import EXPERT
+    from parity.zoo.experts import EXPERT_CHOICES
+
+    assert tuple(EXPERT.kwargs["choices"]) == EXPERT_CHOICES
