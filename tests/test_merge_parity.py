@@ -53,7 +53,8 @@ def test_user_lora_fuse_matches_reference_merge(user_lora, dtype, request, devic
     # The check `lora-parity check` runs: merge parity on the first fuse, whose unfuse ends one fuse/unfuse cycle.
     family = (request.config.getoption("--family") or ["sd15"])[0]
     check = CheckRequest(family, (user_lora,), dtypes=(dtype,), device=device, model_path=model_path,
-                         allow_pickle=request.config.getoption("--allow-pickle"))
+                         allow_pickle=request.config.getoption("--allow-pickle"),
+                         expert=request.config.getoption("--expert"))
 
     report = run_check(check)
 

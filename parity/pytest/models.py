@@ -1,5 +1,6 @@
 """Which models and LoRA files a run checks: --family (a filter over the case table), --model-path
-(the user's pipeline folder instead of the tiny model), --lora and --allow-pickle (the user's files)."""
+(the user's pipeline folder instead of the tiny model), --lora, --expert and --allow-pickle (the user's
+files, and for Wan 2.2 the expert they go into)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from parity.options import ALLOW_PICKLE, MODEL_CONFIG, MODEL_PATH, VARIANT
+from parity.options import ALLOW_PICKLE, EXPERT, MODEL_CONFIG, MODEL_PATH, VARIANT
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -17,6 +18,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     VARIANT.add_to(group)
     MODEL_CONFIG.add_to(group)
     group.addoption("--lora", action="append", default=[], help="a user LoRA file to check (repeatable)")
+    EXPERT.add_to(group)
     ALLOW_PICKLE.add_to(group)
 
 
