@@ -7,6 +7,7 @@ after loading a LoRA line up key for key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -81,3 +82,13 @@ def live_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Canonical parameter name → every base tensor of ``model`` as it is now (no copy)."""
     return {canonical_name(name): t.detach() for name, t in model.state_dict(keep_vars=False).items()
             if not _is_peft_internal(name)}
+
+
+def dtype_of(components: Mapping[str, nn.Module]) -> torch.dtype:
+    """The dtype most of the parameters are in: from_pretrained(torch_dtype=...) keeps a model's
+    ``_keep_in_fp32_modules`` in float32 (Wan's norms, time embedder and modulation tables)."""
+    counts: dict[torch.dtype, int] = {}
+    for model in components.values():
+        for p in model.parameters():
+            counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    return max(counts, key=counts.__getitem__)

@@ -311,6 +311,15 @@ def tolerance(check: str, device: str | torch.device, dtype: torch.dtype) -> Tol
     return TOLERANCES[(check, dev, name)]
 
 
+def weight_tolerance(check: str, device: torch.device | str, actual: torch.Tensor, tols: dict) -> tuple[torch.dtype, Tolerance]:
+    """(dtype, tolerance) of one weight: its own dtype, which is the model's except where the loader kept a
+    module in float32, and what PEFT casts its LoRA factors to there."""
+    dtype = actual.dtype
+    if dtype not in tols:
+        tols[dtype] = tolerance(check, device, dtype)
+    return dtype, tols[dtype]
+
+
 @dataclass
 class TensorReport:
     """How far one actual tensor is from its float64 reference, against its element-wise bound."""

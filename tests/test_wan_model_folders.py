@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from parity.cli import main
 from parity.lora.synth import write_lora
@@ -67,3 +68,16 @@ def test_a_second_expert_of_another_text_width_is_bad_input_naming_the_folder(wa
     wider.save_pretrained(folder / "transformer_2")
     code = main(["check", "--family", "wan", "--model-path", str(folder), "--lora", lora, "-q"])
     assert_one_line_error(capsys, code, str(folder), "transformer_2 text_dim is 32")
+
+
+def test_a_bfloat16_check_on_a_wan_folder_measures_each_weight_in_its_own_dtype(wan22, lora, capsys):
+    # from_pretrained(torch_dtype=bfloat16) keeps Wan's _keep_in_fp32_modules (norms, time embedder,
+    # modulation tables) in float32, and the first parameter is one of them: the check took the model's
+    # dtype from it and held every bfloat16 weight to float32's bound (28007x over, on a correct fuse)
+    pipe = build_pipeline(get_family("wan"), dtype=torch.bfloat16, model_path=str(wan22))
+    assert {p.dtype for p in pipe.transformer.parameters()} == {torch.float32, torch.bfloat16}
+    assert next(pipe.transformer.parameters()).dtype == torch.float32
+
+    code = main(["check", "--family", "wan", "--model-path", str(wan22), "--lora", lora, "--dtype", "bfloat16", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]

@@ -22,9 +22,9 @@ from parity.errors import LoaderRefused, ParityInputError
 from parity.fused_comparison import merge_report, unfuse_drift
 from parity.lora.neutral import LoraFile
 from parity.lora.tensors import diffusers_source
-from parity.modules import base_weights, canonical_name, live_weights
+from parity.modules import base_weights, canonical_name, dtype_of, live_weights
 from parity.reference.merge import LazyReferences, reference_merge
-from parity.tolerances import TensorReport, tolerance
+from parity.tolerances import TensorReport, weight_tolerance
 from parity.zoo.checkpoint import CheckpointWeights
 from parity.zoo.experts import loads_of
 
@@ -115,10 +115,6 @@ def device_of(components: Mapping[str, nn.Module]) -> torch.device:
     return next(iter(next(iter(components.values())).parameters())).device
 
 
-def dtype_of(components: Mapping[str, nn.Module]) -> torch.dtype:
-    return next(iter(next(iter(components.values())).parameters())).dtype
-
-
 @dataclass
 class MergeResult:
     dtype: torch.dtype
@@ -159,9 +155,9 @@ def measure_merge(
     loras: Sequence[LoraFile] = (),
     progress: Progress = SILENT,
 ) -> MergeResult:
-    """Targeted weights against the reference within the dtype's bound; all others bit-identical. A
+    """Targeted weights against the reference within their dtype's bound; all others bit-identical. A
     weight over its bound says what is off, naming the file keys it came from (``loras``)."""
-    tol = tolerance("merge", device, dtype)
+    tols: dict[torch.dtype, object] = {}
     reports, missing = [], []
     sources: dict[tuple[str, str], tuple[str, ...]] = {}
     for lora in loras:
@@ -176,11 +172,12 @@ def measure_merge(
             missing.append(refs.name(key))
             continue
         steps = refs.steps(key)
+        weight_dtype, tol = weight_tolerance("merge", device, actual, tols)
         if any(step.formula for step in steps):  # LyCORIS or DoRA: the whole weight's float64 reference
-            reports.append(formula_report(refs.name(key), actual, refs[key], dtype, tol))
+            reports.append(formula_report(refs.name(key), actual, refs[key], weight_dtype, tol))
             continue
         # one pass, no float64 array of the weight's size (parity/fused_comparison.py)
-        report = merge_report(refs.name(key), actual, refs.base(key), steps, dtype, tol)
+        report = merge_report(refs.name(key), actual, refs.base(key), steps, weight_dtype, tol)
         if not report.ok:  # the diagnosis fits the whole weight: only for one that failed
             ref = refs[key]
             others = {refs[k].key: refs[k] for k in siblings.get(key, ()) if k != key and k in refs}
@@ -447,16 +444,17 @@ def measure_unfuse(
     progress: Progress = SILENT,
 ) -> Drift:
     """How far the weights after ``cycles`` fuse/unfuse cycles are from the base, against the bound."""
-    tol = tolerance("unfuse", device, dtype)
+    tols: dict[torch.dtype, object] = {}
     drifts = []
     for done, key in enumerate(refs, start=1):
         progress.advance(done, len(refs), f"weights compared after cycle {cycles}")
         component, name = refs.parameter(key)
         steps = refs.steps(key)
+        weight_dtype, tol = weight_tolerance("unfuse", device, after[component][name], tols)
         if any(step.formula for step in steps):
-            drifts.append(formula_drift(refs.name(key), after[component][name], refs[key], dtype, tol, cycles))
+            drifts.append(formula_drift(refs.name(key), after[component][name], refs[key], weight_dtype, tol, cycles))
             continue
-        drifts.append(unfuse_drift(refs.name(key), after[component][name], refs.base(key), steps, dtype,
+        drifts.append(unfuse_drift(refs.name(key), after[component][name], refs.base(key), steps, weight_dtype,
                                    tol, cycles))
     worst_ulps = max((d.max_ulps for d in drifts), default=0.0)
     worst_base_ulps = max((d.max_base_ulps for d in drifts), default=0.0)

@@ -75,3 +75,22 @@ def test_the_expert_option_offers_the_experts_choices():
     from parity.zoo.experts import EXPERT_CHOICES
 
     assert tuple(EXPERT.kwargs["choices"]) == EXPERT_CHOICES
+
+
+def test_a_bfloat16_weight_held_to_the_float32_bound_fails(tmp_path, monkeypatch, capsys):
+    # the control of test_wan_model_folders.py's bfloat16 folder check: one tolerance for the model's
+    # first parameter's dtype (float32 there) fails that correct fuse
+    import parity.checks.fuse as fuse
+    from parity.cli import main
+    from parity.lora.synth import write_lora
+    from parity.tolerances import tolerance
+
+    folder = tmp_path / "wan"
+    WAN.build_tiny(0).save_pretrained(folder)
+    lora = write_lora(WAN.components(WAN.build_tiny(0)), WAN.default_targets, tmp_path / "l.safetensors", rank=4,
+                      alpha=2.0)
+    monkeypatch.setattr(fuse, "weight_tolerance",
+                        lambda check, device, actual, tols: (actual.dtype, tolerance(check, device, torch.float32)))
+    code = main(["check", "--family", "wan", "--model-path", str(folder), "--lora", str(lora), "--dtype", "bfloat16",
+                 "-q"])
+    assert code == 1, capsys.readouterr().out[-2000:]
