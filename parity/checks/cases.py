@@ -225,8 +225,9 @@ FLOAT32_PRODUCT_FAMILIES = ("flux",)
 # full product was 25 s of `make test`). qwenimage-edit loads its files through qwenimage's converter into
 # the same transformer: its own is the pipeline, which the edit workflow checks. wan's layouts differ in
 # names and converters, which one combination each shows; its dtypes round as the other transformers'
-# Linears do. Its expert cases (EXPERT_LAYOUTS) take their turn the same way.
-ONE_COMBINATION_FAMILIES = ("sd2", "sdxl", "qwenimage-edit", "wan")
+# Linears do. Its expert cases (EXPERT_LAYOUTS) take their turn the same way. zimage's transformer is
+# Linears like the others' (its dtypes round alike); its own is its names and layouts, one combination each.
+ONE_COMBINATION_FAMILIES = ("sd2", "sdxl", "qwenimage-edit", "wan", "zimage")
 COMBINATIONS = (("float32", 1.3, 2), ("float32", 1.0, "bf16"), ("float32", 1.0, "noalpha"))
 
 
@@ -454,8 +455,9 @@ def _expert_cases(family: Family, cases: list[GoldenCase]) -> list[GoldenCase]:
 # names); its other renders (about 1 s each on 2 cores, and a float64 twin each) are `make slow`. Wan
 # renders a 5-frame video with two experts: by default the base video and a LoRA in each expert, the
 # low expert's through load_into_transformer_2 (its negative controls are tests/harness/
-# test_golden_video_negative_controls.py).
-GOLDEN_REPRESENTATIVE = {"sd2": ("base", "lora-1.0", "kohya-1.0"), "wan": ("base", "lora-1.0", "low-lora-1.0")}
+# test_golden_video_negative_controls.py). Z-Image by default: its base image and one LoRA on it.
+GOLDEN_REPRESENTATIVE = {"sd2": ("base", "lora-1.0", "kohya-1.0"), "wan": ("base", "lora-1.0", "low-lora-1.0"),
+                         "zimage": ("base", "lora-1.0")}
 
 
 def golden_cases(families: Iterable[str] | None = None) -> list[GoldenCase]:
@@ -536,7 +538,7 @@ LAYOUT_FIRST = SwapSpec("first", seed=1, rank=2, alpha=4.0)
 LAYOUT_SWAPS = (SwapSpec("same-rank", seed=11, rank=2, alpha=2.0),)
 
 
-HOTSWAP_SLOW_FAMILIES = ("sdxl", "sd2", "qwenimage-edit")
+HOTSWAP_SLOW_FAMILIES = ("sdxl", "sd2", "qwenimage-edit", "zimage")
 # At pipeline level every family goes through the same diffusers code (load_lora_weights with
 # hotswap=True into the denoiser, one pipeline call), so one family runs every spec and the sequence:
 # flux, whose tiny transformer compiles in a third of the time of sd15's UNet.
@@ -632,8 +634,9 @@ def text_encoder_families() -> list[str]:
 # ---------------------------------------------------------------- the adapter API
 
 # sdxl is a UNet family like sd15 with one more text encoder, sd2 one with sd15's components at other
-# widths: no adapter-API path that sd15 lacks, and a minute on 2 cores. Their cases run in `make slow`.
-API_SLOW_FAMILIES = ("sdxl", "sd2")
+# widths: no adapter-API path that sd15 lacks, and a minute on 2 cores. zimage loads through the same
+# LoraBaseMixin code as the other transformer families. Their cases run in `make slow`.
+API_SLOW_FAMILIES = ("sdxl", "sd2", "zimage")
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,8 @@ def run(family: Family, pipe: Any, level: str, seed: int = 0, replay: Any = None
             outs = []
             for component in expert_components(family, expert):
                 denoiser = getattr(pipe, component)
-                outs.append(denoiser(**family.denoiser_inputs(pipe, seed, denoiser.dtype), return_dict=False)[0])
+                outs.append(family.denoiser_tensor(
+                    denoiser(**family.denoiser_inputs(pipe, seed, denoiser.dtype), return_dict=False)[0]))
             return torch.cat(outs).detach().cpu()
         if replay is not None:
             dtype = getattr(pipe, family.denoiser).dtype

@@ -68,7 +68,7 @@ def denoiser_output(family: Any, pipe: Any, seed: int = SEED, float64: bool = Fa
         else:
             with torch.no_grad(), computed_in_float64(denoiser):
                 out = denoiser(**family.denoiser_inputs(pipe, seed, torch.float64), return_dict=False)[0]
-        outs.append(out.detach().cpu())
+        outs.append(family.denoiser_tensor(out).detach().cpu())
     return outs[0] if len(outs) == 1 else torch.cat([o.reshape(-1) for o in outs])
 
 

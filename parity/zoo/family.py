@@ -56,6 +56,9 @@ class Family:
     experts: Mapping[str, str] = field(default_factory=dict)
     # a pipeline output → its pictures, (n, H, W, 3): images, or a video's frames (Wan)
     images_of: Callable[[Any], Any] = lambda out: out.images
+    # a denoiser forward's first output → one tensor: Z-Image's transformer returns a list of per-sample
+    # tensors (its inputs are lists too), which the checks compare as one stacked tensor
+    denoiser_tensor: Callable[[Any], torch.Tensor] = lambda out: out
 
     def components(self, pipe: Any) -> dict[str, nn.Module]:
         """The LoRA-capable components present in ``pipe`` (a family may build some as None)."""

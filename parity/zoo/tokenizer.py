@@ -74,3 +74,34 @@ def tiny_t5_tokenizer() -> Any:
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
     return T5TokenizerFast(tokenizer_object=backend, extra_ids=0, model_max_length=T5_MAX_LENGTH)
+
+
+# Qwen3's chat markers (Qwen3-4B's tokenizer_config.json), and the chat template reduced to what
+# ZImagePipeline renders: one user turn and the generation prompt. Qwen3's own template adds an empty
+# <think></think> only when enable_thinking is False; the pipeline passes True, so it adds nothing.
+QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN_MAX_LENGTH = 512  # ZImagePipeline's max_sequence_length default
+
+
+def tiny_qwen_tokenizer() -> Any:
+    """A Qwen-style (BPE) tokenizer with a chat template: the markers are special tokens, everything else
+    one token per printable character (no merges), so the chat-rendered prompt has stable ids.
+
+    Built from a tokenizers object, which every transformers version takes: Qwen3's real tokenizer is a
+    byte-level BPE of 151k entries, which nothing here needs."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(QWEN_SPECIAL)}
+    for ch in string.printable:  # letters, digits, punctuation, space and newline
+        vocab.setdefault(ch, len(vocab))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<|endoftext|>"))
+    backend.add_special_tokens(list(QWEN_SPECIAL))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        chat_template=QWEN_CHAT_TEMPLATE, model_max_length=QWEN_MAX_LENGTH,
+    )

@@ -45,6 +45,12 @@ REAL_NAMES = {
     "wan": {c: ["blocks.1.attn1.to_q", "blocks.0.attn2.to_out.0", "blocks.0.ffn.net.0.proj", "proj_out",
                 "condition_embedder.time_proj", "condition_embedder.text_embedder.linear_1"]
             for c in ("transformer", "transformer_2")},
+    # Z-Image's main layers and both refiners; diffusers' split to_q/to_k/to_v of the original attention.qkv
+    "zimage": {
+        "transformer": ["layers.1.attention.to_q", "layers.0.attention.to_out.0", "layers.0.feed_forward.w2",
+                        "noise_refiner.0.attention.to_k", "context_refiner.0.feed_forward.w1",
+                        "layers.0.adaLN_modulation.0", "all_final_layer.2-1.linear", "cap_embedder.1"],
+    },
 }
 
 
@@ -79,7 +85,7 @@ def test_denoiser_step_is_finite_and_deterministic(family):
         pipe = build_pipeline(fam)
         with torch.no_grad():
             out = getattr(pipe, fam.denoiser)(**fam.denoiser_inputs(pipe, 0, torch.float32), return_dict=False)[0]
-        outputs.append(out)
+        outputs.append(fam.denoiser_tensor(out))
     assert torch.isfinite(outputs[0]).all()
     assert torch.equal(outputs[0], outputs[1])
 
