@@ -26,7 +26,7 @@ from parity.modules import base_weights, canonical_name, dtype_of, live_weights
 from parity.reference.merge import LazyReferences, reference_merge
 from parity.tolerances import TensorReport, weight_tolerance
 from parity.zoo.checkpoint import CheckpointWeights
-from parity.zoo.experts import loads_of
+from parity.zoo.experts import load_kwargs
 
 Snapshot = dict[str, dict[str, "torch.Tensor | Digest"]]  # component → parameter → copy or digest
 
@@ -217,7 +217,7 @@ def changed_untargeted(before: Snapshot, after: Mapping[str, Mapping[str, torch.
 def load_adapters(pipe: Any, sources: Sequence[Any], weights: Sequence[float] | None = None,
                   loads: Sequence[Sequence[Mapping[str, Any]]] | None = None) -> list[str]:
     """Load each file (a path, or a state dict) as its own adapter (a0, a1, …), with ``loads[i]``'s
-    kwargs for each load file i takes (parity/zoo/experts.py: loads_of), and activate them at ``weights``."""
+    kwargs for each load file i takes (parity/zoo/experts.py: load_kwargs), and activate them at ``weights``."""
     names = [f"a{i}" for i in range(len(sources))]
     for i, (source, name) in enumerate(zip(sources, names)):
         for kwargs in (loads[i] if loads is not None else ({},)):
@@ -306,7 +306,7 @@ def load_files(pipe: Any, family: Any, loras: Sequence[LoraFile], weights: Seque
         # Weights are set only once every file is seen to have loaded: set_adapters on an adapter that
         # loaded nothing raises "not in the list of present adapters", which hides why.
         with _as_refusal(pipe, loras):
-            names = load_adapters(pipe, sources, loads=[loads_of(family, lora) for lora in loras])
+            names = load_adapters(pipe, sources, loads=[load_kwargs(family, lora.expert) for lora in loras])
         placed = [placements(components, name) for name in names]
         for lora, name, where in zip(loras, names, placed):
             if not where:

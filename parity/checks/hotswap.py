@@ -132,7 +132,7 @@ def _load(pipe: Any, family: Family, level: str, source: Source, hotswap: bool, 
         for component in expert_components(family, expert):
             _load_adapter(getattr(pipe, component), file_prefix(family), source, hotswap)
     else:
-        for kwargs in load_kwargs(family, expert) if expert is not None else [{}]:
+        for kwargs in load_kwargs(family, expert):
             pipe.load_lora_weights(_for_diffusers(source), adapter_name=ADAPTER, hotswap=hotswap, **kwargs)
 
 
@@ -149,11 +149,7 @@ def run(family: Family, pipe: Any, level: str, seed: int = 0, replay: Any = None
     """
     with torch.no_grad():
         if level == "model":
-            outs = []
-            for component in expert_components(family, expert):
-                denoiser = getattr(pipe, component)
-                outs.append(family.denoiser_tensor(
-                    denoiser(**family.denoiser_inputs(pipe, seed, denoiser.dtype), return_dict=False)[0]))
+            outs = [family.denoiser_step(pipe, c, seed) for c in expert_components(family, expert)]
             return torch.cat(outs).detach().cpu()
         if replay is not None:
             dtype = getattr(pipe, family.denoiser).dtype

@@ -61,14 +61,13 @@ def denoiser_output(family: Any, pipe: Any, seed: int = SEED, float64: bool = Fa
     outs = []
     # every expert of a several-denoiser pipeline (Wan 2.2), on the same inputs: a file placed in either shows
     for name in family.denoisers(pipe):
-        denoiser = getattr(pipe, name)
         if not float64:
             with torch.no_grad():
-                out = denoiser(**family.denoiser_inputs(pipe, seed, denoiser.dtype), return_dict=False)[0]
+                out = family.denoiser_step(pipe, name, seed)
         else:
-            with torch.no_grad(), computed_in_float64(denoiser):
-                out = denoiser(**family.denoiser_inputs(pipe, seed, torch.float64), return_dict=False)[0]
-        outs.append(family.denoiser_tensor(out).detach().cpu())
+            with torch.no_grad(), computed_in_float64(getattr(pipe, name)):
+                out = family.denoiser_step(pipe, name, seed, torch.float64)
+        outs.append(out.detach().cpu())
     return outs[0] if len(outs) == 1 else torch.cat([o.reshape(-1) for o in outs])
 
 

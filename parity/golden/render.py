@@ -47,7 +47,7 @@ def _load(pipe: Any, path: str, adapter: str, fam: Any, case: GoldenCase) -> Non
     is load_into_transformer_2=True; both is one load into each); a family of one denoiser, one load."""
     from parity.zoo.experts import load_kwargs
 
-    for kwargs in load_kwargs(fam, case.expert) if case.expert is not None else [{}]:
+    for kwargs in load_kwargs(fam, case.expert):
         pipe.load_lora_weights(path, adapter_name=adapter, **kwargs)
 
 

@@ -218,6 +218,8 @@ class LoraFile:
     placement: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # the expert the file was placed in (parity/zoo/experts.py), "" for a family of one denoiser
     expert: str = ""
+    # the safetensors header's metadata as read (trainers' ss_*/modelspec.* keys say which expert)
+    metadata: dict[str, str] = field(default_factory=dict, repr=False)
 
     def components(self) -> list[str]:
         return sorted({c for c, _ in self.modules})

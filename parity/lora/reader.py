@@ -441,4 +441,4 @@ def _read(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], path
             key=first,
         )
     return LoraFile(modules=reading.modules, layout=layout_name(_signature(seen)), path=path, unmatched=unmatched,
-                    raw=raw, sources=reading.sources, placement=reading.placement)
+                    raw=raw, sources=reading.sources, placement=reading.placement, metadata=dict(metadata))

@@ -35,19 +35,6 @@ def check_expert_option(family: Any, option: str | None) -> None:
         raise ParityInputError(f"--expert {option}: choose from {', '.join(EXPERT_CHOICES)}")
 
 
-def file_metadata(path: str | None) -> dict[str, str]:
-    """The safetensors header metadata of ``path`` ({} for any other file, or none)."""
-    if path is None or not str(path).endswith(".safetensors"):
-        return {}
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            return dict(fh.metadata() or {})
-    except Exception:  # noqa: BLE001 - the reader has already read this file; metadata is a hint only
-        return {}
-
-
 def expert_for(family: Any, lora: LoraFile, option: str | None, pipe: Any) -> tuple[LoraFile, str]:
     """``lora`` placed in its expert, and what chose it: ``--expert``, the file's name or metadata
     (parity/lora/expertguess.py), else ``high`` as diffusers loads by default. A family of one denoiser
@@ -61,7 +48,7 @@ def expert_for(family: Any, lora: LoraFile, option: str | None, pipe: Any) -> tu
 
         ratio = dict(getattr(pipe, "config", None) or {}).get("boundary_ratio")  # the model's own boundary
         kwargs = {"boundary": float(ratio) * 1000} if ratio else {}
-        guessed = guess_expert(lora.path, file_metadata(lora.path), **kwargs)
+        guessed = guess_expert(lora.path, lora.metadata, **kwargs)
         expert, why = guessed if guessed is not None else (DEFAULT, "load_lora_weights' default")
     check_present(family, pipe, expert, lora.path)
     return place(lora, family, expert), why
@@ -78,15 +65,13 @@ def components_of(family: Any, expert: str) -> tuple[str, ...]:
     return (experts[expert],)
 
 
-def load_kwargs(family: Any, expert: str) -> list[dict[str, Any]]:
+def load_kwargs(family: Any, expert: str | None) -> list[dict[str, Any]]:
     """One ``load_lora_weights`` kwargs dict per load a file for ``expert`` takes: diffusers loads a
-    file into one transformer per call, so ``both`` is two loads of one adapter name."""
+    file into one transformer per call, so ``both`` is two loads of one adapter name; no expert (a
+    family of one denoiser, a file not placed) is one plain load."""
+    if not expert:
+        return [{}]
     return [dict(LOAD_INTO_SECOND) if c != FILE_COMPONENT else {} for c in components_of(family, expert)]
-
-
-def loads_of(family: Any, lora: LoraFile) -> list[dict[str, Any]]:
-    """The ``load_lora_weights`` kwargs of each load ``lora`` takes: one plain load, or its expert's."""
-    return load_kwargs(family, lora.expert) if lora.expert else [{}]
 
 
 def check_present(family: Any, pipe: Any, expert: str, path: str | None) -> None:

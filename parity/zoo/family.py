@@ -69,6 +69,14 @@ class Family:
         names = dict.fromkeys([self.denoiser, *self.experts.values()])
         return [n for n in names if getattr(pipe, n, None) is not None]
 
+    def denoiser_step(self, pipe: Any, component: str, seed: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """One forward of ``component`` (the denoiser, or another expert) on the family's seeded inputs in
+        ``dtype`` (default: the model's), as one tensor (``denoiser_tensor``). The caller picks no_grad and
+        float64 computation around it."""
+        denoiser = getattr(pipe, component)
+        inputs = self.denoiser_inputs(pipe, seed, dtype or denoiser.dtype)
+        return self.denoiser_tensor(denoiser(**inputs, return_dict=False)[0])
+
     def call_args(self, pipe: Any, seed: int) -> dict[str, Any]:
         """Pipeline call arguments with tensors in the pipeline's dtype (Qwen-Image takes its latents'
         dtype from prompt_embeds, so float32 embeddings would break a bfloat16 pipeline)."""

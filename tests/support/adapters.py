@@ -56,7 +56,7 @@ def load(family_name: str, directory: Any, names: tuple[str, ...] = ("a", "b"), 
     components = family.components(pipe)
     before = snapshot(components)
     for name in names:
-        for kwargs in load_kwargs(family, expert) if expert else [{}]:
+        for kwargs in load_kwargs(family, expert):
             pipe.load_lora_weights(paths[name], adapter_name=name, **kwargs)
     if expert:
         loras = {k: place(v, family, expert) for k, v in loras.items()}
