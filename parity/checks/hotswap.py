@@ -107,6 +107,7 @@ class HotswapSession:
     pristine: Any = None
     loaded: dict[str, Digest] = field(default_factory=dict)  # base tensor digests before the first load
     expert: str | None = None  # a family of several denoisers: the expert the files go into (experts.py)
+    warmup_recompiles: list[str] = field(default_factory=list)  # the second call's, before any swap
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -230,7 +231,15 @@ def start(
     for denoiser in session.denoisers:
         compile_in_place(denoiser, backend, mode)
     run(fam, pipe, level, session.seed, expert=expert)
-    if mode == "reduce-overhead":  # CUDA graphs are recorded on the second call, not the first
+    # A second call before any swap: a model whose first call fills a cache recompiles here with no
+    # LoRA involved (Z-Image's RopeEmbedder fills freqs_cis, guarded `self.freqs_cis is None`), and that
+    # is no swap's doing. Recorded on the session; the swaps are watched from a settled model.
+    with watch_compiles() as settle:
+        run(fam, pipe, level, session.seed, expert=expert)
+    if settle.recompiled:
+        session.warmup_recompiles = settle.reasons or [settle.summary()]
+        run(fam, pipe, level, session.seed, expert=expert)
+    if mode == "reduce-overhead":  # CUDA graphs are recorded on the second call of a graph, not the first
         run(fam, pipe, level, session.seed, expert=expert)
     session.compile_seconds = time.perf_counter() - t0
     return session

@@ -235,6 +235,7 @@ class HotswapReport:
     model: str = ""  # what ran: the tiny model, the user's folder, or the published architecture
     expert: str | None = None  # a family of several denoisers: the expert(s) swapped (high, low, both)
     components: tuple[str, ...] = ()  # the denoisers compiled and swapped
+    warmup_recompiles: list[str] = field(default_factory=list)  # the second call's, before any swap (a model's own)
     ok: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -325,5 +326,5 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
         {path: denoiser_rank(lora, family.denoiser) for path, lora in zip(users, loras)},
         session.compile_seconds, baseline[0], swaps, skipped,
         published_model or describe_source(request.model_path, family) or "tiny (built-in, seed 0)",
-        plan.expert, session.components,
+        plan.expert, session.components, session.warmup_recompiles,
     )

@@ -126,6 +126,8 @@ def format_hotswap(report: HotswapReport) -> str:
         f"first: {report.first} (rank {report.ranks[report.first]}), target rank {report.target_rank}: "
         f"loaded, compiled ({report.backend}{mode}) and warmed up in {report.compile_seconds:.1f} s; "
         f"{report.parameters} parameters",
+        *(f"warm-up: the compiled model recompiled at its second call, before any swap and not counted "
+          f"against them: {reason}" for reason in report.warmup_recompiles),
     ]
     lines = [*header, "", "Swaps (outputs: max |difference| (<= its budget); params: change since the first load)",
              *_format_swaps(report)]

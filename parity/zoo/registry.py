@@ -12,15 +12,17 @@ import parity.zoo.sd2 as sd2
 import parity.zoo.sd15 as sd15
 import parity.zoo.sdxl as sdxl
 import parity.zoo.wan as wan
+import parity.zoo.zimage as zimage
 from parity.zoo.family import Family
 
 # A family whose pipeline this diffusers lacks is left out of the registry (and so out of every case
 # table) with the reason, which get_family gives: the gate's old env runs diffusers 0.35.
 UNAVAILABLE: dict[str, str] = {name: why for name, why in ((qwenimage_edit.NAME, qwenimage_edit.available()),
-                                                                   (wan.NAME, wan.available()))
+                                                                   (wan.NAME, wan.available()),
+                                                                   (zimage.NAME, zimage.available()))
                                if why is not None}
 FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY, sdxl.FAMILY, flux.FAMILY, qwenimage.FAMILY,
-                                                   qwenimage_edit.FAMILY, sd2.FAMILY, wan.FAMILY) if f.name not in UNAVAILABLE}
+                                                   qwenimage_edit.FAMILY, sd2.FAMILY, wan.FAMILY, zimage.FAMILY) if f.name not in UNAVAILABLE}
 
 
 def get_family(name: str) -> Family:

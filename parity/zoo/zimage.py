@@ -9,11 +9,9 @@ the second-to-last hidden state, so the encoder needs at least two layers. It ta
 The transformer takes lists (one latent (C, F, H, W) and one caption (L, D) per sample) and returns a
 list of per-sample tensors: ``denoiser_tensor`` stacks them for the checks.
 
-Not in the registry yet: the model-level hotswap checks (make slow) fail on it for a reason of diffusers'
-own. RopeEmbedder fills its ``freqs_cis`` cache on the first forward, so the second compiled forward
-recompiles on the guard ``self.freqs_cis is None`` (transformer_z_image.py:346) with no LoRA loaded at
-all; the check warms up with one forward, so the first swap's call meets that recompile. Every other
-zimage case passes (108 with make slow's, 28 in the default run).
+Compiled, the transformer recompiles once at its second call with no LoRA at all: RopeEmbedder fills
+its ``freqs_cis`` cache on the first call, guarded ``self.freqs_cis is None`` (transformer_z_image.py).
+The hotswap check settles the model with a second call before it watches the swaps, and says so.
 """
 
 from __future__ import annotations
