@@ -15,11 +15,13 @@ HELP = "write a family's published architecture (synthetic weights) as a model f
 DESCRIPTION = """\
 Write the family's published architecture as a diffusers folder: its LoRA-capable components built
 from the published configs with deterministic weights, the other parts sized to fit (what `check`
-uses without --model-path). --blocks N builds a transformer (flux, qwenimage, wan) with N blocks at full
-width (flux: N double-stream and 2N single-stream ones; wan: N in each expert): memory and time are
-linear in blocks. --published picks one of a family's published models: for wan, wan2.2-t2v-a14b
-(the default: two 14B experts, transformer and transformer_2, boundary_ratio 0.875), wan2.1-t2v-14b
-or wan2.1-t2v-1.3b (one transformer, no transformer_2, no boundary_ratio). --dtype
+uses without --model-path). --blocks N builds a transformer (flux, qwenimage, wan, zimage) with N blocks
+at full width (flux: N double-stream and 2N single-stream ones; wan: N in each expert; zimage: N main
+layers beside its 2+2 refiners): memory and time are linear in blocks. --published picks one of a
+family's published models: for wan, wan2.2-t2v-a14b (the default: two 14B experts, transformer and
+transformer_2, boundary_ratio 0.875), wan2.1-t2v-14b or wan2.1-t2v-1.3b (one transformer, no
+transformer_2, no boundary_ratio); for zimage, z-image-turbo (the default) or z-image, one 6B
+architecture under two names. --dtype
 stores the weights in float16 or bfloat16 (the float32 values rounded), as published checkpoints are:
 a bfloat16 check of a float32 folder holds the mapped file beside the model while diffusers loads it.
 --lora FILE also writes a LoRA file for it on the family's default targets.
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", type=positive_int, help="transformer blocks (default: as published)")
     parser.add_argument("--published", metavar="NAME",
                         help="which published model, for a family of several (wan: wan2.2-t2v-a14b, the default; "
-                        "wan2.1-t2v-14b; wan2.1-t2v-1.3b)")
+                        "wan2.1-t2v-14b; wan2.1-t2v-1.3b; zimage: z-image-turbo, the default; z-image)")
     parser.add_argument("--dtype", default="float32",
                         help="the dtype its weights are stored in (default: float32)")
     parser.add_argument("--lora", metavar="FILE", help="also write a LoRA file for the model here")

@@ -168,6 +168,37 @@ def wan_1_3b_transformer(blocks: int | None = None) -> nn.Module:
     return _wan_transformer(blocks, heads=12, ffn=8960, layers=WAN_1_3B_LAYERS)
 
 
+ZIMAGE_LAYERS = 30  # Z-Image-Turbo and Z-Image: the main (joint) layers; 2 noise and 2 context refiners beside them
+ZIMAGE_REFINERS = 2
+
+
+def zimage_transformer(blocks: int | None = None, refiners: int = ZIMAGE_REFINERS) -> nn.Module:
+    """Tongyi-MAI/Z-Image-Turbo transformer/config.json (Tongyi-MAI/Z-Image's is the same but for a
+    ``siglip_feat_dim`` of null, the default). ``blocks`` main layers; the refiners stay as published
+    unless ``refiners`` says otherwise (the small size keeps one of each)."""
+    from diffusers import ZImageTransformer2DModel
+
+    # axes_lens are the published [1536, 512, 512], not diffusers' default [1024, 512, 512]: no weight
+    # depends on them (RoPE tables are computed, not stored), but the saved config is the published one
+    return ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=16,
+        dim=3840,
+        n_layers=ZIMAGE_LAYERS if blocks is None else blocks,
+        n_refiner_layers=refiners,
+        n_heads=30,
+        n_kv_heads=30,
+        norm_eps=1e-5,
+        qk_norm=True,
+        cap_feat_dim=2560,
+        rope_theta=256.0,
+        t_scale=1000.0,
+        axes_dims=[32, 48, 48],
+        axes_lens=[1536, 512, 512],
+    )
+
+
 FULL: dict[str, FullSize] = {
     "sd15": FullSize(sd15_unet, InputShape(grid=64, seq=77), None, None, "512x512, 77 CLIP tokens, batch 1"),
     "sd2": FullSize(sd2_unet, InputShape(grid=96, seq=77), None, None, "768x768 (768-v), 77 OpenCLIP tokens, batch 1"),
@@ -185,6 +216,12 @@ FULL: dict[str, FullSize] = {
     # max_sequence_length). One expert per call: the other is the same shapes at other steps.
     "wan": FullSize(wan_14b_transformer, InputShape(grid=120, seq=512, frames=21), WAN_LAYERS, 4,
                     "1280x720, 81 frames (75600 video tokens), 512 UMT5 tokens; one 14B expert per call"),
+    # 1024x1024 → a 128x128 latent grid (zimage.denoiser_inputs takes the latent grid) → 64x64 = 4096 image
+    # tokens after the 2x2 patch; 512 caption tokens (the pipeline's max_sequence_length: Qwen3's chat-rendered
+    # prompt, up to 512). Both are multiples of 32, so the model pads neither. 8 of 30 layers: the group's four
+    # subjects of the whole 6 B model in float32 would need 98 GB
+    "zimage": FullSize(zimage_transformer, InputShape(grid=128, seq=512), ZIMAGE_LAYERS, 8,
+                       "1024x1024 (4096 image tokens), 512 Qwen3 caption tokens"),
 }
 
 
@@ -211,6 +248,10 @@ SMALL: dict[str, FullSize] = {
                                QWEN_LAYERS, 1, "Qwen-Image widths; 64x64, one 64x64 input image, 32 text tokens"),
     "wan": FullSize(lambda blocks: wan_14b_transformer(blocks or 1), InputShape(grid=4, seq=32, frames=4),
                     WAN_LAYERS, 1, "Wan 14B widths; 4 latent frames of 32x32 (16 video tokens), 32 UMT5 tokens"),
+    # 64x64 → an 8x8 latent grid → 16 image tokens (padded to 32 by the model)
+    "zimage": FullSize(lambda blocks: zimage_transformer(blocks or 1, refiners=1), InputShape(grid=8, seq=32),
+                       ZIMAGE_LAYERS, 1, "Z-Image widths, one layer and one refiner of each kind; 64x64 "
+                       "(16 image tokens), 32 caption tokens"),
 }
 SIZES = {"full": FULL, "small": SMALL}
 

@@ -1,7 +1,7 @@
 """The published architecture of a family, from its published configs with deterministic weights: what a
 real LoRA file is checked against when no ``--model-path`` is given.
 
-A real SD1.5, SDXL, FLUX.1, Qwen-Image or Wan LoRA does not fit the tiny zoo (its factors are hundreds to
+A real SD1.5, SDXL, FLUX.1, Qwen-Image, Wan or Z-Image LoRA does not fit the tiny zoo (its factors are hundreds to
 thousands wide). When a file is wider than anything in the tiny model, the LoRA-capable components are
 built at their published shapes (parity/zoo/fullsize.py; the text encoders here) and the rest of the
 tiny pipeline is sized to fit them, so any real file can be verified with no download. The result is
@@ -14,7 +14,8 @@ transformer blocks the files target (``blocks``/``single`` here).
 A family may have several published models (``VARIANTS``): Wan is Wan 2.2 T2V A14B (two 14 B experts, the
 tiny model's shape), Wan 2.1 T2V 14B (one expert) or Wan 2.1 T2V 1.3B (one, narrower). ``lora-parity model
 --published NAME`` picks one; a file checked without a folder is read against each in turn and goes to the
-first whose shapes it fits (a 14 B-wide file to Wan 2.2 A14B, so either expert can take it).
+first whose shapes it fits (a 14 B-wide file to Wan 2.2 A14B, so either expert can take it). Z-Image is
+Z-Image-Turbo or Z-Image, one architecture under two names.
 
 The weights are synthetic: a check on them proves diffusers merges the file's deltas correctly into
 weights of these shapes, not anything about the image a real checkpoint would make.
@@ -142,6 +143,29 @@ def _umt5_xxl_layer() -> nn.Module:
     return UMT5EncoderModel(UMT5Config(**config))
 
 
+def qwen3_layer(hidden: int, intermediate: int, heads: int, kv_heads: int) -> nn.Module:
+    """Not LoRA-capable (diffusers loads no LoRA into a Qwen3 encoder): one layer of a Qwen3 base model at
+    its published widths (head_dim 128, RMSNorm eps 1e-6, rope_theta 1e6), over the tiny chat tokenizer's
+    vocabulary. The pipelines read the second-to-last hidden state, the embeddings with one layer: only
+    the width has to fit the transformer. Its parameters count in the memory prediction as a real
+    encoder's do, as a model the folder holds."""
+    from transformers import Qwen3Config, Qwen3Model
+
+    from parity.zoo.tokenizer import tiny_qwen_tokenizer
+
+    return Qwen3Model(Qwen3Config(
+        vocab_size=len(tiny_qwen_tokenizer()), hidden_size=hidden, intermediate_size=intermediate,
+        num_hidden_layers=1, num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=128,
+        rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=40960, tie_word_embeddings=True,
+    ))
+
+
+def _qwen3_4b_layer() -> nn.Module:
+    # Qwen/Qwen3-4B (Z-Image's text_encoder/config.json): hidden 2560 (Z-Image's cap_feat_dim), 9728-wide
+    # MLP, 32 query heads over 8 KV heads, 36 layers as published
+    return qwen3_layer(2560, 9728, 32, 8)
+
+
 # transformer blocks (None: as published), and for FLUX.1 its single-stream blocks (None: twice as many) → module
 Builder = Callable[..., nn.Module]
 
@@ -188,6 +212,8 @@ class Variant:
 
 
 _WAN_PARTS: dict[str, Builder] = {"text_encoder": _fixed(_umt5_xxl_layer), "vae": _fixed(_wan_vae)}
+_ZIMAGE_PARTS: dict[str, Builder] = {"transformer": fullsize.zimage_transformer,
+                                      "text_encoder": _fixed(_qwen3_4b_layer), "vae": _fixed(_flux_vae)}
 # family → its published models, the default first: the one the tiny model has the shape of
 VARIANTS: dict[str, tuple[Variant, ...]] = {
     "wan": (
@@ -199,6 +225,13 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
                 fullsize.WAN_LAYERS, absent=("transformer_2",), config={"boundary_ratio": None}),
         Variant("wan2.1-t2v-1.3b", "Wan 2.1 T2V 1.3B", {"transformer": fullsize.wan_1_3b_transformer, **_WAN_PARTS},
                 fullsize.WAN_1_3B_LAYERS, absent=("transformer_2",), config={"boundary_ratio": None}),
+    ),
+    # Tongyi-MAI/Z-Image-Turbo and Tongyi-MAI/Z-Image (base): one transformer config (transformer/config.json,
+    # 6.15 B parameters), Qwen3-4B, FLUX.1's 16-channel VAE. Their shapes are the same, so a file is read
+    # against the first; --published z-image only names the folder after the base model
+    "zimage": (
+        Variant("z-image-turbo", "Z-Image-Turbo", _ZIMAGE_PARTS, fullsize.ZIMAGE_LAYERS),
+        Variant("z-image", "Z-Image", _ZIMAGE_PARTS, fullsize.ZIMAGE_LAYERS),
     ),
 }
 for _family, _variants in VARIANTS.items():

@@ -62,9 +62,13 @@ BLOCK_LISTS: dict[str, tuple[tuple[str, str], ...]] = {
     "qwenimage": (("transformer_blocks", ""),),
     "qwenimage-edit": (("transformer_blocks", ""),),
     "wan": (("blocks", ""),),
+    # Z-Image's 30 main layers; its two noise and two context refiners are kept whole, as modules outside
+    # the blocks are (4 of its 34 blocks, 0.72 B parameters)
+    "zimage": (("layers", ""),),
 }
 PUBLISHED_DEPTH = {"flux": (fullsize.FLUX_DOUBLE, fullsize.FLUX_SINGLE), "qwenimage": (fullsize.QWEN_LAYERS,),
-                   "qwenimage-edit": (fullsize.QWEN_LAYERS,), "wan": (fullsize.WAN_LAYERS,)}
+                   "qwenimage-edit": (fullsize.QWEN_LAYERS,), "wan": (fullsize.WAN_LAYERS,),
+                   "zimage": (fullsize.ZIMAGE_LAYERS,)}
 DENOISER = "transformer"
 # the components whose blocks a reduction keeps: the denoiser, and Wan 2.2's second expert
 DENOISERS = (DENOISER, "transformer_2")
@@ -171,8 +175,9 @@ def _with_names(module: object, rename: Callable[[str], str]) -> object:
 
 
 # A block index in a file key: "double_blocks_3_", "transformer_blocks.37.", "single_blocks.0." (kohya,
-# BFL, XLabs, diffusers, musubi, ComfyUI all write "blocks" then the index between separators).
-_KEY_INDEX = re.compile(r"blocks[._](\d+)(?=[._])")
+# BFL, XLabs, diffusers, musubi, ComfyUI all write "blocks" then the index between separators); Z-Image's
+# main layers are "layers.3." (diffusers and the original checkpoint alike).
+_KEY_INDEX = re.compile(r"(?:blocks|layers)[._](\d+)(?=[._])")
 
 
 class _NoRename(Exception):
@@ -210,8 +215,10 @@ def _key_renames(lora: LoraFile, keys: Sequence[str], reduction: Reduction) -> d
 
 # diffusers module names in a header (lora_adapter_metadata's target_modules, and rank_pattern/alpha_pattern
 # keys, which PEFT's trainers write re.escape'd: transformer_blocks\.37\.attn)
-# Wan's block list is "blocks" (blocks.3.attn1.to_q)
-_HEADER_INDEX = re.compile(r"(?<![A-Za-z_])(single_transformer_blocks|transformer_blocks|blocks)(\\?\.)(\d+)(?=\\?\.|$)")
+# Wan's block list is "blocks" (blocks.3.attn1.to_q), Z-Image's "layers" (layers.3.attention.to_q); a name
+# is renumbered only where its list is one the reduction keeps, so a CLIP encoder's layers.3 stays as is
+_HEADER_INDEX = re.compile(
+    r"(?<![A-Za-z_])(single_transformer_blocks|transformer_blocks|blocks|layers)(\\?\.)(\d+)(?=\\?\.|$)")
 
 
 def _header_renamed(metadata: dict[str, str], reduction: Reduction) -> dict[str, str]:

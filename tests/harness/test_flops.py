@@ -125,3 +125,54 @@ def test_a_conv3d_lora_adds_what_peft_computes(rank: int) -> None:
     rows = 3 * 4 * 3  # frames x (8/2) x (6/2) output positions
     assert lora_layer_flops(base.patch, rank, rows) == counted
     assert lora_layer_flops(base.patch, rank + 1, rows) != counted  # negative control: a wrong rank
+
+
+# One forward of Z-Image (Turbo or base: one architecture) at 1024x1024 with 512 caption tokens, by hand.
+# N = (1024/8/2)² = 4096 image tokens, L = 512 caption tokens, U = N + L = 4608 in the main layers (both
+# multiples of 32: no padding); D = 3840 (30 heads of 128), F = int(D/3·8) = 10240 (SwiGLU w1, w3: D -> F,
+# w2: F -> D); a Linear (in -> out) on r rows is 2·r·in·out, attention over T rows 4·T²·D:
+#   a block on T rows: to_q, to_k, to_v, to_out 8·T·D², feed-forward 6·T·D·F, attention 4·T²·D, and where
+#   modulated, adaLN_modulation 256 -> 4·D on one row, 2·256·4·D = 7,864,320
+#   noise_refiner (2, modulated) on N:   2 x (483,183,820,800 + 966,367,641,600 + 257,698,037,760 + 7,864,320)
+#                                      = 3,414,514,728,960
+#   context_refiner (2, unmodulated) on L: 2 x 185,220,464,640 = 370,440,929,280
+#   layers (30, modulated) on U:        30 x (543,581,798,400 + 1,087,163,596,800 + 326,149,079,040 + 7,864,320)
+#                                      = 58,707,070,156,800
+#   outside: x_embedder 64 -> D on N rows 2,013,265,920; cap_embedder 2560 -> D on L rows 10,066,329,600;
+#   t_embedder 256 -> 1024 -> 256 on one row 1,048,576; the final layer's adaLN 256 -> D on one row
+#   1,966,080 and its linear D -> 64 on U rows 2,264,924,160 = 14,347,534,336
+# total 62,506,373,349,376 (62.5 TFLOP).
+ZIMAGE_FORWARD_FLOPS = 62_506_373_349_376
+# the rank-8 LoRA of the default targets (to_q, to_k, to_v, to_out.0, feed_forward.w1/w2/w3) in all 34 blocks,
+# unfused, 2·r·(in + out) a row: 2·8·(4·2D + 3·(D + F)) = 1,167,360 a row, on 2·N + 2·L + 30·U = 147,456 rows
+ZIMAGE_LORA_FLOPS = 172_134_236_160
+
+
+def _zimage_counts(layers: int, grid_less: int = 0) -> tuple[int, int]:
+    """(forward FLOPs, rank-8 default-target LoRA FLOPs) of Z-Image with ``layers`` main layers at FULL's
+    shape, counted by torch on the meta device."""
+    from parity.modules import lora_capable_modules
+    from parity.zoo import get_family
+    from parity.zoo.family import select_modules
+    from parity.zoo.fullsize import FULL
+
+    spec = FULL["zimage"]
+    grid = spec.shape.grid - grid_less
+    with torch.device("meta"), torch.no_grad():
+        model = spec.build(layers)
+        inputs = {"x": [torch.empty(16, 1, grid, grid)], "t": torch.tensor([0.5]),
+                  "cap_feats": [torch.empty(spec.shape.seq, 2560)]}
+        targets = select_modules(list(lora_capable_modules(model)), get_family("zimage").default_targets["transformer"])
+        return (counted_flops(lambda: model(**inputs)),
+                lora_extra_flops(model, {n: [8] for n in targets}, lambda: model(**inputs)))
+
+
+def test_zimage_forward_flops_at_1024_are_the_hand_count() -> None:
+    """The FLOP floor's base of a Z-Image forward (bench --bench-size full) and what a rank-8 LoRA adds (a
+    floor of 1.0028), counted by torch on the meta device against the hand count above; the 30-layer count is
+    the 1-layer one plus 29 times what a second layer adds (exact: every main layer has the same shapes)."""
+    (one, one_lora), (two, two_lora) = _zimage_counts(1), _zimage_counts(2)
+    assert one + 29 * (two - one) == ZIMAGE_FORWARD_FLOPS
+    assert one_lora + 29 * (two_lora - one_lora) == ZIMAGE_LORA_FLOPS
+    # negative control: 1008x1008 (a 126x126 latent grid, 3969 image tokens) is another count
+    assert _zimage_counts(1, grid_less=2)[0] != one

@@ -18,6 +18,9 @@ PUBLISHED = {
     # Wan2.2-T2V-A14B-Diffusers transformer (and transformer_2): its safetensors index's total_size is
     # 57,153,966,336 bytes of float32, 4 bytes a parameter; Wan2.1-T2V-14B's transformer is the same config
     "wan": (14_288_491_584, 0),
+    # Tongyi-MAI/Z-Image transformer's safetensors index: total_size 12,309,817,472 bytes of bfloat16, 2 bytes a
+    # parameter (Comfy-Org's z_image_turbo_bf16.safetensors holds the same tensor bytes)
+    "zimage": (6_154_908_736, 0),
 }
 
 

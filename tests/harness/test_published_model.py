@@ -190,3 +190,17 @@ def test_hotswap_refuses_a_published_model_that_would_not_fit_before_it_is_built
     line = assert_one_line_error(capsys, code, "too little memory for this check", "20.0 GiB are available")
     assert "12." in line
     assert not cache.exists()
+
+
+def test_the_model_command_names_every_published_model():
+    # the help is written out (importing the zoo there would cost every command its start-up); this keeps it
+    # in step with VARIANTS. Control: a name no family has is not in it.
+    import argparse
+
+    from parity.cli import model
+
+    parser = argparse.ArgumentParser()
+    model.add_arguments(parser)
+    text = model.DESCRIPTION + " ".join(a.help or "" for a in parser._actions)
+    names = [v.name for variants in pub.VARIANTS.values() for v in variants]
+    assert [n for n in names if n not in text] == [] and "wan3" not in text
