@@ -227,8 +227,15 @@ FLOAT32_PRODUCT_FAMILIES = ("flux",)
 # names and converters, which one combination each shows; its dtypes round as the other transformers'
 # Linears do. Its expert cases (EXPERT_LAYOUTS) take their turn the same way. zimage's transformer is
 # Linears like the others' (its dtypes round alike); its own is its names and layouts, one combination each.
-ONE_COMBINATION_FAMILIES = ("sd2", "sdxl", "qwenimage-edit", "wan", "zimage")
+# FLUX.2's transformer is Linears too (its fused to_qkv_mlp_proj and SwiGLU linear_in are wide Linears):
+# klein runs one combination per layout.
+ONE_COMBINATION_FAMILIES = ("sd2", "sdxl", "qwenimage-edit", "wan", "zimage", "flux2", "flux2-klein")
 COMBINATIONS = (("float32", 1.3, 2), ("float32", 1.0, "bf16"), ("float32", 1.0, "noalpha"))
+# Families whose denoiser class another family's default cases run: FLUX.2 [dev] and [klein] share
+# Flux2Transformer2DModel, its LoRA loader and fuse; what is dev's own is its Mistral3 text encoder and the
+# guidance embedding, which its golden base image and the zoo tests show by default. Its merge and unfuse
+# cases (same files, same modules, same fuse as klein's) are `make slow`.
+DENOISER_COVERED_BY = {"flux2": "flux2-klein"}
 
 
 def _full_product(fam: Family, lc: LayoutCase, dtype: str) -> bool:
@@ -244,6 +251,8 @@ def _full_product(fam: Family, lc: LayoutCase, dtype: str) -> bool:
 
 
 def _representative(fam: Family, lc: LayoutCase, dtype: str, scale: float, n: int | str) -> bool:
+    if fam.name in DENOISER_COVERED_BY:
+        return False
     if _full_product(fam, lc, dtype):
         return isinstance(n, int) or scale == 1.0
     if fam.name in ONE_COMBINATION_FAMILIES:
@@ -455,9 +464,12 @@ def _expert_cases(family: Family, cases: list[GoldenCase]) -> list[GoldenCase]:
 # names); its other renders (about 1 s each on 2 cores, and a float64 twin each) are `make slow`. Wan
 # renders a 5-frame video with two experts: by default the base video and a LoRA in each expert, the
 # low expert's through load_into_transformer_2 (its negative controls are tests/harness/
-# test_golden_video_negative_controls.py). Z-Image by default: its base image and one LoRA on it.
+# test_golden_video_negative_controls.py). Z-Image by default: its base image and one LoRA on it. FLUX.2:
+# the base image and one LoRA on each (dev's base shows its Mistral3 encoder and embedded guidance; the
+# rest of dev's renders are klein's transformer operations).
 GOLDEN_REPRESENTATIVE = {"sd2": ("base", "lora-1.0", "kohya-1.0"), "wan": ("base", "lora-1.0", "low-lora-1.0"),
-                         "zimage": ("base", "lora-1.0")}
+                         "zimage": ("base", "lora-1.0"), "flux2": ("base", "lora-1.0"),
+                         "flux2-klein": ("base", "lora-1.0")}
 
 
 def golden_cases(families: Iterable[str] | None = None) -> list[GoldenCase]:
@@ -538,7 +550,12 @@ LAYOUT_FIRST = SwapSpec("first", seed=1, rank=2, alpha=4.0)
 LAYOUT_SWAPS = (SwapSpec("same-rank", seed=11, rank=2, alpha=2.0),)
 
 
-HOTSWAP_SLOW_FAMILIES = ("sdxl", "sd2", "qwenimage-edit", "zimage")
+HOTSWAP_SLOW_FAMILIES = ("sdxl", "sd2", "qwenimage-edit", "zimage", "flux2")
+# Families whose default hotswap run is one swap into one compiled session (about 5 s on 2 cores): FLUX.2
+# [klein] at model level, rank 4 -> 8 (the padding to the target rank); its other swaps, the ten-swap
+# sequence (16 s) and pipeline level (17 s) go through the same diffusers/PEFT code as flux's, `make slow`.
+# FLUX.2 [dev] compiles the same transformer class: HOTSWAP_SLOW_FAMILIES.
+HOTSWAP_ONE_SWAP = {"flux2-klein": ("model", "rank-up")}
 # At pipeline level every family goes through the same diffusers code (load_lora_weights with
 # hotswap=True into the denoiser, one pipeline call), so one family runs every spec and the sequence:
 # flux, whose tiny transformer compiles in a third of the time of sd15's UNet.
@@ -605,7 +622,8 @@ def hotswap_cases(families: Iterable[str] | None = None, sequence: bool = False)
     # transformer and loader: their sessions (compiled UNet, about three minutes on 2 cores for sdxl; 16 s
     # for qwenimage-edit) run in `make slow`
     out = [replace(c, slow=True) if c.family in HOTSWAP_SLOW_FAMILIES else c for c in out]
-    return out
+    return [replace(c, slow=True) if c.family in HOTSWAP_ONE_SWAP
+            and (c.level, c.swap and c.swap.name) != HOTSWAP_ONE_SWAP[c.family] else c for c in out]
 
 
 # The harness's own machinery run per family (the float64 forward, fresh float64 copies): sd2 is sd15's
@@ -635,8 +653,9 @@ def text_encoder_families() -> list[str]:
 
 # sdxl is a UNet family like sd15 with one more text encoder, sd2 one with sd15's components at other
 # widths: no adapter-API path that sd15 lacks, and a minute on 2 cores. zimage loads through the same
-# LoraBaseMixin code as the other transformer families. Their cases run in `make slow`.
-API_SLOW_FAMILIES = ("sdxl", "sd2", "zimage")
+# LoraBaseMixin code as the other transformer families, and so do FLUX.2's (Flux2LoraLoaderMixin). Their
+# cases run in `make slow`.
+API_SLOW_FAMILIES = ("sdxl", "sd2", "zimage", "flux2", "flux2-klein")
 
 
 @dataclass(frozen=True)

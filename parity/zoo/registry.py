@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from parity.errors import ParityInputError
 import parity.zoo.flux as flux
+import parity.zoo.flux2 as flux2
 import parity.zoo.qwenimage as qwenimage
 import parity.zoo.qwenimage_edit as qwenimage_edit
 import parity.zoo.sd2 as sd2
@@ -19,10 +20,14 @@ from parity.zoo.family import Family
 # table) with the reason, which get_family gives: the gate's old env runs diffusers 0.35.
 UNAVAILABLE: dict[str, str] = {name: why for name, why in ((qwenimage_edit.NAME, qwenimage_edit.available()),
                                                                    (wan.NAME, wan.available()),
-                                                                   (zimage.NAME, zimage.available()))
+                                                                   (zimage.NAME, zimage.available()),
+                                                                   (flux2.DEV, flux2.available(flux2.DEV)),
+                                                                   (flux2.KLEIN, flux2.available(flux2.KLEIN)))
                                if why is not None}
 FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY, sdxl.FAMILY, flux.FAMILY, qwenimage.FAMILY,
-                                                   qwenimage_edit.FAMILY, sd2.FAMILY, wan.FAMILY, zimage.FAMILY) if f.name not in UNAVAILABLE}
+                                                   qwenimage_edit.FAMILY, sd2.FAMILY, wan.FAMILY, zimage.FAMILY,
+                                                   flux2.DEV_FAMILY, flux2.KLEIN_FAMILY)
+                               if f.name not in UNAVAILABLE}
 
 
 def get_family(name: str) -> Family:

@@ -1,4 +1,4 @@
-"""Tiny CLIP and T5 tokenizers built in code: no vocabulary file is fetched.
+"""Tiny CLIP, T5, Qwen and Mistral tokenizers built in code: no vocabulary file is fetched.
 
 They must give the same ids under every transformers version a gate compares (golden images
 depend on them). transformers 5 builds both from in-memory vocabularies; transformers 4 wants
@@ -77,12 +77,15 @@ def tiny_t5_tokenizer() -> Any:
 
 
 # Qwen3's chat markers (Qwen3-4B's tokenizer_config.json), and the chat template reduced to what
-# ZImagePipeline renders: one user turn and the generation prompt. Qwen3's own template adds an empty
-# <think></think> only when enable_thinking is False; the pipeline passes True, so it adds nothing.
+# ZImagePipeline and Flux2KleinPipeline render: one user turn and the generation prompt. Qwen3's own
+# template adds an empty think block after the generation prompt only when enable_thinking is False:
+# Z-Image passes True (nothing added), FLUX.2 [klein] False (the block, spelled per character here:
+# <think> is no token of this vocabulary, and adding it would change Z-Image's ids and weights).
 QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
 )
 QWEN_MAX_LENGTH = 512  # ZImagePipeline's max_sequence_length default
 
@@ -104,4 +107,47 @@ def tiny_qwen_tokenizer() -> Any:
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         chat_template=QWEN_CHAT_TEMPLATE, model_max_length=QWEN_MAX_LENGTH,
+    )
+
+
+# Mistral's control tokens (Mistral-Small-3.1's tekken vocabulary names them so; their ids here are not
+# its ids), and its chat template reduced to what Flux2Pipeline renders: a system turn and a user turn whose
+# content is a list of {"type": "text"} blocks (an image block becomes [IMG], which a text-only call never
+# sends), each in its markers, after <s>.
+MISTRAL_SPECIAL = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]",
+                   "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]")
+MISTRAL_CHAT_TEMPLATE = (
+    "{{- bos_token }}{%- for message in messages %}"
+    "{%- if message['content'] is string %}{%- set text = message['content'] %}"
+    "{%- else %}{%- set ns = namespace(text='') %}{%- for block in message['content'] %}"
+    "{%- if block['type'] == 'text' %}{%- set ns.text = ns.text + block['text'] %}"
+    "{%- else %}{%- set ns.text = ns.text + '[IMG]' %}{%- endif %}{%- endfor %}{%- set text = ns.text %}{%- endif %}"
+    "{%- if message['role'] == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+    "{%- elif message['role'] == 'user' %}[INST]{{ text }}[/INST]"
+    "{%- else %}{{ text }}{{ eos_token }}{%- endif %}{%- endfor %}"
+)
+MISTRAL_MAX_LENGTH = 512  # Flux2Pipeline's max_sequence_length default
+
+
+def tiny_mistral_tokenizer() -> Any:
+    """A Mistral-style tokenizer with a chat template that renders content lists: the control tokens are
+    special tokens, everything else one token per printable character (no merges), so the chat-rendered
+    prompt has stable ids under every transformers version (built from a tokenizers object, as
+    tiny_qwen_tokenizer).
+
+    FLUX.2 [dev] ships a PixtralProcessor as its tokenizer; transformers 5 builds none without torchvision,
+    which this project does not load (parity/zoo/qwen_vl.py). Flux2Pipeline's text-only prompt encoding
+    calls ``tokenizer.apply_chat_template(..., tokenize=True, return_dict=True, padding="max_length",
+    truncation=True)``, which a tokenizer answers as the processor does for text: the tokenizer stands in."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(MISTRAL_SPECIAL)}
+    for ch in string.printable:
+        vocab.setdefault(ch, len(vocab))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.add_special_tokens(list(MISTRAL_SPECIAL))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        chat_template=MISTRAL_CHAT_TEMPLATE, model_max_length=MISTRAL_MAX_LENGTH,
     )

@@ -51,6 +51,14 @@ REAL_NAMES = {
                         "noise_refiner.0.attention.to_k", "context_refiner.0.feed_forward.w1",
                         "layers.0.adaLN_modulation.0", "all_final_layer.2-1.linear", "cap_embedder.1"],
     },
+    # FLUX.2 [dev] and [klein]: one transformer class. Double-stream blocks with split q/k/v and SwiGLU
+    # feed-forwards; single-stream blocks with the fused q|k|v|mlp-in projection (the original linear1)
+    **{name: {"transformer": ["transformer_blocks.0.attn.to_q", "transformer_blocks.1.attn.add_k_proj",
+                              "transformer_blocks.0.attn.to_add_out", "transformer_blocks.0.ff.linear_in",
+                              "transformer_blocks.1.ff_context.linear_out", "single_transformer_blocks.1.attn.to_qkv_mlp_proj",
+                              "single_transformer_blocks.0.attn.to_out", "double_stream_modulation_img.linear",
+                              "x_embedder", "context_embedder", "proj_out"]}
+       for name in ("flux2", "flux2-klein")},
 }
 
 
