@@ -10,6 +10,7 @@ write the kohya SDXL file with its SGM block numbering off by one and show it do
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def modules_in(trainer: TrainerFile, path: Path) -> int:
     fused qkv pairs, which reach three (to_q/to_k/to_v or their add_ twins)."""
     downs = [k for k in keys_of(path) if k.endswith(("lora_down.weight", ".down.weight", "lora_A.weight",
                                                       "lora_A.default.weight"))]
-    return len(downs) + 2 * sum(".processor.qkv_lora" in k for k in downs)
+    # fused q|k|v: XLabs' processor.qkv_lora, Z-Image's attention.qkv (ComfyUI's names)
+    return len(downs) + 2 * sum(".processor.qkv_lora" in k or re.search(r"attention[._]qkv\.", k) is not None
+                                for k in downs)
 
 
 def clean_pass(v: Verdict, modules: int) -> bool:
@@ -128,6 +131,16 @@ EXPECTED = {
     # and load_lora_weights keeps only transformer.-prefixed keys: nothing loads, a warning is logged.
     "wan-diffsynth": (1, "diffusers refused a valid"),
     "wan-diffusers": (0, "PASS"),
+    # Z-Image (tests/support/trainer_zimage.py)
+    "zimage-musubi": (0, "PASS"),
+    "zimage-musubi-comfy": (0, "PASS"),
+    "zimage-aitoolkit": (0, "PASS"),
+    # ZIMAGE_DIFFS_REFUSED: the Z-Image converter raises ValueError on the .diff/.diff_b keys it leaves
+    "zimage-comfy-loraextract": (1, "diffusers refused a valid"),
+    # ZIMAGE_FUSED_QKV_DROPPED: attention.qkv, x_embedder and final_layer.* pairs dropped (ComfyUI's names)
+    "zimage-comfy-loraextract-pairs": (1, "FAIL: a parity check failed"),
+    "zimage-diffsynth": (0, "PASS"),
+    "zimage-diffusers": (0, "PASS"),
 }
 # the modules diffusers leaves at their base values in those files (diffusers names)
 DROPPED_DIFFS = {
@@ -143,7 +156,11 @@ SLOW = {"sdxl-kohya-sgm", "qwenimage-edit-lightning", "qwenimage-edit-diffsynth"
         # the low-noise ai-toolkit file (expert placement) and the excluded musubi file (a refusal, cheap).
         # aitoolkit-high is aitoolkit-low in the other expert, lightning the same converter path as
         # aitoolkit with alpha; of the full-difference files the LightX2V one (.diff_m too) runs by default.
-        "wan-aitoolkit-high", "wan-lightning", "wan-diffsynth", "wan-diffusers", "wan-comfy-loraextract"}
+        "wan-aitoolkit-high", "wan-lightning", "wan-diffsynth", "wan-diffusers", "wan-comfy-loraextract",
+        # Z-Image: the default run keeps the fused-qkv conversion (its own names and split) and the two ComfyUI
+        # LoraSave files (a refusal and the dropped names); musubi, ai-toolkit, DiffSynth and diffusers files
+        # are the kohya, diffusion_model, diffsynth and diffusers layouts the merge cases run by default.
+        "zimage-musubi", "zimage-aitoolkit", "zimage-diffsynth", "zimage-diffusers"}
 
 
 def test_every_trainer_file_has_an_expected_verdict():
@@ -171,6 +188,11 @@ def test_check_gives_the_right_verdict_on_a_trainer_file(trainer, tmp_path, caps
         assert_dropped_diffs_named(v, DROPPED_DIFFS[trainer.id])
         assert "known diffusers behaviour: diffusers' _convert_non_diffusers_wan_lora_to_diffusers drops" in v.out, \
             v.text
+    if trainer.id == "zimage-comfy-loraextract-pairs":
+        assert "known diffusers behaviour: in a Z-Image file on ComfyUI's names" in v.out, v.text
+        failing = " ".join(v.report["results"][0]["failing"])
+        for module in ("layers.0.attention.to_q", "all_x_embedder.2-1", "all_final_layer.2-1.linear"):
+            assert f"transformer.{module}.weight" in failing, (module, v.text)
     if trainer.id == "wan-aitoolkit-low":
         [f] = v.report["files"]
         assert set(f["matched"]) == {"transformer_2"}, v.text

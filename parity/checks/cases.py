@@ -43,6 +43,9 @@ from parity.checks.findings import (
     WAN_DIFF_B,
     WAN_MUSUBI_KEYS,
     WAN_NO_PREFIX,
+    ZIMAGE_ALPHA_KEYS,
+    ZIMAGE_DIFFS_REFUSED,
+    ZIMAGE_FUSED_QKV_DROPPED,
     Known,
 )
 from parity.checks.hotswap import LEVELS
@@ -164,6 +167,9 @@ def _merge_known(fam: Family, lc: LayoutCase, n: int | str) -> Known | None:
         return ALPHA_BAKED_IN_FILE_DTYPE
     if fam.lora_loader == WAN_LOADER and lc.layout == "musubi-wan" and n == "noalpha":
         return WAN_MUSUBI_KEYS
+    # Z-Image's converter bakes α/r the same way (get_alpha_scales) in every file it converts with alpha keys
+    if fam.name == "zimage" and lc.layout in ("kohya", "diffusion_model", "kohya-zimage") and n == "bf16":
+        return ALPHA_BAKED_IN_FILE_DTYPE
     return None
 
 
@@ -184,6 +190,9 @@ FINDING_LAYOUTS = (
     LayoutCase("qwenimage-edit", "diffusers-alpha", known=(("merge", QWEN_ALPHA_KEYS),)),
     LayoutCase("wan", "comfyui-wan-diff", known=(("merge", WAN_DIFF_B),)),
     LayoutCase("wan", "diffsynth-wan", known=(("merge", WAN_NO_PREFIX),)),
+    LayoutCase("zimage", "diffusers-alpha", known=(("merge", ZIMAGE_ALPHA_KEYS),)),
+    LayoutCase("zimage", "comfyui-zimage", known=(("merge", ZIMAGE_FUSED_QKV_DROPPED),)),
+    LayoutCase("zimage", "comfyui-zimage-diff", known=(("merge", ZIMAGE_DIFFS_REFUSED),)),
 )
 # A family of several denoisers: its files into the other expert and into both, as layout cases of
 # their own (the same files; where they go is the case). The default expert is every other case's.

@@ -77,8 +77,9 @@ KOHYA_PER_MODULE_ALPHA = Known(
 )
 
 ALPHA_BAKED_IN_FILE_DTYPE = Known(
-    "finding: a Qwen-Image file with .alpha keys has α/r baked into its factors in their own dtype "
-    "(_convert_non_diffusers_qwen_lora_to_diffusers: down * scale_down, up * scale_up): with bfloat16 factors "
+    "finding: a Qwen-Image, Wan or Z-Image file with .alpha keys has α/r baked into its factors in their own dtype "
+    "(_convert_non_diffusers_qwen_lora_to_diffusers, the Wan and Z-Image converters' get_alpha_scales: down * "
+    "scale_down, up * scale_up): with bfloat16 factors "
     "and α/r = 0.75, not a power of two, every factor is rounded once more in bfloat16, and the fused weight "
     "misses the reference by that rounding (measured: up to ~45000 float32 ULPs, diagnosed as an extra "
     "rounding of the delta in bfloat16)"
@@ -171,4 +172,29 @@ FUSE_DEFAULT_SKIPS_TRANSFORMER_2 = Known(
     "idiom, leaves the low-noise expert's LoRA unfused and then removes it, silently (its step equals the base "
     "model's, measured bit for bit; transformer's LoRA stays fused). fuse_lora(components=['transformer', "
     "'transformer_2']) fuses both"
+)
+
+
+ZIMAGE_ALPHA_KEYS = Known(
+    "finding: a Z-Image file with PEFT pairs under transformer. and a .alpha per module is refused: the alpha keys "
+    "send it through _convert_non_diffusers_z_image_lora_to_diffusers, which prefixes transformer. once more "
+    "(transformer.transformer.layers.0…), so no target module matches (NoMatchingPeftModuleError)",
+    raises=LoaderRefused,
+)
+
+ZIMAGE_FUSED_QKV_DROPPED = Known(
+    "finding: in a Z-Image file on ComfyUI's names under diffusion_model. (ComfyUI LoraSave: "
+    "diffusion_model.layers.0.attention.qkv.lora_down.weight), _convert_non_diffusers_z_image_lora_to_diffusers "
+    "splits the fused attention.qkv only in lora_unet_ files (its '.lora.down.weight' branch) and renames "
+    "x_embedder/final_layer nowhere: here it makes attention.qkv, x_embedder and final_layer.* pairs for modules "
+    "ZImageTransformer2DModel does not have, and PEFT drops them with a warning. to_q, to_k, to_v, "
+    "all_x_embedder.2-1 and all_final_layer.2-1.* keep their base weights (measured on a LoraSave file: 15 of its "
+    "37 modules, every element over its bound, 'diffusers merged nothing into it'); attention.out (→ to_out.0) loads"
+)
+
+ZIMAGE_DIFFS_REFUSED = Known(
+    "finding: a Z-Image file with full differences (ComfyUI LoraSave: .diff on the norms, .diff_b on the biases, "
+    "beside the pairs) is refused: _convert_non_diffusers_z_image_lora_to_diffusers converts the pairs and their "
+    "alphas only and raises ValueError '`state_dict` should be empty at this point' on the .diff/.diff_b keys left",
+    raises=LoaderRefused,
 )

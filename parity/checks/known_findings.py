@@ -7,6 +7,7 @@ alone: the layout says which diffusers converter ran, the measured failures say 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 from parity.checks.cases import FINDING_LAYOUTS
@@ -17,6 +18,7 @@ from parity.checks.findings import (
     LYCORIS_REFUSED,
     WAN_DIFFS_DROPPED,
     WAN_MUSUBI_KEYS,
+    ZIMAGE_FUSED_QKV_DROPPED,
     Known,
 )
 from parity.errors import LoaderRefused
@@ -24,9 +26,12 @@ from parity.lora.neutral import DiffModule, DoraModule, LoraFile, LoraModule
 from parity.tolerances import TensorReport
 from parity.zoo.qwenimage import QWEN_LOADER
 from parity.zoo.wan import WAN_LOADER
+from parity.zoo.zimage import FAMILY as ZIMAGE
 from parity.zoo.family import Family
 
 ATTENTION_PROJECTIONS = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")
+# Z-Image's modules whose ComfyUI name diffusers' converter leaves unconverted under diffusion_model.
+COMFY_RENAMED = re.compile(r"\.attention\.to_[qkv]\.weight$|^transformer\.all_(x_embedder|final_layer)\.")
 
 
 def refusal_finding(family: Family, layout: str, lora: LoraFile | None = None, reason: str = "") -> Known | None:
@@ -78,7 +83,11 @@ def merge_findings(family: Family, loras: Sequence[LoraFile], reports: Sequence[
             and all(r.diagnosis.startswith("dropped") and _changes_a_difference(r.name, diffs) for r in failing)):
         out.append(WAN_DIFFS_DROPPED)
     half = any(m.down.element_size() == 2 and not _power_of_two(m.effective_alpha / m.rank) for m in pairs)
-    if (family.lora_loader == QWEN_LOADER and layouts & {"diffusion_model", "kohya", "lightning"} and half
-            and any("extra rounding of the delta" in r.diagnosis for r in failing)):
+    baking = {QWEN_LOADER: {"diffusion_model", "kohya", "lightning"},
+              ZIMAGE.lora_loader: {"diffusion_model", "kohya", "kohya-zimage"}}.get(family.lora_loader, set())
+    if layouts & baking and half and any("extra rounding of the delta" in r.diagnosis for r in failing):
         out.append(ALPHA_BAKED_IN_FILE_DTYPE)
+    if (family.lora_loader == ZIMAGE.lora_loader and "comfyui-zimage" in layouts
+            and all(r.diagnosis.startswith("dropped") and COMFY_RENAMED.search(r.name) for r in failing)):
+        out.append(ZIMAGE_FUSED_QKV_DROPPED)  # every failure a module ComfyUI names otherwise, left unmerged
     return out

@@ -34,6 +34,13 @@ SIGNATURES: tuple[tuple[str, str], ...] = (
     ("self_attn_q.", "wan"),
     ("ffn.net.", "wan"),
     ("ffn_net_", "wan"),
+    # Z-Image: its refiners and SwiGLU feed-forward (diffusers' and ComfyUI's names), ComfyUI's fused qkv
+    ("noise_refiner", "zimage"),
+    ("context_refiner", "zimage"),
+    ("feed_forward.w", "zimage"),
+    ("feed_forward_w", "zimage"),
+    ("attention.qkv", "zimage"),
+    ("attention_qkv", "zimage"),
     ("img_mlp", "qwenimage"),
     ("txt_mlp", "qwenimage"),
 )

@@ -34,7 +34,7 @@ from torch import nn
 from parity.lora.headeralpha import METADATA_KEY
 from parity.lora.names import Target
 from parity.lora.names.diffusers import TEXT_MODEL_PREFIX
-from parity.lora.names.table import ComponentNames, component_names
+from parity.lora.names.table import PARTIAL, ComponentNames, component_names
 from parity.lora.neutral import DiffModule, LoraFile, LoraModule
 from parity.lora.peftadapter import CONFIG_NAME
 from parity.lora.peftadapter import PREFIX as PEFT_PREFIX
@@ -65,7 +65,7 @@ LAYOUT_LIST = (
     Layout("diffusers-legacy", "diffusers examples/ before PEFT (LoRAAttnProcessor, LoRACompatibleLinear)",
            "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight",
            "component", "legacy", "legacy", "keys"),
-    Layout("kohya", "kohya sd-scripts networks/lora.py (SD1.x), musubi-tuner (Qwen-Image)",
+    Layout("kohya", "kohya sd-scripts networks/lora.py (SD1.x), musubi-tuner (Qwen-Image, Z-Image lora_zimage.py)",
            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "kohya", "lora_down", "diffusers", "keys"),
     Layout("kohya-sgm", "kohya sd-scripts networks/lora.py on sdxl_original_unet (SDXL)",
            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight",
@@ -83,13 +83,13 @@ LAYOUT_LIST = (
            "diffusion_model", "lora_down", "bfl", "keys"),
     Layout("xlabs", "XLabs x-flux train_flux_lora_deepspeed.py",
            "double_blocks.0.processor.qkv_lora1.down.weight", "none", "down/up", "xlabs", "none"),
-    Layout("diffusion_model", "ComfyUI / ai-toolkit exports, PEFT pairs under diffusion_model.",
+    Layout("diffusion_model", "ComfyUI / ai-toolkit exports (Qwen-Image, Z-Image z_image.py), PEFT pairs under diffusion_model.",
            "diffusion_model.transformer_blocks.0.attn.to_q.lora_A.weight",
            "diffusion_model", "lora_A", "diffusers", "keys"),
     Layout("lightning", "Qwen-Image Lightning (lightx2v): kohya pairs under diffusion_model.",
            "diffusion_model.transformer_blocks.0.attn.to_q.lora_down.weight",
            "diffusion_model", "lora_down", "diffusers", "keys"),
-    Layout("diffsynth", "DiffSynth-Studio (PEFT names with the adapter name kept, no prefix)",
+    Layout("diffsynth", "DiffSynth-Studio (Qwen-Image, Z-Image: PEFT names with the adapter name kept, no prefix)",
            "transformer_blocks.0.attn.to_q.lora_A.default.weight", "none", "lora_A.default", "diffusers", "none"),
     # Wan 2.1/2.2 trainers, on Wan's original names (parity/lora/names/wan.py)
     Layout("musubi-wan", "musubi-tuner networks/lora_wan.py (Wan 2.1/2.2)",
@@ -102,6 +102,16 @@ LAYOUT_LIST = (
            "diffusion_model.blocks.0.ffn.2.diff", "diffusion_model", "lora_down", "wan", "keys", diff=("ffn.2",)),
     Layout("diffsynth-wan", "DiffSynth-Studio (Wan: original names, PEFT pairs with the adapter name kept)",
            "blocks.0.self_attn.q.lora_A.default.weight", "none", "lora_A.default", "wan", "none"),
+    # Z-Image, on its single-file checkpoint's names (parity/lora/names/zimage.py)
+    Layout("kohya-zimage", "musubi-tuner networks/convert_z_image_lora_to_comfy.py (Z-Image: to_q|to_k|to_v "
+           "concatenated into attention.qkv at rank 3r, alpha 3α)",
+           "lora_unet_layers_0_attention_qkv.lora_down.weight", "kohya", "lora_down", "zimage", "keys"),
+    Layout("comfyui-zimage", "ComfyUI LoraSave (comfy_extras/nodes_lora_extract.py) on Z-Image: ComfyUI's names "
+           "under diffusion_model., no alpha",
+           "diffusion_model.layers.0.attention.qkv.lora_down.weight", "diffusion_model", "lora_down", "zimage", "none"),
+    Layout("comfyui-zimage-diff", "ComfyUI LoraSave on Z-Image with bias_diff: full differences (.diff on the norms, "
+           ".diff_b on the biases) beside the pairs", "diffusion_model.layers.0.attention_norm1.diff",
+           "diffusion_model", "lora_down", "zimage", "none", diff=("feed_forward.w2",)),
     Layout("peft", "PEFT save_pretrained of get_peft_model(one component), adapter_config.json beside it",
            "base_model.model.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight",
            "peft", "lora_A", "diffusers", "config"),
@@ -177,7 +187,7 @@ def _namings(layout: Layout, component: str) -> tuple[str, ...]:
     diffusers' names in every layout; the legacy layout renames attention projections only."""
     if component not in ("unet", "transformer"):
         return ("diffusers",)
-    return ("legacy", "diffusers") if layout.naming == "legacy" else (layout.naming,)
+    return (layout.naming, "diffusers") if layout.naming in PARTIAL else (layout.naming,)
 
 
 def _grouped(layout: Layout, lora: LoraFile, names: Mapping[str, ComponentNames]) -> dict[tuple[str, str], tuple]:

@@ -127,7 +127,8 @@ FAMILY = Family(
     default_targets={"transformer": TRANSFORMER_TARGETS},
     conv_targets={},
     lora_loader="ZImageLoraLoaderMixin",
-    layouts=("diffusers",),
+    # the layouts diffusers loads; diffusers-alpha, comfyui-zimage(-diff) are findings (parity/checks/cases.py)
+    layouts=("diffusers", "kohya", "diffusion_model", "diffsynth", "kohya-zimage"),
     build_tiny=build_tiny,
     load_pretrained=load_pretrained,
     denoiser_inputs=denoiser_inputs,

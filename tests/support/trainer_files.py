@@ -21,6 +21,8 @@ Trainers followed (the naming code each writer mirrors):
 * diffusers' legacy training scripts (attention processors, ``to_q_lora.down``), no alpha.
 * Wan 2.1 / 2.2 (tests/support/trainer_wan.py): musubi-tuner, ai-toolkit's high/low-noise pair, ComfyUI
   LoraSave, LightX2V, Wan2.2-Lightning, DiffSynth-Studio and diffusers, on Wan's original names.
+* Z-Image (tests/support/trainer_zimage.py): musubi-tuner and its ComfyUI conversion (fused qkv), ai-toolkit,
+  ComfyUI LoraSave, DiffSynth-Studio and diffusers.
 
 Factors are deterministic: A ~ N(0, 1/fan_in), B ~ N(0, 0.25/r), from one seeded torch.Generator
 per file, drawn in the order the modules are listed.
@@ -50,7 +52,7 @@ from tests.support.trainer_common import (
     save,
     tiny_components,
 )
-from tests.support import trainer_wan
+from tests.support import trainer_wan, trainer_zimage
 from tests.support.trainer_flux import (
     kohya_flux,
     kohya_flux_with_diff,
@@ -342,6 +344,27 @@ TRAINER_FILES: tuple[TrainerFile, ...] = (
                 "DiffSynth-Studio: blocks.N.self_attn.q.lora_A.default.weight, no prefix"),
     TrainerFile("wan-diffusers", "wan", lambda p: trainer_wan.diffusers_wan(p),
                 "WanPipeline.save_lora_weights with lora_adapter_metadata"),
+    # Z-Image (tests/support/trainer_zimage.py)
+    TrainerFile("zimage-musubi", "zimage", lambda p: trainer_zimage.musubi_zimage(p / "musubi_zimage.safetensors"),
+                "networks/lora_zimage.py: lora_unet_ + diffusers names, alpha, bfloat16, main layers only"),
+    TrainerFile("zimage-musubi-comfy", "zimage",
+                lambda p: trainer_zimage.musubi_comfy_zimage(p / "musubi_zimage_comfy.safetensors"),
+                "convert_z_image_lora_to_comfy.py: attention.qkv at rank 3r, alpha 3α, attention.out"),
+    TrainerFile("zimage-aitoolkit", "zimage",
+                lambda p: trainer_zimage.aitoolkit_zimage(p / "aitoolkit_zimage.safetensors"),
+                "z_image.py: diffusion_model. + diffusers names, lora_A/lora_B, no alpha, float16"),
+    TrainerFile("zimage-comfy-loraextract", "zimage",
+                lambda p: trainer_zimage.comfy_loraextract_zimage(p / "ComfyUI_extracted_lora_00001_.safetensors"),
+                "LoraSave standard + bias_diff: ComfyUI names (fused qkv), .diff on norms, .diff_b on biases"),
+    TrainerFile("zimage-comfy-loraextract-pairs", "zimage",
+                lambda p: trainer_zimage.comfy_loraextract_zimage(p / "ComfyUI_extracted_lora_00002_.safetensors",
+                                                                  bias_diff=False),
+                "LoraSave without bias_diff: the pairs alone, on ComfyUI's names"),
+    TrainerFile("zimage-diffsynth", "zimage",
+                lambda p: trainer_zimage.diffsynth_zimage(p / "diffsynth_zimage.safetensors"),
+                "DiffSynth-Studio: layers.0.attention.to_q.lora_A.default.weight, no prefix"),
+    TrainerFile("zimage-diffusers", "zimage", lambda p: trainer_zimage.diffusers_zimage(p),
+                "ZImagePipeline.save_lora_weights with lora_adapter_metadata"),
     # Qwen-Image-Edit-2509's transformer is Qwen-Image's: its users load the same trainers' files.
     *(TrainerFile(f"qwenimage-edit-{style}", "qwenimage-edit",
                   lambda p, style=style: qwen_file(p / f"{style}_qwen_edit.safetensors", style))

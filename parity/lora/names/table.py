@@ -12,6 +12,7 @@ from parity.lora.names.bfl import bfl_names, xlabs_names
 from parity.lora.names.diffusers import diffusers_names, legacy_names
 from parity.lora.names.sgm import sgm_names
 from parity.lora.names.wan import wan_names
+from parity.lora.names.zimage import zimage_names
 from parity.modules import difference_sites, lora_capable_modules
 
 Naming = Callable[[str, nn.Module, Mapping[str, nn.Module]], dict[str, Target]]
@@ -24,7 +25,12 @@ NAMINGS: dict[str, Naming] = {
     "bfl": bfl_names,
     "xlabs": xlabs_names,
     "wan": wan_names,
+    "zimage": zimage_names,
 }
+# Namings that rename some modules only and keep diffusers' names for the rest: a layout on one names
+# a module by it where it can, else by diffusers' name (legacy: attention processors; zimage: qkv, out,
+# x_embedder, final_layer).
+PARTIAL = frozenset({"legacy", "zimage"})
 
 # What a stem may end with besides the module name: diffusers' legacy LoRA layers (``to_q_lora``,
 # ``conv1.lora``, ``q_proj.lora_linear_layer``) hang the pair one level below the module.
