@@ -212,7 +212,14 @@ def load_dev(path: str, dtype: torch.dtype):
     from diffusers import Flux2Pipeline
 
     tokenizer = folder_tokenizer(path)
-    return from_pretrained(Flux2Pipeline, path, dtype, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
+    if tokenizer is None:
+        return from_pretrained(Flux2Pipeline, path, dtype)
+    # A tokenizer passed for an index entry of another class must subclass it (diffusers'
+    # maybe_raise_or_warn), and PixtralProcessor cannot be imported here: the pipeline is loaded without
+    # its tokenizer, which is then set.
+    pipe = from_pretrained(Flux2Pipeline, path, dtype, tokenizer=None)
+    pipe.tokenizer = tokenizer
+    return pipe
 
 
 def load_klein(path: str, dtype: torch.dtype):
@@ -231,7 +238,8 @@ def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape 
     txt_ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1), torch.arange(seq))
     inputs = {
         "hidden_states": deterministic_tensor(seed, "input/latents", (1, grid * grid, config.in_channels)).to(dtype),
-        "encoder_hidden_states": deterministic_tensor(seed, "input/text", (1, seq, config.joint_attention_dim)).to(dtype),
+        "encoder_hidden_states": deterministic_tensor(
+            seed, "input/text", (1, seq, config.joint_attention_dim)).to(dtype),
         "timestep": torch.tensor([TIMESTEP], dtype=dtype),
         "img_ids": img_ids[None],
         "txt_ids": txt_ids[None],
@@ -284,7 +292,8 @@ DEV_FAMILY = Family(
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=dev_call_args,
     fits=(
-        Fit(config("text_encoder", "text_config.hidden_size", times=STACKED), config("transformer", "joint_attention_dim")),
+        Fit(config("text_encoder", "text_config.hidden_size", times=STACKED),
+            config("transformer", "joint_attention_dim")),
         _VAE_FIT,
     ),
     notes=_NOTES,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -55,7 +57,8 @@ REAL_NAMES = {
     # feed-forwards; single-stream blocks with the fused q|k|v|mlp-in projection (the original linear1)
     **{name: {"transformer": ["transformer_blocks.0.attn.to_q", "transformer_blocks.1.attn.add_k_proj",
                               "transformer_blocks.0.attn.to_add_out", "transformer_blocks.0.ff.linear_in",
-                              "transformer_blocks.1.ff_context.linear_out", "single_transformer_blocks.1.attn.to_qkv_mlp_proj",
+                              "transformer_blocks.1.ff_context.linear_out",
+                              "single_transformer_blocks.1.attn.to_qkv_mlp_proj",
                               "single_transformer_blocks.0.attn.to_out", "double_stream_modulation_img.linear",
                               "x_embedder", "context_embedder", "proj_out"]}
        for name in ("flux2", "flux2-klein")},
@@ -118,3 +121,21 @@ def test_model_path_loads_the_same_weights_from_a_local_folder(family, tmp_path)
         want = module.state_dict()
         got = getattr(loaded, component).state_dict()
         assert all(torch.equal(want[k], got[k]) for k in want), component
+
+
+@pytest.mark.skipif("flux2" not in FAMILIES, reason="this diffusers has no Flux2Pipeline")
+def test_a_flux2_folder_whose_tokenizer_is_a_pixtral_processor_loads_with_its_tokenizer(tmp_path):
+    # FLUX.2 [dev] as published: model_index.json names a PixtralProcessor, which transformers 5 builds only
+    # with torchvision; the folder's tokenizer/ and its chat template stand in (parity/zoo/flux2.py).
+    fam = FAMILIES["flux2"]
+    tiny = build_pipeline(fam)
+    tiny.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    index["tokenizer"] = ["transformers", "PixtralProcessor"]
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+
+    loaded = build_pipeline(fam, model_path=str(tmp_path))
+
+    assert loaded.tokenizer.chat_template == tiny.tokenizer.chat_template
+    messages = [[{"role": "user", "content": [{"type": "text", "text": fam.pipeline_call_args(0)["prompt"]}]}]]
+    assert tiny.tokenizer.apply_chat_template(messages) == loaded.tokenizer.apply_chat_template(messages)
