@@ -15,13 +15,15 @@ HELP = "write a family's published architecture (synthetic weights) as a model f
 DESCRIPTION = """\
 Write the family's published architecture as a diffusers folder: its LoRA-capable components built
 from the published configs with deterministic weights, the other parts sized to fit (what `check`
-uses without --model-path). --blocks N builds a transformer (flux, qwenimage, wan, zimage) with N blocks
-at full width (flux: N double-stream and 2N single-stream ones; wan: N in each expert; zimage: N main
-layers beside its 2+2 refiners): memory and time are linear in blocks. --published picks one of a
+uses without --model-path). --blocks N builds a transformer (flux, qwenimage, wan, zimage, flux2,
+flux2-klein) with N blocks at full width (flux: N double-stream and 2N single-stream ones; flux2: N and 6N;
+flux2-klein: N and 4N (4B) or 3N (9B); wan: N in each expert; zimage: N main layers beside its 2+2
+refiners): memory and time are linear in blocks. --published picks one of a
 family's published models: for wan, wan2.2-t2v-a14b (the default: two 14B experts, transformer and
 transformer_2, boundary_ratio 0.875), wan2.1-t2v-14b or wan2.1-t2v-1.3b (one transformer, no
 transformer_2, no boundary_ratio); for zimage, z-image-turbo (the default) or z-image, one 6B
-architecture under two names. --dtype
+architecture under two names; for flux2-klein, flux.2-klein-4b (the default) or flux.2-klein-9b; flux2 is
+flux.2-dev (32B: larger than this machine in any dtype, so give it --blocks). --dtype
 stores the weights in float16 or bfloat16 (the float32 values rounded), as published checkpoints are:
 a bfloat16 check of a float32 folder holds the mapped file beside the model while diffusers loads it.
 --lora FILE also writes a LoRA file for it on the family's default targets.
@@ -35,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", type=positive_int, help="transformer blocks (default: as published)")
     parser.add_argument("--published", metavar="NAME",
                         help="which published model, for a family of several (wan: wan2.2-t2v-a14b, the default; "
-                        "wan2.1-t2v-14b; wan2.1-t2v-1.3b; zimage: z-image-turbo, the default; z-image)")
+                        "wan2.1-t2v-14b; wan2.1-t2v-1.3b; zimage: z-image-turbo, the default; z-image; "
+                        "flux2-klein: flux.2-klein-4b, the default; flux.2-klein-9b; flux2: flux.2-dev)")
     parser.add_argument("--dtype", default="float32",
                         help="the dtype its weights are stored in (default: float32)")
     parser.add_argument("--lora", metavar="FILE", help="also write a LoRA file for the model here")

@@ -199,6 +199,56 @@ def zimage_transformer(blocks: int | None = None, refiners: int = ZIMAGE_REFINER
     )
 
 
+# FLUX.2: (double-stream blocks, single-stream blocks) as published; --blocks N builds N double-stream blocks
+# and the published ratio of single-stream ones (dev 6N, klein-4B 4N, klein-9B 3N), so memory stays linear in N
+FLUX2_DEV_DEPTH = (8, 48)
+FLUX2_KLEIN_4B_DEPTH = (5, 20)
+FLUX2_KLEIN_9B_DEPTH = (8, 24)
+
+
+def _flux2_transformer(blocks: int | None, single: int | None, depth: tuple[int, int], heads: int, text: int,
+                       guidance: bool) -> nn.Module:
+    from diffusers import Flux2Transformer2DModel
+
+    # Every FLUX.2 transformer shares the 128-wide heads, the 128 in_channels (32 latent channels in 2x2
+    # patches), SwiGLU mlp_ratio 3, the (32, 32, 32, 32) RoPE axes at theta 2000 and 256 timestep channels;
+    # joint_attention_dim is 3x the encoder's width (three hidden-state layers stacked)
+    double = depth[0] if blocks is None else blocks
+    return Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=128,
+        num_layers=double,
+        num_single_layers=single if single is not None else depth[1] * double // depth[0],
+        attention_head_dim=128,
+        num_attention_heads=heads,
+        joint_attention_dim=3 * text,
+        timestep_guidance_channels=256,
+        mlp_ratio=3.0,
+        axes_dims_rope=(32, 32, 32, 32),
+        rope_theta=2000,
+        eps=1e-6,
+        guidance_embeds=guidance,
+    )
+
+
+def flux2_dev_transformer(blocks: int | None = None, single: int | None = None) -> nn.Module:
+    """black-forest-labs/FLUX.2-dev transformer/config.json (diffusers' Flux2Transformer2DModel defaults):
+    8 + 48 blocks, 48 heads (6144 wide), 15360 = 3 x Mistral-Small-3.1's 5120, guidance embedded."""
+    return _flux2_transformer(blocks, single, FLUX2_DEV_DEPTH, heads=48, text=5120, guidance=True)
+
+
+def flux2_klein_4b_transformer(blocks: int | None = None, single: int | None = None) -> nn.Module:
+    """black-forest-labs/FLUX.2-klein-4B transformer/config.json: 5 + 20 blocks, 24 heads (3072 wide),
+    7680 = 3 x Qwen3-4B's 2560, no guidance embedding (klein-base-4B has the same config)."""
+    return _flux2_transformer(blocks, single, FLUX2_KLEIN_4B_DEPTH, heads=24, text=2560, guidance=False)
+
+
+def flux2_klein_9b_transformer(blocks: int | None = None, single: int | None = None) -> nn.Module:
+    """black-forest-labs/FLUX.2-klein-9B transformer/config.json: 8 + 24 blocks, 32 heads (4096 wide),
+    12288 = 3 x Qwen3-8B's 4096, no guidance embedding (klein-base-9B has the same config)."""
+    return _flux2_transformer(blocks, single, FLUX2_KLEIN_9B_DEPTH, heads=32, text=4096, guidance=False)
+
+
 FULL: dict[str, FullSize] = {
     "sd15": FullSize(sd15_unet, InputShape(grid=64, seq=77), None, None, "512x512, 77 CLIP tokens, batch 1"),
     "sd2": FullSize(sd2_unet, InputShape(grid=96, seq=77), None, None, "768x768 (768-v), 77 OpenCLIP tokens, batch 1"),
@@ -222,6 +272,17 @@ FULL: dict[str, FullSize] = {
     # subjects of the whole 6 B model in float32 would need 98 GB
     "zimage": FullSize(zimage_transformer, InputShape(grid=128, seq=512), ZIMAGE_LAYERS, 8,
                        "1024x1024 (4096 image tokens), 512 Qwen3 caption tokens"),
+    # 1024x1024 → 128x128 latents of 32 channels → 64x64 packed 2x2 patches (flux2.denoiser_inputs takes that
+    # packed grid) = 4096 image tokens of 128 channels; 512 text tokens (the pipelines' max_sequence_length).
+    # N blocks here are N double- and N single-stream ones: the benchmarks' 2 are 3.8 B of dev (a group's four
+    # subjects of 32 B would need 515 GB in float32) and 0.93 B of klein 4B
+    "flux2": FullSize(lambda blocks: flux2_dev_transformer(blocks, single=blocks), InputShape(grid=64, seq=512),
+                      FLUX2_DEV_DEPTH[0], 2, "FLUX.2 [dev]; 1024x1024 (4096 image tokens), 512 Mistral tokens; "
+                      "as many single-stream blocks as double"),
+    "flux2-klein": FullSize(lambda blocks: flux2_klein_4b_transformer(blocks, single=blocks),
+                            InputShape(grid=64, seq=512), FLUX2_KLEIN_4B_DEPTH[0], 2,
+                            "FLUX.2 [klein] 4B; 1024x1024 (4096 image tokens), 512 Qwen3 tokens; as many "
+                            "single-stream blocks as double"),
 }
 
 
@@ -252,6 +313,12 @@ SMALL: dict[str, FullSize] = {
     "zimage": FullSize(lambda blocks: zimage_transformer(blocks or 1, refiners=1), InputShape(grid=8, seq=32),
                        ZIMAGE_LAYERS, 1, "Z-Image widths, one layer and one refiner of each kind; 64x64 "
                        "(16 image tokens), 32 caption tokens"),
+    "flux2": FullSize(lambda blocks: flux2_dev_transformer(blocks or 1, single=blocks or 1),
+                      InputShape(grid=4, seq=32), FLUX2_DEV_DEPTH[0], 1, "FLUX.2 [dev] widths, one block of each kind; 64x64 (16 image tokens), "
+                      "32 text tokens"),
+    "flux2-klein": FullSize(lambda blocks: flux2_klein_4b_transformer(blocks or 1, single=blocks or 1),
+                            InputShape(grid=4, seq=32), FLUX2_KLEIN_4B_DEPTH[0], 1,
+                            "FLUX.2 [klein] 4B widths, one block of each kind; 64x64 (16 image tokens), 32 text tokens"),
 }
 SIZES = {"full": FULL, "small": SMALL}
 

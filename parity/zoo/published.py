@@ -1,8 +1,8 @@
 """The published architecture of a family, from its published configs with deterministic weights: what a
 real LoRA file is checked against when no ``--model-path`` is given.
 
-A real SD1.5, SDXL, FLUX.1, Qwen-Image, Wan or Z-Image LoRA does not fit the tiny zoo (its factors are hundreds to
-thousands wide). When a file is wider than anything in the tiny model, the LoRA-capable components are
+A real SD1.5, SDXL, FLUX.1, Qwen-Image, Wan, Z-Image or FLUX.2 LoRA does not fit the tiny zoo (its factors
+are hundreds to thousands wide). When a file is wider than anything in the tiny model, the LoRA-capable components are
 built at their published shapes (parity/zoo/fullsize.py; the text encoders here) and the rest of the
 tiny pipeline is sized to fit them, so any real file can be verified with no download. The result is
 saved once as an ordinary diffusers folder in the cache (LORA_PARITY_CACHE, default
@@ -15,7 +15,8 @@ A family may have several published models (``VARIANTS``): Wan is Wan 2.2 T2V A1
 tiny model's shape), Wan 2.1 T2V 14B (one expert) or Wan 2.1 T2V 1.3B (one, narrower). ``lora-parity model
 --published NAME`` picks one; a file checked without a folder is read against each in turn and goes to the
 first whose shapes it fits (a 14 B-wide file to Wan 2.2 A14B, so either expert can take it). Z-Image is
-Z-Image-Turbo or Z-Image, one architecture under two names.
+Z-Image-Turbo or Z-Image, one architecture under two names; FLUX.2 [klein] is 4B or 9B; FLUX.2 [dev] (32 B)
+is one, always reduced to the blocks a file targets (parity/zoo/published_flux2.py: its encoders and VAE).
 
 The weights are synthetic: a check on them proves diffusers merges the file's deltas correctly into
 weights of these shapes, not anything about the image a real checkpoint would make.
@@ -44,6 +45,7 @@ from parity.lora.tensors import tensor_shapes
 from parity.modules import lora_capable_modules
 from parity.versions import library_versions
 import parity.zoo.fullsize as fullsize
+import parity.zoo.published_flux2 as published_flux2
 from parity.zoo.family import Family
 from parity.zoo.weights import fill_deterministic
 
@@ -209,6 +211,9 @@ class Variant:
     # (Wan 2.1: no boundary_ratio)
     absent: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)
+    single: int | None = None  # single-stream blocks as published, for a two-list transformer (FLUX.2)
+    # component → what to set after the deterministic fill, (module, seed, namespace) (FLUX.2's VAE variance)
+    filled: Mapping[str, Callable[[nn.Module, int, str], None]] = field(default_factory=dict)
 
 
 _WAN_PARTS: dict[str, Builder] = {"text_encoder": _fixed(_umt5_xxl_layer), "vae": _fixed(_wan_vae)}
@@ -232,6 +237,29 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
     "zimage": (
         Variant("z-image-turbo", "Z-Image-Turbo", _ZIMAGE_PARTS, fullsize.ZIMAGE_LAYERS),
         Variant("z-image", "Z-Image", _ZIMAGE_PARTS, fullsize.ZIMAGE_LAYERS),
+    ),
+    # black-forest-labs/FLUX.2-dev: 32 B, larger than any machine here holds in any dtype, so a check without
+    # --model-path keeps only the blocks a file targets (parity/zoo/route.py)
+    "flux2": (
+        Variant("flux.2-dev", "FLUX.2 [dev]", {"transformer": fullsize.flux2_dev_transformer,
+                                               "text_encoder": _fixed(published_flux2.mistral_small_3_1),
+                                               "vae": _fixed(published_flux2.flux2_vae)},
+                fullsize.FLUX2_DEV_DEPTH[0], single=fullsize.FLUX2_DEV_DEPTH[1],
+                filled={"vae": published_flux2.positive_variance}),
+    ),
+    # black-forest-labs/FLUX.2-klein-4B and -9B (their -base- models have the same configs); a file is read
+    # against 4B first, and goes to 9B where its shapes fit that one
+    "flux2-klein": (
+        Variant("flux.2-klein-4b", "FLUX.2 [klein] 4B", {"transformer": fullsize.flux2_klein_4b_transformer,
+                                                         "text_encoder": _fixed(published_flux2.qwen3_4b),
+                                                         "vae": _fixed(published_flux2.flux2_vae)},
+                fullsize.FLUX2_KLEIN_4B_DEPTH[0], single=fullsize.FLUX2_KLEIN_4B_DEPTH[1],
+                filled={"vae": published_flux2.positive_variance}),
+        Variant("flux.2-klein-9b", "FLUX.2 [klein] 9B", {"transformer": fullsize.flux2_klein_9b_transformer,
+                                                         "text_encoder": _fixed(published_flux2.qwen3_8b),
+                                                         "vae": _fixed(published_flux2.flux2_vae)},
+                fullsize.FLUX2_KLEIN_9B_DEPTH[0], single=fullsize.FLUX2_KLEIN_9B_DEPTH[1],
+                filled={"vae": published_flux2.positive_variance}),
     ),
 }
 for _family, _variants in VARIANTS.items():
@@ -334,7 +362,11 @@ class Published:
         title = f"{chosen.title}, " if chosen is not None else ""
         depth = f" ({title}{self.blocks} of {depth_of(self.family, self.variant)} blocks)" if self.blocks is not None \
             else f" ({chosen.title})" if chosen is not None else ""
-        if self.single is not None:
+        if chosen is not None and chosen.single is not None and self.blocks is not None:
+            # FLUX.2: --blocks N alone builds the published ratio of single-stream blocks (fullsize.py)
+            single = self.single if self.single is not None else chosen.single * self.blocks // chosen.blocks
+            depth = f" ({title}{self.blocks} of {chosen.blocks} double and {single} of {chosen.single} single blocks)"
+        elif self.single is not None:
             depth = f" ({self.blocks} of {fullsize.FLUX_DOUBLE} double and {self.single} of {fullsize.FLUX_SINGLE} " \
                     "single blocks)"
         stored = "" if self.dtype == torch.float32 else f", stored in {str(self.dtype).removeprefix('torch.')}"
@@ -442,6 +474,9 @@ def ensure_folder(family: Family, model: Published, note: Callable[[str], None] 
             with _no_init():
                 module = _build(build, model.blocks, model.single)
             fill_deterministic(module, SEED, f"{family.name}/published/{component}")
+            if chosen is not None and component in chosen.filled:
+                with torch.no_grad():
+                    chosen.filled[component](module, SEED, f"{family.name}/published/{component}")
             module = module.to(model.dtype)
             shutil.rmtree(os.path.join(staging, component), ignore_errors=True)
             module.save_pretrained(os.path.join(staging, component))

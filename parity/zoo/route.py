@@ -2,7 +2,8 @@
 the published architecture (parity/zoo/published.py), whole where it fits in memory, else a
 published-width model holding only the transformer blocks the files target.
 
-A FLUX.1 (12 B), Qwen-Image (20 B) or Wan 2.2 A14B (two 14 B experts) file that trains a few modules needs far less than the whole
+A FLUX.1 (12 B), Qwen-Image (20 B), Wan 2.2 A14B (two 14 B experts), Z-Image (6 B) or FLUX.2 [dev] (32 B,
+larger than a machine here in any dtype) file that trains a few modules needs far less than the whole
 model: memory is linear in blocks, every block of a kind has the same shapes, and the modules outside
 the blocks (FLUX.1's x_embedder, context_embedder, time/guidance embedders, norm_out, proj_out) are
 small and kept in every reduced model at their published shapes. diffusers places a key by its block
@@ -49,7 +50,6 @@ from parity.zoo.published import (
     cache_root,
     made_for_published,
     meta_components,
-    depth_of,
     published,
     read_against_published,
     variant_of,
@@ -65,6 +65,9 @@ BLOCK_LISTS: dict[str, tuple[tuple[str, str], ...]] = {
     # Z-Image's 30 main layers; its two noise and two context refiners are kept whole, as modules outside
     # the blocks are (4 of its 34 blocks, 0.72 B parameters)
     "zimage": (("layers", ""),),
+    # FLUX.2 names its lists as FLUX.1 does (diffusers and BFL's double_blocks/single_blocks alike)
+    "flux2": (("transformer_blocks", "double"), ("single_transformer_blocks", "single")),
+    "flux2-klein": (("transformer_blocks", "double"), ("single_transformer_blocks", "single")),
 }
 PUBLISHED_DEPTH = {"flux": (fullsize.FLUX_DOUBLE, fullsize.FLUX_SINGLE), "qwenimage": (fullsize.QWEN_LAYERS,),
                    "qwenimage-edit": (fullsize.QWEN_LAYERS,), "wan": (fullsize.WAN_LAYERS,),
@@ -75,10 +78,12 @@ DENOISERS = (DENOISER, "transformer_2")
 
 
 def published_depth(family: str, variant: str = "") -> tuple[int, ...]:
-    """Blocks of each block list as published, for the family's ``variant`` (Wan 2.1 1.3B has 30)."""
-    if variant_of(family, variant) is None:
+    """Blocks of each block list as published, for the family's ``variant`` (Wan 2.1 1.3B has 30; FLUX.2
+    [klein] 9B 8 double and 24 single)."""
+    chosen = variant_of(family, variant)
+    if chosen is None:
         return PUBLISHED_DEPTH[family]
-    return (depth_of(family, variant) or 0,)
+    return (chosen.blocks,) if chosen.single is None else (chosen.blocks, chosen.single)
 
 # a run's peak, from LoRA-capable components (on the meta device) and the files read against them, in the
 # run's dtypes or, for a hint, in the one given

@@ -176,3 +176,73 @@ def test_zimage_forward_flops_at_1024_are_the_hand_count() -> None:
     assert one_lora + 29 * (two_lora - one_lora) == ZIMAGE_LORA_FLOPS
     # negative control: 1008x1008 (a 126x126 latent grid, 3969 image tokens) is another count
     assert _zimage_counts(1, grid_less=2)[0] != one
+
+
+# One forward of FLUX.2 at 1024x1024 with 512 text tokens, by hand. N = (1024/16)² = 4096 image tokens (32-channel
+# latents in 2x2 patches: 128 channels a token), L = 512, T = N + L = 4608; D = heads x 128, the SwiGLU hidden
+# M = 3·D. A double-stream block: image q, k, v, o on N rows and text add_q/k/v, to_add_out on L rows 8·T·D²;
+# both feed-forwards D -> 2·M -> (SwiGLU) M -> D, 2·2·M·D + 2·M·D = 18·D² a row, 18·T·D²; joint attention
+# 4·T²·D. A single-stream block on T rows: to_qkv_mlp_proj D -> 3·D + 2·M = 9·D, 18·T·D²; to_out D + M -> D,
+# 8·T·D²; attention 4·T²·D. So both kinds cost 26·T·D² + 4·T²·D. Outside the blocks: the timestep (and, for
+# dev, guidance) embedder 256 -> D -> D on one row, 2·(256·D + D²) each; the three modulations D -> 6·D, 6·D,
+# 3·D on one row, 30·D²; x_embedder 128 -> D on N rows; context_embedder 3·W -> D on L rows (W the encoder's
+# width); norm_out D -> 2·D on one row, 4·D²; proj_out D -> 128 on the N image rows.
+#   dev (D = 6144, W = 5120, 8 + 48 blocks): a block 4,522,600,562,688 + 521,838,526,464 = 5,044,439,089,152,
+#   x 56 = 282,488,588,992,512; outside: 157,286,400 + 1,132,462,080 + 6,442,450,944 + 96,636,764,160 +
+#   150,994,944 + 6,442,450,944 = 110,962,409,472; total 282,599,551,401,984 (283 TFLOP)
+#   klein 4B (D = 3072, W = 2560, 5 + 20 blocks, no guidance): a block 1,130,650,140,672 + 260,919,263,232 =
+#   1,391,569,403,904, x 25 = 34,789,235,097,600; outside 20,447,232 + 283,115,520 + 3,221,225,472 +
+#   24,159,191,040 + 37,748,736 + 3,221,225,472 = 30,942,953,472; total 34,820,178,051,072 (34.8 TFLOP)
+FLUX2_FORWARD_FLOPS = {"flux2": 282_599_551_401_984, "flux2-klein": 34_820_178_051_072}
+# the rank-8 LoRA of the default targets, unfused, 2·r·(in + out) a row: a double block's q, k, v, o (or add_q/k/v,
+# to_add_out) 8·D, its feed-forward pair (D + 2·M) + (M + D) = 11·D, 19·D a row on T rows; a single block's
+# to_qkv_mlp_proj 10·D and to_out 5·D, 15·D a row on T rows: 16·T·D·(19·double + 15·single)
+#   dev: 16·4608·6144·872 = 395,002,773,504; klein 4B: 16·4608·3072·395 = 89,464,504,320
+FLUX2_LORA_FLOPS = {"flux2": 395_002_773_504, "flux2-klein": 89_464_504_320}
+
+
+def _flux2_counts(family: str, double: int, single: int, grid_less: int = 0) -> tuple[int, int]:
+    """(forward FLOPs, rank-8 default-target LoRA FLOPs) of ``family``'s FULL transformer with ``double`` and
+    ``single`` blocks at FULL's shape, counted by torch on the meta device in one forward."""
+    from parity.modules import lora_capable_modules
+    from parity.zoo import get_family
+    from parity.zoo.family import select_modules
+    from parity.zoo.fullsize import FULL, flux2_dev_transformer, flux2_klein_4b_transformer
+
+    build = {"flux2": flux2_dev_transformer, "flux2-klein": flux2_klein_4b_transformer}[family]
+    shape = FULL[family].shape
+    grid = shape.grid - grid_less
+    with torch.device("meta"), torch.no_grad():
+        model = build(double, single=single)
+        config = model.config
+        inputs = {"hidden_states": torch.empty(1, grid * grid, 128),
+                  "encoder_hidden_states": torch.empty(1, shape.seq, config.joint_attention_dim),
+                  "timestep": torch.tensor([0.5]),
+                  "img_ids": torch.cartesian_prod(*map(torch.arange, (1, grid, grid, 1)))[None],
+                  "txt_ids": torch.cartesian_prod(*map(torch.arange, (1, 1, 1, shape.seq)))[None],
+                  **({"guidance": torch.tensor([4.0])} if config.guidance_embeds else {})}
+        targets = select_modules(list(lora_capable_modules(model)), get_family(family).default_targets["transformer"])
+        lora = [0]
+        # one forward for both: the LoRA hooks count inside torch's FLOP counter
+        base = counted_flops(lambda: lora.__setitem__(0, lora_extra_flops(model, {n: [8] for n in targets},
+                                                                          lambda: model(**inputs))))
+        return base, lora[0]
+
+
+@pytest.mark.parametrize("family", [
+    "flux2",
+    pytest.param("flux2-klein", marks=pytest.mark.slow),  # the same blocks at other widths: 1 s more on 2 cores
+])
+def test_flux2_forward_flops_at_1024_are_the_hand_count(family: str) -> None:
+    """The FLOP floor's base of a FLUX.2 forward (bench --bench-size full) and what a rank-8 LoRA adds, counted by
+    torch on the meta device against the hand count above: one block of each kind, then one more of each, so
+    the published count is the first plus (double - 1) and (single - 1) times what each kind adds."""
+    from parity.zoo.fullsize import FLUX2_DEV_DEPTH, FLUX2_KLEIN_4B_DEPTH
+
+    double, single = {"flux2": FLUX2_DEV_DEPTH, "flux2-klein": FLUX2_KLEIN_4B_DEPTH}[family]
+    one, more_double, more_single = (_flux2_counts(family, *d) for d in ((1, 1), (2, 1), (1, 2)))
+    total = [one[i] + (double - 1) * (more_double[i] - one[i]) + (single - 1) * (more_single[i] - one[i])
+             for i in (0, 1)]
+    assert total == [FLUX2_FORWARD_FLOPS[family], FLUX2_LORA_FLOPS[family]]
+    # negative control: 1008x1008 (a 63x63 grid of packed tokens) is another count
+    assert _flux2_counts(family, 1, 1, grid_less=1)[0] != one[0]

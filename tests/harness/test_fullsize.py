@@ -21,6 +21,15 @@ PUBLISHED = {
     # Tongyi-MAI/Z-Image transformer's safetensors index: total_size 12,309,817,472 bytes of bfloat16, 2 bytes a
     # parameter (Comfy-Org's z_image_turbo_bf16.safetensors holds the same tensor bytes)
     "zimage": (6_154_908_736, 0),
+    # FLUX.2, counted by hand from the architecture (the model cards say 32B, 4B, 9B); D = heads x 128, W the
+    # text encoder's width: a double-stream block 26·D² (image and text q, k, v, o 8·D²; two SwiGLU
+    # feed-forwards D -> 6·D, 3·D -> D, 18·D²) and four 128-wide q/k norms; a single-stream block 13·D²
+    # (to_qkv_mlp_proj D -> 9·D, to_out 4·D -> D) and two norms; outside: x_embedder 128·D, context_embedder
+    # 3·W·D, timestep (and dev's guidance) embedder 256·D + D² each, modulations 15·D², norm_out 2·D², proj_out
+    # 128·D; no biases. dev (D 6144, W 5120): 8 x 981,467,648 + 48 x 490,733,824 + 816,316,416
+    "flux2": (32_223_281_152, 0),
+    # klein 4B (D 3072, W 2560, no guidance): 5 x 245,367,296 + 20 x 122,683,648 + 195,035,136
+    "flux2-klein": (3_875_544_576, 0),
 }
 
 
@@ -123,3 +132,13 @@ def test_wan_14b_forward_flops_at_720p_are_the_hand_count() -> None:
     assert one_lora + 39 * (two_lora - one_lora) == WAN_14B_LORA_FLOPS
     # negative control: one latent frame fewer (77 frames) is another count
     assert _wan_counts(1, frames_less=1)[0] != one
+
+
+def test_flux2_klein_9b_has_its_hand_counted_parameter_count() -> None:
+    from parity.zoo.fullsize import flux2_klein_9b_transformer
+
+    # D 4096, W 4096 (Qwen3-8B), no guidance (the count above): 8 x 436,208,128 + 24 x 218,104,064 + 354,418,688
+    with torch.device("meta"):
+        model = flux2_klein_9b_transformer()
+    assert sum(p.numel() for p in model.parameters()) == 9_078_581_248
+    assert (len(model.transformer_blocks), len(model.single_transformer_blocks)) == (8, 24)
