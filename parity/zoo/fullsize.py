@@ -314,11 +314,12 @@ SMALL: dict[str, FullSize] = {
                        ZIMAGE_LAYERS, 1, "Z-Image widths, one layer and one refiner of each kind; 64x64 "
                        "(16 image tokens), 32 caption tokens"),
     "flux2": FullSize(lambda blocks: flux2_dev_transformer(blocks or 1, single=blocks or 1),
-                      InputShape(grid=4, seq=32), FLUX2_DEV_DEPTH[0], 1, "FLUX.2 [dev] widths, one block of each kind; 64x64 (16 image tokens), "
-                      "32 text tokens"),
+                      InputShape(grid=4, seq=32), FLUX2_DEV_DEPTH[0], 1,
+                      "FLUX.2 [dev] widths, one block of each kind; 64x64 (16 image tokens), 32 text tokens"),
     "flux2-klein": FullSize(lambda blocks: flux2_klein_4b_transformer(blocks or 1, single=blocks or 1),
                             InputShape(grid=4, seq=32), FLUX2_KLEIN_4B_DEPTH[0], 1,
-                            "FLUX.2 [klein] 4B widths, one block of each kind; 64x64 (16 image tokens), 32 text tokens"),
+                            "FLUX.2 [klein] 4B widths, one block of each kind; 64x64 (16 image tokens), "
+                            "32 text tokens"),
 }
 SIZES = {"full": FULL, "small": SMALL}
 
