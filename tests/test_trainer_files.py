@@ -61,8 +61,8 @@ def modules_in(trainer: TrainerFile, path: Path) -> int:
     fused qkv pairs, which reach three (to_q/to_k/to_v or their add_ twins)."""
     downs = [k for k in keys_of(path) if k.endswith(("lora_down.weight", ".down.weight", "lora_A.weight",
                                                       "lora_A.default.weight"))]
-    # fused q|k|v: XLabs' processor.qkv_lora, Z-Image's attention.qkv (ComfyUI's names)
-    return len(downs) + 2 * sum(".processor.qkv_lora" in k or re.search(r"attention[._]qkv\.", k) is not None
+    # fused q|k|v: XLabs' processor.qkv_lora, Z-Image's attention.qkv (ComfyUI's names), BFL's img/txt_attn.qkv
+    return len(downs) + 2 * sum(".processor.qkv_lora" in k or re.search(r"(attention|_attn)[._]qkv\.", k) is not None
                                 for k in downs)
 
 
@@ -141,6 +141,16 @@ EXPECTED = {
     "zimage-comfy-loraextract-pairs": (1, "FAIL: a parity check failed"),
     "zimage-diffsynth": (0, "PASS"),
     "zimage-diffusers": (0, "PASS"),
+    # FLUX.2 (tests/support/trainer_flux2.py)
+    "flux2-musubi": (0, "PASS"),
+    "flux2-aitoolkit": (0, "PASS"),
+    # FLUX2_FINAL_MODULATION_NOT_SWAPPED: norm_out.linear gets BFL's shift|scale as scale|shift
+    "flux2-aitoolkit-all": (1, "FAIL: a parity check failed"),
+    # FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL: lora_down under diffusion_model. goes to the lora_unet_-only
+    # kohya converter and loads nothing
+    "flux2-comfy-loraextract": (1, "diffusers refused a valid"),
+    "flux2-diffusers": (0, "PASS"),
+    "flux2-dev-musubi": (0, "PASS"),
 }
 # the modules diffusers leaves at their base values in those files (diffusers names)
 DROPPED_DIFFS = {
@@ -160,7 +170,11 @@ SLOW = {"sdxl-kohya-sgm", "qwenimage-edit-lightning", "qwenimage-edit-diffsynth"
         # Z-Image: the default run keeps the fused-qkv conversion (its own names and split) and the two ComfyUI
         # LoraSave files (a refusal and the dropped names); musubi, ai-toolkit, DiffSynth and diffusers files
         # are the kohya, diffusion_model, diffsynth and diffusers layouts the merge cases run by default.
-        "zimage-musubi", "zimage-aitoolkit", "zimage-diffsynth", "zimage-diffusers"}
+        "zimage-musubi", "zimage-aitoolkit", "zimage-diffsynth", "zimage-diffusers",
+        # FLUX.2: by default the musubi file (lora_unet_ + fused qkv through the kohya converter), the
+        # all-Linear ai-toolkit file (the final modulation finding) and the LoraSave refusal (cheap); the
+        # blocks-only ai-toolkit and diffusers files are the merge cases' layouts, dev's the same transformer.
+        "flux2-aitoolkit", "flux2-diffusers", "flux2-dev-musubi"}
 
 
 def test_every_trainer_file_has_an_expected_verdict():
@@ -193,6 +207,10 @@ def test_check_gives_the_right_verdict_on_a_trainer_file(trainer, tmp_path, caps
         failing = " ".join(v.report["results"][0]["failing"])
         for module in ("layers.0.attention.to_q", "all_x_embedder.2-1", "all_final_layer.2-1.linear"):
             assert f"transformer.{module}.weight" in failing, (module, v.text)
+    if trainer.id == "flux2-aitoolkit-all":
+        assert "known diffusers behaviour: diffusers' _convert_non_diffusers_flux2_lora_to_diffusers maps" in v.out, \
+            v.text
+        assert v.report["results"][0]["failing"] == ["transformer.norm_out.linear.weight"], v.text
     if trainer.id == "wan-aitoolkit-low":
         [f] = v.report["files"]
         assert set(f["matched"]) == {"transformer_2"}, v.text

@@ -43,6 +43,8 @@ from parity.checks.findings import (
     WAN_DIFF_B,
     WAN_MUSUBI_KEYS,
     WAN_NO_PREFIX,
+    FLUX2_FINAL_MODULATION_NOT_SWAPPED,
+    FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL,
     ZIMAGE_ALPHA_KEYS,
     ZIMAGE_DIFFS_REFUSED,
     ZIMAGE_FUSED_QKV_DROPPED,
@@ -127,8 +129,13 @@ def _q_proj_only(family: Family) -> dict[str, tuple[str, ...]]:
 
 # What a case's LoRA files target, by name: "default" (attention, feed-forward, projections) and
 # "locon" (those plus the family's Conv2d modules) for every family; others pin a finding.
+def _final_modulation(family: Family) -> dict[str, tuple[str, ...]]:
+    """The final AdaLayerNormContinuous's Linear alone, whose halves original checkpoints order otherwise."""
+    return {family.denoiser: ("norm_out.linear",)}
+
+
 TARGET_SETS = {"default": _default_targets, "locon": _locon_targets, "denoiser": _denoiser_only,
-               "q_proj-only": _q_proj_only}
+               "q_proj-only": _q_proj_only, "final-modulation": _final_modulation}
 
 
 def targets_for(family: Family, targets: str) -> dict[str, tuple[str, ...]]:
@@ -170,6 +177,9 @@ def _merge_known(fam: Family, lc: LayoutCase, n: int | str) -> Known | None:
     # Z-Image's converter bakes α/r the same way (get_alpha_scales) in every file it converts with alpha keys
     if fam.name == "zimage" and lc.layout in ("kohya", "diffusion_model", "kohya-zimage") and n == "bf16":
         return ALPHA_BAKED_IN_FILE_DTYPE
+    # and so does FLUX.2's kohya converter (_convert_to_ai_toolkit's scale_down/scale_up)
+    if fam.lora_loader == "Flux2LoraLoaderMixin" and lc.layout == "musubi-flux2" and n == "bf16":
+        return ALPHA_BAKED_IN_FILE_DTYPE
     return None
 
 
@@ -193,6 +203,10 @@ FINDING_LAYOUTS = (
     LayoutCase("zimage", "diffusers-alpha", known=(("merge", ZIMAGE_ALPHA_KEYS),)),
     LayoutCase("zimage", "comfyui-zimage", known=(("merge", ZIMAGE_FUSED_QKV_DROPPED),)),
     LayoutCase("zimage", "comfyui-zimage-diff", known=(("merge", ZIMAGE_DIFFS_REFUSED),)),
+    LayoutCase("flux2-klein", "comfyui-flux2", known=(("merge", FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL),)),
+    LayoutCase("flux2", "comfyui-flux2", known=(("merge", FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL),)),
+    LayoutCase("flux2-klein", "aitoolkit-flux2", "final-modulation",
+               known=(("merge", FLUX2_FINAL_MODULATION_NOT_SWAPPED),)),
 )
 # A family of several denoisers: its files into the other expert and into both, as layout cases of
 # their own (the same files; where they go is the case). The default expert is every other case's.

@@ -77,9 +77,9 @@ KOHYA_PER_MODULE_ALPHA = Known(
 )
 
 ALPHA_BAKED_IN_FILE_DTYPE = Known(
-    "finding: a Qwen-Image, Wan or Z-Image file with .alpha keys has α/r baked into its factors in their own dtype "
-    "(_convert_non_diffusers_qwen_lora_to_diffusers, the Wan and Z-Image converters' get_alpha_scales: down * "
-    "scale_down, up * scale_up): with bfloat16 factors "
+    "finding: a Qwen-Image, Wan, Z-Image or kohya FLUX.2 file with .alpha keys has α/r baked into its factors in "
+    "their own dtype (_convert_non_diffusers_qwen_lora_to_diffusers, the Wan and Z-Image converters' "
+    "get_alpha_scales, _convert_kohya_flux2_lora_to_diffusers: down * scale_down, up * scale_up): with bfloat16 factors "
     "and α/r = 0.75, not a power of two, every factor is rounded once more in bfloat16, and the fused weight "
     "misses the reference by that rounding (measured: up to ~45000 float32 ULPs, diagnosed as an extra "
     "rounding of the delta in bfloat16)"
@@ -196,5 +196,22 @@ ZIMAGE_DIFFS_REFUSED = Known(
     "finding: a Z-Image file with full differences (ComfyUI LoraSave: .diff on the norms, .diff_b on the biases, "
     "beside the pairs) is refused: _convert_non_diffusers_z_image_lora_to_diffusers converts the pairs and their "
     "alphas only and raises ValueError '`state_dict` should be empty at this point' on the .diff/.diff_b keys left",
+    raises=LoaderRefused,
+)
+
+FLUX2_FINAL_MODULATION_NOT_SWAPPED = Known(
+    "finding: diffusers' _convert_non_diffusers_flux2_lora_to_diffusers maps a FLUX.2 file's "
+    "final_layer.adaLN_modulation.1 onto norm_out.linear as is, but BFL's LastLayer chunks it shift|scale (flux2 "
+    "src/flux2/model.py: shift, scale = mod.chunk(2)) and diffusers' AdaLayerNormContinuous scale|shift: the LoRA's "
+    "shift rows land on the scale and the other way round (measured on an ai-toolkit file with transformer_only: "
+    "false: every element of norm_out.linear over its bound, diagnosed 'output halves are swapped'; the FLUX.1 "
+    "converter swaps them)"
+)
+
+FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL = Known(
+    "finding: Flux2LoraLoaderMixin sends every file with a .lora_down.weight key to _convert_kohya_flux2_lora_to_"
+    "diffusers, which reads lora_unet_ keys only: a ComfyUI FLUX.2 file (diffusion_model.double_blocks.0.img_attn."
+    "qkv.lora_down.weight, LoraSave's format) converts to nothing, 'Unsupported keys' is logged as a warning and "
+    "load_lora_weights loads no LoRA",
     raises=LoaderRefused,
 )

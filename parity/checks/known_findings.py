@@ -14,6 +14,7 @@ from parity.checks.cases import FINDING_LAYOUTS
 from parity.checks.findings import (
     ALPHA_BAKED_IN_FILE_DTYPE,
     DORA_SCALE_DROPPED,
+    FLUX2_FINAL_MODULATION_NOT_SWAPPED,
     KOHYA_PER_MODULE_ALPHA,
     LYCORIS_REFUSED,
     WAN_DIFFS_DROPPED,
@@ -27,6 +28,8 @@ from parity.tolerances import TensorReport
 from parity.zoo.qwenimage import QWEN_LOADER
 from parity.zoo.wan import WAN_LOADER
 from parity.zoo.zimage import FAMILY as ZIMAGE
+
+FLUX2_LOADER = "Flux2LoraLoaderMixin"  # parity/zoo/flux2.py's families' loader
 from parity.zoo.family import Family
 
 ATTENTION_PROJECTIONS = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")
@@ -84,10 +87,14 @@ def merge_findings(family: Family, loras: Sequence[LoraFile], reports: Sequence[
         out.append(WAN_DIFFS_DROPPED)
     half = any(m.down.element_size() == 2 and not _power_of_two(m.effective_alpha / m.rank) for m in pairs)
     baking = {QWEN_LOADER: {"diffusion_model", "kohya", "lightning"},
-              ZIMAGE.lora_loader: {"diffusion_model", "kohya", "kohya-zimage"}}.get(family.lora_loader, set())
+              ZIMAGE.lora_loader: {"diffusion_model", "kohya", "kohya-zimage"},
+              FLUX2_LOADER: {"musubi-flux2"}}.get(family.lora_loader, set())
     if layouts & baking and half and any("extra rounding of the delta" in r.diagnosis for r in failing):
         out.append(ALPHA_BAKED_IN_FILE_DTYPE)
     if (family.lora_loader == ZIMAGE.lora_loader and "comfyui-zimage" in layouts
             and all(r.diagnosis.startswith("dropped") and COMFY_RENAMED.search(r.name) for r in failing)):
         out.append(ZIMAGE_FUSED_QKV_DROPPED)  # every failure a module ComfyUI names otherwise, left unmerged
+    if family.lora_loader == FLUX2_LOADER and any(r.name.endswith("norm_out.linear.weight")
+                                                  and "halves are swapped" in r.diagnosis for r in failing):
+        out.append(FLUX2_FINAL_MODULATION_NOT_SWAPPED)
     return out

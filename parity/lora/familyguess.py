@@ -22,6 +22,13 @@ from parity.lora.keys import DENOISER, parse_key
 # are checked before anything generic. SD1.5 has no fragment of its own (every SD1.5 key also
 # fits SDXL's unet), so it is never guessed.
 SIGNATURES: tuple[tuple[str, str], ...] = (
+    # FLUX.2 (diffusers' and BFL's names of what FLUX.1 has not) before FLUX.1's single_transformer_blocks
+    ("double_stream_modulation", "flux2"),
+    ("single_stream_modulation", "flux2"),
+    ("to_qkv_mlp_proj", "flux2"),
+    ("time_guidance_embed", "flux2"),
+    ("ff.linear_in", "flux2"),
+    ("ff_linear_in", "flux2"),
     ("text_encoder_2.", "sdxl"),
     ("lora_te2_", "sdxl"),
     ("single_transformer_blocks", "flux"),
@@ -65,7 +72,28 @@ def describe_guess(keys: Iterable[str], tensors: Mapping[str, torch.Tensor] | No
     if guess is None:
         return describe_width_guess(tensors, components) if tensors is not None and components else ""
     family, fragment = guess
+    if family == "flux" and tensors is not None and (ratio := bfl_mlp_ratio(tensors)) == FLUX2_MLP_RATIO:
+        # BFL names FLUX.1's and FLUX.2's blocks alike; FLUX.2's feed-forward is 3x wide, FLUX.1's 4x
+        return (f"; the keys look like a LoRA made for flux2 ({fragment!r} keys, img_mlp.2 {ratio}x as wide as "
+                "img_mlp.0's input: FLUX.2's feed-forward; FLUX.1's is 4x); try --family flux2 or flux2-klein")
     return f"; the keys look like a LoRA made for {family} ({fragment!r} keys); try --family {family}"
+
+
+FLUX2_MLP_RATIO = 3  # FLUX.2's mlp_ratio (black-forest-labs/flux2 Flux2Params), FLUX.1's is 4
+_MLP = re.compile(r"img_mlp[._]([02])$")
+
+
+def bfl_mlp_ratio(tensors: Mapping[str, torch.Tensor]) -> int | None:
+    """A BFL double block's feed-forward width over the model width: the input width of img_mlp.2's down
+    factor over img_mlp.0's (both files' own tensors), or None where the file has not both."""
+    widths: dict[str, int] = {}
+    for key, t in tensors.items():
+        parsed = parse_key(key)
+        if parsed is not None and parsed.role == "down" and t.ndim == 2 and (m := _MLP.search(parsed.body)):
+            widths.setdefault(m[1], int(t.shape[1]))
+    if {"0", "2"} <= set(widths) and widths["2"] % widths["0"] == 0:
+        return widths["2"] // widths["0"]
+    return None
 
 
 # What a cross-attention width (the input width of the UNet's attn2.to_k / to_v) says, at published size

@@ -112,6 +112,14 @@ LAYOUT_LIST = (
     Layout("comfyui-zimage-diff", "ComfyUI LoraSave on Z-Image with bias_diff: full differences (.diff on the norms, "
            ".diff_b on the biases) beside the pairs", "diffusion_model.layers.0.attention_norm1.diff",
            "diffusion_model", "lora_down", "zimage", "none", diff=("feed_forward.w2",)),
+    # FLUX.2, on BFL's original names (parity/lora/names/flux2.py)
+    Layout("musubi-flux2", "musubi-tuner networks/lora_flux_2.py (FLUX.2: DoubleStreamBlock/SingleStreamBlock Linears)",
+           "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", "kohya", "lora_down", "flux2", "keys"),
+    Layout("aitoolkit-flux2", "ai-toolkit flux2_model.py convert_lora_weights_before_save (PEFT pairs, no alpha)",
+           "diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight", "diffusion_model", "lora_A", "flux2", "none"),
+    Layout("comfyui-flux2", "ComfyUI (comfy/lora.py key map, LoraSave) on FLUX.2: kohya pairs under diffusion_model.",
+           "diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight", "diffusion_model", "lora_down", "flux2",
+           "keys"),
     Layout("peft", "PEFT save_pretrained of get_peft_model(one component), adapter_config.json beside it",
            "base_model.model.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight",
            "peft", "lora_A", "diffusers", "config"),

@@ -286,7 +286,8 @@ DEV_FAMILY = Family(
     default_targets={"transformer": TRANSFORMER_TARGETS},
     conv_targets={},
     lora_loader="Flux2LoraLoaderMixin",
-    layouts=("diffusers",),
+    # the layouts diffusers loads; comfyui-flux2 is a finding (parity/checks/cases.py)
+    layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2"),
     build_tiny=build_dev,
     load_pretrained=load_dev,
     denoiser_inputs=denoiser_inputs,
@@ -307,7 +308,8 @@ KLEIN_FAMILY = Family(
     default_targets={"transformer": TRANSFORMER_TARGETS},
     conv_targets={},
     lora_loader="Flux2LoraLoaderMixin",
-    layouts=("diffusers",),
+    # the layouts diffusers loads; comfyui-flux2 is a finding (parity/checks/cases.py)
+    layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2"),
     build_tiny=build_klein,
     load_pretrained=load_klein,
     denoiser_inputs=denoiser_inputs,

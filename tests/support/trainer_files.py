@@ -23,6 +23,8 @@ Trainers followed (the naming code each writer mirrors):
   LoraSave, LightX2V, Wan2.2-Lightning, DiffSynth-Studio and diffusers, on Wan's original names.
 * Z-Image (tests/support/trainer_zimage.py): musubi-tuner and its ComfyUI conversion (fused qkv), ai-toolkit,
   ComfyUI LoraSave, DiffSynth-Studio and diffusers.
+* FLUX.2 (tests/support/trainer_flux2.py): musubi-tuner, ai-toolkit (blocks only, and every Linear), ComfyUI
+  LoraSave and diffusers, on BFL's names.
 
 Factors are deterministic: A ~ N(0, 1/fan_in), B ~ N(0, 0.25/r), from one seeded torch.Generator
 per file, drawn in the order the modules are listed.
@@ -52,7 +54,7 @@ from tests.support.trainer_common import (
     save,
     tiny_components,
 )
-from tests.support import trainer_wan, trainer_zimage
+from tests.support import trainer_flux2, trainer_wan, trainer_zimage
 from tests.support.trainer_flux import (
     kohya_flux,
     kohya_flux_with_diff,
@@ -365,6 +367,23 @@ TRAINER_FILES: tuple[TrainerFile, ...] = (
                 "DiffSynth-Studio: layers.0.attention.to_q.lora_A.default.weight, no prefix"),
     TrainerFile("zimage-diffusers", "zimage", lambda p: trainer_zimage.diffusers_zimage(p),
                 "ZImagePipeline.save_lora_weights with lora_adapter_metadata"),
+    # FLUX.2 (tests/support/trainer_flux2.py), against the tiny klein pipeline (dev's transformer is the same class)
+    TrainerFile("flux2-musubi", "flux2-klein", lambda p: trainer_flux2.musubi_flux2(p / "musubi_flux2.safetensors"),
+                "networks/lora_flux_2.py: lora_unet_ + BFL names (fused img_attn.qkv), alpha, bfloat16"),
+    TrainerFile("flux2-aitoolkit", "flux2-klein",
+                lambda p: trainer_flux2.aitoolkit_flux2(p / "aitoolkit_flux2.safetensors"),
+                "flux2_model.py: diffusion_model. + BFL names, lora_A/lora_B, no alpha, blocks only"),
+    TrainerFile("flux2-aitoolkit-all", "flux2-klein",
+                lambda p: trainer_flux2.aitoolkit_flux2(p / "aitoolkit_flux2_all.safetensors", transformer_only=False),
+                "transformer_only: false: every Linear, final_layer.adaLN_modulation.1 included"),
+    TrainerFile("flux2-comfy-loraextract", "flux2-klein",
+                lambda p: trainer_flux2.comfy_loraextract_flux2(p / "ComfyUI_extracted_lora_00003_.safetensors"),
+                "LoraSave: lora_down/lora_up under diffusion_model. on every Linear"),
+    TrainerFile("flux2-diffusers", "flux2-klein", lambda p: trainer_flux2.diffusers_flux2(p),
+                "Flux2KleinPipeline.save_lora_weights with lora_adapter_metadata"),
+    TrainerFile("flux2-dev-musubi", "flux2",
+                lambda p: trainer_flux2.musubi_flux2(p / "musubi_flux2_dev.safetensors", family="flux2"),
+                "the musubi file on FLUX.2 [dev]'s pipeline (guidance embedder, Mistral3)"),
     # Qwen-Image-Edit-2509's transformer is Qwen-Image's: its users load the same trainers' files.
     *(TrainerFile(f"qwenimage-edit-{style}", "qwenimage-edit",
                   lambda p, style=style: qwen_file(p / f"{style}_qwen_edit.safetensors", style))

@@ -55,24 +55,25 @@ XLABS_SINGLE = {"processor.qkv_lora": ["attn.to_q", "attn.to_k", "attn.to_v"], "
 
 
 def _is_flux(model: nn.Module) -> bool:
+    # FLUX.2's transformer has the same three attributes; its names are parity/lora/names/flux2.py's
     return hasattr(model, "transformer_blocks") and hasattr(model, "single_transformer_blocks") and hasattr(
-        model, "x_embedder")
+        model, "x_embedder") and not hasattr(model, "double_stream_modulation_img")
 
 
-def _target(modules: Mapping[str, nn.Module], names: list[str]) -> Target | None:
+def target_of(modules: Mapping[str, nn.Module], names: list[str]) -> Target | None:
     if not all(n in modules for n in names):
         return None
     return whole(modules, names[0]) if len(names) == 1 else fused(modules, names)
 
 
-def _blocks(model: nn.Module, modules: Mapping[str, nn.Module], attribute: str, original: str,
+def block_names(model: nn.Module, modules: Mapping[str, nn.Module], attribute: str, original: str,
             parts: Mapping[str, list[str]]) -> dict[str, Target]:
     """``original.N.<name>`` → its target, for every block N of ``model.attribute`` and every
     name → diffusers parts in ``parts`` the model has."""
     out = {}
     for n, _ in children(model, attribute):
         for name, diffusers_parts in parts.items():
-            target = _target(modules, [f"{attribute}.{n}.{p}" for p in diffusers_parts])
+            target = target_of(modules, [f"{attribute}.{n}.{p}" for p in diffusers_parts])
             if target is not None:
                 out[f"{original}.{n}.{name}"] = target
     return out
@@ -87,8 +88,8 @@ def bfl_names(component: str, model: nn.Module, modules: Mapping[str, nn.Module]
             out[original] = whole(modules, name)
     if "norm_out.linear" in modules:
         out["final_layer.adaLN_modulation.1"] = halves_swapped(modules, "norm_out.linear")
-    out.update(_blocks(model, modules, "transformer_blocks", "double_blocks", DOUBLE))
-    out.update(_blocks(model, modules, "single_transformer_blocks", "single_blocks", SINGLE))
+    out.update(block_names(model, modules, "transformer_blocks", "double_blocks", DOUBLE))
+    out.update(block_names(model, modules, "single_transformer_blocks", "single_blocks", SINGLE))
     return out
 
 
@@ -96,5 +97,5 @@ def xlabs_names(component: str, model: nn.Module, modules: Mapping[str, nn.Modul
     if not _is_flux(model):
         return {}
     double = {xlabs: DOUBLE[original] for xlabs, original in XLABS_DOUBLE.items()}
-    return {**_blocks(model, modules, "transformer_blocks", "double_blocks", double),
-            **_blocks(model, modules, "single_transformer_blocks", "single_blocks", XLABS_SINGLE)}
+    return {**block_names(model, modules, "transformer_blocks", "double_blocks", double),
+            **block_names(model, modules, "single_transformer_blocks", "single_blocks", XLABS_SINGLE)}

@@ -10,6 +10,7 @@ from torch import nn
 from parity.lora.names import Target
 from parity.lora.names.bfl import bfl_names, xlabs_names
 from parity.lora.names.diffusers import diffusers_names, legacy_names
+from parity.lora.names.flux2 import flux2_names
 from parity.lora.names.sgm import sgm_names
 from parity.lora.names.wan import wan_names
 from parity.lora.names.zimage import zimage_names
@@ -26,6 +27,7 @@ NAMINGS: dict[str, Naming] = {
     "xlabs": xlabs_names,
     "wan": wan_names,
     "zimage": zimage_names,
+    "flux2": flux2_names,
 }
 # Namings that rename some modules only and keep diffusers' names for the rest: a layout on one names
 # a module by it where it can, else by diffusers' name (legacy: attention processors; zimage: qkv, out,
