@@ -119,15 +119,19 @@ def pretrained_dir(path: str) -> str:
 
 def from_pretrained(pipeline_class: type, path: str, dtype: torch.dtype, **kwargs: Any) -> Any:
     """A user's local diffusers folder, never the hub; a folder it cannot read is bad input naming it."""
-    from parity.zoo.loading import pretrained_kwargs, quiet_loader
+    from parity.zoo.loading import pretrained_kwargs, quiet_loader, size_mismatch, transformers_load_reports
 
     pretrained_dir(path)
     try:
-        with quiet_loader():
+        with quiet_loader(), transformers_load_reports() as reports:
             pipe = pipeline_class.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
                                                   **pretrained_kwargs(path), **kwargs)
     except (OSError, ValueError) as exc:
         raise ParityInputError(f"cannot load a {pipeline_class.__name__} from it ({exc})", path=path) from None
+    except RuntimeError as exc:  # transformers: a component's config.json and weights disagree in size
+        if (mismatch := size_mismatch(exc, reports)) is None:
+            raise
+        raise ParityInputError(f"cannot load a {pipeline_class.__name__} from it: {mismatch}", path=path) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

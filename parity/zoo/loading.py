@@ -8,6 +8,8 @@ imports nothing of the zoo, so each of those can use it without an import cycle.
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,3 +57,51 @@ def pretrained_kwargs(path: str) -> dict[str, Any]:
     """What ``from_pretrained`` is told for ``path`` besides the family's own arguments."""
     variant = variant_of(path)
     return {"use_safetensors": True, **({"variant": variant} if variant else {})}
+
+
+class _Reports(logging.Handler):
+    """transformers' load reports, kept rather than printed: a table of dozens of lines per component."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def transformers_load_reports() -> Iterator[list[str]]:
+    """The warnings transformers logs while components load (its LOAD REPORT tables), caught and not
+    printed: a text encoder whose config.json disagrees with its weights is reported there, row by row,
+    before transformers raises a RuntimeError that says only "look at the above report"."""
+    from transformers.utils import logging as transformers_logging
+
+    handler = _Reports()
+    root = transformers_logging.get_logger()  # the "transformers" logger every module's logger propagates to
+    level = transformers_logging.get_verbosity()  # the CLI sets error (parity/quiet.py), which drops the report
+    transformers_logging.disable_default_handler()
+    transformers_logging.set_verbosity_warning()
+    root.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        root.removeHandler(handler)
+        transformers_logging.set_verbosity(level)
+        transformers_logging.enable_default_handler()
+
+
+def size_mismatch(exc: BaseException, reports: list[str]) -> str | None:
+    """What a load that failed on weights of the wrong size says about it, in one line: the component's
+    class and folder and the first mismatched key (from transformers' report or its error), or None when
+    ``exc`` is some other failure."""
+    text = str(exc)
+    if "mismatched_sizes" not in text and "size mismatch" not in text:
+        return None
+    reports = [re.sub(r"\x1b\[[0-9;]*m", "", report) for report in reports]  # the report's bold and colours
+    where = next((m for report in reports for m in re.findall(r"(\w+) LOAD REPORT\S* from: (\S+)", report)), None)
+    row = next((line for report in reports for line in report.splitlines() if "size mismatch" in line),
+               next((line for line in text.splitlines() if "size mismatch" in line), ""))
+    first = " ".join(row.replace("|", " ").split())
+    component = f"{where[0]} in {where[1]}: " if where else ""
+    return f"{component}weights do not fit its config.json ({first or text.splitlines()[0]})"
