@@ -59,6 +59,9 @@ class Family:
     # a denoiser forward's first output → one tensor: Z-Image's transformer returns a list of per-sample
     # tensors (its inputs are lists too), which the checks compare as one stacked tensor
     denoiser_tensor: Callable[[Any], torch.Tensor] = lambda out: out
+    # (pipe, call arguments) → the arguments for that pipeline: FLUX.2 stacks three of its encoder's layers,
+    # the published ones where the encoder has them, the tiny encoder's three otherwise
+    fit_call_args: Callable[[Any, dict[str, Any]], dict[str, Any]] = lambda _pipe, args: args
 
     def components(self, pipe: Any) -> dict[str, nn.Module]:
         """The LoRA-capable components present in ``pipe`` (a family may build some as None)."""
@@ -83,7 +86,7 @@ class Family:
         dtype = getattr(pipe, self.denoiser).dtype
         return {
             k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-            for k, v in self.pipeline_call_args(seed).items()
+            for k, v in self.fit_call_args(pipe, self.pipeline_call_args(seed)).items()
         }
 
     def call(self, pipe: Any, args: Mapping[str, Any]) -> Any:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from typing import Any
 
 import torch
@@ -250,10 +251,27 @@ def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape 
 
 
 def _call_args(seed: int) -> dict[str, Any]:
-    # text_encoder_out_layers: the tiny encoders' three layers (the published defaults index 30+ layers); a
-    # user's model is called with the same three, which its encoder has too.
+    # text_encoder_out_layers: the tiny encoders' three layers (the published defaults index 30+ layers);
+    # fit_call_args drops it for an encoder deep enough for the pipeline's own default.
     return {"prompt": "a photo of a cat", "num_inference_steps": 2, "height": 32, "width": 32,
             "text_encoder_out_layers": OUT_LAYERS, "output_type": "np", "generator": generator(seed)}
+
+
+# The pipelines' default text_encoder_out_layers (Flux2Pipeline: Mistral-Small-3.1's 40 layers; klein: Qwen3's 36)
+PUBLISHED_OUT_LAYERS = {DEV: (10, 20, 30), KLEIN: (9, 18, 27)}
+
+
+def _encoder_layers(pipe: Any) -> int:
+    config = pipe.text_encoder.config
+    return int(getattr(config, "text_config", config).num_hidden_layers)
+
+
+def fit_call_args(family: str, pipe: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """A user's FLUX.2 folder is called as its users call it, with the pipeline's default layers, where its
+    encoder has them; the tiny encoder, and the published architecture's three-layer encoder, keep OUT_LAYERS."""
+    if _encoder_layers(pipe) < max(PUBLISHED_OUT_LAYERS[family]):  # hidden_states[k] needs k layers
+        return args
+    return {k: v for k, v in args.items() if k != "text_encoder_out_layers"}
 
 
 def dev_call_args(seed: int) -> dict[str, Any]:
@@ -292,6 +310,7 @@ DEV_FAMILY = Family(
     load_pretrained=load_dev,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=dev_call_args,
+    fit_call_args=partial(fit_call_args, DEV),
     fits=(
         Fit(config("text_encoder", "text_config.hidden_size", times=STACKED),
             config("transformer", "joint_attention_dim")),
@@ -314,6 +333,7 @@ KLEIN_FAMILY = Family(
     load_pretrained=load_klein,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=klein_call_args,
+    fit_call_args=partial(fit_call_args, KLEIN),
     fits=(
         Fit(config("text_encoder", "hidden_size", times=STACKED), config("transformer", "joint_attention_dim")),
         _VAE_FIT,

@@ -139,3 +139,15 @@ def test_a_flux2_folder_whose_tokenizer_is_a_pixtral_processor_loads_with_its_to
     assert loaded.tokenizer.chat_template == tiny.tokenizer.chat_template
     messages = [[{"role": "user", "content": [{"type": "text", "text": fam.pipeline_call_args(0)["prompt"]}]}]]
     assert tiny.tokenizer.apply_chat_template(messages) == loaded.tokenizer.apply_chat_template(messages)
+
+
+@pytest.mark.parametrize("family", [f for f in ("flux2", "flux2-klein") if f in FAMILIES])
+def test_a_flux2_encoder_as_deep_as_the_published_is_called_with_the_pipelines_own_layers(family):
+    # The tiny encoder (3 layers) is called with layers (1, 2, 3); one with the published depth is called
+    # as its users call it, with the pipeline's default (10, 20, 30) or (9, 18, 27).
+    fam = FAMILIES[family]
+    pipe = build_pipeline(fam)
+    assert fam.call_args(pipe, 0)["text_encoder_out_layers"] == (1, 2, 3)
+    config = pipe.text_encoder.config
+    getattr(config, "text_config", config).num_hidden_layers = 40
+    assert "text_encoder_out_layers" not in fam.call_args(pipe, 0)
