@@ -24,24 +24,35 @@ class InputShape:
     frames: int = 1  # latent frames of a video denoiser (Wan); 1 for images
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Family:
+    """One model family: what a new one must say is its name and pipeline class, its default targets and
+    layouts, how to build it tiny and how to drive it; everything after ``pipeline_call_args`` has the
+    default most families take."""
+
     name: str
-    pipeline_class: str  # diffusers pipeline class name, for messages and docs
-    # Components a LoRA can go into, in the order diffusers lists them (``_lora_loadable_modules``).
-    lora_components: tuple[str, ...]
-    denoiser: str  # "unet" or "transformer"
+    pipeline_class: str  # diffusers pipeline class name: what a folder loads as, named in messages and docs
     # component → module-name suffixes targeted by default (attention, feed-forward, projections).
     default_targets: Mapping[str, tuple[str, ...]]
-    # component → Conv2d module-name suffixes for LoCon cases; empty for families without convs.
-    conv_targets: Mapping[str, tuple[str, ...]]
     layouts: tuple[str, ...]  # LoRA file layouts published for this family
     build_tiny: Callable[[int], Any]  # seed → pipeline in float32 on CPU
-    load_pretrained: Callable[[str, torch.dtype], Any]  # local folder → pipeline
     # kwargs for one denoiser forward: SDXL nests added_cond_kwargs, Qwen-Image passes img_shapes as a list.
     # The shape defaults to the tiny one; benchmarks pass real ones (parity/zoo/fullsize.py).
     denoiser_inputs: Callable[..., dict[str, Any]]
     pipeline_call_args: Callable[[int], dict[str, Any]]
+    # Components a LoRA can go into, in the order diffusers lists them (``_lora_loadable_modules``).
+    lora_components: tuple[str, ...] = ("transformer",)
+    denoiser: str = "transformer"  # or "unet"
+    # component → Conv2d module-name suffixes for LoCon cases; empty for families without convs.
+    conv_targets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # local folder → pipeline, where the pipeline class's from_pretrained with ``pretrained_kwargs`` is not
+    # enough (a processor read without torchvision)
+    load_pretrained: Callable[[str, torch.dtype], Any] | None = None
+    pretrained_kwargs: Mapping[str, Any] = field(default_factory=dict)  # e.g. SD's safety_checker=None
+    # The diffusers release that brought the pipeline as the zoo builds it; an older diffusers (the gate's
+    # old env runs 0.35) leaves the family out with the reason ``unavailable`` gives.
+    since: tuple[int, int] = (0, 0)
+    since_what: str = ""  # what that release added, where it is more than the pipeline class
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
     # sizes of the pipeline's components that must agree (parity/zoo/fit.py), checked on a model folder
@@ -62,6 +73,25 @@ class Family:
     # (pipe, call arguments) → the arguments for that pipeline: FLUX.2 stacks three of its encoder's layers,
     # the published ones where the encoder has them, the tiny encoder's three otherwise
     fit_call_args: Callable[[Any, dict[str, Any]], dict[str, Any]] = lambda _pipe, args: args
+
+    def unavailable(self) -> str | None:
+        """None where this diffusers has the family's pipeline, else why the family is absent. Read from the
+        installed version: importing diffusers here would cost every command a second and a half at start."""
+        from parity.versions import library_versions, version_at_least
+
+        if version_at_least("diffusers", self.since):
+            return None
+        what = self.since_what or self.pipeline_class
+        return (f"diffusers {library_versions()['diffusers']} has no {what} "
+                f"(added in diffusers {'.'.join(map(str, self.since))})")
+
+    def load(self, path: str, dtype: torch.dtype) -> Any:
+        """The pipeline in the local folder ``path``, as diffusers loads it for a user (offline)."""
+        if self.load_pretrained is not None:
+            return self.load_pretrained(path, dtype)
+        import diffusers
+
+        return from_pretrained(getattr(diffusers, self.pipeline_class), path, dtype, **self.pretrained_kwargs)
 
     def components(self, pipe: Any) -> dict[str, nn.Module]:
         """The LoRA-capable components present in ``pipe`` (a family may build some as None)."""

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from parity.zoo.fit import Fit, config
-from parity.zoo.family import Family, InputShape, from_pretrained, generator
+from parity.zoo.family import Family, InputShape, generator
 from parity.zoo.sd15 import TEXT_DIM, TEXT_TARGETS, tiny_clip_text
 from parity.zoo.tokenizer import tiny_clip_tokenizer, tiny_t5_tokenizer
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
@@ -95,12 +95,6 @@ def build_tiny(seed: int = 0):
     return pipe
 
 
-def load_pretrained(path: str, dtype: torch.dtype):
-    from diffusers import FluxPipeline
-
-    return from_pretrained(FluxPipeline, path, dtype)
-
-
 def image_ids(height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
     """RoPE position ids of a height x width token grid: (0, row, col) per token, as FluxPipeline builds them."""
     ids = torch.zeros(height, width, 3)
@@ -159,12 +153,9 @@ FAMILY = Family(
     name="flux",
     pipeline_class="FluxPipeline",
     lora_components=("transformer", "text_encoder"),
-    denoiser="transformer",
     default_targets={"transformer": TRANSFORMER_TARGETS, "text_encoder": TEXT_TARGETS},
-    conv_targets={},
     layouts=("diffusers", "xlabs"),
     build_tiny=build_tiny,
-    load_pretrained=load_pretrained,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=pipeline_call_args,
     fits=(

@@ -40,7 +40,6 @@ from typing import Any
 import torch
 
 from parity.errors import ParityInputError
-from parity.versions import library_versions, version_at_least
 from parity.zoo.fit import Fit, config
 from parity.zoo.family import Family, InputShape, from_pretrained, generator
 from parity.zoo.tokenizer import tiny_mistral_tokenizer, tiny_qwen_tokenizer
@@ -64,15 +63,6 @@ DEV_PROMPT_LEN = 208
 KLEIN_PROMPT_LEN = 64
 TIMESTEP = 0.5  # the pipelines pass timestep / 1000; the transformer scales it by 1000 itself
 GUIDANCE = 4.0  # Flux2Pipeline's default guidance_scale, the dev transformer's embedded guidance
-
-
-def available(name: str) -> str | None:
-    """None where this diffusers has the family's pipeline, else why it is absent. Read from the installed
-    version, as zimage.available does: importing diffusers here costs every command at start."""
-    if version_at_least("diffusers", SINCE[name]):
-        return None
-    since = ".".join(map(str, SINCE[name]))
-    return f"diffusers {library_versions()['diffusers']} has no {PIPELINES[name]} (added in diffusers {since})"
 
 
 def tiny_vae(seed: int, namespace: str):
@@ -299,10 +289,7 @@ _NOTES = "The text encoder takes no LoRA in diffusers (Flux2LoraLoaderMixin): th
 DEV_FAMILY = Family(
     name=DEV,
     pipeline_class=PIPELINES[DEV],
-    lora_components=("transformer",),
-    denoiser="transformer",
     default_targets={"transformer": TRANSFORMER_TARGETS},
-    conv_targets={},
     lora_loader="Flux2LoraLoaderMixin",
     # the layouts diffusers loads; comfyui-flux2 is a finding (parity/checks/cases.py)
     layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2"),
@@ -310,6 +297,7 @@ DEV_FAMILY = Family(
     load_pretrained=load_dev,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=dev_call_args,
+    since=SINCE[DEV],
     fit_call_args=partial(fit_call_args, DEV),
     fits=(
         Fit(config("text_encoder", "text_config.hidden_size", times=STACKED),
@@ -322,10 +310,7 @@ DEV_FAMILY = Family(
 KLEIN_FAMILY = Family(
     name=KLEIN,
     pipeline_class=PIPELINES[KLEIN],
-    lora_components=("transformer",),
-    denoiser="transformer",
     default_targets={"transformer": TRANSFORMER_TARGETS},
-    conv_targets={},
     lora_loader="Flux2LoraLoaderMixin",
     # the layouts diffusers loads; comfyui-flux2 is a finding (parity/checks/cases.py)
     layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2"),
@@ -333,6 +318,7 @@ KLEIN_FAMILY = Family(
     load_pretrained=load_klein,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=klein_call_args,
+    since=SINCE[KLEIN],
     fit_call_args=partial(fit_call_args, KLEIN),
     fits=(
         Fit(config("text_encoder", "hidden_size", times=STACKED), config("transformer", "joint_attention_dim")),

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from parity.zoo.fit import Fit, config
-from parity.zoo.family import Family, InputShape, from_pretrained, generator
+from parity.zoo.family import Family, InputShape, generator
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
 TEXT_DIM = 16  # joint_attention_dim: the width of the (absent) text encoder's hidden states
@@ -68,13 +68,6 @@ def build_tiny(seed: int = 0):
     return pipe
 
 
-def load_pretrained(path: str, dtype: torch.dtype):
-    from diffusers import QwenImagePipeline
-
-    # The checks drive the pipeline with prompt embeddings, so the 7B text encoder is never loaded.
-    return from_pretrained(QwenImagePipeline, path, dtype, text_encoder=None, tokenizer=None)
-
-
 def text_mask(seq: int = SEQ_LEN) -> torch.Tensor:
     """1 for real tokens, 0 for the trailing padding, as the Qwen tokenizer's attention mask."""
     mask = torch.ones(1, seq, dtype=torch.long)
@@ -126,14 +119,12 @@ TRANSFORMER_TARGETS = (
 FAMILY = Family(
     name="qwenimage",
     pipeline_class="QwenImagePipeline",
-    lora_components=("transformer",),
-    denoiser="transformer",
     lora_loader=QWEN_LOADER,
     default_targets={"transformer": TRANSFORMER_TARGETS},
-    conv_targets={},
     layouts=("diffusers", "diffusion_model", "kohya", "lightning", "diffsynth"),
     build_tiny=build_tiny,
-    load_pretrained=load_pretrained,
+    # The checks drive the pipeline with prompt embeddings, so the 7B text encoder is never loaded.
+    pretrained_kwargs={"text_encoder": None, "tokenizer": None},
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=pipeline_call_args,
     fits=(Fit(config("vae", "z_dim", times=4), config("transformer", "in_channels")),),  # 2x2 patches

@@ -27,7 +27,6 @@ import parity.zoo.qwenimage as qwenimage
 from parity.zoo.family import Family, InputShape, from_pretrained, generator, pipeline_namespace
 from parity.zoo.fit import Fit, config
 from parity.zoo.qwen_vl import HIDDEN, folder_processor, tiny_processor, tiny_qwen2_tokenizer, tiny_text_encoder
-from parity.versions import library_versions, version_at_least
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
 NAME = "qwenimage-edit"
@@ -41,15 +40,6 @@ PROMPT = "make the sky red"
 NEGATIVE_PROMPT = " "
 TRUE_CFG_SCALE = 4.0
 assert HIDDEN == qwenimage.TEXT_DIM, "the tiny text encoder's width is the tiny transformer's joint_attention_dim"
-
-
-def available() -> str | None:
-    """None where this diffusers has the edit pipeline, else why the family is absent (diffusers 0.35
-    has no QwenImageEditPlusPipeline). Read from the installed version: importing diffusers here would
-    cost every command a second and a half at start."""
-    if version_at_least("diffusers", PIPELINE_SINCE):
-        return None
-    return f"diffusers {library_versions()['diffusers']} has no {PIPELINE} (added in diffusers 0.36)"
 
 
 def input_image(seed: int, index: int) -> Any:
@@ -140,16 +130,14 @@ def call_args(seed: int, images: int = IMAGES) -> dict[str, Any]:
 FAMILY = Family(
     name=NAME,
     pipeline_class=PIPELINE,
-    lora_components=("transformer",),
-    denoiser="transformer",
     lora_loader=qwenimage.QWEN_LOADER,
     default_targets={"transformer": qwenimage.TRANSFORMER_TARGETS},
-    conv_targets={},
     layouts=qwenimage.FAMILY.layouts,
     build_tiny=build_tiny,
     load_pretrained=load_pretrained,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=call_args,
+    since=PIPELINE_SINCE,  # diffusers 0.35 (the gate's old env) has no QwenImageEditPlusPipeline
     call_context=call_context,
     fits=(
         *qwenimage.FAMILY.fits,

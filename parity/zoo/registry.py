@@ -16,18 +16,13 @@ import parity.zoo.wan as wan
 import parity.zoo.zimage as zimage
 from parity.zoo.family import Family
 
+# Every family, in the order commands list them: a new family is one module and one entry here.
+ALL: tuple[Family, ...] = (sd15.FAMILY, sdxl.FAMILY, flux.FAMILY, qwenimage.FAMILY, qwenimage_edit.FAMILY, sd2.FAMILY,
+                           wan.FAMILY, zimage.FAMILY, flux2.DEV_FAMILY, flux2.KLEIN_FAMILY)
 # A family whose pipeline this diffusers lacks is left out of the registry (and so out of every case
 # table) with the reason, which get_family gives: the gate's old env runs diffusers 0.35.
-UNAVAILABLE: dict[str, str] = {name: why for name, why in ((qwenimage_edit.NAME, qwenimage_edit.available()),
-                                                                   (wan.NAME, wan.available()),
-                                                                   (zimage.NAME, zimage.available()),
-                                                                   (flux2.DEV, flux2.available(flux2.DEV)),
-                                                                   (flux2.KLEIN, flux2.available(flux2.KLEIN)))
-                               if why is not None}
-FAMILIES: dict[str, Family] = {f.name: f for f in (sd15.FAMILY, sdxl.FAMILY, flux.FAMILY, qwenimage.FAMILY,
-                                                   qwenimage_edit.FAMILY, sd2.FAMILY, wan.FAMILY, zimage.FAMILY,
-                                                   flux2.DEV_FAMILY, flux2.KLEIN_FAMILY)
-                               if f.name not in UNAVAILABLE}
+UNAVAILABLE: dict[str, str] = {f.name: why for f in ALL if (why := f.unavailable()) is not None}
+FAMILIES: dict[str, Family] = {f.name: f for f in ALL if f.name not in UNAVAILABLE}
 
 
 def get_family(name: str) -> Family:

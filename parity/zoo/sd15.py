@@ -8,7 +8,7 @@ import torch
 
 from parity.versions import major_version
 from parity.zoo.fit import Fit, config
-from parity.zoo.family import Family, InputShape, from_pretrained, generator
+from parity.zoo.family import Family, InputShape, generator
 from parity.zoo.tokenizer import tiny_clip_tokenizer, tiny_vocab
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
@@ -112,12 +112,6 @@ def build_tiny(seed: int = 0):
     return pipe
 
 
-def load_pretrained(path: str, dtype: torch.dtype):
-    from diffusers import StableDiffusionPipeline
-
-    return from_pretrained(StableDiffusionPipeline, path, dtype, safety_checker=None)
-
-
 CHECK_GRID = 8  # the latent side of a check's forwards: SD1.5's UNet halves it three times, SDXL's twice
 
 
@@ -177,7 +171,7 @@ FAMILY = Family(
     conv_targets={"unet": CONV_TARGETS},
     layouts=("diffusers", "kohya"),
     build_tiny=build_tiny,
-    load_pretrained=load_pretrained,
+    pretrained_kwargs={"safety_checker": None},
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=pipeline_call_args,
     fits=(

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from parity.zoo.fit import Fit, config, total
-from parity.zoo.family import Family, InputShape, from_pretrained, generator
+from parity.zoo.family import Family, InputShape, generator
 from parity.zoo.sd15 import CONV_TARGETS, TEXT_TARGETS, UNET_TARGETS, tiny_clip_text, tiny_unet, tiny_vae, unet_grid
 from parity.zoo.tokenizer import tiny_clip_tokenizer
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
@@ -55,12 +55,6 @@ def build_tiny(seed: int = 0):
     return pipe
 
 
-def load_pretrained(path: str, dtype: torch.dtype):
-    from diffusers import StableDiffusionXLPipeline
-
-    return from_pretrained(StableDiffusionXLPipeline, path, dtype, add_watermarker=False)
-
-
 def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape | None = None) -> dict[str, Any]:
     config = pipe.unet.config
     size = unet_grid(config, shape)
@@ -101,7 +95,7 @@ FAMILY = Family(
     conv_targets={"unet": CONV_TARGETS},
     layouts=("diffusers", "kohya", "kohya-sgm"),
     build_tiny=build_tiny,
-    load_pretrained=load_pretrained,
+    pretrained_kwargs={"add_watermarker": False},
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=pipeline_call_args,
     fits=(

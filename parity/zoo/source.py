@@ -108,4 +108,4 @@ def load(family: Any, path: str, dtype: torch.dtype) -> Any:
         from parity.zoo.single_file import load_single_file
 
         return load_single_file(family, source, dtype)
-    return family.load_pretrained(path, dtype)
+    return family.load(path, dtype)

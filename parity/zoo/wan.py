@@ -16,9 +16,8 @@ from typing import Any
 import torch
 
 from parity.zoo.fit import Fit, config
-from parity.zoo.family import Family, InputShape, from_pretrained, generator
+from parity.zoo.family import Family, InputShape, generator
 from parity.zoo.tokenizer import tiny_t5_tokenizer
-from parity.zoo.wan_available import available  # noqa: F401 - the registry asks the family module
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
 
 NAME = "wan"
@@ -92,12 +91,6 @@ def build_tiny(seed: int = 0):
     return pipe
 
 
-def load_pretrained(path: str, dtype: torch.dtype):
-    from diffusers import WanPipeline
-
-    return from_pretrained(WanPipeline, path, dtype)
-
-
 def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape | None = None) -> dict[str, Any]:
     config = pipe.transformer.config
     grid = shape.grid if shape is not None else LATENT_GRID
@@ -137,16 +130,17 @@ FAMILY = Family(
     name=NAME,
     pipeline_class="WanPipeline",
     lora_components=("transformer", "transformer_2"),
-    denoiser="transformer",
     default_targets={"transformer": TRANSFORMER_TARGETS},
-    conv_targets={},
     lora_loader=WAN_LOADER,
     # the layouts diffusers loads; comfyui-wan-diff and diffsynth-wan are findings (parity/checks/cases.py)
     layouts=("diffusers", "musubi-wan", "comfyui-wan", "aitoolkit-wan"),
     build_tiny=build_tiny,
-    load_pretrained=load_pretrained,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=pipeline_call_args,
+    # All three came with Wan 2.2 in diffusers 0.35.0 (read from the wheels: 0.34.0's pipeline_wan.py and
+    # lora_pipeline.py name none of them, 0.35.0's and 0.35.2's name all three): the gate's old env has it.
+    since=(0, 35),
+    since_what="two-expert WanPipeline (transformer_2, boundary_ratio, load_into_transformer_2)",
     fits=(
         Fit(config("text_encoder", "d_model"), config("transformer", "text_dim")),
         Fit(config("vae", "z_dim"), config("transformer", "in_channels")),

@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 
-from parity.versions import library_versions, version_at_least
 from parity.zoo.fit import Fit, config
-from parity.zoo.family import Family, InputShape, from_pretrained, generator
+from parity.zoo.family import Family, InputShape, generator
 from parity.zoo.flux import LATENT_CHANNELS, tiny_flux_vae
 from parity.zoo.tokenizer import tiny_qwen_tokenizer
 from parity.zoo.weights import deterministic_tensor, fill_deterministic
@@ -35,14 +34,6 @@ LATENT_GRID = 4  # denoiser_inputs: a 4x4 latent grid (2x2 patches → 4 image t
 SEQ_LEN = 8  # caption tokens in the denoiser inputs
 PROMPT_LEN = 32  # tokenizer padding length in the pipeline call: the chat-rendered prompt is ~30 characters
 TIMESTEP = 0.5  # the transformer's t is (1000 - scheduler timestep) / 1000; it scales by t_scale=1000 itself
-
-
-def available() -> str | None:
-    """None where this diffusers has ZImagePipeline, else why the zimage family is absent. Read from the
-    installed version, as wan_available does: importing diffusers here costs every command at start."""
-    if version_at_least("diffusers", SINCE):
-        return None
-    return f"diffusers {library_versions()['diffusers']} has no ZImagePipeline (added in diffusers 0.36)"
 
 
 def tiny_qwen3(vocab_size: int):
@@ -83,12 +74,6 @@ def build_tiny(seed: int = 0):
     return pipe
 
 
-def load_pretrained(path: str, dtype: torch.dtype):
-    from diffusers import ZImagePipeline
-
-    return from_pretrained(ZImagePipeline, path, dtype)
-
-
 def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape | None = None) -> dict[str, Any]:
     config = pipe.transformer.config
     grid = shape.grid if shape is not None else LATENT_GRID
@@ -122,17 +107,14 @@ TRANSFORMER_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "feed_forward.w1", "f
 FAMILY = Family(
     name=NAME,
     pipeline_class="ZImagePipeline",
-    lora_components=("transformer",),
-    denoiser="transformer",
     default_targets={"transformer": TRANSFORMER_TARGETS},
-    conv_targets={},
     lora_loader="ZImageLoraLoaderMixin",
     # the layouts diffusers loads; diffusers-alpha, comfyui-zimage(-diff) are findings (parity/checks/cases.py)
     layouts=("diffusers", "kohya", "diffusion_model", "diffsynth", "kohya-zimage"),
     build_tiny=build_tiny,
-    load_pretrained=load_pretrained,
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=pipeline_call_args,
+    since=SINCE,
     fits=(
         Fit(config("text_encoder", "hidden_size"), config("transformer", "cap_feat_dim")),
         Fit(config("vae", "latent_channels"), config("transformer", "in_channels")),

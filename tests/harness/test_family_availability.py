@@ -32,9 +32,24 @@ def test_a_missing_package_is_never_new_enough(monkeypatch):
 
 def test_the_edit_family_is_absent_with_its_reason_under_diffusers_0_35(monkeypatch):
     monkeypatch.setattr(versions.metadata, "version", lambda package: "0.35.2")
-    why = edit.available()
+    why = edit.FAMILY.unavailable()
     assert why is not None and "0.35.2" in why and "QwenImageEditPlusPipeline" in why
 
 
 def test_the_edit_family_is_present_under_this_diffusers():
-    assert edit.available() is None
+    assert edit.FAMILY.unavailable() is None
+
+
+@pytest.mark.parametrize(("family", "release", "absent"), [
+    ("zimage", "0.35.2", True), ("zimage", "0.36.0", False), ("flux2", "0.35.2", True), ("flux2", "0.36.0", False),
+    ("flux2-klein", "0.36.0", True), ("flux2-klein", "0.37.0", False), ("sd15", "0.20.0", False),
+])
+def test_each_family_is_absent_before_the_release_that_brought_its_pipeline(monkeypatch, family, release, absent):
+    from parity.zoo.registry import ALL
+
+    fam = next(f for f in ALL if f.name == family)
+    monkeypatch.setattr(versions.metadata, "version", lambda package: release)
+    why = fam.unavailable()
+    assert (why is not None) is absent
+    if absent:
+        assert release in why and fam.pipeline_class in why
