@@ -208,6 +208,24 @@ FLUX2_FINAL_MODULATION_NOT_SWAPPED = Known(
     "converter swaps them)"
 )
 
+FLUX2_LOKR_QKV_FUSED = Known(
+    "finding: a FLUX.2 LoKr file on BFL's fused img_attn.qkv / txt_attn.qkv (ai-toolkit's LoKr: diffusion_model."
+    "double_blocks.N.img_attn.qkv.lokr_w1) makes load_lora_weights call transformer.fuse_qkv_projections() "
+    "(peft_utils _maybe_fuse_qkv_projections_for_lokr): the LoKr and fuse_lora's merge go into new attn.to_qkv / "
+    "to_added_qkv Linears, which the forward then uses, while to_q/to_k/to_v and add_q/k/v_proj keep their base "
+    "weights (measured on the tiny klein: every element of those 12 weights over its bound, the file's other 16 "
+    "modules within theirs, to_qkv within the bound of base q|k|v + the reference delta, the forward the loaded "
+    "pipeline's); the model stays fused after unfuse_lora/unload_lora_weights"
+)
+
+FLUX2_LYCORIS_BFL_NAMES_REFUSED = Known(
+    "finding: Flux2LoraLoaderMixin sends every LoKr file with a lycoris_ key to _convert_lycoris_flux2_lokr_to_"
+    "diffusers, whose pattern takes diffusers' block names only (lycoris_(single_)transformer_blocks_N_ + an attn/ff "
+    "sub-path): ai-toolkit's old_lokr_format FLUX.2 file (lycoris_double_blocks_0_img_attn_qkv.lokr_w1, BFL names) "
+    "raises ValueError 'These keys are not LyCORIS Flux2 LoKr keys'",
+    raises=LoaderRefused,
+)
+
 FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL = Known(
     "finding: Flux2LoraLoaderMixin sends every file with a .lora_down.weight key to _convert_kohya_flux2_lora_to_"
     "diffusers, which reads lora_unet_ keys only: a ComfyUI FLUX.2 file (diffusion_model.double_blocks.0.img_attn."

@@ -15,6 +15,8 @@ from parity.checks.findings import (
     ALPHA_BAKED_IN_FILE_DTYPE,
     DORA_SCALE_DROPPED,
     FLUX2_FINAL_MODULATION_NOT_SWAPPED,
+    FLUX2_LOKR_QKV_FUSED,
+    FLUX2_LYCORIS_BFL_NAMES_REFUSED,
     KOHYA_PER_MODULE_ALPHA,
     LYCORIS_REFUSED,
     WAN_DIFFS_DROPPED,
@@ -23,7 +25,7 @@ from parity.checks.findings import (
     Known,
 )
 from parity.errors import LoaderRefused
-from parity.lora.neutral import DiffModule, DoraModule, LoraFile, LoraModule
+from parity.lora.neutral import DiffModule, DoraModule, LokrModule, LoraFile, LoraModule, RowsOf
 from parity.tolerances import TensorReport
 from parity.zoo.qwenimage import QWEN_LOADER
 from parity.zoo.wan import WAN_LOADER
@@ -33,6 +35,8 @@ FLUX2_LOADER = "Flux2LoraLoaderMixin"  # parity/zoo/flux2.py's families' loader
 from parity.zoo.family import Family
 
 ATTENTION_PROJECTIONS = (".to_q.", ".to_k.", ".to_v.", ".to_out.0.")
+# The Linears FLUX.2's fuse_qkv_projections stacks into to_qkv / to_added_qkv (transformer_flux2.py)
+FLUX2_QKV = re.compile(r"\.attn\.(to_[qkv]|add_[qkv]_proj)\.weight$")
 # Z-Image's modules whose ComfyUI name diffusers' converter leaves unconverted under diffusion_model.
 COMFY_RENAMED = re.compile(r"\.attention\.to_[qkv]\.weight$|^transformer\.all_(x_embedder|final_layer)\.")
 
@@ -42,6 +46,8 @@ def refusal_finding(family: Family, layout: str, lora: LoraFile | None = None, r
     the refused file's LyCORIS modules, which no loader of these families converts; or the refusal
     ``reason`` shows (diffusers' musubi Wan converter's KeyError on a key it pops)."""
     if lora is not None and any(v != "DoRA" for v in lora.variants()):
+        if family.lora_loader == FLUX2_LOADER and "These keys are not LyCORIS Flux2 LoKr keys" in reason:
+            return FLUX2_LYCORIS_BFL_NAMES_REFUSED  # diffusers' own words: its LyCORIS converter's names
         return LYCORIS_REFUSED
     if family.lora_loader == WAN_LOADER and layout == "musubi-wan" and reason.startswith("KeyError"):
         return WAN_MUSUBI_KEYS
@@ -97,4 +103,9 @@ def merge_findings(family: Family, loras: Sequence[LoraFile], reports: Sequence[
     if family.lora_loader == FLUX2_LOADER and any(r.name.endswith("norm_out.linear.weight")
                                                   and "halves are swapped" in r.diagnosis for r in failing):
         out.append(FLUX2_FINAL_MODULATION_NOT_SWAPPED)
+    # a LoKr on BFL's fused qkv: the failures are exactly the projections diffusers fused, left at their base
+    fused_lokr = any(isinstance(m, RowsOf) and isinstance(m.whole, LokrModule) for lora in loras
+                     for m in lora.modules.values())
+    if family.lora_loader == FLUX2_LOADER and fused_lokr and all(FLUX2_QKV.search(r.name) for r in failing):
+        out.append(FLUX2_LOKR_QKV_FUSED)
     return out

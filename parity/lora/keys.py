@@ -34,6 +34,9 @@ PREFIXES = (
     Prefix("lora_te1_", "text_encoder", True, "kohya"),
     Prefix("lora_te2_", "text_encoder_2", True, "kohya"),
     Prefix("lora_te_", "text_encoder", True, "kohya"),
+    # LyCORIS's own wrapper (lycoris/wrapper.py LycorisNetwork.LORA_PREFIX = "lycoris"): "lycoris_" + the wrapped
+    # model's module name with '.' -> '_' (SimpleTuner on diffusers' names; ai-toolkit's old_lokr_format on BFL's)
+    Prefix("lycoris_", DENOISER, True, "kohya"),
     Prefix("unet.", "unet", False, "component"),
     Prefix("transformer.", "transformer", False, "component"),
     Prefix("text_encoder_2.", "text_encoder_2", False, "component"),

@@ -120,6 +120,14 @@ LAYOUT_LIST = (
     Layout("comfyui-flux2", "ComfyUI (comfy/lora.py key map, LoraSave) on FLUX.2: kohya pairs under diffusion_model.",
            "diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight", "diffusion_model", "lora_down", "flux2",
            "keys"),
+    # LyCORIS's wrapper names (lycoris/wrapper.py: "lycoris_" + the wrapped model's module name, '.' -> '_'):
+    # LoCon files hold these pairs; LoKr/LoHa files their own tensors under the same names
+    Layout("lycoris", "LyCORIS create_lycoris on a diffusers model (SimpleTuner; FLUX.2 LoKr, diffusers' "
+           "_convert_lycoris_flux2_lokr_to_diffusers)", "lycoris_transformer_blocks_0_attn_to_q.lora_down.weight",
+           "kohya", "lora_down", "diffusers", "keys", kohya_denoiser="lycoris"),
+    Layout("lycoris-flux2", "ai-toolkit old_lokr_format on FLUX.2 (network_mixins.py get_state_dict: lora_transformer_ "
+           "-> lycoris_ on its BFL Flux2)", "lycoris_double_blocks_0_img_attn_qkv.lora_down.weight",
+           "kohya", "lora_down", "flux2", "keys", kohya_denoiser="lycoris"),
     Layout("peft", "PEFT save_pretrained of get_peft_model(one component), adapter_config.json beside it",
            "base_model.model.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight",
            "peft", "lora_A", "diffusers", "config"),

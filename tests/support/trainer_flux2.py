@@ -157,3 +157,60 @@ def diffusers_flux2(folder: Path, *, family: str = "flux2-klein", seed: int = 54
     Flux2KleinPipeline.save_lora_weights(str(folder), transformer_lora_layers=layers,
                                          transformer_lora_adapter_metadata=config, weight_name=name)
     return Path(folder) / name
+
+
+# ---------------------------------------------------------------- LoKr: ai-toolkit, LyCORIS
+
+# ai-toolkit toolkit/config_modules.py NetworkConfig: ``lokr_full_rank`` (default True, and the UI's jobConfig.ts
+# default) sets linear = linear_alpha = 9999999999, so toolkit/models/lokr.py LokrModule makes both factors full
+# (decompose_both False; lora_dim >= max(b, d)/2) and registers alpha = lora_dim: the file's alpha is that number,
+# which LyCORIS's rule ignores (both factors full: scale 1).
+AITOOLKIT_FULL_RANK = 9999999999.0
+
+
+def aitoolkit_flux2_lokr(path: Path, *, family: str = "flux2-klein", seed: int = 55, old_format: bool = False,
+                         factor: int = -1, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """ai-toolkit ``network: type: lokr`` on its BFL Flux2 (blocks only, transformer_only), toolkit/models/lokr.py
+    tensors ``lokr_w1`` (a, c) / ``lokr_w2`` (b, d) by lycoris' ``factorization(dim, lokr_factor)``, and ``alpha``.
+    toolkit/network_mixins.py get_state_dict: the peft format keeps lokr's alpha and turns ``$$`` into dots, then
+    flux2_model.py ``transformer.`` -> ``diffusion_model.``: ``diffusion_model.double_blocks.0.img_attn.qkv.lokr_w1``
+    (the keys of diffusers issues #13137 / #13261). ``old_format`` (``old_lokr_format: true``): kohya-style
+    ``lora_transformer_`` names with '.' -> '_', renamed ``lycoris_``: ``lycoris_double_blocks_0_img_attn_qkv.lokr_w1``.
+    Saved in the UI's default save dtype, bf16."""
+    from tests.support.trainer_lycoris import lycoris_state_dict
+
+    shapes = {(name.replace(".", "_") if old_format else name): (out_f, in_f)
+              for name, out_f, in_f in block_linears(transformer(family))}
+    sd = lycoris_state_dict(shapes, "lokr", prefix="lycoris_" if old_format else "diffusion_model.", rank=4,
+                            seed=seed, dtype=dtype, lokr_factor=factor, lokr_full_w1=True, lokr_full_w2=True)
+    for key in sd:
+        if key.endswith(".alpha"):
+            sd[key] = torch.tensor(AITOOLKIT_FULL_RANK).to(dtype)
+    metadata = {"name": path.stem, "version": "1.0", "ss_base_model_version": "flux2", "format": "pt",
+                "software": json.dumps({"name": "ai-toolkit", "repo": "https://github.com/ostris/ai-toolkit"})}
+    return save(sd, path, metadata)
+
+
+def lycoris_flux2_lokr(path: Path, *, family: str = "flux2-klein", seed: int = 56, rank: int = 2,
+                       alpha: float = 1.0, dtype: torch.dtype = torch.bfloat16, kron_swapped: bool = False) -> Path:
+    """LyCORIS's own wrapper (lycoris/wrapper.py ``create_lycoris(transformer, algo="lokr")``, as SimpleTuner trains
+    diffusers' Flux2Transformer2DModel): ``lycoris_`` + the diffusers module name, '.' -> '_', for every Linear of
+    the double and single blocks; lycoris/modules/lokr.py with its defaults (factor -1, decompose_both False): w1 full,
+    w2 = lokr_w2_a @ lokr_w2_b where rank < max(b, d)/2, else full (and then alpha = rank); ``alpha`` a 0-d buffer,
+    everything cast to the save dtype (wrapper.py save_weights). ``kron_swapped``: a negative control, each module's
+    two full factors exchanged (kron(w2, w1) is another matrix of the same shape)."""
+    from tests.support.trainer_lycoris import factorization, lycoris_state_dict
+
+    sd: dict[str, torch.Tensor] = {}
+    for name, module in transformer(family).named_modules():
+        if isinstance(module, nn.Linear) and name.startswith(("transformer_blocks.", "single_transformer_blocks.")):
+            out_f, in_f = module.weight.shape
+            (_, b), (_, d) = factorization(out_f), factorization(in_f)
+            full_w2 = rank >= max(b, d) / 2 or kron_swapped
+            part = lycoris_state_dict({name.replace(".", "_"): (out_f, in_f)}, "lokr", prefix="lycoris_", rank=rank,
+                                      alpha=alpha, seed=seed, dtype=dtype, lokr_full_w1=True, lokr_full_w2=full_w2)
+            if kron_swapped:
+                stem = "lycoris_" + name.replace(".", "_")
+                part[f"{stem}.lokr_w1"], part[f"{stem}.lokr_w2"] = part[f"{stem}.lokr_w2"], part[f"{stem}.lokr_w1"]
+            sd.update(part)
+    return save(sd, path, {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps({"algo": "lokr"})})
