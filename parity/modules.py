@@ -25,6 +25,21 @@ def canonical_name(name: str) -> str:
     return name.replace(".base_layer", "")
 
 
+# Where a PEFT tuner layer keeps its adapters by name: LoRA's lora_A (a ModuleDict), LoKr's lokr_w1 or
+# lokr_w1_a and LoHa's hada_w1_a (ParameterDicts), which diffusers builds for LyCORIS files it converts.
+ADAPTER_HOLDERS = ("lora_A", "lokr_w1", "lokr_w1_a", "hada_w1_a")
+
+
+def held_adapters(layer: nn.Module) -> set[str]:
+    """The adapter names a PEFT tuner layer (LoRA, LoKr, LoHa) holds; empty for any other module."""
+    names: set[str] = set()
+    for attribute in ADAPTER_HOLDERS:
+        held = getattr(layer, attribute, None)
+        if isinstance(held, (nn.ModuleDict, nn.ParameterDict)):
+            names.update(held.keys())
+    return names
+
+
 def _is_peft_internal(name: str) -> bool:
     return any(part in name for part in (".lora_A", ".lora_B", ".lora_dropout", ".lora_magnitude_vector", ".lora_embedding"))
 

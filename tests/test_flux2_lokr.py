@@ -3,47 +3,21 @@ LyCORIS's wrapper on diffusers' names (SimpleTuner), ai-toolkit's LoKr on BFL's 
 factors full, the keys of diffusers issues #13137 / #13261) and its ``old_lokr_format`` (``lycoris_`` + BFL names).
 diffusers 0.42.1 routes lokr_ keys to PEFT's LoKr (Flux2LoraLoaderMixin.lora_state_dict); the reference computes
 kron(w1, w2)·α/r by LyCORIS's rules (parity/reference/variants.py), a fused qkv's ΔW split at the model's widths.
-
-PEFT's LoKr layers hold ``lokr_w1``/``lokr_w2``…, not ``lora_A``, and parity/checks/fuse.py ``placements`` (not
-this file's owner's) finds LoRA layers by their ``lora_A`` only, so it reports a loaded LoKr as nothing loaded.
-Until it sees LoKr layers, the ``lokr_placements`` fixture gives it the same search over PEFT's LoKr/LoHa
-parameter dicts (the fix proposed for fuse.py)."""
+The check finds diffusers' LoKr layers by their lokr_w1 / lokr_w1_a dicts (parity.modules.held_adapters)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
-import parity.checks.fuse as fuse
 from parity.cli import main
-from parity.modules import canonical_name
 from tests.support import trainer_flux2
 from tests.support.trainer_files import keys_of
 
 FAMILY = "flux2-klein"
 QKV = ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")
-
-
-def _placements(components, adapter: str) -> set[tuple[str, str]]:
-    """fuse.placements, with PEFT's LoKr (lokr_w1 / lokr_w1_a) and LoHa (hada_w1_a) layers counted too."""
-    out = set()
-    for c, model in components.items():
-        for name, layer in model.named_modules():
-            for attr in ("lora_A", "lokr_w1", "lokr_w1_a", "hada_w1_a"):
-                held = getattr(layer, attr, None)
-                if isinstance(held, (nn.ModuleDict, nn.ParameterDict)) and adapter in held:
-                    out.add((c, canonical_name(name)))
-    return out
-
-
-@pytest.fixture
-def lokr_placements(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fuse, "placements", _placements)
 
 
 def _check(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, dict | None]:
@@ -56,7 +30,7 @@ def _check(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tu
 
 # ~5 s on 2 cores: the lycoris layout's clean pass; the default run keeps the finding and the refusal
 @pytest.mark.slow
-def test_a_lycoris_lokr_file_on_diffusers_names_passes(tmp_path, capsys, lokr_placements):
+def test_a_lycoris_lokr_file_on_diffusers_names_passes(tmp_path, capsys):
     """LyCORIS's wrapper names, w1 full, w2 = w2_a @ w2_b, α/r = 0.5, bf16: every module within its bound."""
     path = trainer_flux2.lycoris_flux2_lokr(tmp_path / "lycoris_flux2_lokr.safetensors")
     code, text, report = _check(path, tmp_path, capsys)
@@ -66,8 +40,7 @@ def test_a_lycoris_lokr_file_on_diffusers_names_passes(tmp_path, capsys, lokr_pl
     assert f["layout"] == "lycoris" and f["unmatched"] == [] and sum(f["matched"].values()) == modules, f
 
 
-def test_an_aitoolkit_lokr_on_fused_qkv_leaves_the_split_projections_at_their_base(tmp_path, capsys,
-                                                                                   lokr_placements):
+def test_an_aitoolkit_lokr_on_fused_qkv_leaves_the_split_projections_at_their_base(tmp_path, capsys):
     """FLUX2_LOKR_QKV_FUSED: exactly the q/k/v projections of both double blocks fail, the finding named."""
     path = trainer_flux2.aitoolkit_flux2_lokr(tmp_path / "aitoolkit_flux2_lokr.safetensors")
     code, text, report = _check(path, tmp_path, capsys)

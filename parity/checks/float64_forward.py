@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from parity.modules import ADAPTER_HOLDERS
+
 
 def _up(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.is_floating_point():
@@ -37,7 +39,8 @@ def _own_tensors(module: nn.Module, subtree: bool) -> list[torch.Tensor]:
 
 
 def _is_lora_layer(module: nn.Module) -> bool:
-    return hasattr(module, "base_layer") and hasattr(module, "lora_A")
+    """A PEFT tuner layer: LoRA, or the LoKr/LoHa layers diffusers builds for LyCORIS files."""
+    return hasattr(module, "base_layer") and any(hasattr(module, a) for a in ADAPTER_HOLDERS)
 
 
 class Float64Arena:

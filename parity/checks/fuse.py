@@ -22,7 +22,7 @@ from parity.errors import LoaderRefused, ParityInputError
 from parity.fused_comparison import merge_report, unfuse_drift
 from parity.lora.neutral import LoraFile
 from parity.lora.tensors import diffusers_source
-from parity.modules import base_weights, canonical_name, dtype_of, live_weights
+from parity.modules import base_weights, canonical_name, dtype_of, held_adapters, live_weights
 from parity.reference.merge import LazyReferences, reference_merge
 from parity.tolerances import TensorReport, weight_tolerance
 from parity.zoo.checkpoint import CheckpointWeights
@@ -248,14 +248,9 @@ def _failing_file(pipe: Any, loras: Sequence[LoraFile]) -> str:
 
 
 def placements(components: Mapping[str, nn.Module], adapter: str) -> set[tuple[str, str]]:
-    """(component, module) of every PEFT LoRA layer that holds ``adapter``: where diffusers put it."""
-    out = set()
-    for c, model in components.items():
-        for name, layer in model.named_modules():
-            lora_a = getattr(layer, "lora_A", None)
-            if isinstance(lora_a, nn.ModuleDict) and adapter in lora_a:
-                out.add((c, canonical_name(name)))
-    return out
+    """(component, module) of every PEFT layer (LoRA, LoKr, LoHa) that holds ``adapter``: where diffusers put it."""
+    return {(c, canonical_name(name)) for c, model in components.items()
+            for name, layer in model.named_modules() if adapter in held_adapters(layer)}
 
 
 def targeted_parameters(loras: Sequence[LoraFile]) -> set[tuple[str, str]]:
