@@ -57,10 +57,10 @@ def run_check(family: str, lora: Path, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def modules_in(trainer: TrainerFile, path: Path) -> int:
-    """How many model modules the file's LoRA pairs reach: one per down/A factor, except XLabs'
-    fused qkv pairs, which reach three (to_q/to_k/to_v or their add_ twins)."""
+    """How many model modules the file's LoRA pairs (and LoKr factors) reach: one per down/A factor (LoKr's w1),
+    except XLabs' fused qkv pairs, which reach three (to_q/to_k/to_v or their add_ twins)."""
     downs = [k for k in keys_of(path) if k.endswith(("lora_down.weight", ".down.weight", "lora_A.weight",
-                                                      "lora_A.default.weight"))]
+                                                      "lora_A.default.weight", ".lokr_w1", ".lokr_w1_a"))]
     # fused q|k|v: XLabs' processor.qkv_lora, Z-Image's attention.qkv (ComfyUI's names), BFL's img/txt_attn.qkv
     return len(downs) + 2 * sum(".processor.qkv_lora" in k or re.search(r"(attention|_attn)[._]qkv\.", k) is not None
                                 for k in downs)
@@ -151,7 +151,18 @@ EXPECTED = {
     "flux2-comfy-loraextract": (1, "diffusers refused a valid"),
     "flux2-diffusers": (0, "PASS"),
     "flux2-dev-musubi": (0, "PASS"),
+    # base_model.model. renamed to diffusion_model. (diffusers #13169), then ai-toolkit's converter: alpha = r
+    "flux2-fal": (0, "PASS"),
+    # FLUX2_NO_PREFIX: no prefix the FLUX.2 loader converts, so nothing under transformer.: nothing loads
+    "flux2-diffsynth": (1, "diffusers refused a valid"),
+    # FLUX2_LOKR_QKV_FUSED: the merge goes into to_qkv / to_added_qkv; the 12 q/k/v projections stay at base
+    "flux2-aitoolkit-lokr": (1, "FAIL: a parity check failed"),
+    # FLUX2_LYCORIS_BFL_NAMES_REFUSED: 'These keys are not LyCORIS Flux2 LoKr keys'
+    "flux2-aitoolkit-lokr-old": (1, "diffusers refused a valid"),
+    "flux2-lycoris-lokr": (0, "PASS"),
 }
+# the layout the reader names for files no other layout spells alike
+READ_AS = {"flux2-fal": "fal-flux2", "flux2-lycoris-lokr": "lycoris"}
 # the modules diffusers leaves at their base values in those files (diffusers names)
 DROPPED_DIFFS = {
     "wan-comfy-loraextract": ("blocks.0.norm2", "blocks.0.attn1.norm_q", "patch_embedding"),
@@ -174,7 +185,9 @@ SLOW = {"sdxl-kohya-sgm", "qwenimage-edit-lightning", "qwenimage-edit-diffsynth"
         # FLUX.2: by default the musubi file (lora_unet_ + fused qkv through the kohya converter), the
         # all-Linear ai-toolkit file (the final modulation finding) and the LoraSave refusal (cheap); the
         # blocks-only ai-toolkit and diffusers files are the merge cases' layouts, dev's the same transformer.
-        "flux2-aitoolkit", "flux2-diffusers", "flux2-dev-musubi"}
+        "flux2-aitoolkit", "flux2-diffusers", "flux2-dev-musubi",
+        # the LoKr files' verdicts run by default in tests/test_flux2_lokr.py (its LyCORIS pass is slow there too)
+        "flux2-aitoolkit-lokr", "flux2-aitoolkit-lokr-old", "flux2-lycoris-lokr"}
 
 
 def test_every_trainer_file_has_an_expected_verdict():
@@ -211,6 +224,12 @@ def test_check_gives_the_right_verdict_on_a_trainer_file(trainer, tmp_path, caps
         assert "known diffusers behaviour: diffusers' _convert_non_diffusers_flux2_lora_to_diffusers maps" in v.out, \
             v.text
         assert v.report["results"][0]["failing"] == ["transformer.norm_out.linear.weight"], v.text
+    if trainer.id == "flux2-aitoolkit-lokr":
+        assert "known diffusers behaviour: a FLUX.2 LoKr file on BFL's fused img_attn.qkv" in v.out, v.text
+        failing = v.report["results"][0]["failing"]
+        assert failing and all(re.search(r"\.attn\.(to_[qkv]|add_[qkv]_proj)\.weight$", f) for f in failing), v.text
+    if trainer.id in READ_AS:
+        assert v.report["files"][0]["layout"] == READ_AS[trainer.id], v.text
     if trainer.id == "wan-aitoolkit-low":
         [f] = v.report["files"]
         assert set(f["matched"]) == {"transformer_2"}, v.text

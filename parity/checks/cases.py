@@ -45,6 +45,7 @@ from parity.checks.findings import (
     WAN_NO_PREFIX,
     FLUX2_FINAL_MODULATION_NOT_SWAPPED,
     FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL,
+    FLUX2_NO_PREFIX,
     ZIMAGE_ALPHA_KEYS,
     ZIMAGE_DIFFS_REFUSED,
     ZIMAGE_FUSED_QKV_DROPPED,
@@ -205,6 +206,8 @@ FINDING_LAYOUTS = (
     LayoutCase("zimage", "comfyui-zimage-diff", known=(("merge", ZIMAGE_DIFFS_REFUSED),)),
     LayoutCase("flux2-klein", "comfyui-flux2", known=(("merge", FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL),)),
     LayoutCase("flux2", "comfyui-flux2", known=(("merge", FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL),)),
+    LayoutCase("flux2-klein", "diffsynth", known=(("merge", FLUX2_NO_PREFIX),)),
+    LayoutCase("flux2", "diffsynth", known=(("merge", FLUX2_NO_PREFIX),)),
     LayoutCase("flux2-klein", "aitoolkit-flux2", "final-modulation",
                known=(("merge", FLUX2_FINAL_MODULATION_NOT_SWAPPED),)),
 )

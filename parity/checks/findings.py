@@ -233,3 +233,11 @@ FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL = Known(
     "load_lora_weights loads no LoRA",
     raises=LoaderRefused,
 )
+
+FLUX2_NO_PREFIX = Known(
+    "finding: Flux2LoraLoaderMixin converts lora_unet_, base_model.model. / diffusion_model. and lokr_/lycoris_ files "
+    "only; a DiffSynth-Studio FLUX.2 file (Flux2DiT, diffusers' module names, no prefix, lora_A.default: "
+    "transformer_blocks.0.attn.to_q.lora_A.default.weight) keeps no key under transformer. and load_lora_weights "
+    "loads nothing, with only a logged warning",
+    raises=LoaderRefused,
+)

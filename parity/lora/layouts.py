@@ -117,6 +117,10 @@ LAYOUT_LIST = (
            "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", "kohya", "lora_down", "flux2", "keys"),
     Layout("aitoolkit-flux2", "ai-toolkit flux2_model.py convert_lora_weights_before_save (PEFT pairs, no alpha)",
            "diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight", "diffusion_model", "lora_A", "flux2", "none"),
+    # fal's trainer publishes PEFT's own keys without the adapter_config.json beside them (diffusers #13169): the
+    # reader knows it by its BFL names (parity/lora/reader.py _fal_flux2), alpha = r as diffusers loads it
+    Layout("fal-flux2", "fal FLUX.2 [klein] LoRA trainer (PEFT's keys, no adapter_config.json, no alpha)",
+           "base_model.model.double_blocks.0.img_attn.qkv.lora_A.weight", "peft", "lora_A", "flux2", "none"),
     Layout("comfyui-flux2", "ComfyUI (comfy/lora.py key map, LoraSave) on FLUX.2: kohya pairs under diffusion_model.",
            "diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight", "diffusion_model", "lora_down", "flux2",
            "keys"),

@@ -101,6 +101,10 @@ class AdapterConfig:
         return alpha * math.sqrt(rank) if self.use_rslora else alpha
 
 
+def has_config(weights_path: str) -> bool:
+    return os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(weights_path)), CONFIG_NAME))
+
+
 def read_config(weights_path: str) -> AdapterConfig:
     """The ``adapter_config.json`` beside a PEFT adapter file; bad input naming it where it is missing or wrong.
 

@@ -49,7 +49,7 @@ from parity.lora.neutral import (
     RowsOf,
     TuckerModule,
 )
-from parity.lora.peftadapter import AdapterConfig, adapter_component, adapter_file, read_config
+from parity.lora.peftadapter import AdapterConfig, adapter_component, adapter_file, has_config, read_config
 from parity.lora.tensorchecks import (
     alpha_value,
     check_diff,
@@ -294,6 +294,9 @@ def _peft_component(reading: _Reading, groups: list[_Group], components: Mapping
     if not peft:
         return None
     first = next(iter(peft[0].keys.values()))
+    fal = _fal_flux2(reading, peft, components)
+    if fal is not None and (reading.path is None or not has_config(reading.path)):
+        return fal
     if reading.path is None:
         raise ParityInputError("a PEFT adapter's state dict (keys under base_model.model.) has no "
                                "adapter_config.json to take its rank and alpha from; pass its file", key=first)
@@ -311,6 +314,21 @@ def _peft_component(reading: _Reading, groups: list[_Group], components: Mapping
         return down is None or (down.ndim >= 2 and up.ndim >= 2 and (up.shape[0], down.shape[1]) == shape[:2])
 
     return adapter_component(list(by_body), dict(components), fits, reading.peft, reading.path, first)
+
+
+def _fal_flux2(reading: _Reading, peft: list[_Group], components: Mapping[str, nn.Module]) -> str | None:
+    """The denoiser, for fal's FLUX.2 trainer files: ``base_model.model.`` + BFL's FLUX.2 names, lora_A/lora_B,
+    published without the adapter_config.json beside them and with no alpha (diffusers #13169, "FAL trained loras
+    use the default peft key naming": Flux2LoraLoaderMixin.lora_state_dict renames the prefix to diffusion_model.
+    and loads them at alpha = r). Told apart by the names, not by the missing config: a lone file on diffusers'
+    names keeps its refusal, as its alpha is in the config it lacks; with a config beside it, the config rules."""
+    denoiser = next((c for c in ("transformer", "unet") if c in components), None)
+    if denoiser is None:
+        return None
+    names = reading.names[denoiser]
+    if any(h.naming == "flux2" for g in peft for h in names.lookup(g.body, False)):
+        return denoiser
+    return None
 
 
 def read_lora(

@@ -24,7 +24,8 @@ Trainers followed (the naming code each writer mirrors):
 * Z-Image (tests/support/trainer_zimage.py): musubi-tuner and its ComfyUI conversion (fused qkv), ai-toolkit,
   ComfyUI LoraSave, DiffSynth-Studio and diffusers.
 * FLUX.2 (tests/support/trainer_flux2.py): musubi-tuner, ai-toolkit (blocks only, and every Linear), ComfyUI
-  LoraSave and diffusers, on BFL's names.
+  LoraSave, fal (PEFT's keys, no config) and diffusers, on BFL's names; DiffSynth-Studio on diffusers' names;
+  LoKr by ai-toolkit (its peft and old formats) and by LyCORIS's wrapper.
 
 Factors are deterministic: A ~ N(0, 1/fan_in), B ~ N(0, 0.25/r), from one seeded torch.Generator
 per file, drawn in the order the modules are listed.
@@ -381,6 +382,21 @@ TRAINER_FILES: tuple[TrainerFile, ...] = (
                 "LoraSave: lora_down/lora_up under diffusion_model. on every Linear"),
     TrainerFile("flux2-diffusers", "flux2-klein", lambda p: trainer_flux2.diffusers_flux2(p),
                 "Flux2KleinPipeline.save_lora_weights with lora_adapter_metadata"),
+    TrainerFile("flux2-fal", "flux2-klein", lambda p: trainer_flux2.fal_flux2(p / "flux-spritesheet-lora.safetensors"),
+                "fal: base_model.model. + BFL names, lora_A/lora_B, no alpha, no adapter_config.json, bfloat16"),
+    TrainerFile("flux2-diffsynth", "flux2-klein",
+                lambda p: trainer_flux2.diffsynth_flux2(p / "epoch-4.safetensors"),
+                "DiffSynth-Studio: transformer_blocks.0.attn.to_q.lora_A.default.weight, no prefix, bfloat16"),
+    TrainerFile("flux2-aitoolkit-lokr", "flux2-klein",
+                lambda p: trainer_flux2.aitoolkit_flux2_lokr(p / "aitoolkit_flux2_lokr.safetensors"),
+                "ai-toolkit LoKr (lokr_full_rank): diffusion_model. + BFL names, lokr_w1/lokr_w2, alpha 9999999999"),
+    TrainerFile("flux2-aitoolkit-lokr-old", "flux2-klein",
+                lambda p: trainer_flux2.aitoolkit_flux2_lokr(p / "aitoolkit_flux2_lokr_old.safetensors",
+                                                             old_format=True),
+                "old_lokr_format: true: lycoris_ + BFL names with '.' -> '_'"),
+    TrainerFile("flux2-lycoris-lokr", "flux2-klein",
+                lambda p: trainer_flux2.lycoris_flux2_lokr(p / "lycoris_flux2_lokr.safetensors"),
+                "LyCORIS create_lycoris(algo=lokr) on diffusers' names (SimpleTuner): w1 full, w2_a@w2_b, bfloat16"),
     TrainerFile("flux2-dev-musubi", "flux2",
                 lambda p: trainer_flux2.musubi_flux2(p / "musubi_flux2_dev.safetensors", family="flux2"),
                 "the musubi file on FLUX.2 [dev]'s pipeline (guidance embedder, Mistral3)"),

@@ -21,6 +21,17 @@ block's ``linear1`` is diffusers' ``attn.to_qkv_mlp_proj`` itself.
 * ComfyUI LoraSave (``comfy_extras/nodes_lora_extract.py``, standard) on a FLUX.2 model difference: an SVD pair
   ``lora_up`` / ``lora_down`` for every 2-d ``diffusion_model.*.weight`` (FLUX.2's Linears have no bias; its
   RMSNorms hold ``.scale``, not ``.weight``, so LoraSave saves nothing else), float16, no alpha.
+* fal's FLUX.2 [klein] trainer (its published files: diffusers #13169 "FAL trained loras use the default peft key
+  naming", tested on fal/flux-2-klein-4b-spritesheet-lora; flux-2-swift-mlx #15 lists that file as "BFL format"):
+  PEFT's ``save_pretrained`` keys of a LoRA on BFL's Flux2, ``base_model.model.`` + BFL name + ``lora_A`` /
+  ``lora_B``, the file alone (no ``adapter_config.json``), no alpha. Which Linears it trains is not public: the
+  blocks' (the names the issue shows), bfloat16.
+* DiffSynth-Studio (modelscope/DiffSynth-Studio ``diffsynth/diffusion/training_module.py`` add_lora_to_model:
+  ``inject_adapter_in_model(LoraConfig(r, lora_alpha=r, target_modules))`` on ``diffsynth/models/flux2_dit.py``
+  Flux2DiT, a copy of diffusers' Flux2Transformer2DModel with its module names, loaded from the diffusers
+  ``transformer/`` folder unconverted; ``export_trainable_state_dict`` keeps the trainable parameters and strips
+  ``--remove_prefix_in_ckpt "pipe.dit."``): ``transformer_blocks.0.attn.to_q.lora_A.default.weight``, the
+  targets of ``examples/flux2/model_training/lora/FLUX.2-klein-4B.sh``, in the pipeline's dtype (bfloat16).
 * diffusers (``Flux2KleinPipeline.save_lora_weights``): ``transformer.`` + diffusers names, LoraConfig in the
   ``lora_adapter_metadata`` header.
 """
@@ -136,6 +147,35 @@ def comfy_loraextract_flux2(path: Path, *, family: str = "flux2-klein", seed: in
     for name, out_f, in_f in bfl_linears(transformer(family)):
         down, up = factors.for_shape(out_f, in_f, RANK)
         sd[f"diffusion_model.{name}.lora_up.weight"], sd[f"diffusion_model.{name}.lora_down.weight"] = up, down
+    return save(sd, path)
+
+
+def fal_flux2(path: Path, *, family: str = "flux2-klein", seed: int = 57, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """fal's FLUX.2 trainer: ``base_model.model.double_blocks.0.img_attn.qkv.lora_A.weight``, no alpha, no config."""
+    factors = Factors(seed, dtype)
+    sd: dict[str, torch.Tensor] = {}
+    for name, out_f, in_f in block_linears(transformer(family)):
+        down, up = factors.for_shape(out_f, in_f, RANK)
+        sd[f"base_model.model.{name}.lora_A.weight"], sd[f"base_model.model.{name}.lora_B.weight"] = down, up
+    return save(sd, path)
+
+
+# DiffSynth-Studio's FLUX.2 [klein] 4B script (--lora_target_modules): PEFT matches each as a name suffix
+DIFFSYNTH_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+                     "linear_in", "linear_out", "to_qkv_mlp_proj")
+
+
+def diffsynth_flux2(path: Path, *, family: str = "flux2-klein", seed: int = 58,
+                    dtype: torch.dtype = torch.bfloat16) -> Path:
+    """DiffSynth-Studio on Flux2DiT (diffusers' names): ``transformer_blocks.0.attn.to_q.lora_A.default.weight``;
+    the script names each single block's ``attn.to_out`` by its full name (``to_out`` alone would take the double
+    blocks' ``to_out`` ModuleList, not a Linear)."""
+    factors = Factors(seed, dtype)
+    sd: dict[str, torch.Tensor] = {}
+    for name, module in transformer(family).named_modules():
+        single_out = name.startswith("single_transformer_blocks.") and name.endswith(".attn.to_out")
+        if isinstance(module, nn.Linear) and (single_out or any(name.endswith("." + t) for t in DIFFSYNTH_TARGETS)):
+            sd[f"{name}.lora_A.default.weight"], sd[f"{name}.lora_B.default.weight"] = factors.for_module(module, RANK)
     return save(sd, path)
 
 
