@@ -21,6 +21,7 @@ from parity.errors import ParityInputError
 from parity.zoo import build_pipeline, get_family
 from parity.zoo import published as pub
 from parity.zoo import route as rt
+from tests.support.diffusers_saved import diffusers_saved
 
 (DEV,) = (v.name for v in pub.VARIANTS["flux2"])
 KLEIN_4B, KLEIN_9B = (v.name for v in pub.VARIANTS["flux2-klein"])
@@ -36,21 +37,8 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 
 def saved(folder: Path, family: str, variant: str, names: list[str], seed: int = 8) -> Path:
-    """A file as diffusers' training scripts save one: save_lora_weights, the LoraConfig in its header."""
-    from diffusers import Flux2Pipeline
-    from peft import LoraConfig
-
     transformer = pub.meta_components(get_family(family), variant=variant)["transformer"]
-    gen, layers = torch.Generator().manual_seed(seed), {}
-    for name in names:
-        module = transformer.get_submodule(name)
-        layers[f"{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=gen) / 64
-        layers[f"{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=gen) / 64
-    folder.mkdir(parents=True, exist_ok=True)
-    Flux2Pipeline.save_lora_weights(str(folder), transformer_lora_layers=layers,
-                                    transformer_lora_adapter_metadata=LoraConfig(r=4, lora_alpha=4,
-                                                                                 target_modules=names).to_dict())
-    return folder / "pytorch_lora_weights.safetensors"
+    return diffusers_saved(folder, "Flux2Pipeline", transformer, names, seed)
 
 
 _TINY: dict[str, dict] = {}

@@ -24,6 +24,7 @@ from parity.errors import ParityInputError
 from parity.zoo import build_pipeline, get_family
 from parity.zoo import published as pub
 from parity.zoo import route as rt
+from tests.support.diffusers_saved import diffusers_saved
 
 A14B, W14B, W1_3B = (v.name for v in pub.VARIANTS["wan"])
 
@@ -36,20 +37,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 
 def saved(folder: Path, transformer: torch.nn.Module, names: list[str], seed: int = 8) -> Path:
-    """A file as diffusers' training scripts save one: save_lora_weights, the LoraConfig in its header."""
-    from diffusers import WanPipeline
-    from peft import LoraConfig
-
-    gen, layers = torch.Generator().manual_seed(seed), {}
-    for name in names:
-        module = transformer.get_submodule(name)
-        layers[f"{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=gen) / 64
-        layers[f"{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=gen) / 64
-    config = LoraConfig(r=4, lora_alpha=4, target_modules=names)
-    folder.mkdir(parents=True, exist_ok=True)
-    WanPipeline.save_lora_weights(str(folder), transformer_lora_layers=layers,
-                                  transformer_lora_adapter_metadata=config.to_dict())
-    return folder / "pytorch_lora_weights.safetensors"
+    return diffusers_saved(folder, "WanPipeline", transformer, names, seed)
 
 
 def meta_transformer(variant: str) -> torch.nn.Module:

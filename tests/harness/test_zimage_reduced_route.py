@@ -20,6 +20,7 @@ from parity.errors import ParityInputError
 from parity.zoo import build_pipeline, get_family
 from parity.zoo import published as pub
 from parity.zoo import route as rt
+from tests.support.diffusers_saved import diffusers_saved
 
 TURBO, BASE = (v.name for v in pub.VARIANTS["zimage"])
 LAYERS = ["layers.{}.attention.to_q", "layers.{}.feed_forward.w1"]
@@ -40,21 +41,8 @@ def tiny():
 
 
 def saved(folder: Path, names: list[str], seed: int = 8) -> Path:
-    """A file as diffusers' training scripts save one: save_lora_weights, the LoraConfig in its header."""
-    from diffusers import ZImagePipeline
-    from peft import LoraConfig
-
     transformer = pub.meta_components(get_family("zimage"))["transformer"]
-    gen, layers = torch.Generator().manual_seed(seed), {}
-    for name in names:
-        module = transformer.get_submodule(name)
-        layers[f"{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=gen) / 64
-        layers[f"{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=gen) / 64
-    config = LoraConfig(r=4, lora_alpha=4, target_modules=names)
-    folder.mkdir(parents=True, exist_ok=True)
-    ZImagePipeline.save_lora_weights(str(folder), transformer_lora_layers=layers,
-                                     transformer_lora_adapter_metadata=config.to_dict())
-    return folder / "pytorch_lora_weights.safetensors"
+    return diffusers_saved(folder, "ZImagePipeline", transformer, names, seed)
 
 
 def route_of(paths: list[Path], tiny, dtype: torch.dtype = torch.float32) -> rt.Route | None:
