@@ -111,3 +111,22 @@ def save(sd: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | Non
 
 
 CLIP_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+def saved_by_diffusers(folder: Path, pipeline_class: str, model: nn.Module, targets: tuple[str, ...], seed: int,
+                       name: str) -> Path:
+    """``<pipeline_class>.save_lora_weights`` as diffusers' training scripts call it: PEFT's state dict of the
+    transformer's Linears ending in a target (``….to_q.lora_A.weight``), the LoraConfig as
+    ``transformer_lora_adapter_metadata`` (r, lora_alpha, target_modules)."""
+    import diffusers
+
+    factors = Factors(seed)
+    layers: dict[str, torch.Tensor] = {}
+    for mname, module in model.named_modules():
+        if isinstance(module, nn.Linear) and ends_with(mname, *targets):
+            layers[f"{mname}.lora_A.weight"], layers[f"{mname}.lora_B.weight"] = factors.for_module(module, RANK)
+    config = {"r": RANK, "lora_alpha": ALPHA, "target_modules": list(targets), "lora_dropout": 0.0,
+              "bias": "none", "use_dora": False, "use_rslora": False}
+    getattr(diffusers, pipeline_class).save_lora_weights(str(folder), transformer_lora_layers=layers,
+                                                         transformer_lora_adapter_metadata=config, weight_name=name)
+    return Path(folder) / name

@@ -68,6 +68,7 @@ from tests.support.trainer_common import (
     fixed_rank,
     kohya_entry,
     save,
+    saved_by_diffusers,
 )
 
 # ---------------------------------------------------------------- original names
@@ -350,19 +351,5 @@ DIFFUSERS_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.
 
 
 def diffusers_wan(folder: Path, *, seed: int = 37, name: str = "diffusers_wan.safetensors") -> Path:
-    """``WanPipeline.save_lora_weights`` as diffusers' training scripts call it: PEFT's state dict of
-    the transformer (``blocks.N.attn1.to_q.lora_A.weight``), the LoraConfig as
-    ``transformer_lora_adapter_metadata`` (r, lora_alpha, target_modules)."""
-    from diffusers import WanPipeline
-
-    model = transformer()
-    factors = Factors(seed)
-    layers: dict[str, torch.Tensor] = {}
-    for mname, module in model.named_modules():
-        if isinstance(module, nn.Linear) and any(mname.endswith("." + t) for t in DIFFUSERS_TARGETS):
-            layers[f"{mname}.lora_A.weight"], layers[f"{mname}.lora_B.weight"] = factors.for_module(module, RANK)
-    config = {"r": RANK, "lora_alpha": ALPHA, "target_modules": list(DIFFUSERS_TARGETS), "lora_dropout": 0.0,
-              "bias": "none", "use_dora": False, "use_rslora": False}
-    WanPipeline.save_lora_weights(str(folder), transformer_lora_layers=layers,
-                                  transformer_lora_adapter_metadata=config, weight_name=name)
-    return Path(folder) / name
+    """``WanPipeline.save_lora_weights`` as diffusers' training scripts call it (``blocks.N.attn1.to_q``)."""
+    return saved_by_diffusers(folder, "WanPipeline", transformer(), DIFFUSERS_TARGETS, seed, name)

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tests.support.trainer_common import ALPHA, RANK, Factors, kohya_entry, save
+from tests.support.trainer_common import ALPHA, RANK, Factors, kohya_entry, save, saved_by_diffusers
 
 # ComfyUI's Z-Image names of diffusers' (convert_z_image_transformer_checkpoint_to_diffusers, backwards):
 # (diffusers fragment, ComfyUI fragment), applied in order to a full parameter name.
@@ -219,16 +219,5 @@ def diffsynth_zimage(path: Path, *, seed: int = 44, dtype: torch.dtype = torch.f
 
 def diffusers_zimage(folder: Path, *, seed: int = 45, name: str = "diffusers_zimage.safetensors") -> Path:
     """``ZImagePipeline.save_lora_weights`` with the LoraConfig as transformer_lora_adapter_metadata."""
-    from diffusers import ZImagePipeline
-
     targets = ("to_q", "to_k", "to_v", "to_out.0", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
-    factors = Factors(seed)
-    layers: dict[str, torch.Tensor] = {}
-    for mname, module in linears(transformer()):
-        if any(mname.endswith("." + t) for t in targets):
-            layers[f"{mname}.lora_A.weight"], layers[f"{mname}.lora_B.weight"] = factors.for_module(module, RANK)
-    config = {"r": RANK, "lora_alpha": ALPHA, "target_modules": list(targets), "lora_dropout": 0.0,
-              "bias": "none", "use_dora": False, "use_rslora": False}
-    ZImagePipeline.save_lora_weights(str(folder), transformer_lora_layers=layers,
-                                     transformer_lora_adapter_metadata=config, weight_name=name)
-    return Path(folder) / name
+    return saved_by_diffusers(folder, "ZImagePipeline", transformer(), targets, seed, name)
