@@ -45,6 +45,7 @@ from parity.checks.findings import (
     WAN_NO_PREFIX,
     FLUX2_FINAL_MODULATION_NOT_SWAPPED,
     FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL,
+    FLUX2_LYCORIS_PAIRS_REFUSED,
     FLUX2_NO_PREFIX,
     ZIMAGE_ALPHA_KEYS,
     ZIMAGE_DIFFS_REFUSED,
@@ -208,6 +209,8 @@ FINDING_LAYOUTS = (
     LayoutCase("flux2", "comfyui-flux2", known=(("merge", FLUX2_KOHYA_PAIRS_UNDER_DIFFUSION_MODEL),)),
     LayoutCase("flux2-klein", "diffsynth", known=(("merge", FLUX2_NO_PREFIX),)),
     LayoutCase("flux2", "diffsynth", known=(("merge", FLUX2_NO_PREFIX),)),
+    LayoutCase("flux2-klein", "lycoris", known=(("merge", FLUX2_LYCORIS_PAIRS_REFUSED),)),
+    LayoutCase("flux2", "lycoris", known=(("merge", FLUX2_LYCORIS_PAIRS_REFUSED),)),
     LayoutCase("flux2-klein", "aitoolkit-flux2", "final-modulation",
                known=(("merge", FLUX2_FINAL_MODULATION_NOT_SWAPPED),)),
 )

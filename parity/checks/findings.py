@@ -241,3 +241,11 @@ FLUX2_NO_PREFIX = Known(
     "loads nothing, with only a logged warning",
     raises=LoaderRefused,
 )
+
+FLUX2_LYCORIS_PAIRS_REFUSED = Known(
+    "finding: Flux2LoraLoaderMixin sends every file with a .lora_down.weight key to _convert_kohya_flux2_lora_to_"
+    "diffusers, which reads lora_unet_ keys only: a LyCORIS LoCon FLUX.2 file (create_lycoris algo lora/locon, as "
+    "SimpleTuner trains it: lycoris_transformer_blocks_0_attn_to_q.lora_down.weight) converts to nothing, "
+    "'Unsupported keys' is logged as a warning and load_lora_weights loads no LoRA",
+    raises=LoaderRefused,
+)

@@ -291,8 +291,9 @@ DEV_FAMILY = Family(
     pipeline_class=PIPELINES[DEV],
     default_targets={"transformer": TRANSFORMER_TARGETS},
     lora_loader="Flux2LoraLoaderMixin",
-    # the layouts diffusers loads; comfyui-flux2 is a finding (parity/checks/cases.py)
-    layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2"),
+    # the layouts diffusers loads; comfyui-flux2, diffsynth and lycoris (LoCon pairs) are findings
+    # (parity/checks/cases.py)
+    layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2", "fal-flux2"),
     build_tiny=build_dev,
     load_pretrained=load_dev,
     denoiser_inputs=denoiser_inputs,
@@ -312,8 +313,9 @@ KLEIN_FAMILY = Family(
     pipeline_class=PIPELINES[KLEIN],
     default_targets={"transformer": TRANSFORMER_TARGETS},
     lora_loader="Flux2LoraLoaderMixin",
-    # the layouts diffusers loads; comfyui-flux2 is a finding (parity/checks/cases.py)
-    layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2"),
+    # the layouts diffusers loads; comfyui-flux2, diffsynth and lycoris (LoCon pairs) are findings
+    # (parity/checks/cases.py)
+    layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2", "fal-flux2"),
     build_tiny=build_klein,
     load_pretrained=load_klein,
     denoiser_inputs=denoiser_inputs,
