@@ -186,6 +186,8 @@ SLOW = {"sdxl-kohya-sgm", "qwenimage-edit-lightning", "qwenimage-edit-diffsynth"
         # all-Linear ai-toolkit file (the final modulation finding) and the LoraSave refusal (cheap); the
         # blocks-only ai-toolkit and diffusers files are the merge cases' layouts, dev's the same transformer.
         "flux2-aitoolkit", "flux2-diffusers", "flux2-dev-musubi",
+        # fal's file is the fal-flux2 layout, whose klein merge and unfuse cases run by default
+        "flux2-fal",
         # the LoKr files' verdicts run by default in tests/test_flux2_lokr.py (its LyCORIS pass is slow there too)
         "flux2-aitoolkit-lokr", "flux2-aitoolkit-lokr-old", "flux2-lycoris-lokr"}
 
