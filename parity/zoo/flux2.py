@@ -284,47 +284,29 @@ TRANSFORMER_TARGETS = (
 )  # fmt: skip
 
 _VAE_FIT = Fit(config("vae", "latent_channels", times=4), config("transformer", "in_channels"))  # 2x2 patches
-_NOTES = "The text encoder takes no LoRA in diffusers (Flux2LoraLoaderMixin): the transformer alone."
 
-DEV_FAMILY = Family(
-    name=DEV,
-    pipeline_class=PIPELINES[DEV],
-    default_targets={"transformer": TRANSFORMER_TARGETS},
-    lora_loader="Flux2LoraLoaderMixin",
-    # the layouts diffusers loads; comfyui-flux2, diffsynth and lycoris (LoCon pairs) are findings
-    # (parity/checks/cases.py)
-    layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2", "fal-flux2"),
-    build_tiny=build_dev,
-    load_pretrained=load_dev,
-    denoiser_inputs=denoiser_inputs,
-    pipeline_call_args=dev_call_args,
-    since=SINCE[DEV],
-    fit_call_args=partial(fit_call_args, DEV),
-    fits=(
-        Fit(config("text_encoder", "text_config.hidden_size", times=STACKED),
-            config("transformer", "joint_attention_dim")),
-        _VAE_FIT,
-    ),
-    notes=_NOTES,
-)
 
-KLEIN_FAMILY = Family(
-    name=KLEIN,
-    pipeline_class=PIPELINES[KLEIN],
-    default_targets={"transformer": TRANSFORMER_TARGETS},
-    lora_loader="Flux2LoraLoaderMixin",
-    # the layouts diffusers loads; comfyui-flux2, diffsynth and lycoris (LoCon pairs) are findings
-    # (parity/checks/cases.py)
-    layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2", "fal-flux2"),
-    build_tiny=build_klein,
-    load_pretrained=load_klein,
-    denoiser_inputs=denoiser_inputs,
-    pipeline_call_args=klein_call_args,
-    since=SINCE[KLEIN],
-    fit_call_args=partial(fit_call_args, KLEIN),
-    fits=(
-        Fit(config("text_encoder", "hidden_size", times=STACKED), config("transformer", "joint_attention_dim")),
-        _VAE_FIT,
-    ),
-    notes=_NOTES,
-)
+def _family(name: str, build_tiny: Any, load: Any, call_args: Any, text_width: str) -> Family:
+    """[dev] and [klein] differ in pipeline, encoder, call and release; the rest is FLUX.2's."""
+    return Family(
+        name=name,
+        pipeline_class=PIPELINES[name],
+        default_targets={"transformer": TRANSFORMER_TARGETS},
+        lora_loader="Flux2LoraLoaderMixin",
+        # the layouts diffusers loads; comfyui-flux2, diffsynth and lycoris (LoCon pairs) are findings
+        # (parity/checks/cases.py)
+        layouts=("diffusers", "musubi-flux2", "aitoolkit-flux2", "fal-flux2"),
+        build_tiny=build_tiny,
+        load_pretrained=load,
+        denoiser_inputs=denoiser_inputs,
+        pipeline_call_args=call_args,
+        since=SINCE[name],
+        fit_call_args=partial(fit_call_args, name),
+        fits=(Fit(config("text_encoder", text_width, times=STACKED), config("transformer", "joint_attention_dim")),
+              _VAE_FIT),
+        notes="The text encoder takes no LoRA in diffusers (Flux2LoraLoaderMixin): the transformer alone.",
+    )
+
+
+DEV_FAMILY = _family(DEV, build_dev, load_dev, dev_call_args, "text_config.hidden_size")  # Mistral3's text tower
+KLEIN_FAMILY = _family(KLEIN, build_klein, load_klein, klein_call_args, "hidden_size")

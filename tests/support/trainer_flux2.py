@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tests.support.trainer_common import ALPHA, RANK, Factors, kohya_entry, save
+from tests.support.trainer_common import ALPHA, RANK, Factors, kohya_entry, save, saved_by_diffusers
 
 # diffusers Flux2Transformer2DModel (transformer_flux2.py) -> BFL flux2/model.py, per double block. A list is
 # one BFL Linear made of those diffusers Linears, output rows stacked in that order.
@@ -185,18 +185,7 @@ DIFFUSERS_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_pr
 
 def diffusers_flux2(folder: Path, *, family: str = "flux2-klein", seed: int = 54,
                     name: str = "diffusers_flux2.safetensors") -> Path:
-    from diffusers import Flux2KleinPipeline
-
-    factors = Factors(seed)
-    layers: dict[str, torch.Tensor] = {}
-    for mname, module in transformer(family).named_modules():
-        if isinstance(module, nn.Linear) and any(mname.endswith("." + t) for t in DIFFUSERS_TARGETS):
-            layers[f"{mname}.lora_A.weight"], layers[f"{mname}.lora_B.weight"] = factors.for_module(module, RANK)
-    config = {"r": RANK, "lora_alpha": ALPHA, "target_modules": list(DIFFUSERS_TARGETS), "lora_dropout": 0.0,
-              "bias": "none", "use_dora": False, "use_rslora": False}
-    Flux2KleinPipeline.save_lora_weights(str(folder), transformer_lora_layers=layers,
-                                         transformer_lora_adapter_metadata=config, weight_name=name)
-    return Path(folder) / name
+    return saved_by_diffusers(folder, "Flux2KleinPipeline", transformer(family), DIFFUSERS_TARGETS, seed, name)
 
 
 # ---------------------------------------------------------------- LoKr: ai-toolkit, LyCORIS
