@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,5 +104,20 @@ def size_mismatch(exc: BaseException, reports: list[str]) -> str | None:
     row = next((line for report in reports for line in report.splitlines() if "size mismatch" in line),
                next((line for line in text.splitlines() if "size mismatch" in line), ""))
     first = " ".join(row.replace("|", " ").split())
+    if where is None:  # transformers 4 logs no report; its error names a submodule ("… state_dict for Embedding")
+        where = _loading(exc)
     component = f"{where[0]} in {where[1]}: " if where else ""
     return f"{component}weights do not fit its config.json ({first or text.splitlines()[0]})"
+
+
+def _loading(exc: BaseException) -> tuple[str, str] | None:
+    """(class, folder) of the innermost ``from_pretrained`` in ``exc``'s traceback (its ``cls`` and
+    ``pretrained_model_name_or_path``): the component and its subfolder, which transformers 4 does not name."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        folder, cls = local.get("pretrained_model_name_or_path"), local.get("cls")
+        if isinstance(folder, (str, os.PathLike)) and isinstance(cls, type):
+            found = (cls.__name__, os.fspath(folder))
+        tb = tb.tb_next
+    return found
