@@ -14,6 +14,9 @@ from parity.lora.neutral import LoraModule
 from parity.lora.reader import read_lora
 from tests.support import trainer_flux2
 from tests.support.trainer_common import RANK, tiny_components
+from tests.support.families import needs
+
+pytestmark = needs("flux2-klein")
 
 # the tiny klein's block Linears: 2 double blocks x 8 BFL Linears (img/txt qkv fused), 2 single x 2
 DIFFUSERS_MODULES = 2 * (8 + 4) + 2 * 2

@@ -13,6 +13,9 @@ from parity.cli import main
 from tests.support import trainer_flux2 as tf
 from tests.support.cli import assert_one_line_error
 from tests.support.trainer_flux import kohya_flux
+from tests.support.families import needs
+
+pytestmark = needs("flux2", "flux2-klein")
 
 
 def check(family: str, path) -> int:

@@ -15,6 +15,9 @@ import pytest
 from parity.cli import main
 from tests.support import trainer_flux2
 from tests.support.trainer_files import keys_of
+from tests.support.families import needs
+
+pytestmark = needs("flux2-klein")
 
 FAMILY = "flux2-klein"
 QKV = ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")

@@ -12,6 +12,9 @@ from parity.cli import main
 from tests.support import trainer_wan as tw
 from tests.support import trainer_zimage as tz
 from tests.support.cli import assert_one_line_error
+from tests.support.families import needs
+
+pytestmark = needs("zimage")
 
 
 def check(family: str, path) -> int:

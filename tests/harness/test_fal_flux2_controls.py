@@ -9,6 +9,9 @@ from safetensors.torch import load_file, save_file
 from parity.cli import main
 from tests.support import trainer_flux2
 from tests.support.cli import assert_one_line_error
+from tests.support.families import needs
+
+pytestmark = needs("flux2-klein")
 
 MISSING = "keeps its rank and alpha in the adapter_config.json beside it, and there is none in"
 

@@ -53,3 +53,16 @@ def test_each_family_is_absent_before_the_release_that_brought_its_pipeline(monk
     assert (why is not None) is absent
     if absent:
         assert release in why and fam.pipeline_class in why
+
+
+def test_a_test_of_an_absent_family_is_skipped_with_the_registrys_reason(monkeypatch):
+    # tests.support.families.needs: what the gate's old env (diffusers 0.35) does with the Z-Image and FLUX.2
+    # tests; control: a present family's test runs
+    from tests.support import families
+
+    monkeypatch.setattr(families, "FAMILIES", {})
+    monkeypatch.setattr(families, "UNAVAILABLE", {"zimage": "diffusers 0.35.2 has no ZImagePipeline"})
+    skip = families.needs("zimage")
+    assert skip.args == (True,) and "diffusers 0.35.2 has no ZImagePipeline" in skip.kwargs["reason"]
+    monkeypatch.setattr(families, "FAMILIES", {"zimage": object()})
+    assert families.needs("zimage").args == (False,)

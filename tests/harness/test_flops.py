@@ -8,6 +8,7 @@ from torch import nn
 
 from parity.bench.flops import adapter_ranks, counted_flops, lora_extra_flops, lora_layer_flops
 from parity.lora.synth import synth_lora
+from tests.support.families import needs
 
 
 class Net(nn.Module):
@@ -93,6 +94,7 @@ def _edit_call_floors(true_cfg_scale: float) -> tuple[int, int, int]:
     return calls[0] // 2, extra, base  # each floor ran the call once
 
 
+@needs("qwenimage-edit")
 def test_the_edit_call_floor_counts_two_transformer_passes_a_step() -> None:
     steps = 2  # the family's num_inference_steps
     calls, extra, base = _edit_call_floors(4.0)
@@ -167,6 +169,7 @@ def _zimage_counts(layers: int, grid_less: int = 0) -> tuple[int, int]:
                 lora_extra_flops(model, {n: [8] for n in targets}, lambda: model(**inputs)))
 
 
+@needs("zimage")
 def test_zimage_forward_flops_at_1024_are_the_hand_count() -> None:
     """The FLOP floor's base of a Z-Image forward (bench --bench-size full) and what a rank-8 LoRA adds (a
     floor of 1.0028), counted by torch on the meta device against the hand count above; the 30-layer count is
@@ -230,8 +233,9 @@ def _flux2_counts(family: str, double: int, single: int, grid_less: int = 0) -> 
 
 
 @pytest.mark.parametrize("family", [
-    "flux2",
-    pytest.param("flux2-klein", marks=pytest.mark.slow),  # the same blocks at other widths: 1 s more on 2 cores
+    pytest.param("flux2", marks=needs("flux2")),
+    # klein: the same blocks at other widths, 1 s more on 2 cores
+    pytest.param("flux2-klein", marks=[pytest.mark.slow, needs("flux2-klein")]),
 ])
 def test_flux2_forward_flops_at_1024_are_the_hand_count(family: str) -> None:
     """The FLOP floor's base of a FLUX.2 forward (bench --bench-size full) and what a rank-8 LoRA adds, counted by

@@ -18,6 +18,9 @@ from parity.lora.names import Piece, Target, bfl
 from parity.lora.reader import read_lora
 from parity.lora.tensors import load_tensors
 from parity.zoo import get_family
+from tests.support.families import needs
+
+pytestmark = needs("flux2-klein")
 
 SPEC = (LoraSpec(seed=1, rank=4, alpha=2.0),)
 FAMILY = "flux2-klein"

@@ -10,6 +10,9 @@ from pathlib import Path
 import torch
 
 from tests.support import trainer_flux2
+from tests.support.families import needs
+
+pytestmark = needs("flux2-klein")
 
 FAMILY = "flux2-klein"
 

@@ -22,6 +22,9 @@ from parity.zoo import build_pipeline, get_family
 from parity.zoo import published as pub
 from parity.zoo import route as rt
 from tests.support.diffusers_saved import diffusers_saved
+from tests.support.families import needs
+
+pytestmark = needs("flux2", "flux2-klein")
 
 (DEV,) = (v.name for v in pub.VARIANTS["flux2"])
 KLEIN_4B, KLEIN_9B = (v.name for v in pub.VARIANTS["flux2-klein"])

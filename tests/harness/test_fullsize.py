@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from parity.zoo.fullsize import FULL, SMALL
+from tests.support.families import needs
 
 # Counts from the released checkpoints (exact for the UNets; the model cards round the transformers).
 PUBLISHED = {
@@ -33,7 +34,7 @@ PUBLISHED = {
 }
 
 
-@pytest.mark.parametrize("family", sorted(FULL))
+@pytest.mark.parametrize("family", [pytest.param(f, marks=needs(f)) for f in sorted(FULL)])
 def test_full_size_denoiser_has_the_published_parameter_count(family: str) -> None:
     with torch.device("meta"):
         model = FULL[family].build(None)
@@ -59,7 +60,7 @@ def test_full_size_sd15_subject_runs_one_forward_at_its_native_shape(tmp_path) -
     assert out.shape == (1, 4, 64, 64) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("family", sorted(SMALL))
+@pytest.mark.parametrize("family", [pytest.param(f, marks=needs(f)) for f in sorted(SMALL)])
 def test_small_size_keeps_the_published_layer_widths_in_few_layers(family: str) -> None:
     """--bench-size small: every Linear of the small denoiser has a published one's shape, with far
     fewer of them (the point of the size: full-width arithmetic, seconds per round on one core)."""
@@ -134,6 +135,7 @@ def test_wan_14b_forward_flops_at_720p_are_the_hand_count() -> None:
     assert _wan_counts(1, frames_less=1)[0] != one
 
 
+@needs("flux2-klein")
 def test_flux2_klein_9b_has_its_hand_counted_parameter_count() -> None:
     from parity.zoo.fullsize import flux2_klein_9b_transformer
 

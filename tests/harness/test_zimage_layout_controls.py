@@ -16,6 +16,9 @@ from parity.checks.prepare import prepare
 from parity.lora.names import zimage
 from parity.lora.reader import read_lora
 from parity.zoo import get_family
+from tests.support.families import needs
+
+pytestmark = needs("zimage")
 
 SPEC = (LoraSpec(seed=1, rank=4, alpha=2.0),)
 CASE = LayoutCase("zimage", "kohya-zimage")

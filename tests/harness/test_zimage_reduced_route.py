@@ -21,6 +21,9 @@ from parity.zoo import build_pipeline, get_family
 from parity.zoo import published as pub
 from parity.zoo import route as rt
 from tests.support.diffusers_saved import diffusers_saved
+from tests.support.families import needs
+
+pytestmark = needs("zimage")
 
 TURBO, BASE = (v.name for v in pub.VARIANTS["zimage"])
 LAYERS = ["layers.{}.attention.to_q", "layers.{}.feed_forward.w1"]
