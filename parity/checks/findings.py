@@ -249,3 +249,13 @@ FLUX2_LYCORIS_PAIRS_REFUSED = Known(
     "'Unsupported keys' is logged as a warning and load_lora_weights loads no LoRA",
     raises=LoaderRefused,
 )
+
+
+HOTSWAP_ALPHA_PATTERN = Known(
+    "finding: PEFT refuses to hotswap a file whose per-module alphas (LoraConfig alpha_pattern) differ from the "
+    "first file's: check_hotswap_configs_compatible compares alpha_pattern for equality ('Configs are incompatible: "
+    "for alpha_pattern …'; its docstring: swapping alphas 'is not implemented yet'); only a uniform lora_alpha may "
+    "change. Shown by musubi FLUX.2 files whose fused img_attn.qkv is read as q, k, v at rank 3r and alpha 3α "
+    "(ours written with independent members; a trainer's rank-r LoRA on the fused Linear reads at rank r, "
+    "uniform) swapped for a file with another alpha: diffusers raises and deletes the adapter"
+)
