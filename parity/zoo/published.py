@@ -217,6 +217,17 @@ class Variant:
 
 
 _WAN_PARTS: dict[str, Builder] = {"text_encoder": _fixed(_umt5_xxl_layer), "vae": _fixed(_wan_vae)}
+
+
+def _flux2(name: str, label: str, transformer: Builder, encoder: Callable[[], nn.Module],
+           depth: tuple[int, int]) -> Variant:
+    """A FLUX.2 model: its transformer at (double, single) blocks, its encoder, the shared VAE, whose
+    BatchNorm variance is drawn positive after the fill (the pipeline takes its square root)."""
+    return Variant(name, label, {"transformer": transformer, "text_encoder": _fixed(encoder),
+                                 "vae": _fixed(published_flux2.flux2_vae)},
+                   depth[0], single=depth[1], filled={"vae": published_flux2.positive_variance})
+
+
 _ZIMAGE_PARTS: dict[str, Builder] = {"transformer": fullsize.zimage_transformer,
                                       "text_encoder": _fixed(_qwen3_4b_layer), "vae": _fixed(_flux_vae)}
 # family → its published models, the default first: the one the tiny model has the shape of
@@ -240,26 +251,15 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
     ),
     # black-forest-labs/FLUX.2-dev: 32 B, larger than any machine here holds in any dtype, so a check without
     # --model-path keeps only the blocks a file targets (parity/zoo/route.py)
-    "flux2": (
-        Variant("flux.2-dev", "FLUX.2 [dev]", {"transformer": fullsize.flux2_dev_transformer,
-                                               "text_encoder": _fixed(published_flux2.mistral_small_3_1),
-                                               "vae": _fixed(published_flux2.flux2_vae)},
-                fullsize.FLUX2_DEV_DEPTH[0], single=fullsize.FLUX2_DEV_DEPTH[1],
-                filled={"vae": published_flux2.positive_variance}),
-    ),
+    "flux2": (_flux2("flux.2-dev", "FLUX.2 [dev]", fullsize.flux2_dev_transformer, published_flux2.mistral_small_3_1,
+                     fullsize.FLUX2_DEV_DEPTH),),
     # black-forest-labs/FLUX.2-klein-4B and -9B (their -base- models have the same configs); a file is read
     # against 4B first, and goes to 9B where its shapes fit that one
     "flux2-klein": (
-        Variant("flux.2-klein-4b", "FLUX.2 [klein] 4B", {"transformer": fullsize.flux2_klein_4b_transformer,
-                                                         "text_encoder": _fixed(published_flux2.qwen3_4b),
-                                                         "vae": _fixed(published_flux2.flux2_vae)},
-                fullsize.FLUX2_KLEIN_4B_DEPTH[0], single=fullsize.FLUX2_KLEIN_4B_DEPTH[1],
-                filled={"vae": published_flux2.positive_variance}),
-        Variant("flux.2-klein-9b", "FLUX.2 [klein] 9B", {"transformer": fullsize.flux2_klein_9b_transformer,
-                                                         "text_encoder": _fixed(published_flux2.qwen3_8b),
-                                                         "vae": _fixed(published_flux2.flux2_vae)},
-                fullsize.FLUX2_KLEIN_9B_DEPTH[0], single=fullsize.FLUX2_KLEIN_9B_DEPTH[1],
-                filled={"vae": published_flux2.positive_variance}),
+        _flux2("flux.2-klein-4b", "FLUX.2 [klein] 4B", fullsize.flux2_klein_4b_transformer, published_flux2.qwen3_4b,
+               fullsize.FLUX2_KLEIN_4B_DEPTH),
+        _flux2("flux.2-klein-9b", "FLUX.2 [klein] 9B", fullsize.flux2_klein_9b_transformer, published_flux2.qwen3_8b,
+               fullsize.FLUX2_KLEIN_9B_DEPTH),
     ),
 }
 for _family, _variants in VARIANTS.items():
