@@ -99,20 +99,19 @@ def size_mismatch(exc: BaseException, reports: list[str]) -> str | None:
     text = str(exc)
     if "mismatched_sizes" not in text and "size mismatch" not in text:
         return None
-    reports = [re.sub(r"\x1b\[[0-9;]*m", "", report) for report in reports]  # the report's bold and colours
-    where = next((m for report in reports for m in re.findall(r"(\w+) LOAD REPORT\S* from: (\S+)", report)), None)
-    row = next((line for report in reports for line in report.splitlines() if "size mismatch" in line),
-               next((line for line in text.splitlines() if "size mismatch" in line), ""))
+    # transformers 5 lists the mismatched keys in its report, transformers 4 in its error
+    lines = [line for report in reports for line in re.sub(r"\x1b\[[0-9;]*m", "", report).splitlines()]
+    row = next((line for line in [*lines, *text.splitlines()] if "size mismatch" in line), "")
     first = " ".join(row.replace("|", " ").split())
-    if where is None:  # transformers 4 logs no report; its error names a submodule ("… state_dict for Embedding")
-        where = _loading(exc)
+    where = _loading(exc)
     component = f"{where[0]} in {where[1]}: " if where else ""
     return f"{component}weights do not fit its config.json ({first or text.splitlines()[0]})"
 
 
 def _loading(exc: BaseException) -> tuple[str, str] | None:
     """(class, folder) of the innermost ``from_pretrained`` in ``exc``'s traceback (its ``cls`` and
-    ``pretrained_model_name_or_path``): the component and its subfolder, which transformers 4 does not name."""
+    ``pretrained_model_name_or_path``): the component and its subfolder, which neither transformers' error
+    names (transformers 4 names a submodule: "… state_dict for Embedding")."""
     found, tb = None, exc.__traceback__
     while tb is not None:
         local = tb.tb_frame.f_locals
