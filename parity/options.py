@@ -47,3 +47,15 @@ COMPILE_MODE = Option("--compile-mode", dict(
     metavar="M", default=None, help="torch.compile mode, inductor only (default: none)"))
 GOLDEN_CLASS = Option("--golden-class", dict(
     metavar="CLASS", default=None, help="device class folder (default: this device's, e.g. cpu or cuda-sm90)"))
+
+
+def _quantization_option() -> Option:
+    from parity.quant.registry import QUANTIZERS
+
+    listed = "; ".join(f"{q.name}: {q.how}" for q in QUANTIZERS)
+    return Option("--quantization", dict(
+        metavar="NAME", default=None, choices=[q.name for q in QUANTIZERS],
+        help=f"quantize the denoiser as users do, then check the LoRA on it (default: none). Choices: {listed}"))
+
+
+QUANTIZATION = _quantization_option()

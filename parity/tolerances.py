@@ -501,6 +501,48 @@ def unfuse_bound(
 
 
 
+# ---------------------------------------------------------------- quantized bases
+#
+# The fourth part of the one table: a LoRA on a quantized denoiser (parity/quant/check.py). The reference
+# starts from our own float64 dequantization W_q of the stored weights (parity/quant/dequant.py), so the
+# quantizer's own rounding of the base never enters a bound; what remains is arithmetic, and for a fuse
+# that requantizes, one more rounding to the quantizer's grid. step(x) is the gap between the grid points
+# around x (int8: the row's absmax/127; float8: scale · float8's spacing; 4-bit codebook: block absmax ·
+# widest gap), recomputed from the reference's own absmax, never read from the tensor under test.
+
+
+@dataclass(frozen=True)
+class QuantTolerance:
+    steps: float  # multiples of the element's quantization step
+    roundings: float  # multiples of u_d · (the magnitude the computation sums), d the compute dtype
+    why: str
+
+
+QUANT_TOLERANCES: dict[str, QuantTolerance] = {
+    "base-forward": QuantTolerance(0.0, 1.0, (
+        "a quantized layer's forward against x @ W_qᵀ + b in float64: a dot product of n terms in d is within "
+        "(n + 2)·u_d·(|x| @ |W_q|ᵀ + |b|) of exact (n products and additions, the dequantized weight's own "
+        "rounding to d, the bias add). Weight-only quantizers compute exactly this; a dequantization applied "
+        "twice (scale²) is off by |W_q|·(scale − 1), orders above it. Activation-quantizing modes add half an "
+        "activation step per input: ½·(max|x_row|/127)·Σ|W_q| (int8 dynamic, LLM.int8's int8 part)")),
+    "contribution": QuantTolerance(0.0, 1.0, (
+        "the LoRA's contribution, layer(x) − base_layer(x), against x @ δᵀ in float64: PEFT's lora_B(lora_A(x)) "
+        "in d is within (n + r + 2)·u_d·(|x| @ Pᵀ) (two chained dot products, n then r terms, and the scale), "
+        "plus one rounding each of the sum and the difference: 2·u_d·|layer(x)|. A LoRA a quantized layer "
+        "ignores is off by the whole |x @ δᵀ|")),
+    "requantize": QuantTolerance(0.5, 1.0, (
+        "a fuse that dequantizes, adds δ in d and requantizes (bitsandbytes, torchao): round-to-nearest moves "
+        "each element by at most half its step at W_q + δ, after the merge's own roundings (the merge "
+        "table's bound for d) and the requantization's float32 x / scale and q · scale (2·u_fp32·|x|). One "
+        "step off is twice this, so a weight rounded the wrong way shows")),
+    "unfuse-requantize": QuantTolerance(1.0, 1.0, (
+        "per fuse/unfuse cycle: half a step at W_q + δ (the fuse) and half a step on the grid at "
+        "|W_q| + ½·that step (the unfuse requantizes W_q plus the fuse's error, whose row absmax or float8 "
+        "binade can be that much larger), each after the merge table's roundings and the requantization's "
+        "own 2·u_fp32·|x|; cycles add at worst linearly. Reported in steps of each row's coarsest grid point")),
+}
+
+
 # ---------------------------------------------------------------- golden images
 #
 # The third part of the one table: stored 8-bit golden images (parity/golden/) against a fresh

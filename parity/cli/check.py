@@ -16,7 +16,7 @@ from parity.cli.arguments import (
     positive_int,
 )
 from parity.cli.output import fmt, report_run, table, versions_line
-from parity.options import EXPERT
+from parity.options import EXPERT, QUANTIZATION
 
 NAME = "check"
 HELP = "merge parity and unfuse drift of LoRA files"
@@ -31,6 +31,12 @@ Both run at --scale, on one pipeline per dtype: the cycles start from the merge 
 diffusers 0.42 fuse_lora(lora_scale=s) multiplies PEFT's scaling by s (scale_layer) and
 unfuse_lora never divides it back, so at s != 1 the unfused pipeline runs its adapters at s times
 their strength: that fails, and the verdict names the known diffusers behaviour.
+
+With --quantization NAME the denoiser is quantized as users quantize it (diffusers' BitsAndBytesConfig,
+TorchAoConfig, QuantoConfig, a GGUF read by from_single_file, or enable_layerwise_casting) and the
+files are checked against a reference built from our own dequantization of the stored weights: the
+unfused base forward and LoRA contribution per layer, the denoiser output, fuse_lora (within half a
+requantization step, or what diffusers does instead) and the unfuse drift in quantization steps.
 
 Exit codes: 0 all checks pass, 1 a parity check failed, 2 bad input."""
 SHOWN_UNMATCHED = 3  # unmatched keys named in the text output; JSON lists them all
@@ -63,11 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cycles", type=positive_int, default=1, help="fuse/unfuse cycles for the drift check (default: 1)"
     )
     EXPERT.add_to(parser)
+    QUANTIZATION.add_to(parser)
     add_pickle_argument(parser)
     add_run_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.quantization is not None:  # another reference and report: parity/quant/check.py
+        from parity.cli.quantized import format_quant, quant_request
+        from parity.quant.check import run_quant_check
+
+        return report_run(args, quant_request(args, model_source(args)), run_quant_check, format_quant)
     request = CheckRequest(
         family=args.family, loras=tuple(args.lora), dtypes=tuple(args.dtype), lora_scale=args.scale,
         weights=None if args.weights is None else tuple(args.weights), cycles=args.cycles, device=args.device,

@@ -21,8 +21,10 @@ def build_pipeline(
     device: str = "cpu",
     model_path: str | None = None,
     seed: int = 0,
+    quantization: str | None = None,
 ) -> Any:
-    """The family's tiny pipeline (deterministic weights) or the user's model from ``model_path``."""
+    """The family's tiny pipeline (deterministic weights) or the user's model from ``model_path``; with
+    ``quantization`` (a parity/quant/registry.py name), its denoiser(s) quantized as users quantize them."""
     fam = get_family(family) if isinstance(family, str) else family
     if model_path is not None:
         try:  # load resolves what it is (folder, Hub snapshot, single file); bad input passes as its own line
@@ -35,4 +37,12 @@ def build_pipeline(
         pipe = fam.build_tiny(seed)
         with quiet_loader():  # Wan's "modules that should be kept in float32": the tiny model is cast whole
             pipe.to(dtype=dtype)
+    if quantization is not None:
+        from parity.quant.apply import quantize_denoisers
+        from parity.quant.registry import require
+
+        quantizer = require(quantization, device)
+        pipe = pipe.to(device)
+        quantize_denoisers(pipe, fam, quantizer, dtype, device)
+        return pipe
     return pipe.to(device)

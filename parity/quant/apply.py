@@ -1,0 +1,132 @@
+"""Putting a quantized denoiser into a built pipeline, as users do: ``from_pretrained`` of the denoiser
+with the quantizer's config, ``from_single_file`` of a GGUF of its weights (written here, or the user's
+own), or ``enable_layerwise_casting`` on it. Only the denoiser(s) are quantized, as diffusers' docs and
+users' scripts do; the LoRA is loaded afterwards by whatever check runs on the pipeline.
+
+The float denoiser is handed back beside the pipeline: the quantized check's float64 reference forward
+starts from it (parity/quant/check.py); every other caller drops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from parity.errors import ParityInputError
+from parity.quant.registry import Quantizer
+
+
+@contextlib.contextmanager
+def _quiet_quantizers() -> Iterator[None]:
+    """torchao and quanto warn on every load (a deprecation, "only bfloat16 is supported right now");
+    the report says which quantizer ran, so their warnings would be noise."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("torchao", "optimum.quanto", "bitsandbytes")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _loaded(cls: type, folder: str, quantizer: Quantizer, dtype: torch.dtype, gguf_path: str | None) -> nn.Module:
+    from parity.zoo.loading import quiet_loader
+
+    with quiet_loader(), _quiet_quantizers():
+        if quantizer.apply == "gguf":
+            from diffusers import GGUFQuantizationConfig
+
+            return cls.from_single_file(gguf_path, config=folder, local_files_only=True, torch_dtype=dtype,
+                                        quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
+        assert quantizer.config is not None
+        return cls.from_pretrained(folder, quantization_config=quantizer.config(dtype), torch_dtype=dtype)
+
+
+def quantized_model(model: nn.Module, quantizer: Quantizer, dtype: torch.dtype, device: str,
+                    gguf_path: str | None = None) -> nn.Module:
+    """``model`` (a diffusers ModelMixin, float) quantized by ``quantizer``: saved and loaded back as a user
+    loads it (a layerwise cast is applied in place). ``gguf_path``: the user's GGUF of this model's weights,
+    read instead of one written from ``model``."""
+    if quantizer.apply == "layerwise":
+        model.enable_layerwise_casting(storage_dtype=quantizer.storage, compute_dtype=dtype)
+        return model
+    with tempfile.TemporaryDirectory(prefix="lora-parity-quant-") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if quantizer.apply == "gguf" and gguf_path is None:
+            from parity.quant.gguf_file import write_gguf
+
+            gguf_path = write_gguf(model.state_dict(), os.path.join(tmp, "model.gguf"), quantizer.gguf_type)
+        # a GGUF is memory-mapped: the mapping outlives the temporary file's name on POSIX
+        try:
+            quantized = _loaded(type(model), tmp, quantizer, dtype, gguf_path)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            if quantizer.name != "gguf":
+                raise
+            raise ParityInputError(_misfit(gguf_path, model, exc), path=gguf_path) from None
+    if quantizer.backend != "bitsandbytes":  # bnb places its weights itself and refuses .to()
+        quantized = quantized.to(device)
+    return quantized.eval()
+
+
+def _misfit(path: str, model: nn.Module, exc: BaseException) -> str:
+    """Why a user's GGUF does not load as ``model``, with the family its tensor names look like."""
+    from parity.quant.gguf_file import gguf_tensor_shapes
+    from parity.zoo.registry import FAMILIES, get_family
+
+    try:
+        names = set(gguf_tensor_shapes(path))
+    except Exception as err:  # noqa: BLE001 - a file gguf-py cannot read is not a GGUF
+        return f"not a GGUF file gguf-py can read ({type(err).__name__}: {' '.join(str(err).split())[:160]})"
+    mine = set(model.state_dict())
+    missing = sorted(names - mine)
+    looks = _looks_like(names, FAMILIES, get_family)
+    like = f"; its tensor names look like {looks}'s denoiser" if looks else ""
+    first = f", e.g. {missing[0]}" if missing else ""
+    return (f"its tensors fit no {type(model).__name__} of this family ({len(missing)} of {len(names)} names are "
+            f"not the model's{first}; diffusers: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}){like}")
+
+
+def _looks_like(names: set[str], families: Any, get_family: Any) -> str | None:
+    """The family whose tiny denoiser has the most of ``names`` (diffusers names), if any has most of them."""
+    best, score = None, 0.0
+    for name in families:
+        family = get_family(name)
+        if family.unavailable():
+            continue
+        pipe = family.build_tiny(0)
+        keys = {k for d in family.denoisers(pipe) for k in getattr(pipe, d).state_dict()}
+        stems = {k.split(".", 1)[0] for k in keys}
+        share = sum(n.split(".", 1)[0] in stems for n in names) / max(len(names), 1)
+        if share > score:
+            best, score = name, share
+    return best if score >= 0.5 else None
+
+
+def quantize_denoisers(pipe: Any, family: Any, quantizer: Quantizer, dtype: torch.dtype, device: str,
+                       gguf_path: str | None = None) -> dict[str, nn.Module]:
+    """Replace each denoiser of ``pipe`` by its quantized copy; returns the float ones, by component."""
+    floats = {}
+    names = family.denoisers(pipe)
+    if gguf_path is not None and len(names) > 1:
+        raise ParityInputError(f"one GGUF file for the {len(names)} denoisers {', '.join(names)}: give a folder "
+                               "of GGUF experts instead (not supported yet)", path=gguf_path)
+    for name in names:
+        model = getattr(pipe, name)
+        # a layerwise cast is in place: the float model the reference starts from is a copy taken first
+        floats[name] = copy.deepcopy(model) if quantizer.apply == "layerwise" else model
+        setattr(pipe, name, quantized_model(model, quantizer, dtype, device, gguf_path))
+    return floats
