@@ -23,7 +23,20 @@ from parity.zoo import get_family
 
 # Benchmarks whose smoke run takes the cheapest family only: a whole pipeline call, a check against
 # its floor (seconds per family even on the tiny zoo), and a group (one subject per mode).
-CHEAPEST_FAMILY_ONLY = ("test_pipeline_call_latency", "test_check_against_its_floor", "test_modes_timed_together")
+CHEAPEST_FAMILY_ONLY = ("test_pipeline_call_latency", "test_check_against_its_floor", "test_modes_timed_together",
+                        "test_quantized_modes_timed_together")
+# benchmarks/test_bench_quantized.py: with --quantization its timed cases run instead of the float benchmarks;
+# without it, its smoke test runs in the untimed run (`make test`) only
+QUANTIZED_MODULE = "test_bench_quantized"
+QUANTIZED_SMOKE = "test_quantized_group_smoke"
+
+
+def _quantized_selection(item: pytest.Item, quantization: str | None, smoke: bool) -> bool:
+    """Whether ``item`` runs given --quantization: a run with it times the quantized subject only."""
+    quantized = item.module.__name__.rsplit(".", 1)[-1] == QUANTIZED_MODULE
+    if quantization is not None:
+        return quantized and getattr(item, "originalname", "") != QUANTIZED_SMOKE
+    return not quantized or (smoke and getattr(item, "originalname", "") == QUANTIZED_SMOKE)
 
 
 def benchmarks_disabled(config: pytest.Config) -> bool:
@@ -33,11 +46,16 @@ def benchmarks_disabled(config: pytest.Config) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     smoke = benchmarks_disabled(config)
     dtypes = BENCH_DTYPES["cuda" if requested(config.getoption("--device")).startswith("cuda") else "cpu"]
+    quantization = config.getoption("--quantization", default=None)
     keep, drop = [], []
     for item in items:
         case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
         cheapest_only = getattr(item, "originalname", "") in CHEAPEST_FAMILY_ONLY
-        if isinstance(case, BenchCase) and (case.dtype not in dtypes or (smoke and not case.in_smoke_run(cheapest_only))):
+        in_benchmarks = getattr(item, "module", None) is not None and item.module.__name__.startswith("benchmarks.")
+        if in_benchmarks and not _quantized_selection(item, quantization, smoke):
+            drop.append(item)
+        elif isinstance(case, BenchCase) and (case.dtype not in dtypes
+                                              or (smoke and not case.in_smoke_run(cheapest_only))):
             drop.append(item)
         else:
             keep.append(item)

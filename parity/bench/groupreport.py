@@ -14,14 +14,17 @@ GROUP_NOTE = ("ratio to base: the median of the per-round ratios and its 95% boo
 def group_records(run: BenchRun) -> list[BenchRecord]:
     return sorted((r for r in run.records if r.info is not None and r.info.kind == INTERLEAVED
                    and isinstance(r.info.mode_ratios, dict)),
-                  key=lambda r: (r.info.family, r.info.size, r.info.device, r.info.dtype, str(r.info.call)))
+                  key=lambda r: (r.info.family, r.info.size, str(r.info.quantization), r.info.device, r.info.dtype,
+                                 str(r.info.call)))
 
 
 def _heading(r: BenchRecord) -> str:
     noise = "-" if r.info.noise_floor is None else f"{r.info.noise_floor:.1%}"
     rounds = len((r.info.mode_seconds or {}).get(BASE, []))
-    return (f"{r.info.family}/{r.info.size}/{r.info.dtype}/{r.info.device} {r.info.call}: noise floor {noise}, "
-            f"{rounds} rounds")
+    quantized = f" on {r.info.quantization}" if getattr(r.info, "quantization", None) else ""
+    skipped = "".join(f"; {mode} skipped: {why}" for mode, why in (r.info.skipped_modes or {}).items())
+    return (f"{r.info.family}/{r.info.size}/{r.info.dtype}/{r.info.device} {r.info.call}{quantized}: noise floor "
+            f"{noise}, {rounds} rounds{skipped}")
 
 
 def _note(mode: str, ratio: list[float], floor: float | None) -> str:

@@ -56,7 +56,7 @@ def _mode(name: str) -> Any:
 
 def build_group(family: Family, size: str, dtype: torch.dtype, device: str, directory: str, kind: str,
                 model_path: str | None = None, blocks: int | None = None,
-                modes: Sequence[str] = GROUP_MODES) -> dict[str, Subject]:
+                modes: Sequence[str] = GROUP_MODES, quantization: str | None = None) -> dict[str, Subject]:
     """One subject per mode, each put into its mode, and the FLOPs of each counted in its base state.
 
     On CPU a throwaway subject is built first and kept until the group is built: the first model a
@@ -67,16 +67,32 @@ def build_group(family: Family, size: str, dtype: torch.dtype, device: str, dire
     weights is an allocation of its own, fresh from the kernel whichever subject holds it, and a
     throwaway would be one more copy of the model in memory.
 
-    No subject keeps a snapshot of its weights: a group's subjects stay in their modes until dropped."""
-    settle = build_subject(family, size, dtype, device, directory, snapshot=False) \
-        if torch.device(device).type == "cpu" and size == "tiny" and model_path is None else None
-    subjects = {}
+    No subject keeps a snapshot of its weights: a group's subjects stay in their modes until dropped.
+
+    With ``quantization`` every subject's denoiser is quantized by it (parity/bench/quantized.py), and a
+    mode it cannot enter (fused, where fuse_lora raises: GGUF, fp8 layerwise casting) is left out of the
+    group, the error kept in base's ``scratch["skipped_modes"]`` (the record's ``skipped_modes``)."""
+    if quantization is None:
+        build = functools.partial(build_subject, family, size, dtype, device, directory, snapshot=False)
+    else:
+        from parity.bench.quantized import build_quantized_subject
+
+        build = functools.partial(build_quantized_subject, family, size, dtype, device, directory, quantization)
+    settle = build() if torch.device(device).type == "cpu" and size == "tiny" and model_path is None else None
+    subjects, skipped = {}, {}
     for name in modes:
-        subject = build_subject(family, size, dtype, device, directory, model_path=model_path, blocks=blocks,
-                                snapshot=False)
+        subject = build(model_path=model_path, blocks=blocks)
         subject.flops[("floors", kind)] = flop_fields(subject, _mode(name), kind)  # before entering: base state
-        enter(subject, _mode(name), warmup=call_of(subject, kind))
+        try:
+            enter(subject, _mode(name), warmup=call_of(subject, kind))
+        except Exception as exc:  # noqa: BLE001 - on a quantized base, what diffusers refuses is the measurement
+            if quantization is None or name == rec.BASE:
+                raise
+            skipped[name] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+            continue
         subjects[name] = subject
+    if skipped:
+        subjects[rec.BASE].scratch["skipped_modes"] = skipped
     del settle
     return subjects
 
@@ -97,6 +113,7 @@ def group_info(subjects: dict[str, Subject], kind: str, robin: RoundRobin) -> re
     ratios = {name: summarize(seconds, base) for name, seconds in robin.seconds.items() if name != rec.BASE}
     floors = {name: rec.flop_floor(**subject.flops[("floors", kind)]) for name, subject in subjects.items()}
     return _record(subjects[rec.BASE], kind,
+                   skipped_modes=subjects[rec.BASE].scratch.get("skipped_modes"),
                    mode_seconds={name: list(s) for name, s in robin.seconds.items()},
                    mode_ratios={name: [r.median, r.low, r.high] for name, r in ratios.items()},
                    mode_flop_floors=floors,

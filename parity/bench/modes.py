@@ -79,6 +79,7 @@ class Subject:
     notes: str = ""
     flops: dict[tuple, int] = field(default_factory=dict)  # counted once per subject, in the base state
     scratch: dict[str, Any] = field(default_factory=dict)  # one case's state between rounds; cleared by leave
+    quantization: str | None = None  # the denoiser quantized by this --quantization name (parity/bench/quantized.py)
 
     @property
     def denoiser(self) -> nn.Module:
@@ -244,10 +245,19 @@ def info(subject: Subject, kind: str, mode: str, **fields: Any) -> rec.BenchInfo
         device_name=device_name(subject.device),
         device_class=device_class(subject.device),
         size=subject.size,
-        versions={**library_versions(), **driver_versions(subject.device)},
+        versions={**library_versions(), **driver_versions(subject.device), **_quantizer_versions(subject)},
         notes=subject.notes,
+        quantization=subject.quantization,
         **fields,
     )
+
+
+def _quantizer_versions(subject: Subject) -> dict[str, str]:
+    if subject.quantization is None:
+        return {}
+    from parity.golden.quantized import quantizer_versions
+
+    return quantizer_versions()
 
 
 def mode_info(subject: Subject, mode: Mode, kind: str) -> rec.BenchInfo:

@@ -45,6 +45,8 @@ def baseline_mode(mode: str) -> str:
 
 
 # operations (kind == OPERATION)
+# a quantized subject's from_pretrained(quantization_config) of its denoiser (parity/bench/quantized.py)
+LOAD_QUANTIZE = "load+quantize"
 OPERATIONS = (
     "load_lora_weights",
     "fuse_lora",
@@ -104,6 +106,10 @@ class BenchInfo:
     mode_ratios: dict[str, list[float]] | None = None
     mode_flop_floors: dict[str, float | None] | None = None
     noise_floor: float | None = None
+    # A quantized subject (benchmarks/test_bench_quantized.py): the --quantization name its denoiser was
+    # quantized by, and the modes it could not enter with why (fused where fuse_lora raises: GGUF, fp8)
+    quantization: str | None = None
+    skipped_modes: dict[str, str] | None = None
 
     @property
     def flop_floor(self) -> float | None:
@@ -129,4 +135,5 @@ def flop_floor(flops_base: float | None, flops_lora: float | None) -> float | No
 
 def group_name(info: BenchInfo) -> str:
     """pytest-benchmark's group: one table per family × dtype × device × kind."""
-    return f"{info.family}/{info.size}/{info.dtype}/{info.device}/{info.kind}"
+    quantized = f"/{info.quantization}" if info.quantization else ""
+    return f"{info.family}/{info.size}{quantized}/{info.dtype}/{info.device}/{info.kind}"

@@ -11,7 +11,7 @@ from parity.cli.arguments import (add_overwrite_argument, add_quiet_argument, ad
 from parity.cli.output import EXIT_FAILED, EXIT_OK, StderrProgress
 from parity.golden.mismatch import DEFAULT_REPORT_DIR
 from parity.golden.store import DEFAULT_GOLDEN_DIR
-from parity.options import DEVICE, GOLDEN_CLASS, MODEL_PATH
+from parity.options import DEVICE, GOLDEN_CLASS, MODEL_PATH, QUANTIZATION
 from parity.quiet import quiet_libraries
 
 NAME = "golden"
@@ -27,6 +27,11 @@ update  renders each selected case twice, refuses non-finite or differing runs, 
 verify  compares; on a mismatch writes <report-dir>/artifacts/<case>.png (expected | actual |
         difference) and <report-dir>/index.html. A missing baseline fails and names the command.
 
+With --quantization NAME every selected case renders on the denoiser quantized by NAME (torchao, GGUF,
+quanto, fp8 layerwise casting; parity/quant/registry.py) and is stored under <family>-NAME-<case>, beside
+the float baselines, its manifest entry naming the quantizer packages' versions; a fused case whose
+fuse_lora raises there (GGUF, fp8) is skipped with diffusers' error where it has no baseline.
+
 With --model-path DIR (and one --family) the cases render on that model folder instead of the tiny
 model, and the manifest records the folder: keep its baselines under their own --golden-dir. Its float64
 twin (update) holds one module in float64 at a time, not a float64 model.
@@ -41,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--golden-dir", default=DEFAULT_GOLDEN_DIR, metavar="DIR",
                         help=f"golden image root (default: {DEFAULT_GOLDEN_DIR})")
     GOLDEN_CLASS.add_to(parser)
+    QUANTIZATION.add_to(parser, help="render every selected case on the denoiser quantized by NAME, as users "
+                        "quantize it, each stored under its own key <family>-NAME-<case> with the quantizer "
+                        "versions in its manifest entry (default: the float denoiser). Choices: "
+                        + ", ".join(QUANTIZATION.kwargs["choices"]))
     MODEL_PATH.add_to(parser, help="local diffusers pipeline folder (a Hub snapshot too) or single-file .safetensors "
                       "checkpoint to render on (one --family); default: the tiny deterministic models")
     add_source_arguments(parser)
@@ -57,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from parity.checks.cases import golden_cases
     from parity.devices import device_class, resolve, strict_float32
     from parity.golden import verify
+    from parity.golden.quantized import quantized
     from parity.golden.store import GoldenStore, new_update_token
     from parity.runs.folders import adopt, output_folder
     from parity.errors import ParityInputError
@@ -74,13 +84,20 @@ def run(args: argparse.Namespace) -> int:
     # An update stages every baseline and commits them together: a killed run leaves the old ones.
     store = GoldenStore(Path(args.golden_dir), args.golden_class or device_class(device),
                         staging=new_update_token() if update else None)
-    cases = golden_cases(families or None)
+    if args.quantization is not None:
+        from parity.quant.registry import require
+
+        require(args.quantization, device)  # one line, exit 2, where it cannot run here
+    cases = [quantized(case, args.quantization) for case in golden_cases(families or None)]
     # A named --report-dir is claimed now; the default run folder is only named, since a run with no
     # mismatch writes nothing there (``adopt`` marks it if one did).
     report_dir = output_folder(args.report_dir, "golden-report", args.overwrite, args.command_line,
                                DEFAULT_REPORT_DIR, create=False)
 
     def show(result: verify.CaseOutcome) -> None:
+        if result.skipped is not None:
+            print(f"skip  {result.skipped}")
+            return
         shown = [line for line in result.lines if "baseline written" not in line] if result.ok else result.lines[:1]
         print(("ok    " if result.ok else "FAIL  ") + "\n      ".join(shown[0].splitlines()[:1] + shown[1:]))
 
@@ -89,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     failed = [result for result in outcomes if not result.ok]
     for result in failed:
         print("\n" + "\n".join(result.lines))
-    print(f"\n{len(cases) - len(failed)} passed, {len(failed)} failed ({store.dir})")
+    skipped = sum(result.skipped is not None for result in outcomes)
+    print(f"\n{len(cases) - len(failed) - skipped} passed, {len(failed)} failed"
+          + (f", {skipped} skipped" if skipped else "") + f" ({store.dir})")
     if args.report_dir is None and adopt(report_dir, args.command_line):
         print(f"mismatch report: {report_dir / 'index.html'}")
     return EXIT_OK if not failed else EXIT_FAILED

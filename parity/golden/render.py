@@ -33,13 +33,46 @@ def _scale_kwarg(pipe: Any) -> str:
     raise ValueError(f"{type(pipe).__name__}.__call__ takes no attention kwargs for a LoRA scale")
 
 
-def _lora_file(fam: Any, pipe: Any, adapter: str, case: GoldenCase, workdir: str) -> str:
+def _lora_file(fam: Any, components: Any, adapter: str, case: GoldenCase, workdir: str) -> str:
     from parity.lora.synth import write_lora
 
     targets = targets_for(fam, "locon" if case.conv else "default")
     path = os.path.join(workdir, f"{fam.name}-{adapter}-{case.layout}{'-conv' if case.conv else ''}.safetensors")
-    return write_lora(fam.components(pipe), targets, path, case.layout, seed=GOLDEN_LORA_SEEDS[adapter],
+    return write_lora(components, targets, path, case.layout, seed=GOLDEN_LORA_SEEDS[adapter],
                       rank=GOLDEN_LORA_RANK, alpha=GOLDEN_LORA_ALPHA)
+
+
+def _quantized_pipeline(fam: Any, own: torch.dtype, device: str, model_path: str | None, quantization: str,
+                        twin: bool) -> tuple[Any, Any]:
+    """(pipeline, the float components the LoRA files are written from) for a quantized case: its
+    denoiser(s) quantized as users do (parity/quant/apply.py); for the float64 twin, a float64 copy of the
+    float pipeline whose denoiser tensors are our float64 dequantization of the quantized ones (W_q)."""
+    from parity.checks.fresh_copies import float64_copy, pristine_copy, stored_values
+    from parity.quant.apply import quantize_denoisers
+    from parity.quant.dequant import dequantize
+    from parity.quant.registry import require
+    from parity.zoo import build_pipeline
+
+    quantizer = require(quantization, device)
+    pipe = build_pipeline(fam, dtype=own, device=device, model_path=model_path)
+    pristine = pristine_copy(pipe)  # the float pipeline: new module objects, the same tensors
+    components = fam.components(pristine)
+    values = stored_values(pipe, fam, own, model_path, device) if twin else None
+    quantize_denoisers(pipe, fam, quantizer, own, device)
+    if not twin:
+        return pipe, components
+    denoisers = set(fam.denoisers(pipe))
+    quantized_tensors = {name: {**dict(getattr(pipe, name).named_parameters()),
+                                **dict(getattr(pipe, name).named_buffers())} for name in denoisers}
+
+    def value(component: str, name: str) -> torch.Tensor:
+        held = quantized_tensors.get(component, {}).get(name)
+        if held is None:
+            return values(component, name)
+        deq = dequantize(held)
+        return held.detach() if deq is None else deq.weight
+
+    return float64_copy(pristine, value), components
 
 
 def _load(pipe: Any, path: str, adapter: str, fam: Any, case: GoldenCase) -> None:
@@ -64,12 +97,19 @@ def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cp
     from parity.checks.fuse import fuse_all_or_nothing
     from parity.zoo import build_pipeline, get_family
 
+    from parity.golden.quantized import FuseRefused, quantization_of
+
     fam = get_family(case.family)
     own = FLOAT_DTYPES[case.dtype]
-    pipe = build_pipeline(fam, dtype=own, device=device, model_path=model_path)
     twin = dtype == torch.float64
-    if twin:
-        pipe = float64_copy(pristine_copy(pipe), stored_values(pipe, fam, own, model_path, device))
+    quantization = quantization_of(case)
+    if quantization is not None:
+        pipe, components = _quantized_pipeline(fam, own, device, model_path, quantization, twin)
+    else:
+        pipe = build_pipeline(fam, dtype=own, device=device, model_path=model_path)
+        if twin:
+            pipe = float64_copy(pristine_copy(pipe), stored_values(pipe, fam, own, model_path, device))
+        components = fam.components(pipe)
     args = fam.call_args(pipe, case.seed)
     if case.steps is not None:
         args["num_inference_steps"] = case.steps
@@ -77,13 +117,20 @@ def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cp
         if case.op == "base":
             pass
         elif case.op in ("lora", "fused", "schedule"):
-            _load(pipe, _lora_file(fam, pipe, "a", case, workdir), "a", fam, case)
+            _load(pipe, _lora_file(fam, components, "a", case, workdir), "a", fam, case)
             if case.op == "lora":
                 args[_scale_kwarg(pipe)] = {"scale": case.scale}
             elif case.op == "fused" and twin:
                 # float64 stand-ins cannot be written: the twin runs the adapter unfused at the fuse's
                 # scale in every component, the same function up to float64 rounding
                 pipe.set_adapters(["a"], adapter_weights=[case.scale])
+            elif case.op == "fused" and quantization is not None:
+                try:  # the pipeline is thrown away if the fuse raises: nothing to restore
+                    fuse_all_or_nothing(pipe, fam.components(pipe), case.scale, restore=False)
+                except Exception as exc:  # noqa: BLE001 - what diffusers does on this quantizer is the measurement
+                    first = (str(exc).strip().splitlines() or [""])[0][:240]
+                    raise FuseRefused(f"{case.id}: fuse_lora raised on the {quantization} denoiser: "
+                                      f"{type(exc).__name__}: {first}") from exc
             elif case.op == "fused":
                 fuse_all_or_nothing(pipe, fam.components(pipe), case.scale)
             else:
@@ -98,7 +145,7 @@ def render(case: GoldenCase, dtype: torch.dtype | None = None, device: str = "cp
                 args["callback_on_step_end"] = after_step
         elif case.op == "two":
             for name in ("a", "b"):
-                _load(pipe, _lora_file(fam, pipe, name, case, workdir), name, fam, case)
+                _load(pipe, _lora_file(fam, components, name, case, workdir), name, fam, case)
             pipe.set_adapters(["a", "b"], adapter_weights=[0.5, 1.0])
         else:
             raise ValueError(f"unknown golden op {case.op!r}")
@@ -148,7 +195,10 @@ def case_metadata(case: GoldenCase, model_path: str | None = None) -> dict[str, 
     # a folder's fp16 variant is another model than its full weights
     model = {} if model_path is None else {"model": os.path.abspath(model_path),
                                            **({"variant": variant_of(model_path)} if variant_of(model_path) else {})}
+    from parity.golden.quantized import quantization_metadata
+
     return {**model,
+        **quantization_metadata(case),
         "case": case.id,
         "family": case.family,
         "op": case.op,

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from parity.checks.cases import GoldenCase, golden_case
+from parity.checks.cases import GoldenCase
 from parity.checks.progress import SILENT, Progress
 from parity.devices import device_kind
 from parity.golden import render as rendering
 from parity.golden.mismatch import GoldenResult, clear_mismatch, record_mismatch
 from parity.golden.pixels import metrics, to_float
+from parity.golden.quantized import FuseRefused, quantization_of, quantizer_versions, sibling
 from parity.golden.store import GoldenError, GoldenStore, how_to_create, refuse_non_finite
 from parity.tolerances import FLOAT_DTYPES, GoldenThresholds, golden_thresholds, output_budget
 from parity.versions import library_versions
@@ -46,7 +47,11 @@ def update_case(
     e_fwd = (error_fn or (lambda c, im: rendering.forward_error(c, im, device, model_path)))(case, first)
     if not math.isfinite(e_fwd):
         raise GoldenError(f"{case.id}: the float64 reference render is not finite; refusing to store")
-    entry = {**rendering.case_metadata(case, model_path), "device_class": store.cls, "float64_error": e_fwd, "versions": library_versions()}
+    versions = library_versions()
+    if quantization_of(case) is not None:  # the quantizers' own: an upgrade of torchao or gguf moves these images
+        versions.update(quantizer_versions())
+    entry = {**rendering.case_metadata(case, model_path), "device_class": store.cls, "float64_error": e_fwd,
+             "versions": versions}
     store.write(case, first, entry)
     return entry
 
@@ -104,7 +109,8 @@ def verify_image(store: GoldenStore, case: GoldenCase, image: np.ndarray, report
     made = rendering.case_metadata(case, model_path)
     changed = [
         f"case definition changed since the baseline: {k} {entry.get(k)!r} -> {made.get(k)!r} (regenerate it)"
-        for k in sorted(set(made) | ({"model"} & set(entry)))  # a tiny render against a folder's baseline too
+        # a tiny render against a folder's baseline too, and a float render against a quantized one
+        for k in sorted(set(made) | ({"model", "quantization"} & set(entry)))
         if k != "lora" and entry.get(k) != made.get(k)
     ]
     thresholds = golden_thresholds(device_kind(store.cls), case.dtype, float(entry["float64_error"]))
@@ -124,7 +130,7 @@ def check_relation(case: GoldenCase, image: np.ndarray, other: np.ndarray, store
     """``case`` must reproduce ``case.same_as``'s render (fresh renders, no quantisation) within
     OUTPUT_TOLERANCES[case.relation]; e_fwd is the other case's stored float64 error, or ``other_error``
     where an update measured it (the other case not stored yet)."""
-    other_id = f"{case.family}-{case.same_as}"
+    other_id = sibling(case, case.same_as).id
     diff = float(np.abs(np.asarray(image, np.float64) - np.asarray(other, np.float64)).max())
     if not math.isfinite(diff):
         return RelationResult(False, math.inf, 0.0, f"{case.id} vs {other_id}: non-finite pixels")
@@ -148,6 +154,7 @@ class CaseOutcome:
     ok: bool
     lines: list[str]
     result: GoldenResult | None = None
+    skipped: str | None = None  # why the case has no image here (a quantized fuse that raises, no baseline)
 
 
 def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, update: bool = False,
@@ -156,12 +163,19 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
     unfused, kohya = diffusers) and, for a schedule, that the schedule changed the image at all.
     A missing baseline without ``update`` is a failure carrying the command that creates it."""
     lines: list[str] = []
-    if update:
-        update_case(store, case, device, model_path=model_path)
-        lines.append(f"{case.id}: baseline written to {store.dir / (case.id + '.png')}")
-    elif not store.has(case.id):
-        return CaseOutcome(case.id, False, [how_to_create(case.id, case.family, store.root, store.cls)])
-    image = rendering.render_cached(case, device, model_path)
+    try:
+        if update:
+            update_case(store, case, device, model_path=model_path)
+            lines.append(f"{case.id}: baseline written to {store.dir / (case.id + '.png')}")
+        elif not store.has(case.id):
+            return CaseOutcome(case.id, False, [how_to_create(case.id, case.family, store.root, store.cls)])
+        image = rendering.render_cached(case, device, model_path)
+    except FuseRefused as exc:
+        # measured: the fuse raised on this quantized denoiser. Nothing to compare where no baseline was
+        # ever made; where one was, the fuse worked when it was made, and raising now is a regression.
+        if store.has(case.id) and not update:
+            return CaseOutcome(case.id, False, [f"{exc} (its baseline was rendered fused)"])
+        return CaseOutcome(case.id, True, [f"{exc}: no image to compare, none stored"], skipped=str(exc))
     try:
         result = verify_image(store, case, image, report_dir, model_path)
     except GoldenError as exc:
@@ -169,7 +183,7 @@ def run_case(store: GoldenStore, case: GoldenCase, report_dir: Path | None, upda
     ok = result.ok
     lines.append(result.message())
     if case.same_as is not None:
-        other_case = golden_case(f"{case.family}-{case.same_as}")
+        other_case = sibling(case, case.same_as)
         other = rendering.render_cached(other_case, device, model_path)
         # where the other case is not stored (not selected, or an update's on another xdist worker now),
         # its e_fwd is measured here as its update would: a verify and an update of the same selection agree

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from parity.options import QUANTIZATION
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lora-parity")
@@ -23,3 +25,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="benchmarks at full size: transformer blocks to build (default: a few; latency is linear in blocks)",
     )
+    # one option for the run: the benchmarks time the quantized subject (benchmarks/test_bench_quantized.py)
+    # and the quantized golden cases (tests/test_quantized_golden.py) render on it
+    QUANTIZATION.add_to(group, help="benchmarks: time base / unfused / fused, the load+quantize and the fuse on the "
+                        "denoiser quantized by NAME instead of the float benchmarks; golden: render every case on "
+                        "it (tests/test_quantized_golden.py). Choices: " + ", ".join(QUANTIZATION.kwargs["choices"]))
