@@ -94,3 +94,18 @@ def test_unfuse_lora_drift_on_quantized_base_is_within_its_steps(case, device, t
     report = _report(case, device, tmp_path_factory)
     assert len(report.unfuse) == case.cycles, report.failures
     assert all(d.ok and math.isfinite(d.steps) for d in report.unfuse), report.unfuse
+
+
+def test_user_lora_on_quantized_base(request, device, model_path):
+    """`pytest --family F --lora FILE --quantization NAME [--model-path …]`: the user's files on their
+    quantized base, the check `lora-parity check --quantization` runs."""
+    files = request.config.getoption("--lora")
+    quantization = request.config.getoption("--quantization", default=None)
+    if not files or quantization is None:
+        pytest.skip("give --lora FILE and --quantization NAME to check a LoRA on a quantized base")
+    family = (request.config.getoption("--family") or ["zimage"])[0]
+    gguf = model_path if quantization == "gguf" else None
+    report = run_quant_check(QuantRequest(family, tuple(files), quantization, device=device,
+                                          model_path=None if gguf else model_path, gguf=gguf,
+                                          allow_pickle=request.config.getoption("--allow-pickle")))
+    assert report.ok, "\n".join(report.failures + report.known)

@@ -368,16 +368,15 @@ def run_quant_check(request: QuantRequest, progress: Progress = SILENT) -> Quant
     if (quantizer.name == "gguf") != (request.gguf is not None):
         raise ParityInputError("--quantization gguf reads the user's GGUF denoiser given as --model-path (a .gguf "
                                "file; --model-config: the folder of the rest), and a .gguf --model-path needs it")
-    progress.plan(4)
-    with progress.step(f"quantize the denoiser: {quantizer.how}") as outcome:
-        pipe = build_pipeline(family, dtype=dtype, device=device, model_path=request.model_path)
-        components = family.components(pipe)
-        loras = [read_lora(p, components, strict=True, allow_pickle=request.allow_pickle) for p in request.loras]
-        floats = quantize_denoisers(pipe, family, quantizer, dtype, device, request.gguf)
-        components = family.components(pipe)
-        targeted = targeted_parameters(loras)
-        base = base_weights(components, targeted)
-        outcome(True)
+    # Every input error surfaces here, before the first step: model, files, the quantizer's load.
+    pipe = build_pipeline(family, dtype=dtype, device=device, model_path=request.model_path)
+    components = family.components(pipe)
+    loras = [read_lora(p, components, strict=True, allow_pickle=request.allow_pickle) for p in request.loras]
+    floats = quantize_denoisers(pipe, family, quantizer, dtype, device, request.gguf)
+    components = family.components(pipe)
+    targeted = targeted_parameters(loras)
+    base = base_weights(components, targeted)
+    progress.plan(3)
     stored: dict[str, int] = {}
     for deq in base.deq.values():
         kind = deq.kind if deq is not None else "not quantized"
