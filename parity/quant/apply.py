@@ -65,7 +65,10 @@ def quantized_model(model: nn.Module, quantizer: Quantizer, dtype: torch.dtype, 
         model.enable_layerwise_casting(storage_dtype=quantizer.storage, compute_dtype=dtype)
         return model
     with tempfile.TemporaryDirectory(prefix="lora-parity-quant-") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if gguf_path is not None:  # the user's GGUF holds the weights: from_single_file needs the config only
+            model.save_config(tmp)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         if quantizer.apply == "gguf" and gguf_path is None:
             from parity.quant.gguf_file import write_gguf
 
