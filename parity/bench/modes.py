@@ -255,7 +255,7 @@ def info(subject: Subject, kind: str, mode: str, **fields: Any) -> rec.BenchInfo
 def _quantizer_versions(subject: Subject) -> dict[str, str]:
     if subject.quantization is None:
         return {}
-    from parity.golden.quantized import quantizer_versions
+    from parity.quant.registry import quantizer_versions
 
     return quantizer_versions()
 

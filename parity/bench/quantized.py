@@ -55,7 +55,7 @@ def load_quantize(subject: Subject, float_denoiser: nn.Module, directory: str) -
     """What ``target`` times: from_pretrained with the quantizer's config (from_single_file of a GGUF of
     the denoiser's weights; enable_layerwise_casting on a fresh copy made before each round), onto the
     device. Writing the folder and the GGUF is setup, done once."""
-    from parity.quant.apply import _loaded  # the same load the suite quantizes with
+    from parity.quant.apply import loaded_quantized  # the same load the suite quantizes with
     from parity.quant.registry import get_quantizer
 
     quantizer = get_quantizer(subject.quantization)
@@ -81,7 +81,7 @@ def load_quantize(subject: Subject, float_denoiser: nn.Module, directory: str) -
     cls = type(float_denoiser)
 
     def load() -> nn.Module:
-        model = _loaded(cls, folder, quantizer, subject.dtype, gguf_path)
+        model = loaded_quantized(cls, folder, quantizer, subject.dtype, gguf_path)
         return model if quantizer.backend == "bitsandbytes" else model.to(subject.device)
 
     return LoadQuantize(load)

@@ -89,16 +89,3 @@ def quantization_metadata(case: GoldenCase) -> dict[str, Any]:
     (parity/golden/verify.py), which are recorded, not compared: an upgrade shows as a moved image."""
     quantization = quantization_of(case)
     return {} if quantization is None else {"quantization": quantization}
-
-
-def quantizer_versions() -> dict[str, str]:
-    """The installed versions of the quantizer packages (those not installed are left out)."""
-    from importlib import metadata
-
-    out = {}
-    for dist in ("torchao", "gguf", "optimum-quanto", "bitsandbytes"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out

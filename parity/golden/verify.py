@@ -19,7 +19,8 @@ from parity.devices import device_kind
 from parity.golden import render as rendering
 from parity.golden.mismatch import GoldenResult, clear_mismatch, record_mismatch
 from parity.golden.pixels import metrics, to_float
-from parity.golden.quantized import FuseRefused, quantization_of, quantizer_versions, sibling
+from parity.golden.quantized import FuseRefused, quantization_of, sibling
+from parity.quant.registry import quantizer_versions
 from parity.golden.store import GoldenError, GoldenStore, how_to_create, refuse_non_finite
 from parity.tolerances import FLOAT_DTYPES, GoldenThresholds, golden_thresholds, output_budget
 from parity.versions import library_versions

@@ -43,7 +43,9 @@ def _quiet_quantizers() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _loaded(cls: type, folder: str, quantizer: Quantizer, dtype: torch.dtype, gguf_path: str | None) -> nn.Module:
+def loaded_quantized(cls: type, folder: str, quantizer: Quantizer, dtype: torch.dtype, gguf_path: str | None) -> nn.Module:
+    """``cls`` loaded from ``folder`` (a saved model, or its config for a GGUF) quantized by ``quantizer``:
+    the one load the checks and the load+quantize benchmark both time."""
     from parity.zoo.loading import quiet_loader
 
     with quiet_loader(), _quiet_quantizers():
@@ -75,7 +77,7 @@ def quantized_model(model: nn.Module, quantizer: Quantizer, dtype: torch.dtype, 
             gguf_path = write_gguf(model.state_dict(), os.path.join(tmp, "model.gguf"), quantizer.gguf_type)
         # a GGUF is memory-mapped: the mapping outlives the temporary file's name on POSIX
         try:
-            quantized = _loaded(type(model), tmp, quantizer, dtype, gguf_path)
+            quantized = loaded_quantized(type(model), tmp, quantizer, dtype, gguf_path)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             if quantizer.name != "gguf":
                 raise

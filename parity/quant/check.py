@@ -34,7 +34,7 @@ from parity.lora.reader import read_lora
 from parity.quant.apply import quantize_denoisers
 from parity.quant.dequant import Dequantized, dequantize, requant_step
 from parity.quant.findings import findings_shown, known_line, refusal_shown
-from parity.quant.registry import Quantizer, require
+from parity.quant.registry import Quantizer, quantizer_versions, require
 from parity.reference.merge import reference_merge
 from parity.tolerances import (
     QUANT_TOLERANCES,
@@ -440,18 +440,6 @@ def run_quant_check(request: QuantRequest, progress: Progress = SILENT) -> Quant
                          output, fuse, fused, drift, failures)
     report.known.extend(findings_shown(quantizer, report))
     return report
-
-
-def quantizer_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("bitsandbytes", "torchao", "optimum-quanto", "gguf"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 __all__ = ["LoaderRefused", "QuantReport", "QuantRequest", "run_quant_check"]

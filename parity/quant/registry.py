@@ -137,3 +137,17 @@ def require(name: str, device: str) -> Quantizer:
     if reason is not None:
         raise ParityInputError(reason)
     return quantizer
+
+
+def quantizer_versions() -> dict[str, str]:
+    """The installed versions of the quantizer packages (those not installed are left out): reports and
+    golden manifests record them, so an upgrade of one shows beside what moved."""
+    from importlib import metadata
+
+    out = {}
+    for dist in ("bitsandbytes", "torchao", "optimum-quanto", "gguf"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
