@@ -16,6 +16,14 @@ as ``load_lora_weights`` passes the state dict to ``transformer_2``) and each ex
 the same inputs, their outputs stacked; at pipeline level ``load_lora_weights`` is called once per
 expert with the kwargs that put the file there (``load_into_transformer_2=True``); the tiny video's
 three steps run both experts (parity/zoo/wan.py: pipeline_call_args).
+
+A quantized base (``quantization``, a parity/quant/registry.py name) is the session's denoiser(s)
+quantized as users quantize them (``build_pipeline(quantization=…)``); the fresh load a swap is
+compared with is a copy of that same quantized pipeline. The float64 runs need floating modules, so
+they run on the session's float twin (the same model built unquantized: its module tree and its
+unquantized tensors) with every quantized weight replaced by our float64 dequantization of it
+(parity/quant/dequant.py): PEFT's LoRA forward on W_q against our merge of W_q + δ. Files are read
+against the twin too, whose weights have their logical shapes (a GGUF weight's are its packed bytes).
 """
 
 from __future__ import annotations
@@ -30,11 +38,12 @@ import torch
 
 from parity.checks import fresh_copies as fc
 from parity.checks.dynamo import CompileWatch, compile_in_place, reset, watch_compiles
-from parity.checks.fuse import Digest
+from parity.checks.fuse import Digest, digests_of
 from parity.lora.layouts import METADATA_KEY, to_state_dict
 from parity.lora.neutral import LoraFile
 from parity.lora.reader import read_lora
 from parity.lora.tensors import diffusers_source
+from parity.modules import live_weights, pipeline_models
 from parity.reference.merge import reference_merge
 from parity.tolerances import output_budget
 from parity.zoo import build_pipeline, get_family
@@ -108,6 +117,25 @@ class HotswapSession:
     loaded: dict[str, Digest] = field(default_factory=dict)  # base tensor digests before the first load
     expert: str | None = None  # a family of several denoisers: the expert the files go into (experts.py)
     warmup_recompiles: list[str] = field(default_factory=list)  # the second call's, before any swap
+    quantization: str | None = None  # the denoiser(s) quantized by this parity/quant/registry.py name
+    # A quantized session's float twin: the same model built unquantized (files are read against it, the
+    # float64 runs use its modules); built when first needed unless start() was handed one.
+    twin: Any = None
+
+    @property
+    def reference_pristine(self) -> Any:
+        """The pipeline the float64 runs copy, and files are read against: the pristine one, or for a
+        quantized session its float twin."""
+        if self.quantization is None:
+            return self.pristine
+        if self.twin is None:
+            self.twin = build_pipeline(self.family, dtype=self.dtype, device=self.device, model_path=self.model_path)
+        return self.twin
+
+    @property
+    def reading(self) -> dict[str, torch.nn.Module] | None:
+        """The components a file path is parsed against (None: the pipeline loaded into)."""
+        return None if self.quantization is None else self.family.components(self.reference_pristine)
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -124,12 +152,15 @@ class HotswapSession:
         return self.denoisers[0]
 
 
-def _load(pipe: Any, family: Family, level: str, source: Source, hotswap: bool, expert: str | None = None) -> None:
+def _load(pipe: Any, family: Family, level: str, source: Source, hotswap: bool, expert: str | None = None,
+          reading: dict[str, torch.nn.Module] | None = None) -> None:
     if level == "model":
         if isinstance(source, str):
             # A path may hold any layout: parsed first, as the CLI does, so model level reads what
             # load_lora_weights would (the fresh loads that swaps are compared with come this way).
-            source = read_lora(source, family.components(pipe), strict=False)
+            # ``reading``: the float twin's components, for a quantized pipe (a GGUF weight's shape is
+            # its packed bytes).
+            source = read_lora(source, reading if reading is not None else family.components(pipe), strict=False)
         for component in expert_components(family, expert):
             _load_adapter(getattr(pipe, component), file_prefix(family), source, hotswap)
     else:
@@ -215,19 +246,24 @@ def start(
     model_path: str | None = None,
     pipe: Any = None,
     expert: str | None = None,
+    quantization: str | None = None,
+    twin: Any = None,
 ) -> HotswapSession:
     """A pipeline prepared for hotswap, ``first_lora`` loaded, the denoiser compiled and warmed up;
-    ``pipe``: that pipeline already built (``dtype``, ``device``, ``model_path``), no LoRA loaded;
-    ``expert``: for a family of several denoisers, the expert(s) loaded, compiled and swapped."""
+    ``pipe``: that pipeline already built (``dtype``, ``device``, ``model_path``, ``quantization``), no
+    LoRA loaded; ``expert``: for a family of several denoisers, the expert(s) loaded, compiled and swapped;
+    ``quantization``: the denoiser(s) quantized by that parity/quant/registry.py name; ``twin``: for a
+    quantized session, the same model already built unquantized (else built when first needed)."""
     fam = get_family(family) if isinstance(family, str) else family
     reset()
     if pipe is None:
-        pipe = build_pipeline(fam, dtype=dtype, device=device, model_path=model_path)
+        pipe = build_pipeline(fam, dtype=dtype, device=device, model_path=model_path, quantization=quantization)
     session = HotswapSession(fam, pipe, level, dtype, device, target_rank, backend, mode, model_path,
-                             pristine=fc.pristine_copy(pipe), loaded=fc.digests(pipe), expert=expert)
+                             pristine=fc.pristine_copy(pipe), loaded=base_digests(pipe, quantization), expert=expert,
+                             quantization=quantization, twin=twin if quantization is not None else None)
     t0 = time.perf_counter()
     prepare_for_hotswap(pipe, fam, level, target_rank, expert)
-    _load(pipe, fam, level, first_lora, hotswap=False, expert=expert)
+    _load(pipe, fam, level, first_lora, hotswap=False, expert=expert, reading=session.reading)
     for denoiser in session.denoisers:
         compile_in_place(denoiser, backend, mode)
     run(fam, pipe, level, session.seed, expert=expert)
@@ -261,7 +297,8 @@ def swap(session: HotswapSession, source: Source) -> SwapResult:
     with watch_compiles() as watch:
         try:
             t0 = time.perf_counter()
-            _load(session.pipe, session.family, session.level, source, hotswap=True, expert=session.expert)
+            _load(session.pipe, session.family, session.level, source, hotswap=True, expert=session.expert,
+                  reading=session.reading)
             swap_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
             output = run(session.family, session.pipe, session.level, session.seed, expert=session.expert)
@@ -279,14 +316,15 @@ def fresh_output(session: HotswapSession, source: Source, values: fc.Values | No
                  replay: Any = None) -> torch.Tensor:
     """The output of a fresh eager load of only ``source``, on a copy of the session's pipeline from
     before its first load: in the session's dtype and prepared for hotswap as it was, or, given the
-    float64 ``values`` of the base tensors, computed as a float64 pipeline loaded without preparing."""
+    float64 ``values`` of the base tensors, computed as a float64 pipeline loaded without preparing (a
+    quantized session's: its float twin's modules, the quantized weights dequantized)."""
     fam, level, expert = session.family, session.level, session.expert
     if values is None:
         pipe = fc.aliased_copy(session.pristine)
         prepare_for_hotswap(pipe, fam, level, session.target_rank, expert)
     else:
-        pipe = fc.float64_copy(session.pristine, values)
-    _load(pipe, fam, level, source, hotswap=False, expert=expert)
+        pipe = fc.float64_copy(session.reference_pristine, values)
+    _load(pipe, fam, level, source, hotswap=False, expert=expert, reading=session.reading)
     return run(fam, pipe, level, replay=replay, expert=expert)
 
 
@@ -296,7 +334,7 @@ def merged_output(session: HotswapSession, source: Source, values: fc.Values, re
     This is the ground truth: the function the LoRA is supposed to add, computed without diffusers
     or PEFT touching the weights. Each merged weight is computed when its module runs, not kept.
     """
-    pristine = session.pristine
+    pristine = session.reference_pristine
     lora = source if isinstance(source, LoraFile) else read_lora(source, session.family.components(pristine))
     if session.expert is not None:  # read against transformer, merged into the session's experts
         lora = place(lora, session.family, session.expert)
@@ -363,10 +401,10 @@ def check_swap_output(session: HotswapSession, source: Source, output: torch.Ten
     fam, level, dtype = session.family, session.level, session.dtype
     # One copy of the model in memory: each fresh load is a copy of the session's pipeline sharing its
     # weights (or, in float64, holding one module's at a time), made and dropped in turn.
-    base_changed = fc.changed_tensors(session.pipe, session.loaded)
+    base_changed = changed_base(session.pipe, session.loaded, session.quantization)
     prepared = fresh_output(session, source)
     replay = drawn_latents(fam, session.pipe, session.seed) if level == "pipeline" else None
-    values = fc.stored_values(session.pristine, session.family, session.dtype, session.model_path, session.device)
+    values = reference_values(session)
     fresh64 = fresh_output(session, source, values, replay=replay).double()
     truth = merged_output(session, source, values, replay=replay).double()
     forward_error = float((prepared.double() - fresh64).abs().max())
@@ -382,3 +420,53 @@ def check_swap_output(session: HotswapSession, source: Source, output: torch.Ten
         reference_budget=reference_budget,
         base_changed=base_changed,
     )
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """A quantized tensor as plain values a digest can read (torchao's subclasses implement no view):
+    our float64 dequantization, a GGUF tensor's own bytes; any other tensor as it is."""
+    from parity.quant.dequant import dequantize
+
+    deq = dequantize(t)
+    if deq is not None:
+        return deq.weight
+    return t.as_tensor() if hasattr(t, "as_tensor") else t
+
+
+def _quantized_weights(pipe: Any) -> dict[str, torch.Tensor]:
+    return {f"{c}.{name}": _plain(t) for c, m in pipeline_models(pipe).items() for name, t in live_weights(m).items()}
+
+
+def base_digests(pipe: Any, quantization: str | None = None) -> dict[str, Digest]:
+    """``component.name`` → digest of every base tensor (fresh_copies.digests), a quantized one's values
+    digested through their dequantization."""
+    return fc.digests(pipe) if quantization is None else digests_of(_quantized_weights(pipe))
+
+
+def changed_base(pipe: Any, before: dict[str, Digest], quantization: str | None = None) -> list[str]:
+    """The base tensors of ``pipe`` no longer as ``before`` recorded (fresh_copies.changed_tensors)."""
+    if quantization is None:
+        return fc.changed_tensors(pipe, before)
+    now = _quantized_weights(pipe)
+    after = digests_of({key: now[key] for key in before if key in now})
+    return [key for key, d in before.items() if after.get(key) != d]
+
+
+def reference_values(session: HotswapSession) -> fc.Values:
+    """Each base tensor's float64-exact value for the float64 runs: the stored values
+    (fresh_copies.stored_values); on a quantized base, every quantized weight as our dequantization of
+    what the session's denoiser stores (W_q), read when asked for, the rest as the float twin holds them."""
+    values = fc.stored_values(session.reference_pristine, session.family, session.dtype, session.model_path,
+                              session.device)
+    if session.quantization is None:
+        return values
+    from parity.quant.dequant import dequantize
+
+    quantized = {c: dict(m.named_parameters()) for c, m in pipeline_models(session.pristine).items()}
+
+    def value(component: str, name: str) -> torch.Tensor:
+        param = quantized.get(component, {}).get(name)
+        deq = None if param is None else dequantize(param)
+        return values(component, name) if deq is None else deq.weight.to(param.device)
+
+    return value

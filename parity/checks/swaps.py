@@ -50,6 +50,7 @@ class HotswapRequest:
     model_path: str | None = None
     allow_pickle: bool = False
     expert: str | None = None  # a family of several denoisers: high, low or both (default: high)
+    quantization: str | None = None  # the denoiser(s) quantized by this parity/quant/registry.py name
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,13 @@ def plan_hotswap(request: HotswapRequest) -> HotswapPlan:
     if request.level not in hs.LEVELS:
         raise ParityInputError(f"unknown level {request.level!r}; choose from {', '.join(hs.LEVELS)}")
     backend, mode = compile_options(request.compile_backend, request.compile_mode, device)
+    if request.quantization is not None:  # one line saying why it cannot run here (bnb on a CPU, a missing package)
+        from parity.quant.registry import require
+
+        if request.quantization == "gguf":
+            raise ParityInputError("--quantization gguf (the user's own .gguf denoiser) is not taken by hotswap yet: "
+                                   "use gguf-q8_0 or gguf-q4_0, a GGUF written from the model's weights")
+        require(request.quantization, device)
     return HotswapPlan(request, family, device, dtype, request.level, backend, mode, _expert(family, request.expert))
 
 
@@ -236,6 +244,7 @@ class HotswapReport:
     expert: str | None = None  # a family of several denoisers: the expert(s) swapped (high, low, both)
     components: tuple[str, ...] = ()  # the denoisers compiled and swapped
     warmup_recompiles: list[str] = field(default_factory=list)  # the second call's, before any swap (a model's own)
+    quantization: str | None = None  # the denoiser(s) quantized by this parity/quant/registry.py name
     ok: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -299,6 +308,9 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
         _memory_gate(plan, pipeline_models(pipe), loras, target_rank, progress,
                      float32_build=request.model_path is None and plan.dtype != torch.float32)
     strict_float32(plan.device)
+    twin = None
+    if request.quantization is not None:  # files were read on the float build: it is the session's float twin
+        twin, pipe = pipe, None
     first, rest = loras[0], list(zip(users[1:], loras[1:]))
     progress.plan(len(loras))
     swaps: list[SwapRecord] = []
@@ -307,7 +319,7 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
         with progress.step(f"load {os.path.basename(users[0])}, compile ({plan.backend}), warm up"):
             session = hs.start(family, first, target_rank, level=plan.level, dtype=plan.dtype, device=plan.device,
                                backend=plan.backend, mode=plan.mode, model_path=request.model_path, pipe=pipe,
-                               expert=plan.expert)
+                               expert=plan.expert, quantization=request.quantization, twin=twin)
         baseline = hs.parameter_footprint(session)
         for i, (path, lora) in enumerate(rest):
             with progress.step(f"swap {os.path.basename(path)}, check output") as outcome:
@@ -326,5 +338,5 @@ def run_hotswap(request: HotswapRequest | HotswapPlan, progress: Progress = SILE
         {path: denoiser_rank(lora, family.denoiser) for path, lora in zip(users, loras)},
         session.compile_seconds, baseline[0], swaps, skipped,
         published_model or describe_source(request.model_path, family) or "tiny (built-in, seed 0)",
-        plan.expert, session.components, session.warmup_recompiles,
+        plan.expert, session.components, session.warmup_recompiles, request.quantization,
     )

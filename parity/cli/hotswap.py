@@ -9,7 +9,7 @@ from parity.checks.swaps import HotswapReport, HotswapRequest, SwapRecord, plan_
 from parity.cli.arguments import (add_model_arguments, add_pickle_argument, add_run_arguments, model_source,
                                   positive_int)
 from parity.cli.output import report_run, table, versions_line
-from parity.options import COMPILE_BACKEND, COMPILE_MODE, EXPERT
+from parity.options import COMPILE_BACKEND, COMPILE_MODE, EXPERT, QUANTIZATION
 
 NAME = "hotswap"
 HELP = "hotswap LoRA files into a compiled model: recompiles, refusals, output vs a fresh load"
@@ -37,6 +37,11 @@ Wan 2.2 (two experts): --expert high swaps into transformer (the high-noise expe
 load_lora_weights loads by default), low into transformer_2 (load_into_transformer_2=True at
 --level pipeline, transformer_2.load_lora_adapter at --level model), both into each, every one
 compiled. The files' transformer keys go into the expert(s) named; all files share one expert.
+
+--quantization NAME swaps into a quantized denoiser (quantized as users quantize it, as `check
+--quantization` does); the fresh load each swap is compared with is built on the same quantized base,
+and the float64 runs use our dequantization of its weights. A quantizer that cannot run here (a
+missing package, bitsandbytes without a GPU) is bad input.
 
 --target-rank defaults to the largest denoiser rank in the files. A smaller one is bad input: PEFT
 would have to grow the padded LoRA tensors on that swap (torch.utils.swap_tensors), which changes
@@ -72,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     COMPILE_BACKEND.add_to(parser)
     COMPILE_MODE.add_to(parser)
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
+    QUANTIZATION.add_to(parser, help="quantize the denoiser(s) as users do, then hotswap into it (default: none); "
+                        "see `lora-parity check --help` for what each choice applies")
     add_pickle_argument(parser)
     add_run_arguments(parser)
 
@@ -81,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         family=args.family, loras=tuple(args.lora), target_rank=args.target_rank, level=args.level,
         compile_backend=args.compile_backend, compile_mode=args.compile_mode, dtype=args.dtype, device=args.device,
         model_path=model_source(args), allow_pickle=args.allow_pickle, expert=args.expert,
+        quantization=args.quantization,
     )
     return report_run(args, plan_hotswap(request), run_hotswap, format_hotswap)
 
@@ -119,9 +127,10 @@ def _format_swaps(report: HotswapReport) -> list[str]:
 def format_hotswap(report: HotswapReport) -> str:
     mode = f", mode {report.mode}" if report.mode else ""
     expert = f", expert {report.expert} ({' + '.join(report.components)})" if report.expert else ""
+    quantization = f", quantization {report.quantization}" if report.quantization else ""
     header = [
         f"lora-parity hotswap: family {report.family}, model {report.model}, "
-        f"level {report.level}{expert}, device {report.device}, dtype {report.dtype}",
+        f"level {report.level}{expert}, device {report.device}, dtype {report.dtype}{quantization}",
         versions_line(report.versions),
         f"first: {report.first} (rank {report.ranks[report.first]}), target rank {report.target_rank}: "
         f"loaded, compiled ({report.backend}{mode}) and warmed up in {report.compile_seconds:.1f} s; "
