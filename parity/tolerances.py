@@ -533,13 +533,15 @@ QUANT_TOLERANCES: dict[str, QuantTolerance] = {
     "requantize": QuantTolerance(0.5, 1.0, (
         "a fuse that dequantizes, adds δ in d and requantizes (bitsandbytes, torchao): round-to-nearest moves "
         "each element by at most half its step at W_q + δ, after the merge's own roundings (the merge "
-        "table's bound for d) and the requantization's float32 x / scale and q · scale (2·u_fp32·|x|). One "
-        "step off is twice this, so a weight rounded the wrong way shows")),
+        "table's bound for d) and the requantization's own x / scale and q · scale in d (2·u_d·|x|: torchao "
+        "keeps its scale in the weight's dtype, so in bfloat16 this is about one int8 step at the row's absmax; "
+        "measured 0.935 steps on a bfloat16 Z-Image folder). In float32 one step off is twice the bound, so a "
+        "weight rounded the wrong way shows")),
     "unfuse-requantize": QuantTolerance(1.0, 1.0, (
         "per fuse/unfuse cycle: half a step at W_q + δ (the fuse) and half a step on the grid at "
         "|W_q| + ½·that step (the unfuse requantizes W_q plus the fuse's error, whose row absmax or float8 "
         "binade can be that much larger), each after the merge table's roundings and the requantization's "
-        "own 2·u_fp32·|x|; cycles add at worst linearly. Reported in steps of each row's coarsest grid point")),
+        "own 2·u_d·|x|; cycles add at worst linearly. Reported in steps of each row's coarsest grid point")),
 }
 
 

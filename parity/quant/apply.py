@@ -43,9 +43,11 @@ def _quiet_quantizers() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def loaded_quantized(cls: type, folder: str, quantizer: Quantizer, dtype: torch.dtype, gguf_path: str | None) -> nn.Module:
+def loaded_quantized(cls: type, folder: str, quantizer: Quantizer, dtype: torch.dtype, gguf_path: str | None,
+                     **kwargs: Any) -> nn.Module:
     """``cls`` loaded from ``folder`` (a saved model, or its config for a GGUF) quantized by ``quantizer``:
-    the one load the checks and the load+quantize benchmark both time."""
+    the one load the checks and the load+quantize benchmark both time. ``kwargs``: from_pretrained's
+    (a user's folder: its subfolder and variant)."""
     from parity.zoo.loading import quiet_loader
 
     with quiet_loader(), _quiet_quantizers():
@@ -55,17 +57,23 @@ def loaded_quantized(cls: type, folder: str, quantizer: Quantizer, dtype: torch.
             return cls.from_single_file(gguf_path, config=folder, local_files_only=True, torch_dtype=dtype,
                                         quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
         assert quantizer.config is not None
-        return cls.from_pretrained(folder, quantization_config=quantizer.config(dtype), torch_dtype=dtype)
+        return cls.from_pretrained(folder, quantization_config=quantizer.config(dtype), torch_dtype=dtype, **kwargs)
 
 
 def quantized_model(model: nn.Module, quantizer: Quantizer, dtype: torch.dtype, device: str,
-                    gguf_path: str | None = None) -> nn.Module:
+                    gguf_path: str | None = None, folder: tuple[str, str, dict[str, Any]] | None = None) -> nn.Module:
     """``model`` (a diffusers ModelMixin, float) quantized by ``quantizer``: saved and loaded back as a user
     loads it (a layerwise cast is applied in place). ``gguf_path``: the user's GGUF of this model's weights,
-    read instead of one written from ``model``."""
+    read instead of one written from ``model``. ``folder``: (the user's pipeline folder, the model's
+    subfolder, from_pretrained's kwargs): loaded from there with the quantizer's config, as users do,
+    with no copy of the weights written."""
     if quantizer.apply == "layerwise":
         model.enable_layerwise_casting(storage_dtype=quantizer.storage, compute_dtype=dtype)
         return model
+    if folder is not None and quantizer.apply == "pretrained":
+        path, subfolder, kwargs = folder
+        quantized = loaded_quantized(type(model), path, quantizer, dtype, None, subfolder=subfolder, **kwargs)
+        return (quantized.to(device) if quantizer.backend != "bitsandbytes" else quantized).eval()
     with tempfile.TemporaryDirectory(prefix="lora-parity-quant-") as tmp:
         if gguf_path is not None:  # the user's GGUF holds the weights: from_single_file needs the config only
             model.save_config(tmp)
@@ -121,17 +129,33 @@ def _looks_like(names: set[str], families: Any, get_family: Any) -> str | None:
     return best if score >= 0.5 else None
 
 
+def _user_folder(model_path: str | None, family: Any) -> tuple[str, dict[str, Any]] | None:
+    """(folder, from_pretrained kwargs) where ``model_path`` is a pipeline folder (a Hub snapshot too)."""
+    if model_path is None:
+        return None
+    from parity.zoo.loading import pretrained_kwargs
+    from parity.zoo.source import resolve
+
+    source = resolve(model_path, family)
+    return (source.path, pretrained_kwargs(model_path)) if source.kind == "folder" else None
+
+
 def quantize_denoisers(pipe: Any, family: Any, quantizer: Quantizer, dtype: torch.dtype, device: str,
-                       gguf_path: str | None = None) -> dict[str, nn.Module]:
-    """Replace each denoiser of ``pipe`` by its quantized copy; returns the float ones, by component."""
+                       gguf_path: str | None = None, model_path: str | None = None) -> dict[str, nn.Module]:
+    """Replace each denoiser of ``pipe`` by its quantized copy; returns the float ones, by component. From
+    a user's folder (``model_path``) each is loaded from its subfolder with the quantizer's config."""
     floats = {}
     names = family.denoisers(pipe)
     if gguf_path is not None and len(names) > 1:
         raise ParityInputError(f"one GGUF file for the {len(names)} denoisers {', '.join(names)}: give a folder "
                                "of GGUF experts instead (not supported yet)", path=gguf_path)
+    user = _user_folder(model_path, family)
     for name in names:
         model = getattr(pipe, name)
+        folder = None
+        if user is not None and os.path.isdir(os.path.join(user[0], name)):
+            folder = (user[0], name, user[1])
         # a layerwise cast is in place: the float model the reference starts from is a copy taken first
         floats[name] = copy.deepcopy(model) if quantizer.apply == "layerwise" else model
-        setattr(pipe, name, quantized_model(model, quantizer, dtype, device, gguf_path))
+        setattr(pipe, name, quantized_model(model, quantizer, dtype, device, gguf_path, folder))
     return floats

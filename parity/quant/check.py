@@ -132,10 +132,12 @@ def _in_steps(error: torch.Tensor, step: torch.Tensor | None) -> float:
     return float((error.abs() / rows.clamp_min(torch.finfo(torch.float64).tiny)).max())
 
 
-def requant_arithmetic(values: torch.Tensor) -> torch.Tensor:
-    """A requantization's own float32 arithmetic: x / scale and q · scale each round once, so the grid
-    point chosen and its value are off by at most 2·u_fp32·|x| beyond the half step."""
-    return 2 * unit_roundoff(torch.float32) * values.abs()
+def requant_arithmetic(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A requantization's own arithmetic, in the weight's dtype (torchao keeps its scale in it; bitsandbytes
+    computes in float32, which this bounds too): x / scale and q · scale each round once, so the grid point
+    chosen and its value are off by at most 2·u_d·|x| beyond the half step. In bfloat16 that is about one
+    int8 step at the row's absmax (2 · 2^-8 · 127.5)."""
+    return 2 * unit_roundoff(dtype) * values.abs()
 
 
 def _stored(param: torch.Tensor) -> tuple[torch.Tensor, Dequantized | None]:
@@ -313,7 +315,7 @@ def fused_weights(components: dict[str, nn.Module], base: _Base, loras: Sequence
         was = base.deq.get((component, param))
         step = requant_step(ref.merged, was) if was is not None else None
         if step is not None:
-            bound = bound + QUANT_TOLERANCES["requantize"].steps * step + requant_arithmetic(ref.merged)
+            bound = bound + QUANT_TOLERANCES["requantize"].steps * step + requant_arithmetic(ref.merged, dtype)
         error = now - ref.merged
         if torch.equal(now, ref.base):
             unchanged.append(refs.name(key))
@@ -348,7 +350,7 @@ def drift_from_base(components: dict[str, nn.Module], base: _Base, loras: Sequen
             # the unfuse requantizes W_q + (the fuse's error): its grid is the one at |W_q| + ½·fused step
             unfused_step = requant_step(ref.base.abs() + 0.5 * fused_step, was)
             bound = cycle * (t.steps * 0.5 * (fused_step + unfused_step) + t.roundings * (
-                arithmetic + requant_arithmetic(ref.merged) + requant_arithmetic(ref.base)))
+                arithmetic + requant_arithmetic(ref.merged, dtype) + requant_arithmetic(ref.base, dtype)))
         else:  # not requantized: the float merge table's add and subtract
             bound = cycle * t.roundings * arithmetic
         error = now - ref.base
@@ -372,7 +374,7 @@ def run_quant_check(request: QuantRequest, progress: Progress = SILENT) -> Quant
     pipe = build_pipeline(family, dtype=dtype, device=device, model_path=request.model_path)
     components = family.components(pipe)
     loras = [read_lora(p, components, strict=True, allow_pickle=request.allow_pickle) for p in request.loras]
-    floats = quantize_denoisers(pipe, family, quantizer, dtype, device, request.gguf)
+    floats = quantize_denoisers(pipe, family, quantizer, dtype, device, request.gguf, request.model_path)
     components = family.components(pipe)
     targeted = targeted_parameters(loras)
     base = base_weights(components, targeted)

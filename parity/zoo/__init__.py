@@ -43,6 +43,6 @@ def build_pipeline(
 
         quantizer = require(quantization, device)
         pipe = pipe.to(device)
-        quantize_denoisers(pipe, fam, quantizer, dtype, device)
+        quantize_denoisers(pipe, fam, quantizer, dtype, device, model_path=model_path)
         return pipe
     return pipe.to(device)

@@ -1,0 +1,31 @@
+"""A LoRA on a quantized base from the user's own pipeline folder: the denoiser loaded from its subfolder with
+the quantizer's config, as users write it (``from_pretrained(folder, subfolder="transformer",
+quantization_config=TorchAoConfig(...))``), and a LoRA file written by diffusers' own save_lora_weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parity.cli import main
+from parity.zoo import get_family
+from tests.support.diffusers_saved import diffusers_saved
+from tests.support.families import needs
+
+pytestmark = [needs("zimage"), pytest.mark.xdist_group("quant-folders")]
+
+
+def test_a_users_bfloat16_folder_is_quantized_from_its_subfolder_and_checked(tmp_path, capsys):
+    family = get_family("zimage")
+    pipe = family.build_tiny(0)
+    folder = tmp_path / "zimage"
+    pipe.to(dtype=torch.bfloat16).save_pretrained(folder)
+    names = [n for n, m in pipe.transformer.named_modules() if n.endswith(("attention.to_q", "attention.to_v"))]
+    lora = diffusers_saved(tmp_path / "lora", "ZImagePipeline", pipe.transformer, names)
+
+    code = main(["check", "--family", "zimage", "--model-path", str(folder), "--lora", str(lora),
+                 "--quantization", "torchao-int8wo", "--dtype", "bfloat16", "--cycles", "2", "-q"])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"model {folder}" in out and "torchao Int8Tensor int8" in out and "compute dtype bfloat16" in out
