@@ -126,7 +126,7 @@ def test_a_lora_forward_that_loses_its_alpha_fails_the_reference_check(lora_file
     result = hs.swap(session, new)
     original = hs._load
 
-    def load_without_header(pipe, family, level, path, hotswap, expert=None):
+    def load_without_header(pipe, family, level, path, hotswap, expert=None, reading=None):
         # diffusers' own model-level default: the header (and its alpha) is dropped
         getattr(pipe, family.denoiser).load_lora_adapter(path, prefix=family.denoiser, adapter_name=hs.ADAPTER)
 

@@ -41,7 +41,7 @@ def test_a_file_for_the_low_expert_swapped_into_the_high_one_fails_the_output_ch
     new = lora_files(2, 4)
     load = hs._load
 
-    def into_the_high_expert(pipe, family, level, source, hotswap, expert=None):
+    def into_the_high_expert(pipe, family, level, source, hotswap, expert=None, reading=None):
         load(pipe, family, level, source, False, expert="high") if hotswap else load(
             pipe, family, level, source, hotswap, expert=expert)
 
