@@ -29,3 +29,20 @@ def test_a_users_bfloat16_folder_is_quantized_from_its_subfolder_and_checked(tmp
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"model {folder}" in out and "torchao Int8Tensor int8" in out and "compute dtype bfloat16" in out
+
+
+@pytest.mark.slow  # builds the published SD1.5 (0.98 B parameters) once into the cache, ~1.5 min on 2 cores
+def test_files_wider_than_the_tiny_model_are_checked_on_the_published_architecture(tmp_path, capsys):
+    from parity.lora.synth import write_lora
+    from parity.zoo.published import meta_components
+
+    family = get_family("sd15")
+    lora = write_lora(meta_components(family), family.default_targets, str(tmp_path / "wide.safetensors"), rank=4,
+                      alpha=4.0)
+
+    code = main(["check", "--family", "sd15", "--lora", str(lora), "--quantization", "torchao-int8wo", "-q"])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "published sd15 architecture" in out and "torchao Int8Tensor int8" in out and "not quantized" in out
+    assert str(lora) in out  # the file as given, not the route's renumbered copy

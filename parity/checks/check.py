@@ -270,7 +270,7 @@ def _memory_gate(plan: CheckPlan, components: Any, loras: Sequence[LoraFile], fo
     gate_memory(predict_check(components, loras, plan.dtypes, copies_targeted=not folder), progress.note, path)
 
 
-def _with_published(plan: CheckPlan, tiny: Any, progress: Progress) -> tuple[CheckPlan, str | None]:
+def with_published(plan: CheckPlan, tiny: Any, progress: Progress) -> tuple[CheckPlan, str | None]:
     """Without a model folder, files too wide for the ``tiny`` model's components are checked against
     the published architecture (parity/zoo/route.py): read and its memory predicted on the meta
     device, reduced to the blocks the files target where all of it would not fit, then built once
@@ -303,7 +303,7 @@ def run_check(request: CheckRequest | CheckPlan, progress: Progress = SILENT) ->
     # Every input error surfaces here, before the first step: model, files, diffusers' loader.
     first = _built(plan, next(iter(plan.dtypes.values())))
     users = plan.request.loras  # reported by the names given, where the route checks renumbered copies
-    plan, published_model = _with_published(plan, plan.family.components(first), progress)
+    plan, published_model = with_published(plan, plan.family.components(first), progress)
     request = plan.request
     if published_model is not None:  # the tiny pipeline only showed the files are not its own
         first = _built(plan, next(iter(plan.dtypes.values())))

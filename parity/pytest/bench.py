@@ -25,8 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="benchmarks at full size: transformer blocks to build (default: a few; latency is linear in blocks)",
     )
-    # one option for the run: the benchmarks time the quantized subject (benchmarks/test_bench_quantized.py)
-    # and the quantized golden cases (tests/test_quantized_golden.py) render on it
+    # one option for the run: the benchmarks time the quantized subject (benchmarks/test_bench_quantized.py),
+    # the quantized golden cases (tests/test_quantized_golden.py) render on it, and with --lora the user's
+    # files are checked on it (tests/test_quantized_bases.py: test_user_lora_on_quantized_base)
     QUANTIZATION.add_to(group, help="benchmarks: time base / unfused / fused, the load+quantize and the fuse on the "
                         "denoiser quantized by NAME instead of the float benchmarks; golden: render every case on "
-                        "it (tests/test_quantized_golden.py). Choices: " + ", ".join(QUANTIZATION.kwargs["choices"]))
+                        "it (tests/test_quantized_golden.py); with --lora: check those files on it. Choices: " + ", ".join(QUANTIZATION.kwargs["choices"]))

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from parity.checks.check import FileReport, file_report
+from parity.checks.check import CheckRequest, FileReport, file_report, plan_check, with_published
 from parity.checks.fuse import fuse_components, load_files, targeted_parameters
 from parity.checks.progress import SILENT, Progress
 from parity.devices import resolve, strict_float32
@@ -42,6 +42,7 @@ from parity.tolerances import (
     merge_bound,
     output_budget,
     tolerance,
+    unfuse_bound,
     unit_roundoff,
 )
 from parity.versions import library_versions
@@ -287,6 +288,14 @@ def _output(family: Any, pipe: Any, floats: dict[str, nn.Module], components: di
     """Step 3: the unfused quantized denoiser output against the reference's float64 forward."""
     if quantizer.activations:
         return {"skipped": f"{quantizer.name} quantizes activations: checked per layer (base forward bound)"}
+    need = sum(p.numel() for m in floats.values() for p in m.parameters()) * 8  # the float denoiser in float64
+    if torch.device(next(iter(floats.values())).device).type == "cpu":
+        import psutil
+
+        have = psutil.virtual_memory().available
+        if need > have:
+            return {"skipped": f"the float64 reference forward needs {need / 2**30:.1f} GiB, {have / 2**30:.1f} GiB "
+                               "available: checked per layer only"}
     try:
         with torch.no_grad():
             outs = [family.denoiser_step(pipe, name, 0, dtype).double().cpu() for name in family.denoisers(pipe)]
@@ -351,11 +360,24 @@ def drift_from_base(components: dict[str, nn.Module], base: _Base, loras: Sequen
             unfused_step = requant_step(ref.base.abs() + 0.5 * fused_step, was)
             bound = cycle * (t.steps * 0.5 * (fused_step + unfused_step) + t.roundings * (
                 arithmetic + requant_arithmetic(ref.merged, dtype) + requant_arithmetic(ref.base, dtype)))
-        else:  # not requantized: the float merge table's add and subtract
-            bound = cycle * t.roundings * arithmetic
+        else:  # a weight the quantizer left in floating point: the float unfuse table's bound
+            bound = unfuse_bound(ref.steps, ref.base, dtype, tolerance("unfuse", device, dtype), cycle)
         error = now - ref.base
         measures.append((_ratio(error, bound), _in_steps(error, step0), refs.name(key)))
     return _worst(measures)
+
+
+def _published(request: QuantRequest, tiny: dict[str, nn.Module], progress: Progress
+               ) -> tuple[QuantRequest, str | None]:
+    """The published architecture the files are checked against where they are wider than the tiny model
+    (the check's own route, parity/zoo/route.py: built once into the cache, reduced to the blocks the
+    files target where all of it would not fit), as the request to run; else the request as given."""
+    plan = plan_check(CheckRequest(request.family, request.loras, (request.dtype,), request.lora_scale,
+                                   device=request.device, allow_pickle=request.allow_pickle))
+    routed, published = with_published(plan, tiny, progress)
+    if published is None:
+        return request, None
+    return replace(request, model_path=routed.request.model_path, loras=routed.request.loras), published
 
 
 def run_quant_check(request: QuantRequest, progress: Progress = SILENT) -> QuantReport:
@@ -372,6 +394,11 @@ def run_quant_check(request: QuantRequest, progress: Progress = SILENT) -> Quant
                                "file; --model-config: the folder of the rest), and a .gguf --model-path needs it")
     # Every input error surfaces here, before the first step: model, files, the quantizer's load.
     pipe = build_pipeline(family, dtype=dtype, device=device, model_path=request.model_path)
+    users, published = request.loras, None
+    if request.model_path is None and request.gguf is None:  # files wider than the tiny model: published
+        request, published = _published(request, family.components(pipe), progress)
+        if published is not None:
+            pipe = build_pipeline(family, dtype=dtype, device=device, model_path=request.model_path)
     components = family.components(pipe)
     loras = [read_lora(p, components, strict=True, allow_pickle=request.allow_pickle) for p in request.loras]
     floats = quantize_denoisers(pipe, family, quantizer, dtype, device, request.gguf, request.model_path)
@@ -393,7 +420,9 @@ def run_quant_check(request: QuantRequest, progress: Progress = SILENT) -> Quant
                 exc.known = known_line(known)
             raise
         outcome(True)
-    files = [file_report(lora, where) for lora, where in zip(loras, loaded.placed)]
+    given = dict(zip(request.loras, users))  # a renumbered copy (the published route) → the file given
+    files = [replace(f, path=given.get(f.path, f.path)) for f in
+             (file_report(lora, where) for lora, where in zip(loras, loaded.placed))]
     with progress.step("unfused: each layer's base forward and LoRA contribution; the denoiser output") as outcome:
         base_forward, contribution, raised, float16 = unfused_layers(components, base, loras, weights, quantizer, dtype, device)
         failures += raised
@@ -435,7 +464,7 @@ def run_quant_check(request: QuantRequest, progress: Progress = SILENT) -> Quant
                 failures.append(f"unfuse: {drift[-1].where} drifted {drift[-1].steps:.3g} steps from W_q after "
                                 f"{len(drift)} cycle(s), {drift[-1].ratio:.3g}x its bound")
         outcome(not failures)
-    model = describe_source(request.model_path, family) or "tiny (built-in, seed 0)"
+    model = published or describe_source(request.gguf or request.model_path, family) or "tiny (built-in, seed 0)"
     report = QuantReport(family.name, quantizer.name, quantizer.how, model, device, request.dtype, request.lora_scale,
                          {**library_versions(), **quantizer_versions()}, files, stored, base_forward, float16,
                          contribution,
