@@ -20,6 +20,11 @@ from parity.bench.run import rounds_for, time_target
 from parity.checks.cases import SMOKE_DTYPE, SMOKE_FAMILY, BenchCase, bench_cases
 from parity.errors import ParityInputError
 from parity.pytest.cases import params
+from parity.quant.registry import get_quantizer
+
+# the gate's old env has no quantizer packages (README "Gating an upgrade"): skipped there with the reason
+_MISSING = [r for r in (get_quantizer(n).unavailable("cpu") for n in ("torchao-int8wo", "gguf-q8_0")) if r]
+pytestmark = pytest.mark.skipif(bool(_MISSING), reason="; ".join(_MISSING))
 from parity.tolerances import dtype_from_name
 from parity.zoo import get_family
 

@@ -524,7 +524,8 @@ QUANT_TOLERANCES: dict[str, QuantTolerance] = {
         "(n + 2)·u_d·(|x| @ |W_q|ᵀ + |b|) of exact (n products and additions, the dequantized weight's own "
         "rounding to d, the bias add). Weight-only quantizers compute exactly this; a dequantization applied "
         "twice (scale²) is off by |W_q|·(scale − 1), orders above it. Activation-quantizing modes add half an "
-        "activation step per input: ½·(max|x_row|/127)·Σ|W_q| (int8 dynamic, LLM.int8's int8 part)")),
+        "activation step per input: ½·(max|x_row|/127)·Σ|W_q| for int8 (int8 dynamic, LLM.int8's int8 part); "
+        "for float8 e4m3 2^-4·(|x| @ |W_q|ᵀ) plus half its subnormal spacing (max|x_row|/448)·2^-9·Σ|W_q|")),
     "contribution": QuantTolerance(0.0, 1.0, (
         "the LoRA's contribution, layer(x) − base_layer(x), against x @ δᵀ in float64: PEFT's lora_B(lora_A(x)) "
         "in d is within (n + r + 2)·u_d·(|x| @ Pᵀ) (two chained dot products, n then r terms, and the scale), "

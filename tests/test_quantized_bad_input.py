@@ -14,8 +14,9 @@ from parity.lora.synth import write_lora
 from parity.zoo import build_pipeline, get_family
 from tests.support.cli import assert_one_line_error
 from tests.support.families import needs
+from tests.support.quantizers import needs_quantizers
 
-pytestmark = [needs("zimage", "flux"), pytest.mark.xdist_group("quant-bad-input")]
+pytestmark = [needs("zimage", "flux"), pytest.mark.xdist_group("quant-bad-input"), needs_quantizers()]
 
 
 @pytest.fixture(scope="module")

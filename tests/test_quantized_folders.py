@@ -11,8 +11,9 @@ from parity.cli import main
 from parity.zoo import get_family
 from tests.support.diffusers_saved import diffusers_saved
 from tests.support.families import needs
+from tests.support.quantizers import needs_quantizers
 
-pytestmark = [needs("zimage"), pytest.mark.xdist_group("quant-folders")]
+pytestmark = [needs("zimage"), pytest.mark.xdist_group("quant-folders"), needs_quantizers()]
 
 
 def test_a_users_bfloat16_folder_is_quantized_from_its_subfolder_and_checked(tmp_path, capsys):

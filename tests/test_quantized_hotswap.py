@@ -28,10 +28,12 @@ from parity.lora.synth import write_lora
 from parity.quant.dequant import dequantize
 from parity.zoo import FAMILIES, build_pipeline
 from tests.support.cli import assert_one_line_error
+from tests.support.quantizers import needs_quantizers
+from tests.support.families import needs
 
 QUANTIZERS = ("torchao-int8wo", "quanto-int8", "gguf-q8_0")
 SWAPPED = SWAPS[:3]  # same rank, rank up to the target, rank down below the first
-pytestmark = [pytest.mark.compile, pytest.mark.xdist_group("quantized-hotswap")]
+pytestmark = [pytest.mark.compile, pytest.mark.xdist_group("quantized-hotswap"), needs_quantizers(), needs("zimage")]
 
 # Every session is `make slow` (measured on 2 cores, build + quantize + compile + three checked swaps):
 # zimage 18-24 s each (it compiles twice: its first call fills freqs_cis), flux ~10 s. The default run

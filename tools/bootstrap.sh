@@ -27,5 +27,5 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     echo "bootstrap: installing the CPU build torch==2.13.0"
     "$VENV/bin/python" -m pip install -q torch==2.13.0
 fi
-"$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -m pip install -q -e ".[dev,quant]" 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import torch, diffusers, peft; print(f'bootstrap: torch {torch.__version__}, diffusers {diffusers.__version__}, peft {peft.__version__}')"

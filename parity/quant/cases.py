@@ -66,4 +66,5 @@ QUANT_CASES: tuple[QuantCase, ...] = (
     QuantCase("zimage", "bnb-nf4"),
     QuantCase("zimage", "bnb-fp4"),
     QuantCase("zimage", "bnb-int8"),
+    QuantCase("zimage", "torchao-float8dq"),
 )

@@ -166,8 +166,11 @@ def base_forward_check(layer: nn.Module, weight: torch.Tensor, quantizer: Quanti
         u = max(u, unit_roundoff(torch.float16))
     magnitude = xd.abs() @ weight.abs().T + (bias.abs() if bias is not None else 0.0)
     bound = QUANT_TOLERANCES["base-forward"].roundings * (n + 2) * u * magnitude
-    if quantizer.activations:
+    if quantizer.activations == "int8":  # per-row absmax/127 grid: half a step per input
         bound = bound + 0.5 * (xd.abs().amax(1, keepdim=True) / 127.0) * weight.abs().sum(1)
+    elif quantizer.activations == "float8":  # e4m3: half of 2^-3 relative, or of its subnormal spacing
+        scale = xd.abs().amax(1, keepdim=True) / 448.0
+        bound = bound + 2.0**-4 * magnitude + 0.5 * scale * 2.0**-9 * weight.abs().sum(1)
     return _ratio(out - exact, bound), out
 
 

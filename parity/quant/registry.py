@@ -34,7 +34,7 @@ class Quantizer:
     extra_package: str = ""  # a package only this mode needs (torchao int4: mslk)
     gguf_type: str = ""  # GGUF: the ggml type name written (Q8_0, Q4_0); "" for a user's file (any type)
     storage: torch.dtype | None = None  # layerwise: the storage dtype
-    activations: bool = False  # the forward also quantizes activations: the base forward is not x @ deq(W)
+    activations: str = ""  # "int8" / "float8": the forward also quantizes activations, so it is not x @ deq(W)
     cpu_note: str = ""
 
     def unavailable(self, device: str) -> str | None:
@@ -87,14 +87,22 @@ QUANTIZERS: tuple[Quantizer, ...] = (
               config=_bnb(load_in_4bit=True, bnb_4bit_quant_type="fp4"), needs="cuda", needs_why=_BNB_CPU),
     Quantizer(name="bnb-int8", backend="bitsandbytes", package="bitsandbytes", pip="bitsandbytes",
               how="BitsAndBytesConfig(load_in_8bit=True)", config=_bnb(load_in_8bit=True), needs="cuda",
-              needs_why=_BNB_CPU, activations=True),
+              needs_why=_BNB_CPU, activations="int8"),
     Quantizer(name="torchao-int8wo", backend="torchao", package="torchao", pip="torchao",
               how="TorchAoConfig(Int8WeightOnlyConfig())", config=_torchao("Int8WeightOnlyConfig")),
     Quantizer(name="torchao-int8dq", backend="torchao", package="torchao", pip="torchao",
               how="TorchAoConfig(Int8DynamicActivationInt8WeightConfig())",
-              config=_torchao("Int8DynamicActivationInt8WeightConfig"), activations=True),
+              config=_torchao("Int8DynamicActivationInt8WeightConfig"), activations="int8"),
     Quantizer(name="torchao-float8wo", backend="torchao", package="torchao", pip="torchao",
               how="TorchAoConfig(Float8WeightOnlyConfig())", config=_torchao("Float8WeightOnlyConfig")),
+    # diffusers' lora-fast recipe: an FP8 base, hotswap and torch.compile (make gpu ARGS="--quantization
+    # torchao-float8dq"); torchao asserts the GPU (measured: "Float8 dynamic quantization requires CUDA
+    # compute capability ≥8.9 or MI300+ or XPU" on this CPU)
+    Quantizer(name="torchao-float8dq", backend="torchao", package="torchao", pip="torchao",
+              how="TorchAoConfig(Float8DynamicActivationFloat8WeightConfig())",
+              config=_torchao("Float8DynamicActivationFloat8WeightConfig"), activations="float8", needs="cuda",
+              needs_why="torchao's float8 dynamic-activation kernels need compute capability 8.9+ (H100, L4, "
+                        "RTX 40xx), MI300 or XPU"),
     Quantizer(name="torchao-int4wo", backend="torchao", package="torchao", pip="torchao", extra_package="mslk",
               how="TorchAoConfig(Int4WeightOnlyConfig())", config=_torchao("Int4WeightOnlyConfig")),
     Quantizer(name="quanto-int8", backend="quanto", package="optimum.quanto", pip="optimum-quanto",

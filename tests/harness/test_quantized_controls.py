@@ -17,8 +17,9 @@ from parity.quant.apply import quantize_denoisers
 from parity.quant.registry import get_quantizer
 from parity.zoo import build_pipeline, get_family
 from tests.support.families import needs
+from tests.support.quantizers import needs_quantizers
 
-pytestmark = [needs("zimage"), pytest.mark.xdist_group("quant-controls")]
+pytestmark = [needs("zimage"), pytest.mark.xdist_group("quant-controls"), needs_quantizers()]
 QUANTIZER = get_quantizer("torchao-int8wo")
 
 

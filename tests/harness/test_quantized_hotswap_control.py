@@ -12,10 +12,11 @@ from parity.checks.cases import FIRST_SWAP, HOTSWAP_TARGET_RANK, SWAPS
 from parity.checks.dynamo import reset
 from parity.lora.synth import write_lora
 from parity.zoo import FAMILIES, build_pipeline
+from tests.support.quantizers import needs_quantizers
 
 FAMILY = FAMILIES["flux"]  # the cheapest denoiser to compile; torchao quantizes every targeted Linear of it
 QUANTIZATION = "torchao-int8wo"
-pytestmark = [pytest.mark.compile, pytest.mark.xdist_group("quantized-hotswap")]
+pytestmark = [pytest.mark.compile, pytest.mark.xdist_group("quantized-hotswap"), needs_quantizers()]
 
 
 def write(spec, directory) -> str:
