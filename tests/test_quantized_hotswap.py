@@ -27,6 +27,7 @@ from parity.cli import main
 from parity.lora.synth import write_lora
 from parity.quant.dequant import dequantize
 from parity.zoo import FAMILIES, build_pipeline
+from parity.quant.registry import get_quantizer
 from tests.support.cli import assert_one_line_error
 from tests.support.quantizers import needs_quantizers
 from tests.support.families import needs
@@ -63,13 +64,15 @@ def write_swap_lora(family: str, spec, directory: str) -> str:
                       alpha=spec.alpha)
 
 
-def session_params() -> list:
+def session_params(chosen: str | None = None) -> list:
+    """Every (family, quantizer) session and swap; with ``--quantization NAME`` (e.g. torchao-float8dq on a GPU:
+    diffusers' lora-fast setting, an FP8 base with hotswap and compile) that quantizer's, in the run asked for."""
     out = []
     for family in ("zimage", "flux"):
-        for quantization in QUANTIZERS:
+        for quantization in (chosen,) if chosen else QUANTIZERS:
             if (family, quantization) in NOT_QUANTIZED:
                 continue
-            slow = SLOW.get((family, quantization))
+            slow = SLOW.get((family, quantization)) and not chosen
             marks = [pytest.mark.slow] if slow else []  # the reason: SLOW
             for spec in SWAPPED:
                 out.append(pytest.param((family, quantization), spec, marks=marks,
@@ -81,6 +84,9 @@ def session_params() -> list:
 def session(request, tmp_path_factory, compile_options, device):
     """One compiled session on a quantized denoiser; only one compiled model is alive at a time."""
     family, quantization = request.param
+    reason = get_quantizer(quantization).unavailable(device)
+    if reason is not None:  # e.g. --quantization torchao-float8dq on a CPU
+        pytest.skip(reason)
     backend, mode = compile_options
     directory = str(tmp_path_factory.mktemp(f"qhotswap-{family}-{quantization}"))
     first = write_swap_lora(family, FIRST_SWAP, directory)
@@ -97,7 +103,12 @@ def quantized_targets(live: hs.HotswapSession) -> list[str]:
     return [n for n in names if n.removesuffix(".weight").rsplit(".", 1)[-1] in targets]
 
 
-@pytest.mark.parametrize(("session", "spec"), session_params(), indirect=["session"], scope="module")
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.function.__name__ == "test_hotswap_into_a_compiled_quantized_denoiser_does_not_recompile_and_matches_a_fresh_load":
+        chosen = metafunc.config.getoption("--quantization", default=None)
+        metafunc.parametrize(("session", "spec"), session_params(chosen), indirect=["session"], scope="module")
+
+
 def test_hotswap_into_a_compiled_quantized_denoiser_does_not_recompile_and_matches_a_fresh_load(
         session, spec, parity_record):
     live, directory = session
