@@ -91,7 +91,7 @@ def test_check_json_has_results_per_dtype(loras, tmp_path, capsys):
 def test_check_at_scale_0_5_fails_naming_the_scaling_fuse_lora_left_behind(loras, tmp_path, capsys):
     """Real diffusers 0.42.1 behaviour (SECOND_FUSE in parity/checks/cases.py), shown as the failing
     verdict it is: fuse_lora(lora_scale=0.5) halves every PEFT scaling and unfuse_lora leaves it halved.
-    Should an upgrade fix it, this test fails: the finding is gone, update it and the README."""
+    Should an upgrade fix it, this test fails: the finding is gone, update it and docs/findings.md."""
     from parity.checks.findings import SECOND_FUSE
 
     out_json = tmp_path / "report.json"

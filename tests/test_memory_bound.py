@@ -2,7 +2,7 @@
 double- and two single-stream blocks (0.81 B parameters; memory is linear in blocks) peaks within the
 model's own bytes × 1.25 + 2 GiB of host memory, in float32 and bfloat16, each on a folder stored in
 its dtype as published checkpoints are (a bfloat16 check of a float32 folder holds the file diffusers
-maps while it loads beside the model it builds: README, Memory). The negative control is the same
+maps while it loads beside the model it builds: docs/checking-files.md, Memory). The negative control is the same
 check keeping one full copy of the model, which must exceed the bound. Each run is a subprocess so its
 peak (VmHWM, tests/support/peak_memory.py) is its own. Slow: building the folders and three checks take about 6 minutes.
 """

@@ -1,4 +1,4 @@
-"""The README's first example on a real-size file: `lora-parity check --family sd15 --lora FILE` with no
+"""docs/checking-files.md's first example on a real-size file: `lora-parity check --family sd15 --lora FILE` with no
 --model-path, on a kohya file for the published SD1.5 shapes (issue 15, item 3).
 
 The file is written by tests/support/trainer_files.py walking a model built here from the published

@@ -158,7 +158,7 @@ class Interleaved:
 def bench_info(subject: CostSubject, rounds: Interleaved, summary: RatioSummary | None) -> rec.BenchInfo:
     """The benchmark's extra_info: the timed pairs, their ratio and the bound."""
     failed = [r for r in rounds.reports if not getattr(r, "ok", True)]
-    # On a shared CPU the thread count decides how much another job's load slows a run (README, Benchmarks).
+    # On a shared CPU the thread count decides how much another job's load slows a run (docs/benchmarks.md).
     notes = [f"{torch.get_num_threads()} torch threads"] if torch.device(subject.device).type == "cpu" else []
     notes += ["the check failed on these files (still timed: a failing check does all its work)"] if failed else []
     info = rec.BenchInfo(

@@ -23,7 +23,7 @@ target and L those of the largest targeted weight:
 
 Measured on this 2-core machine on full-size SD1.5 and SDXL folders and full-width FLUX.1 and Qwen-Image
 folders with one block (the published configs, deterministic weights: `lora-parity model`), each stored in
-the dtype checked, with kohya or diffusers rank-8 files on the default targets: the README (Memory) gives
+the dtype checked, with kohya or diffusers rank-8 files on the default targets: docs/checking-files.md (Memory) gives
 the peaks beside this prediction, which is above each of them (a float32 folder loaded into bfloat16
 aside: diffusers maps the file while it loads, before the prediction is made).
 """

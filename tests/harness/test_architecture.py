@@ -1,4 +1,4 @@
-"""The package keeps the shape the README's Layout section describes: no import cycle anywhere in
+"""The package keeps the shape docs/architecture.md's Layout section describes: no import cycle anywhere in
 parity/, no module over about 500 lines without the reason at its top, CLI modules that only parse,
 call a check and print, and tests that import support code, never each other. Each rule runs on the
 real tree, and on a planted violation that it must catch."""

@@ -3,7 +3,7 @@ rounds alternate their order and pair up, the ratio's median and interval, the r
 the negative control: a check made slower than 1.5x its floor is flagged, the same stand-in at the
 floor's own cost is not.
 
-The real check runs at several times its floor on the tiny zoo (README, Benchmarks), so it cannot
+The real check runs at several times its floor on the tiny zoo (docs/benchmarks.md), so it cannot
 serve as the control that passes; the controls replace it, through monkeypatch, with a stand-in that
 does the floor's own work, once (ratio about 1) or three times (about 3).
 """

@@ -138,17 +138,20 @@ def test_family_guess_names_a_family_only_on_its_signature_keys(keys, family):
     assert (family is None) == (describe_guess(keys) == "")
 
 
+LAYOUTS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "layouts.md"  # the README links it
+
+
 def layouts_missing_from(readme: str, layouts) -> list[str]:
-    """Registered layouts whose name or example key the README's layout table does not show."""
+    """Registered layouts whose name or example key the layout table (docs/layouts.md) does not show."""
     return [l.name for l in layouts if f"`{l.name}`" not in readme or f"`{l.example}`" not in readme]
 
 
-def test_readme_lists_every_registered_layout_with_its_example_key():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_layouts_page_lists_every_registered_layout_with_its_example_key():
+    readme = LAYOUTS_PAGE.read_text()
     assert layouts_missing_from(readme, LAYOUTS.values()) == []
 
 
-def test_a_layout_the_readme_does_not_list_is_caught():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_a_layout_the_layouts_page_does_not_list_is_caught():
+    readme = LAYOUTS_PAGE.read_text()
     unlisted = replace(LAYOUTS["kohya"], name="kohya-unlisted", example="lora_unet_nowhere.lora_down.weight")
     assert layouts_missing_from(readme, [unlisted]) == ["kohya-unlisted"]

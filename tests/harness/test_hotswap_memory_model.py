@@ -1,6 +1,6 @@
 """The hotswap memory model predicts the peak from the pipeline and the files, is printed before the
 first compile, and refuses a run that would not fit with one line (exit 2) before anything is
-compiled. Its coefficients are measured (parity/checks/memory.py, README Memory): here, its
+compiled. Its coefficients are measured (parity/checks/memory.py, docs/checking-files.md, Memory): here, its
 arithmetic, the LoRA layers it counts against what PEFT allocates, and its refusal."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A test of quantized bases is skipped, with the reason, where the quantizer packages are not installed: the
 gate's old env runs without them (diffusers 0.35.2 cannot import its single-file loader beside torchao 0.18,
-README "Gating an upgrade"), and `pip install lora-parity` without the `quant` extra has none."""
+docs/gate.md), and `pip install lora-parity` without the `quant` extra has none."""
 
 from __future__ import annotations
 
