@@ -11,5 +11,5 @@ OUT=$("$PY" -m parity.cli runs new reports/parity --command "tools/parity.sh $*"
 "$PY" -m pytest tests -n "$JOBS" --dist loadgroup -m "not slow" --ignore=tests/harness \
     --junitxml="$OUT/junit.xml" --parity-report="$OUT" "$@"
 status=$?
-echo "summary: $OUT/summary.md"
+echo "summary: $OUT/summary.md ($OUT/summary.html)"
 exit $status

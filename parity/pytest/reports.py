@@ -13,6 +13,35 @@ import pytest
 _DIR = pytest.StashKey[str | None]()
 _WORKER_KEY = "lora_parity_parity_report"
 _ROWS: list[dict] = []  # summary rows of this session (controller side under xdist)
+_COUNTS = pytest.StashKey["_Counts"]()
+
+
+class _Counts:
+    """Every test's outcome as pytest's terminal summary counts it (the category pytest_report_teststatus
+    gives: passed, failed, error, skipped, xfailed, xpassed; and deselected), so the summary's headline
+    agrees with pytest's own line. One per config (a plugin object, not module state): an in-process
+    pytester run inside another keeps its own counts."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.counts: dict[str, int] = {}
+
+    def _add(self, report) -> None:
+        if not getattr(report, "count_towards_summary", True):
+            return
+        category = self.config.hook.pytest_report_teststatus(report=report, config=self.config)[0]
+        if category:
+            self.counts[category] = self.counts.get(category, 0) + 1
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._add(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:  # a collection error: pytest's "error"
+            self._add(report)
+
+    def pytest_deselected(self, items) -> None:
+        self.counts["deselected"] = self.counts.get("deselected", 0) + len(items)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +84,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_DIR] = workerinput[_WORKER_KEY]
     else:
         config.stash[_DIR] = claimed_folder(config, "--parity-report", "parity-report")
+        if config.stash[_DIR] is not None:
+            config.stash[_COUNTS] = counter = _Counts(config)
+            config.pluginmanager.register(counter, "lora-parity-counts")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -92,7 +124,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         if name == "parity":
             row = json.loads(value)
             row["outcome"] = report.outcome
+            if hasattr(report, "wasxfail"):  # a strict xfail: a known finding that still shows
+                row["outcome"] = "xfailed" if report.skipped else "xpassed"
+                row["finding"] = report.wasxfail
             _ROWS.append(row)
+
+
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -105,4 +142,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from parity.runs.summary import write_summary
 
-    write_summary(Path(config.stash[_DIR]), _ROWS, exitstatus)
+    counts = config.stash[_COUNTS].counts if _COUNTS in config.stash else None
+    write_summary(Path(config.stash[_DIR]), _ROWS, exitstatus, counts)

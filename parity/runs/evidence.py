@@ -43,7 +43,8 @@ def id_parts(test: str, families: Iterable[str]) -> tuple[str, str, str]:
     name its parameters start with, the layout what follows it up to the dtype or device."""
     function = test.rsplit("::", 1)[-1]
     check, _, params = function.partition("[")
-    tokens = params.rstrip("]").split("@")[0].split("-") if params else []
+    # ``check[params]@xdist_group``: the group suffix goes before the closing bracket
+    tokens = params.split("@")[0].rstrip("]").split("-") if params else []
     family = NO_PART
     for name in sorted(families, key=len, reverse=True):
         parts = name.split("-")

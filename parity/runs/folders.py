@@ -41,7 +41,7 @@ LATEST_FILE = "LATEST"
 
 # What each writer puts in its folder: a marked folder holding none of these is free for that writer.
 OUTPUTS: dict[str, tuple[str, ...]] = {
-    "parity-report": ("summary.md", "summary.json"),
+    "parity-report": ("summary.md", "summary.html", "summary.json"),
     "golden-report": ("index.html", "index.json", "artifacts"),
     "bench": ("run.json", "junit.xml"),
     "bench-report": ("report.md", "index.html", "plots"),

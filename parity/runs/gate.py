@@ -30,7 +30,7 @@ from typing import Any
 from parity.bench.compare import Comparison, FailOn, compare_runs
 from parity.bench.results import BenchRun, read_run
 from parity.errors import ParityInputError
-from parity.runs.junit import FAILED, PASSED, SKIPPED, Outcome, read_outcomes
+from parity.runs.junit import FAILED, PASSED, SKIPPED, XFAILED, Outcome, parity_tests, read_outcomes
 
 MANIFEST = "bundle.json"
 JUNIT = "junit.xml"
@@ -68,6 +68,8 @@ class Bundle:
     parity: dict[tuple[str, str, str], dict[str, Any]]  # (check, case, dtype) → summary row
     golden_moved: dict[str, dict[str, Any]]  # case → golden-report index entry
     bench: BenchRun | None
+    # (check, case, dtype) → the test that recorded the row (JUnit ``parity`` properties)
+    parity_tests: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -109,7 +111,8 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
     index = root / GOLDEN_REPORT / "index.json"
     golden_moved = _read_json(index) if index.exists() else {}
     bench = read_run(root / BENCH) if (root / BENCH).exists() else None
-    return Bundle(root, manifest, read_outcomes(root / JUNIT), parity, golden_moved, bench)
+    return Bundle(root, manifest, read_outcomes(root / JUNIT), parity, golden_moved, bench,
+                  parity_tests(root / JUNIT))
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class ParityChange:
 class Verdict:
     old: Bundle
     new: Bundle
-    regressions: list[TestChange] = field(default_factory=list)  # passed before, fail now
+    regressions: list[TestChange] = field(default_factory=list)  # passed (or xfailed) before, fail now
     lost: list[TestChange] = field(default_factory=list)  # ran before, skipped or gone now
     new_failures: list[TestChange] = field(default_factory=list)  # not in the old run, failing
     findings_changed: list[TestChange] = field(default_factory=list)  # pinned findings that no longer reproduce
@@ -149,6 +152,8 @@ class Verdict:
     # golden images that moved where the old versions failed the parity checks of the same family and
     # layout and the new ones pass them: the old image came from a wrong merge (vouched_moves)
     moved_by_fix: list[TestChange] = field(default_factory=list)
+    # known findings (strict xfails) that still reproduce in the new run: expected failures, shown by name
+    findings: list[TestChange] = field(default_factory=list)
     bench: Comparison | None = None
 
     @property
@@ -198,7 +203,8 @@ def judge(old: Bundle, new: Bundle, bench_gates: Sequence[FailOn] = (), allow_cr
         change = TestChange(test, before.status, now.status, now.message)
         if now.unexpectedly_passed:
             verdict.findings_changed.append(change)
-        elif before.status == PASSED and now.status == FAILED:
+        elif before.status in (PASSED, XFAILED) and now.status == FAILED:
+            # a pinned finding that now fails some other way (not the pinned exception) also regressed
             verdict.regressions.append(change)
         elif before.status == PASSED and now.status == SKIPPED:
             verdict.lost.append(change)
@@ -209,6 +215,9 @@ def judge(old: Bundle, new: Bundle, bench_gates: Sequence[FailOn] = (), allow_cr
     for test, now in sorted(new.outcomes.items()):
         if test not in old.outcomes and now.status == FAILED:
             verdict.new_failures.append(TestChange(test, "absent", now.status, now.message))
+        if now.status == XFAILED:
+            before = old.outcomes.get(test)
+            verdict.findings.append(TestChange(test, before.status if before else "absent", now.status, now.message))
     vouch_for_moves(verdict)
     for key, row in new.parity.items():
         before_row = old.parity.get(key)

@@ -63,6 +63,29 @@ def read_outcomes(path: str | os.PathLike) -> dict[str, Outcome]:
     return outcomes
 
 
+def parity_tests(path: str | os.PathLike) -> dict[tuple[str, str, str], str]:
+    """(check, case, dtype) of every ``parity_record`` row (a JUnit ``parity`` property) → the test that
+    recorded it, so a report can put a measured error with its test's outcome."""
+    import json
+
+    out = {}
+    try:
+        root = ET.parse(os.fspath(path)).getroot()
+    except (OSError, ET.ParseError):
+        return out  # read_outcomes names the bad file
+    for case in root.iter("testcase"):
+        test = f"{case.get('classname', '')}::{case.get('name', '')}".lstrip(":")
+        for prop in case.iter("property"):
+            if prop.get("name") != "parity":
+                continue
+            try:
+                row = json.loads(prop.get("value", ""))
+                out[(row["check"], row["case"], row["dtype"])] = test
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
 def read_junit(path: str | os.PathLike) -> JunitSummary:
     """Count outcomes in pytest's ``--junitxml`` file."""
     outcomes = read_outcomes(path)
