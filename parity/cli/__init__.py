@@ -15,6 +15,7 @@ from parity.cli import (
     agree,
     check,
     compare,
+    doctor,
     edit,
     families,
     gate,
@@ -29,11 +30,13 @@ from parity.cli.output import EXIT_BAD_INPUT, PROG, print_error
 from parity.errors import LoaderRefused, ParityInputError
 
 # The one place verbs are registered, in the order `lora-parity --help` lists them.
-VERBS = (check, hotswap, edit, golden, families, model, report, compare, gate, agree, runs)
+VERBS = (check, hotswap, edit, golden, families, model, report, compare, gate, agree, runs, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="Parity checks for LoRA in diffusers + PEFT.")
+    parser.add_argument("--version", action=doctor.VersionAction,
+                        help="print the versions of lora-parity, torch, diffusers, peft and transformers, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for verb in VERBS:
         p = sub.add_parser(verb.NAME, help=verb.HELP, description=verb.DESCRIPTION,
