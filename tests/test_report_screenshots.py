@@ -20,7 +20,7 @@ import pytest
 from parity.runs import pagecheck
 from parity.runs.folders import fresh_run_dir
 from parity.runs.summary import write_summary
-from tests.harness.test_report_gate import synthetic_gate
+from tests.support.gate_bundles import synthetic_gate
 
 REPO = Path(__file__).resolve().parents[1]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
