@@ -4,7 +4,7 @@ targets and lora-parity commands that exist (tests/support/ci_recipes.py), uploa
 and hold the three jobs issue 34 asks for: `make gpu` on a GPU runner with its reports uploaded, the
 upgrade gate on a schedule, and the benchmark compare against a stored baseline.
 
-Where check-jsonschema is installed (it is not a dependency), the files are also validated against the
+Where check-jsonschema is installed (the dev extra, which `make` installs), the files are also validated against the
 SchemaStore schemas it vendors for GitHub workflows and GitLab CI."""
 
 from __future__ import annotations
