@@ -22,6 +22,16 @@ pytest_plugins = [
 ]
 
 
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """The plugin users install (parity/pytest/userplugin.py: the lora_parity fixture, the --lora-parity-…
+    options) runs here too: registered by its pytest11 entry point where this environment's metadata has
+    it, else here, under the same name, so never twice (-p no:lora_parity still turns it off)."""
+    from parity.pytest import userplugin
+
+    if not pluginmanager.has_plugin(userplugin.PLUGIN_NAME) and not pluginmanager.is_blocked(userplugin.PLUGIN_NAME):
+        pluginmanager.register(userplugin, userplugin.PLUGIN_NAME)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     quiet_libraries()
 
