@@ -460,13 +460,6 @@ def reference_values(session: HotswapSession) -> fc.Values:
                               session.device)
     if session.quantization is None:
         return values
-    from parity.quant.dequant import dequantize
+    from parity.quant.dequant import dequantized_values
 
-    quantized = {c: dict(m.named_parameters()) for c, m in pipeline_models(session.pristine).items()}
-
-    def value(component: str, name: str) -> torch.Tensor:
-        param = quantized.get(component, {}).get(name)
-        deq = None if param is None else dequantize(param)
-        return values(component, name) if deq is None else deq.weight.to(param.device)
-
-    return value
+    return dequantized_values(pipeline_models(session.pristine), values)

@@ -49,7 +49,7 @@ def _quantized_pipeline(fam: Any, own: torch.dtype, device: str, model_path: str
     float pipeline whose denoiser tensors are our float64 dequantization of the quantized ones (W_q)."""
     from parity.checks.fresh_copies import float64_copy, pristine_copy, stored_values
     from parity.quant.apply import quantize_denoisers
-    from parity.quant.dequant import dequantize
+    from parity.quant.dequant import dequantized_values
     from parity.quant.registry import require
     from parity.zoo import build_pipeline
 
@@ -61,18 +61,8 @@ def _quantized_pipeline(fam: Any, own: torch.dtype, device: str, model_path: str
     quantize_denoisers(pipe, fam, quantizer, own, device)
     if not twin:
         return pipe, components
-    denoisers = set(fam.denoisers(pipe))
-    quantized_tensors = {name: {**dict(getattr(pipe, name).named_parameters()),
-                                **dict(getattr(pipe, name).named_buffers())} for name in denoisers}
-
-    def value(component: str, name: str) -> torch.Tensor:
-        held = quantized_tensors.get(component, {}).get(name)
-        if held is None:
-            return values(component, name)
-        deq = dequantize(held)
-        return held.detach() if deq is None else deq.weight
-
-    return float64_copy(pristine, value), components
+    denoisers = {name: getattr(pipe, name) for name in fam.denoisers(pipe)}
+    return float64_copy(pristine, dequantized_values(denoisers, values)), components
 
 
 def _load(pipe: Any, path: str, adapter: str, fam: Any, case: GoldenCase) -> None:

@@ -19,6 +19,7 @@ A round-to-nearest moves an element by at most half its step (parity/tolerances.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -147,3 +148,21 @@ def quantized_weights(model: nn.Module) -> dict[str, Dequantized]:
         if deq is not None:
             out[canonical_name(name)] = deq
     return out
+
+
+Values = Callable[[str, str], torch.Tensor]  # parity/checks/fresh_copies.py's: (component, name) → value
+
+
+def dequantized_values(quantized: Mapping[str, nn.Module], values: Values) -> Values:
+    """``values`` (a float pipeline's float64-exact tensor values, fresh_copies.stored_values) for a pipeline
+    whose models ``quantized`` (component → model) hold quantized weights: each quantized parameter as our
+    float64 dequantization W_q, read when asked for; every other tensor as ``values`` gives it. The float64
+    twins of the hotswap and golden checks are built from this."""
+    params = {c: dict(m.named_parameters()) for c, m in quantized.items()}
+
+    def value(component: str, name: str) -> torch.Tensor:
+        param = params.get(component, {}).get(name)
+        deq = None if param is None else dequantize(param)
+        return values(component, name) if deq is None else deq.weight.to(param.device)
+
+    return value
