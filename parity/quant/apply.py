@@ -96,37 +96,21 @@ def quantized_model(model: nn.Module, quantizer: Quantizer, dtype: torch.dtype, 
 
 
 def _misfit(path: str, model: nn.Module, exc: BaseException) -> str:
-    """Why a user's GGUF does not load as ``model``, with the family its tensor names look like."""
+    """Why a user's GGUF does not load as ``model``, with the family its tensor names look like (the
+    key signatures a LoRA file's family is guessed from, parity/lora/familyguess.py)."""
+    from parity.lora.familyguess import guess_family
     from parity.quant.gguf_file import gguf_tensor_shapes
-    from parity.zoo.registry import FAMILIES, get_family
 
     try:
         names = set(gguf_tensor_shapes(path))
     except Exception as err:  # noqa: BLE001 - a file gguf-py cannot read is not a GGUF
         return f"not a GGUF file gguf-py can read ({type(err).__name__}: {' '.join(str(err).split())[:160]})"
-    mine = set(model.state_dict())
-    missing = sorted(names - mine)
-    looks = _looks_like(names, FAMILIES, get_family)
-    like = f"; its tensor names look like {looks}'s denoiser" if looks else ""
+    missing = sorted(names - set(model.state_dict()))
+    guess = guess_family(names)
+    like = f"; its tensor names look like {guess[0]}'s denoiser ({guess[1]!r} names)" if guess else ""
     first = f", e.g. {missing[0]}" if missing else ""
     return (f"its tensors fit no {type(model).__name__} of this family ({len(missing)} of {len(names)} names are "
             f"not the model's{first}; diffusers: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}){like}")
-
-
-def _looks_like(names: set[str], families: Any, get_family: Any) -> str | None:
-    """The family whose tiny denoiser has the most of ``names`` (diffusers names), if any has most of them."""
-    best, score = None, 0.0
-    for name in families:
-        family = get_family(name)
-        if family.unavailable():
-            continue
-        pipe = family.build_tiny(0)
-        keys = {k for d in family.denoisers(pipe) for k in getattr(pipe, d).state_dict()}
-        stems = {k.split(".", 1)[0] for k in keys}
-        share = sum(n.split(".", 1)[0] in stems for n in names) / max(len(names), 1)
-        if share > score:
-            best, score = name, share
-    return best if score >= 0.5 else None
 
 
 def _user_folder(model_path: str | None, family: Any) -> tuple[str, dict[str, Any]] | None:
