@@ -6,7 +6,7 @@ JOBS ?= 2
 PYTEST = $(VENV)/bin/python -m pytest --dist loadgroup
 STAMP = $(VENV)/.lora-parity-installed
 
-.PHONY: install parity test slow gpu bench gate repeat clean
+.PHONY: install parity test slow gpu bench gate matrix repeat clean
 
 $(STAMP): pyproject.toml tools/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/bootstrap.sh
@@ -33,6 +33,12 @@ bench: $(STAMP)
 # Upgrade gate: old vs new diffusers/peft (tox.ini names the versions), one verdict in reports/gate/latest/.
 gate: $(STAMP)
 	$(VENV)/bin/tox -e gate-old,gate-new
+
+# Compatibility matrix: every family x layout's merge, unfuse and hotswap under the last 8 diffusers releases
+# (each with the peft/transformers of its day), each in its own cached venv; reports/matrix/latest/matrix.html.
+# ARGS="--set diffusers==0.37.1,peft==0.18.1 --family sd15" narrows it; docs/matrix.md says more.
+matrix: $(STAMP)
+	$(VENV)/bin/python -m parity.cli matrix $(ARGS)
 
 # Determinism: the default suite twice (the second in random order); the runs must agree exactly.
 repeat: $(STAMP)

@@ -21,6 +21,7 @@ from parity.cli import (
     gate,
     golden,
     hotswap,
+    matrix,
     model,
     report,
     runs,
@@ -30,7 +31,7 @@ from parity.cli.output import EXIT_BAD_INPUT, PROG, print_error
 from parity.errors import LoaderRefused, ParityInputError
 
 # The one place verbs are registered, in the order `lora-parity --help` lists them.
-VERBS = (check, hotswap, edit, golden, families, model, report, compare, gate, agree, runs, doctor)
+VERBS = (check, hotswap, edit, golden, families, model, report, compare, gate, matrix, agree, runs, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "compare": ("compare.md",),
     "gate": ("gate.md", "gate.html", "golden"),
     "edit": ("images",),
+    "matrix": ("matrix.json", "matrix.md", "matrix.html", "logs"),
 }
 
 
