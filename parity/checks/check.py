@@ -132,6 +132,10 @@ class DtypeReport:
     known: list[str]  # "known diffusers behaviour: …" for each finding the failures show
     # every weight over its bound, by name (``failures`` words the worst few)
     failing: list[str] = field(default_factory=list)
+    # what each weight over its bound shows (parity/checks/diagnosis.py), the worst first; the merge's
+    # verdict alone is ``not failing and not merge_untargeted`` (``ok`` holds the unfuse's too)
+    diagnoses: list[str] = field(default_factory=list)
+    merge_untargeted: list[str] = field(default_factory=list)  # weights no adapter targets that the fuse changed
 
 
 @dataclass(frozen=True)
@@ -190,8 +194,10 @@ def _dtype_report(plan: CheckPlan, loras: Sequence[LoraFile], dtype_name: str, s
     known += [known_behaviour(k) for k in merge_findings(plan.family, loras, merge.reports)]
     drift = UnfuseReport(unfuse.cycles, scale, unfuse.max_ulps, unfuse.frac_changed,
                          max(unfuse.bound_ratio, default=0.0), unfuse.ok and state.ok, state)
+    over = sorted((r for r in merge.reports if not r.ok), key=lambda r: -r.max_bound_ratio)
     return DtypeReport(dtype_name, scale, merge.max_ulps, merge.max_bound_ratio, merge.ok and drift.ok, failures,
-                       drift, known, [r.name for r in merge.reports if not r.ok] + merge.missing)
+                       drift, known, [r.name for r in over] + merge.missing, [r.diagnosis for r in over],
+                       list(merge.changed_untargeted))
 
 
 Truth = dict[str, torch.Tensor]  # "out" → the loaded, never fused denoiser forward in float64, once per run

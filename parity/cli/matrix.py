@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cases.add_argument("--family", action="append", default=None, metavar="F",
                        help="only these families (repeatable); with --lora, the one family the files are for")
     cases.add_argument("--check", type=comma_list, default=None, metavar="C[,C…]",
-                       help="only these checks: merge, merge-noalpha, merge-bf16, unfuse, hotswap (default: all)")
+                       help="only these checks: merge, merge-noalpha, merge-bf16, unfuse, hotswap, algorithm (default: all)")
     cases.add_argument("--lora", action="append", default=[], metavar="FILE",
                        help="your own LoRA files (repeatable) as the rows: each file's merge and unfuse")
     cases.add_argument("--model-path", metavar="PATH",

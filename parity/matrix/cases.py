@@ -28,16 +28,17 @@ UNFUSE_WHAT = "fuse_lora then unfuse_lora of the two adapters: the base weights 
 FINDING_WHAT = "fuse_lora of one file at 1.0 (a layout the suite pins a finding on)"
 HOTSWAP_WHAT = ("hotswap into the torch.compile'd denoiser (model level, error_on_recompile): no recompile, "
                 "the output of a fresh load")
+ALGORITHM_WHAT = "lora-parity check of a {kind} file, as its trainer writes it: fuse_lora against the algorithm's formula"
 FILE_WHAT = {"merge": "lora-parity check: fuse_lora against the reference merge",
              "unfuse": "lora-parity check: fuse then unfuse_lora, the base weights back within the bound"}
-CHECKS = (*MERGE_CHECKS, "unfuse", "hotswap")
+CHECKS = (*MERGE_CHECKS, "unfuse", "hotswap", "algorithm")
 
 
 @dataclass(frozen=True)
 class MatrixCase:
     family: str
-    layout: str  # a parity.lora.layouts name, or the user's file path (check "file-…")
-    check: str  # merge | merge-noalpha | merge-bf16 | unfuse | hotswap | file-merge | file-unfuse
+    layout: str  # a parity.lora.layouts name, an ALGORITHM_FILES kind (check "algorithm"), or the user's file path
+    check: str  # merge | merge-noalpha | merge-bf16 | unfuse | hotswap | algorithm | file-merge | file-unfuse
     targets: str = "default"
     expert: str = ""
     adapters: int | str = 1
@@ -67,6 +68,8 @@ class MatrixCase:
             what = FILE_WHAT[self.check.removeprefix("file-")]
         elif self.check in MERGE_CHECKS:
             what = FINDING_WHAT if self.finding else MERGE_CHECKS[self.check][2]
+        elif self.check == "algorithm":
+            what = ALGORITHM_WHAT.format(kind=self.layout)
         else:
             what = UNFUSE_WHAT if self.check == "unfuse" else HOTSWAP_WHAT
         return Row(self.id, self.family, self.layout_id, self.check.removeprefix("file-"), what)
@@ -107,9 +110,17 @@ def _hotswap_rows(families: list[str] | None) -> list[MatrixCase]:
     return out
 
 
+def _algorithm_rows(families: list[str] | None) -> list[MatrixCase]:
+    from parity.checks.cases import algorithm_cases
+
+    # the case table's family × algorithm (the families whose trainers publish DoRA, LoHa, LoKr, tucker)
+    return [MatrixCase(c.family, c.file, "algorithm") for c in algorithm_cases(families)]
+
+
 def matrix_cases(families: list[str] | None = None, checks: tuple[str, ...] = CHECKS) -> list[MatrixCase]:
     """Every row of the tiny zoo's matrix, in the case table's order: each family's layouts × ``checks``."""
-    rows = _layout_rows(families, checks) + (_hotswap_rows(families) if "hotswap" in checks else [])
+    rows = _layout_rows(families, checks) + (_hotswap_rows(families) if "hotswap" in checks else []) \
+        + (_algorithm_rows(families) if "algorithm" in checks else [])
     order = {name: i for i, name in enumerate(dict.fromkeys(c.family for c in rows))}
     return sorted(rows, key=lambda c: order[c.family])  # stable: within a family the table's order
 

@@ -136,12 +136,20 @@ def _hotswap(case: MatrixCase, directory: Path, start: float) -> Any:
     return hotswap_cell(record.recompiled, record.refused, record.failures, time.perf_counter() - start)
 
 
-def _file(case: MatrixCase, start: float) -> Any:
+def _algorithm(case: MatrixCase, directory: Path, start: float) -> Any:
+    from parity.lora.algorithms import write_algorithm_file
+
+    path = write_algorithm_file(case.family, case.layout, directory)
+    return _file(case, start, str(path))
+
+
+def _file(case: MatrixCase, start: float, path: str | None = None) -> Any:
+    """``lora-parity check`` of one file: a user's (the case's path), or an algorithm file written here."""
     from parity.checks.check import CheckRequest, run_check
     from parity.matrix.cells import error_cell, merge_cell, refused_cell, unfuse_cell
 
     try:
-        report = run_check(CheckRequest(case.family, (case.layout,), model_path=case.model_path))
+        report = run_check(CheckRequest(case.family, (path or case.layout,), model_path=case.model_path))
     except Exception as exc:  # noqa: BLE001 - LoaderRefused, and whatever diffusers raises on the file
         from parity.errors import LoaderRefused, ParityInputError
 
@@ -151,12 +159,13 @@ def _file(case: MatrixCase, start: float) -> Any:
             return error_cell(str(exc), time.perf_counter() - start)
         raise
     [result] = report.results
-    if case.check == "file-merge":
-        return merge_cell(result.failing if not result.ok else [], sum(report.files[0].matched.values()), [], [],
-                          result.failures, time.perf_counter() - start)
+    if case.check in ("file-merge", "algorithm"):
+        missing = result.failing[len(result.diagnoses):]  # failing: the weights over their bound, then the missing
+        return merge_cell(result.diagnoses, sum(report.files[0].matched.values()), result.merge_untargeted, missing,
+                          [f for f in result.failures if not f.startswith("unfuse")], time.perf_counter() - start)
     unfuse = result.unfuse
     return unfuse_cell(unfuse.max_bound_ratio, max(unfuse.max_ulps, default=0.0), [], time.perf_counter() - start,
-                       extra=[] if unfuse.state.ok else [unfuse.state.summary()])
+                       extra=[] if unfuse.state.ok else unfuse.state.failures(unfuse.lora_scale, unfuse.cycles))
 
 
 def run_case(case: MatrixCase, loads: Loads, directory: Path) -> Any:
@@ -174,6 +183,8 @@ def run_case(case: MatrixCase, loads: Loads, directory: Path) -> Any:
             return _unfuse(case, loads, start)
         if case.check == "hotswap":
             return _hotswap(case, directory, start)
+        if case.check == "algorithm":
+            return _algorithm(case, directory, start)
         return _file(case, start)
     except LoaderRefused as exc:
         return refused_cell(exc.reason, time.perf_counter() - start)

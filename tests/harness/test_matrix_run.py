@@ -1,7 +1,8 @@
 """The matrix's own logic on real version sets (parity/matrix/run.py, worker.py, cells.py), without building
 an environment: each set is this interpreter, as ``NAME=python:PATH`` names one.
 
-- ``this``: this environment as it is; its cells are the suite's verdicts (sd15's diffusers layout: correct).
+- ``this``: this environment as it is; its cells are the suite's verdicts (sd15's diffusers layout and a
+  user's kohya file, as ``matrix --lora FILE --family sd15`` takes it: correct).
 - ``broken-fuse``: the same environment with a ``sitecustomize`` that halves every LoRA delta PEFT merges —
   the negative control: its merge cells must say wrong, scaled, and no other set's cell may change.
 - ``no-interpreter``: a set whose interpreter does not exist: one row saying it did not install.
@@ -18,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from parity.matrix import run as matrix_run
-from parity.matrix.cases import MatrixCase, matrix_cases
+from parity.matrix.cases import MatrixCase, file_cases, matrix_cases
 from parity.matrix.schema import Matrix, VersionSet
+from tests.support.trainer_files import kohya_sd15
 
 # sd15's diffusers layout: the two adapters' merge and their unfuse share one load (a few seconds per set)
 CASES = [c for c in matrix_cases(["sd15"], ("merge", "unfuse")) if c.layout == "diffusers"]
@@ -48,7 +50,10 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Matrix:
     sets = [_python_set("this", sys.executable), _python_set("broken-fuse", sys.executable, root / "broken-fuse"),
             _python_set("no-interpreter", str(root / "missing" / "python")),
             _python_set("cannot-import", sys.executable, root / "cannot-import")]
-    return matrix_run.run_matrix(sets, CASES, root / "cache", root / "out", jobs=3, log=lambda line: None)
+    # a user's file (`matrix --lora FILE --family sd15`), as kohya's train_network.py writes it: its rows too
+    user_file = kohya_sd15(root / "user-kohya.safetensors")
+    cases = CASES + file_cases("sd15", [str(user_file)])
+    return matrix_run.run_matrix(sets, cases, root / "cache", root / "out", jobs=3, log=lambda line: None)
 
 
 def _states(matrix: Matrix, set_name: str) -> dict[str, str]:
@@ -58,7 +63,9 @@ def _states(matrix: Matrix, set_name: str) -> dict[str, str]:
 def test_this_environment_fuses_and_unfuses_the_diffusers_layout_correctly(matrix: Matrix) -> None:
     [this] = [s for s in matrix.sets if s.version_set.name == "this"]
     assert this.status == "ok" and this.versions["diffusers"] != "not installed"
-    assert _states(matrix, "this") == {"sd15/diffusers/merge": "correct", "sd15/diffusers/unfuse": "correct"}
+    assert _states(matrix, "this") == {"sd15/diffusers/merge": "correct", "sd15/diffusers/unfuse": "correct",
+                                       "sd15/user-kohya.safetensors/file-merge": "correct",
+                                       "sd15/user-kohya.safetensors/file-unfuse": "correct"}
 
 
 def test_a_set_whose_fuse_is_broken_shows_wrong_scaled_merge_cells(matrix: Matrix) -> None:
@@ -67,6 +74,8 @@ def test_a_set_whose_fuse_is_broken_shows_wrong_scaled_merge_cells(matrix: Matri
     assert (cell.state, cell.how) == ("wrong", "scaled"), cell
     assert "0.5× the reference delta" in cell.summary, cell.summary
     assert cell.evidence, "a wrong cell carries the check's failing weights"
+    user = matrix.cells["sd15/user-kohya.safetensors/file-merge"]["broken-fuse"]
+    assert (user.state, user.how) == ("wrong", "scaled"), user
     assert matrix.changes("sd15/diffusers/merge")
     # unfuse_lora subtracts the same halved delta: the weights come back, and the matrix says so
     assert matrix.cells["sd15/diffusers/unfuse"]["broken-fuse"].state == "correct"
