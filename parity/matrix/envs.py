@@ -36,6 +36,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SET_PACKAGES = frozenset({"torch", "diffusers", "peft", "transformers"})
 # Recorded in ready.json (the whole freeze is kept too): what a reader checks first.
 KEY_PACKAGES = ("torch", "diffusers", "peft", "transformers", "accelerate", "safetensors", "numpy", "pytest")
+# An environment measured 1.7 GiB here (torch 2.13 CPU is most of it); a build needs that and pip's temporary
+# unpacking beside it, so one is refused up front below this.
+ENV_DISK_BYTES = int(2.5 * 2**30)
 INSTALL_TIMEOUT_S = 1800  # a CUDA torch from PyPI is several GB; the CPU wheel here comes from local disk
 CACHE_ENV = "LORA_PARITY_CACHE"  # the same variable parity/zoo/published.py caches models under
 
@@ -110,6 +113,9 @@ def ensure_env(vs: VersionSet, cache_dir: Path, *, rebuild: bool = False,
                 log(f"matrix: {vs.name}: {'rebuilding' if rebuild else 'removing an unfinished build of'} "
                     f"its environment ({env})")
                 shutil.rmtree(env)
+            short = _disk_short(env.parent)
+            if short:
+                return EnvResult(None, "install-failed", short, 0.0, "", key=key)
             requirements = install_requirements(vs, torch)
             log(f"matrix: {vs.name}: building its environment (pip install {' '.join(requirements[:4])} …)")
             started = time.monotonic()
@@ -122,6 +128,17 @@ def ensure_env(vs: VersionSet, cache_dir: Path, *, rebuild: bool = False,
         return EnvResult(None, "install-failed", detail, seconds, str(env / "install.log"), key=key)
     log(f"matrix: {vs.name}: built in {seconds:.0f} s")
     return EnvResult(str(python), "ok", seconds=seconds, log_path=str(env / "install.log"), key=key)
+
+
+def _disk_short(folder: Path) -> str:
+    """Why an environment cannot be built in ``folder`` for want of disk, or "": refused up front, where pip
+    would fail part way with 'No space left on device' and leave the next set's build no room either."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free >= ENV_DISK_BYTES:
+        return ""
+    return (f"{folder}: an environment takes about {ENV_DISK_BYTES / 2**30:.1f} GiB (torch is most of it) and "
+            f"{free / 2**30:.2f} GiB is free; free some, or point --cache-dir elsewhere")
 
 
 def _existing_python(vs: VersionSet) -> EnvResult:

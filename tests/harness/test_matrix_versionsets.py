@@ -204,3 +204,20 @@ def test_a_failing_install_is_install_failed_with_pips_error_line(tmp_path: Path
     assert Path(result.log_path).is_file() and not (Path(result.log_path).parent / "ready.json").exists()
     assert lines[0].startswith("matrix: diffusers 0.0.999: building its environment (pip install torch==")
     assert lines[-1].startswith("matrix: diffusers 0.0.999: install failed")
+
+
+def test_a_full_disk_is_refused_up_front_naming_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measured 2026-12-07: with the disk full, pip failed part way ('No space left on device') in four sets and a
+    worker crashed. Now a build without room for an environment is not started; the set is one row saying so."""
+    monkeypatch.setattr(envs.shutil, "disk_usage", lambda path: shutil_usage(free=2**30))
+    monkeypatch.setattr(envs, "_build", lambda *args: pytest.fail("a build was started without room for it"))
+    vs = VersionSet(name="x", pins={"diffusers": "0.37.1", "torch": "2.13.0"})
+    result = envs.ensure_env(vs, tmp_path, log=lambda line: None)
+    assert result.status == "install-failed" and str(tmp_path / "envs") in result.detail
+    assert "1.00 GiB is free" in result.detail, result.detail
+
+
+def shutil_usage(free: int):
+    import shutil
+
+    return shutil._ntuple_diskusage(total=100 * 2**30, used=100 * 2**30 - free, free=free)
