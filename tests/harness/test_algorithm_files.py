@@ -1,19 +1,15 @@
 """parity/lora/algorithms.py (the DoRA, LoHa, LoKr and tucker files the compatibility matrix writes) against
 tests/support/trainer_lycoris.py, a writer that shares no code with it: for every family × file kind of
 the case table (ALGORITHMS_BY_FAMILY), the same keys, shapes and dtypes, and the same verdict from
-``run_check``. The trainer's files are written as tests/test_lycoris_files.py writes them: its MODULES,
-BFL and FILES tables are read from its source as data (tests import support code, never each other),
-the thin call into the trainer helper is below. Negative controls: a transposed tensor, a renamed key
+``run_check``. The trainer's files are tests/support/algorithm_files.py's, the ones tests/test_lycoris_files.py
+checks. Negative controls: a transposed tensor, a renamed key
 and a cast tensor are each caught by the comparison.
 """
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -26,55 +22,17 @@ from parity.errors import LoaderRefused
 from parity.lora import algorithms
 from parity.lora.algorithms import write_algorithm_file
 from parity.zoo import FAMILIES
+from tests.support.algorithm_files import MODULES, write_file
 from tests.support.trainer_common import tiny_components
-from tests.support.trainer_files import sgm_block_map, sgm_name
-from tests.support.trainer_lycoris import factorization, lycoris_state_dict, peft_dora_state_dict, save
+from tests.support.trainer_lycoris import factorization
 
-LYCORIS_TEST = Path(__file__).resolve().parents[1] / "test_lycoris_files.py"
 CASES = [(family, kind) for family, kinds in ALGORITHMS_BY_FAMILY.items() for kind in kinds]
 KNOWN = {(case.family, case.file): case.known for case in algorithm_cases()}
 
 
-def _literal(node: ast.expr) -> Any:
-    """A literal, or ``dict(k=literal, …)`` (FILES' entries)."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
-        return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
-    if isinstance(node, ast.Dict):
-        return {ast.literal_eval(k): _literal(v) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
-    return ast.literal_eval(node)
-
-
-@cache
-def lycoris_tables() -> dict[str, Any]:
-    """MODULES, BFL and FILES as tests/test_lycoris_files.py defines them."""
-    wanted = {"MODULES", "BFL", "FILES"}
-    found = {node.targets[0].id: _literal(node.value) for node in ast.parse(LYCORIS_TEST.read_text()).body
-             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in wanted}
-    assert set(found) == wanted, f"{LYCORIS_TEST.name} no longer defines {sorted(wanted - set(found))} as literals"
-    return found
-
-
 def trainer_file(family: str, kind: str, folder: Path) -> Path:
-    """tests/test_lycoris_files.py's ``write_file``: the trainer helper's file for ``family`` × ``kind``."""
-    tables = lycoris_tables()
-    components = tiny_components(family)
-    component = "unet" if "unet" in components else "transformer"
-    model = components[component]
-    layers = dict(model.named_modules())
-    args = tables["FILES"][kind]
-    names = [n for n in tables["MODULES"][family] if not args.get("tucker") or layers[n].weight.shape[2:] == (3, 3)]
-    base = {n: layers[n].weight.detach().clone() for n in names}
-    if kind == "peft-dora":
-        sd = peft_dora_state_dict({n: tuple(b.shape) for n, b in base.items()}, component=component, rank=2, base=base)
-    else:
-        def stem(name: str) -> str:
-            if family == "sdxl":
-                return sgm_name(name, sgm_block_map(model)).replace(".", "_")
-            return (tables["BFL"][name] if family == "flux" else name).replace(".", "_")
-        sd = lycoris_state_dict({stem(n): tuple(b.shape) for n, b in base.items()}, rank=2,
-                                base={stem(n): b for n, b in base.items()}, **args)
     folder.mkdir(parents=True, exist_ok=True)
-    return Path(save(sd, folder / f"{family}-{kind}.safetensors"))
+    return write_file(family, kind, folder)
 
 
 def our_file(family: str, kind: str, folder: Path) -> Path:
@@ -108,7 +66,7 @@ def verdict(family: str, path: Path) -> tuple:
 def test_the_file_kinds_are_the_case_tables() -> None:
     assert algorithms.ALGORITHM_FILES == ALGORITHM_FILES
     assert set(algorithms.ALGORITHM_MODULES) == set(ALGORITHMS_BY_FAMILY)
-    assert algorithms.ALGORITHM_MODULES == lycoris_tables()["MODULES"]  # the modules the trainer's files set
+    assert algorithms.ALGORITHM_MODULES == MODULES  # the modules the trainer's files set
 
 
 def test_factorization_is_lycoris() -> None:
