@@ -28,7 +28,7 @@ CHANGES_TITLE = "Rows that change between versions"
 LEGEND = (("correct", "✓ correct — the check passed against our reference"),
           ("wrong", f"✗ wrong: how — it failed; how is what the diagnosis measured ({', '.join(WRONG_HOW)})"),
           ("refused", "⊘ refused — diffusers/PEFT raised on a file our reader accepts"),
-          ("unavailable", "– unavailable — the family, layout or API does not exist in that version set"),
+          ("unavailable", "– unavailable — the family, layout or API does not exist in that version set (no change when it appears)"),
           ("error", "! error — the check could not run (a crash; a set that failed to install or import)"),
           ("chg", f"{CHANGED} — the row's finding differs between the sets that ran (errors aside)"))
 SET_HEADER = ["set", "pins", "status", "imported", "build s", "run s", "cached", "cells"]

@@ -96,9 +96,10 @@ class Matrix:
         return self.cells.get(row if isinstance(row, str) else row.id, {}).get(set_name)
 
     def changes(self, row: Row | str) -> bool:
-        """Whether the row's cells differ between the version sets that ran (its finding changed)."""
+        """Whether the row's verdict differs between the version sets that have it (its finding changed): a
+        family that is only unavailable in older sets, or a set that did not run, is no change."""
         labels = {c.label for name, c in self.cells.get(row if isinstance(row, str) else row.id, {}).items()
-                  if c.state != "error"}
+                  if c.state not in ("error", "unavailable")}
         return len(labels) > 1
 
     def to_json(self) -> dict[str, Any]:

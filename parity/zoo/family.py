@@ -53,6 +53,9 @@ class Family:
     # old env runs 0.35) leaves the family out with the reason ``unavailable`` gives.
     since: tuple[int, int] = (0, 0)
     since_what: str = ""  # what that release added, where it is more than the pipeline class
+    # modules of other packages the zoo builds the family with, as (dotted module, what it is): a version set
+    # without one (the compatibility matrix's older transformers) leaves the family out, saying so
+    requires: tuple[tuple[str, str], ...] = ()
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
     # sizes of the pipeline's components that must agree (parity/zoo/fit.py), checked on a model folder
@@ -80,7 +83,12 @@ class Family:
         from parity.versions import library_versions, version_at_least
 
         if version_at_least("diffusers", self.since):
-            return None
+            missing = [(module, what) for module, what in self.requires if not _module_file_exists(module)]
+            if not missing:
+                return None
+            module, what = missing[0]
+            package = module.split(".")[0]
+            return f"{package} {library_versions().get(package, '')} has no {what} ({module})".replace("  ", " ")
         what = self.since_what or self.pipeline_class
         return (f"diffusers {library_versions()['diffusers']} has no {what} "
                 f"(added in diffusers {'.'.join(map(str, self.since))})")
@@ -171,3 +179,19 @@ def from_pretrained(pipeline_class: type, path: str, dtype: torch.dtype, **kwarg
 
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def _module_file_exists(module: str) -> bool:
+    """Whether ``module`` (a.b.c) is a file of its installed package, found without importing the package
+    (unavailable() runs as every command starts)."""
+    import importlib.util
+
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any(os.path.isfile(os.path.join(root, *rest) + ".py") or os.path.isdir(os.path.join(root, *rest))
+               for root in spec.submodule_search_locations)

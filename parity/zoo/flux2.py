@@ -32,6 +32,7 @@ un-normalise them; its running variance is drawn positive here (``tiny_vae``).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from functools import partial
@@ -86,11 +87,15 @@ def tiny_vae(seed: int, namespace: str):
 def tiny_transformer(guidance_embeds: bool):
     from diffusers import Flux2Transformer2DModel
 
+    # diffusers 0.36 (FLUX.2 [dev] only) has no guidance_embeds option: its transformer always embeds the guidance,
+    # as dev's does; [klein] (no guidance) came with the option in 0.37 (SINCE)
+    guidance = {"guidance_embeds": guidance_embeds} \
+        if "guidance_embeds" in inspect.signature(Flux2Transformer2DModel.__init__).parameters else {}
     # axes_dims_rope (t, h, w, l) sum to the head dim; the 256 timestep channels are the original code's.
     return Flux2Transformer2DModel(
         patch_size=1, in_channels=4 * LATENT_CHANNELS, num_layers=2, num_single_layers=2, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=STACKED * TEXT_DIM, timestep_guidance_channels=256,
-        axes_dims_rope=(4, 4, 4, 4), guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 4, 4, 4), **guidance,
     )
 
 
@@ -235,7 +240,7 @@ def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape 
         "img_ids": img_ids[None],
         "txt_ids": txt_ids[None],
     }
-    if config.guidance_embeds:
+    if config.get("guidance_embeds", True):  # diffusers 0.36's config has no such key: it always embeds guidance
         inputs["guidance"] = torch.tensor([GUIDANCE], dtype=dtype)
     return inputs
 

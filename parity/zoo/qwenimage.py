@@ -6,6 +6,7 @@ and takes no LoRA in diffusers, so the pipeline is built without it and driven b
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -79,7 +80,7 @@ def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape 
     config = pipe.transformer.config
     grid = shape.grid if shape is not None else LATENT_GRID
     seq = shape.seq if shape is not None else SEQ_LEN
-    return {
+    inputs = {
         "hidden_states": deterministic_tensor(seed, "input/latents", (1, grid * grid, config.in_channels)).to(dtype),
         "encoder_hidden_states": deterministic_tensor(
             seed, "input/text", (1, seq, config.joint_attention_dim)
@@ -89,6 +90,11 @@ def denoiser_inputs(pipe: Any, seed: int, dtype: torch.dtype, shape: InputShape 
         # (frames, rows, cols) of the packed latent grid, per image of the batch
         "img_shapes": [[(1, grid, grid)]],
     }
+    if "txt_seq_lens" in inspect.signature(pipe.transformer.forward).parameters:
+        # diffusers <= 0.36's transformer sizes its text rotary embedding by max(txt_seq_lens), which must be the
+        # text's length (its pipeline trims the padding to the longest prompt); later releases read the mask
+        inputs["txt_seq_lens"] = [seq]
+    return inputs
 
 
 def pipeline_call_args(seed: int) -> dict[str, Any]:

@@ -138,6 +138,8 @@ FAMILY = Family(
     denoiser_inputs=denoiser_inputs,
     pipeline_call_args=call_args,
     since=PIPELINE_SINCE,  # diffusers 0.35 (the gate's old env) has no QwenImageEditPlusPipeline
+    # the tiny processor's PIL image processor (no torchvision): in transformers 5.7, not in 5.3 (the matrix's envs)
+    requires=(("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl", "Qwen2VLImageProcessorPil"),),
     call_context=call_context,
     fits=(
         *qwenimage.FAMILY.fits,

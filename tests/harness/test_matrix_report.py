@@ -57,9 +57,11 @@ def _matrix(extra_rows: list[Row] = ()) -> Matrix:
         f"flux/{USER_FILE}/file": (Cell("unavailable", summary="no API for user files in 0.37.1"),
                                    Cell("error", summary=INJECTED, evidence=(INJECTED,))),
         "sd15/kohya-locon/merge": (ok, Cell("wrong", how="dropped", summary="nothing merged in 12 modules")),
-        "sd15/kohya-locon/hotswap": (Cell("unavailable", summary="hotswap needs diffusers >= 0.40"), ok),
+        "sd15/kohya-locon/hotswap": (Cell("refused", summary="ValueError: hotswap needs the same ranks"), ok),
     }
-    # the hotswap row changes too (unavailable → correct); CHANGED names the two merges asserted by name
+    # the hotswap row changes too (refused → correct); CHANGED names the two merges asserted by name. The user
+    # file's row (unavailable, then error) does not: a family or API that appears is no change, nor a set that
+    # did not run
     cells = {rid: {OLD: old, BROKEN: Cell("error", summary=INSTALL_ERROR), NEW: new}
              for rid, (old, new) in old_new.items()}
     for r in extra_rows:
@@ -118,7 +120,7 @@ def test_the_changes_section_lists_the_rows_that_change_and_only_them(written):
     headings = [line[4:] for line in changes.splitlines() if line.startswith("### ")]
     assert headings == ["flux/xlabs/merge", "sd15/kohya-locon/merge", "sd15/kohya-locon/hotswap"]
     assert set(CHANGED) <= set(headings) and "flux/xlabs/unfuse" not in changes
-    assert "safetensors/file" not in changes  # unavailable then error: errors do not make a change
+    assert "safetensors/file" not in changes  # unavailable then error: neither makes a change
     xlabs = changes.split("### flux/xlabs/merge")[1].split("###")[0]
     assert f"- {OLD}: ✗ wrong: scaled — merged 2.0× the reference delta" in xlabs
     assert f"- {BROKEN}: ! error — install failed: see the set table" in xlabs and f"- {NEW}: ✓ correct" in xlabs
@@ -145,7 +147,7 @@ def test_the_terminal_summary(written):
     lines = terminal_lines(matrix)
     assert lines[0] == "matrix: 6 rows × 3 version sets, 3 rows change"
     assert any(BROKEN in line and "install-failed" in line for line in lines)
-    assert any(line.strip().startswith(f"{OLD}  ok: 2 correct, 1 wrong, 1 refused, 2 unavailable") for line in lines)
+    assert any(line.strip().startswith(f"{OLD}  ok: 2 correct, 1 wrong, 2 refused, 1 unavailable") for line in lines)
     assert f"  flux/xlabs/merge: {OLD}: ✗ wrong: scaled · {BROKEN}: ! error · {NEW}: ✓ correct" in lines
     many = _matrix([Row(f"sd15/x{i}/merge", "sd15", f"x{i}", "merge", "") for i in range(40)])
     for i in range(40):
