@@ -11,8 +11,6 @@ fuse_and_measure, fuse_unfuse_cycles, run_hotswap, run_check), the ones the test
 
 from __future__ import annotations
 
-import copy
-import gc
 import json
 import os
 import sys
@@ -46,7 +44,7 @@ class Loads:
     def get(self, case: MatrixCase) -> Any:
         from parity.checks.cases import ADAPTER_SPECS, ADAPTER_WEIGHTS, ONE_FILE_SETS, LayoutCase
         from parity.checks.fuse import load_files
-        from parity.checks.prepare import prepare
+        from parity.checks.prepare import fresh_copy, prepare
 
         if case.load not in self.loaded:
             self.loaded.clear()  # a case's loads are adjacent in the table: keep one alive
@@ -63,16 +61,7 @@ class Loads:
         prep = self.loaded[case.load]
         if isinstance(prep, Exception):
             raise prep
-        collecting = gc.isenabled()
-        gc.disable()  # the copy makes many objects and none is garbage (tests/support/prepared.py)
-        try:
-            pipe = copy.deepcopy(prep.pipe)
-        finally:
-            if collecting:
-                gc.enable()
-        from dataclasses import replace
-
-        return replace(prep, pipe=pipe, components=prep.family.components(pipe))
+        return fresh_copy(prep)
 
 
 def _merge(case: MatrixCase, loads: Loads, start: float) -> Any:
