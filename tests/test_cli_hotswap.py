@@ -63,7 +63,13 @@ def passing_run(loras, tmp_path_factory):
 # ---------------------------------------------------------------- passing run
 
 
+# The two tests reading the passing run share one xdist worker, where it runs once (a compiled session,
+# 6 s on 2 cores); apart, each worker made it.
+PASSING_RUN = pytest.mark.xdist_group("cli-hotswap-passing-run")
+
+
 @pytest.mark.compile
+@PASSING_RUN
 def test_hotswap_passes_for_mixed_ranks(passing_run, loras):
     code, out, err, _ = passing_run
     assert code == 0, out + err
@@ -79,6 +85,7 @@ def test_hotswap_passes_for_mixed_ranks(passing_run, loras):
 
 
 @pytest.mark.compile
+@PASSING_RUN
 def test_hotswap_json_lists_every_swap(passing_run, loras):
     code, _, _, data = passing_run
     assert code == 0
@@ -193,6 +200,10 @@ def test_hotswap_exits_2_on_bad_input(loras, tmp_path, capsys, args, needles):
 
 
 @pytest.mark.compile
+# `make slow` (5-8 s): tests/harness/test_user_files_untouched.py runs the same swap by default (two
+# files into the tiny sd15 saved as a folder and given by --model-path, -q), read-only, and asserts
+# this test's PASS and folder name in the report too
+@pytest.mark.slow
 def test_hotswap_runs_on_a_model_folder_given_by_path(loras, tmp_path, capsys):
     from parity.zoo import build_pipeline
 

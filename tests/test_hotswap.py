@@ -16,6 +16,7 @@ from parity.checks import hotswap as hs
 from parity.checks.cases import (
     FIRST_SWAP,
     LAYOUT_FIRST,
+    HOTSWAP_REFUSALS_COVERED_BY,
     HOTSWAP_TARGET_RANK,
     SEQUENCE,
     SUBSET_TARGETS,
@@ -39,6 +40,12 @@ def write_swap_lora(family: str, spec: SwapSpec, directory: str, layout: str = "
     return write_lora(fam.components(build_pipeline(fam)), {fam.denoiser: targets},
                       os.path.join(directory, f"{family}-{spec.name}-{layout}.safetensors"), layout, seed=spec.seed,
                       rank=spec.rank, alpha=spec.alpha)
+
+
+def refusal_params(families: list[str]) -> list:
+    """One case per family; slow where another family's default case runs the same loader's refusal
+    (HOTSWAP_REFUSALS_COVERED_BY)."""
+    return [pytest.param(f, marks=[pytest.mark.slow] if f in HOTSWAP_REFUSALS_COVERED_BY else []) for f in families]
 
 
 def session_params(cases: list[HotswapCase]) -> list:
@@ -104,7 +111,7 @@ def test_ten_swaps_of_mixed_ranks_never_recompile_nor_grow(session, case):
     assert report.ok, "; ".join(report.failures())
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", refusal_params(list(FAMILIES)))
 def test_hotswap_onto_modules_the_first_lora_did_not_target_is_refused_loudly(family, tmp_path):
     fam = FAMILIES[family]
     pipe = build_pipeline(fam)
@@ -124,7 +131,7 @@ def write_text_encoder_lora(family: str, seed: int, directory: str) -> str:
                       os.path.join(directory, f"{family}-te-{seed}.safetensors"), seed=seed, rank=4, alpha=4.0)
 
 
-@pytest.mark.parametrize("family", text_encoder_families())
+@pytest.mark.parametrize("family", refusal_params(text_encoder_families()))
 def test_text_encoder_hotswap_is_refused_with_the_documented_message(family, tmp_path):
     fam = FAMILIES[family]
     pipe = build_pipeline(fam)

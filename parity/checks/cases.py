@@ -238,6 +238,13 @@ def layout_cases(families: Iterable[str] | None = None) -> list[LayoutCase]:
 # the same diffusers fuse: three combinations each (float32: two adapters at 1.3, the bfloat16-factor
 # and the no-alpha file at 1.0) show their names and splits; the rest of their product is `make slow`.
 FULL_PRODUCT_LAYOUTS = 2
+# LoCon files (kohya names on the family's Conv2d modules too, TARGET_SETS["locon"]) run the three
+# combinations on those layouts as well: what is their own is the 3×3 convolutions' names and shapes, which
+# each combination shows; the scales and the one-adapter set go through the same fuse as the default
+# targets' full product on the same layout (and the diffusers layout's, whose targets hold a Conv2d
+# proj_in). sd15's kohya LoCon product beyond them (7 cases, a load of its own for one adapter) was 5 s of
+# `make test` under load.
+FULL_PRODUCT_TARGETS = ("default",)
 
 
 # flux's transformer Linears round like qwenimage's in every dtype (the same nn.Linear fuse), so its full
@@ -272,7 +279,7 @@ def _full_product(fam: Family, lc: LayoutCase, dtype: str) -> bool:
     """Whether every scale and adapter set runs on this layout and dtype by default. float16 and bfloat16
     change the roundings (the tolerance rows), not the names a layout gives modules: their full product
     runs on the first layout, the second layout's shows its names in float32."""
-    if fam.name in ONE_COMBINATION_FAMILIES:
+    if fam.name in ONE_COMBINATION_FAMILIES or lc.targets not in FULL_PRODUCT_TARGETS:
         return False
     index = fam.layouts.index(lc.layout)
     if dtype == "float32":
@@ -496,8 +503,13 @@ def _expert_cases(family: Family, cases: list[GoldenCase]) -> list[GoldenCase]:
 # low expert's through load_into_transformer_2 (its negative controls are tests/harness/
 # test_golden_video_negative_controls.py). Z-Image by default: its base image and one LoRA on it. FLUX.2:
 # the base image and one LoRA on each (dev's base shows its Mistral3 encoder and embedded guidance; the
-# rest of dev's renders are klein's transformer operations).
+# rest of dev's renders are klein's transformer operations). sdxl renders through sd15's UNet pipeline code
+# but for its second text encoder and added time embeddings, which its base image shows, and its kohya files'
+# SGM names (kohya-sgm-1.0, = the diffusers file's render); its other renders (the heaviest of the default
+# goldens: 4 s for nine under load, with their float64 twins) are the scale, fuse, two-adapter, schedule
+# and LoCon operations sd15's default renders run on the same layer types: `make slow`.
 GOLDEN_REPRESENTATIVE = {"sd2": ("base", "lora-1.0", "kohya-1.0"), "wan": ("base", "lora-1.0", "low-lora-1.0"),
+                         "sdxl": ("base", "lora-1.0", "kohya-sgm-1.0"),
                          "zimage": ("base", "lora-1.0"), "flux2": ("base", "lora-1.0"),
                          "flux2-klein": ("base", "lora-1.0")}
 
@@ -581,6 +593,13 @@ LAYOUT_SWAPS = (SwapSpec("same-rank", seed=11, rank=2, alpha=2.0),)
 
 
 HOTSWAP_SLOW_FAMILIES = ("sdxl", "sd2", "qwenimage-edit", "zimage", "flux2")
+# The uncompiled refusals tests/test_hotswap.py pins per family (a file onto modules the first did not
+# target: PEFT's hotswap check behind load_lora_adapter; a text-encoder file: lora_base's
+# _load_lora_into_text_encoder) are raised by code every loader shares. Families whose loader is another
+# default family's (sd2: StableDiffusionLoraLoaderMixin, sd15's; qwenimage-edit: QwenImageLoraLoaderMixin,
+# qwenimage's; flux2: Flux2LoraLoaderMixin, flux2-klein's) or a copy of it into the same UNet code
+# (sdxl's StableDiffusionXLLoraLoaderMixin) run theirs in `make slow` (4 s of `make test` under load).
+HOTSWAP_REFUSALS_COVERED_BY = {"sd2": "sd15", "sdxl": "sd15", "qwenimage-edit": "qwenimage", "flux2": "flux2-klein"}
 # Families whose default hotswap run is one swap into one compiled session (about 5 s on 2 cores): FLUX.2
 # [klein] at model level, rank 4 -> 8 (the padding to the target rank); its other swaps, the ten-swap
 # sequence (16 s) and pipeline level (17 s) go through the same diffusers/PEFT code as flux's, `make slow`.
@@ -588,11 +607,23 @@ HOTSWAP_SLOW_FAMILIES = ("sdxl", "sd2", "qwenimage-edit", "zimage", "flux2")
 HOTSWAP_ONE_SWAP = {"flux2-klein": ("model", "rank-up")}
 # At pipeline level every family goes through the same diffusers code (load_lora_weights with
 # hotswap=True into the denoiser, one pipeline call), so one family runs every spec and the sequence:
-# flux, whose tiny transformer compiles in a third of the time of sd15's UNet.
+# flux, whose tiny transformer compiles in a third of the time of sd15's UNet. The other families'
+# pipeline-level sessions (one spec each, in turn) are `make slow`: what a family adds there is its
+# loader routing a hotswap=True load to its denoiser, which tests/test_hotswap.py's refusals run through
+# each family's pipeline API uncompiled, and its compiled denoiser's swap, which its model-level session
+# runs. They were sd15's compiled UNet pipeline (6 s of `make test` on 2 cores) and qwenimage's (2.5 s);
+# Wan's default session (EXPERT_REPRESENTATIVE) is at pipeline level.
 PIPELINE_FAMILY = "flux"
 # Families whose second layout's model-level session tests/test_cli_hotswap.py already runs (sd15's
 # kohya files, through `lora-parity hotswap`): here it would compile the same UNet once more.
 CLI_LAYOUT_SESSIONS = ("sd15",)
+# Families whose second layout's model-level session is `make slow`: at model level a file in another layout
+# is handed to load_lora_adapter as our parse of it written in diffusers' layout (hotswap.denoiser_part), so
+# a session whose parse is the diffusers session's modules at the same ranks swaps what that session swaps.
+# Qwen-Image's diffusion_model files are diffusers' own PEFT names under another prefix (the reader's, which
+# the merge cases show): 5 s of `make test` under load. FLUX.1's XLabs session stays default: its fused
+# q|k|v reach the swap as rank-3r rows of to_q, to_k and to_v, shapes no diffusers session has.
+PARSE_ONLY_LAYOUT_SESSIONS = ("qwenimage",)
 # (layout, level) whose swapped file PEFT refuses for its alpha_pattern: at model level the suite loads its
 # own reading of a musubi FLUX.2 file, per-module alphas included (the fused q|k|v at rank 3r, alpha 3α); at
 # pipeline level diffusers' converter bakes α/r into the factors and no alpha_pattern is left
@@ -626,14 +657,14 @@ def hotswap_cases(families: Iterable[str] | None = None, sequence: bool = False)
     """Each swap spec (or the ten-swap sequence) into each family × level (× expert, for a family of
     several denoisers). Representative: every spec at model level (one denoiser step per output); at
     pipeline level (a whole tiny image, three more for each output check) PIPELINE_FAMILY (or the first
-    family selected) runs every spec and the sequence, the others one spec each, rotating. Each
+    family selected) runs every spec and the sequence, the others none by default. Each
     family's second layout: one swap at model level (pipeline level is slow). A family with experts:
     EXPERT_REPRESENTATIVE only."""
     out = []
     selected = _families(families)
     names = [fam.name for fam in selected]
     full = PIPELINE_FAMILY if PIPELINE_FAMILY in names else names[0] if names else None
-    for f, fam in enumerate(selected):
+    for fam in selected:
         for level in LEVELS:
             for expert in _expert_choices(fam):
                 cases = []
@@ -641,12 +672,13 @@ def hotswap_cases(families: Iterable[str] | None = None, sequence: bool = False)
                     cases.append(HotswapCase(fam.name, level, expert=expert,
                                              slow=level == "pipeline" and fam.name != full))
                 else:
-                    for k, spec in enumerate(SWAPS):
-                        representative = level == "model" or fam.name == full or k == f % len(SWAPS)
+                    for spec in SWAPS:
+                        representative = level == "model" or fam.name == full
                         cases.append(HotswapCase(fam.name, level, spec, expert=expert, slow=not representative))
                     if len(fam.layouts) > 1 and expert == _default_expert(fam):
                         cases += [HotswapCase(fam.name, level, spec, fam.layouts[1], expert=expert,
-                                              slow=level == "pipeline" or fam.name in CLI_LAYOUT_SESSIONS,
+                                              slow=level == "pipeline" or fam.name in CLI_LAYOUT_SESSIONS
+                                              or fam.name in PARSE_ONLY_LAYOUT_SESSIONS,
                                               known=HOTSWAP_ALPHA_PATTERN_LAYOUTS.get((fam.layouts[1], level)))
                                   for spec in LAYOUT_SWAPS]
                 if fam.experts:
@@ -688,9 +720,12 @@ def text_encoder_families() -> list[str]:
 
 # sdxl is a UNet family like sd15 with one more text encoder, sd2 one with sd15's components at other
 # widths: no adapter-API path that sd15 lacks, and a minute on 2 cores. zimage loads through the same
-# LoraBaseMixin code as the other transformer families, and so do FLUX.2's (Flux2LoraLoaderMixin). Their
-# cases run in `make slow`.
-API_SLOW_FAMILIES = ("sdxl", "sd2", "zimage", "flux2", "flux2-klein")
+# LoraBaseMixin code as the other transformer families, and so do FLUX.2's (Flux2LoraLoaderMixin).
+# qwenimage-edit loads through qwenimage's QwenImageLoraLoaderMixin into the same transformer class: its
+# own is the edit pipeline, which the edit workflow (tests/test_edit_workflow.py) runs load, fuse and
+# unload on by default (its adapter-API cases were 13 s of `make test` under load). Their cases run in
+# `make slow`.
+API_SLOW_FAMILIES = ("sdxl", "sd2", "zimage", "flux2", "flux2-klein", "qwenimage-edit")
 
 
 @dataclass(frozen=True)
@@ -794,9 +829,22 @@ class WeightsCase(Marks):
         return f"{self.family}-{','.join(map(str, self.weights))}"
 
 
+def _in_turn(cases: Sequence[ApiCase], case: ApiCase, k: int) -> bool:
+    """Whether the k-th entry of a table of weights is ``case``'s family's turn among the default
+    (not API_SLOW_FAMILIES) families of ``cases``."""
+    default = [c.family for c in cases if not c.slow]
+    return not case.slow and k % len(default) == default.index(case.family)
+
+
+# set_adapters' weights are one multiplier on each adapter's scaling (PEFT's set_scale), the same code on
+# every family's LoRA layers, Linear and Conv2d alike: by default each single-adapter weight runs once, on
+# the default text-encoder families in turn (sd15: 0.0, 1.0, 2.0; flux: 0.25, -0.5), and the two-adapter
+# weights, where adapter b is on the denoiser only and the per-component weights differ, on each of them.
+# The rest (5 cases, about 10 s of `make test` under load) is `make slow`.
 def set_adapters_cases(families: Iterable[str] | None = None) -> list[WeightsCase]:
-    return [WeightsCase(case.family, w, slow=case.slow) for case in api_family_cases(families, text_encoder=True)
-            for w in SET_ADAPTERS_WEIGHTS]
+    cases = api_family_cases(families, text_encoder=True)
+    return [WeightsCase(case.family, w, slow=not (_in_turn(cases, case, k) or (not case.slow and len(w) > 1)))
+            for case in cases for k, w in enumerate(SET_ADAPTERS_WEIGHTS)]
 
 
 @dataclass(frozen=True)
@@ -824,9 +872,15 @@ WEIGHTED_COMBINATIONS = (
 )
 
 
+# add_weighted_adapter's combinations are PEFT's arithmetic on the two adapters' factors, the same code
+# on every family's LoRA layers: by default each combination runs on each default text-encoder family
+# once, with the weights in turn (sd15: linear 0.7,0.4, ties 1.0,-0.6, dare_linear 0.7,0.4; flux: the
+# other three), so every row of WEIGHTED_COMBINATIONS runs on one family and a negative weight on each.
+# The other half (about 13 s of `make test` under load) is `make slow`.
 def weighted_cases(families: Iterable[str] | None = None) -> list[WeightedCase]:
-    return [WeightedCase(case.family, c, w, d, slow=case.slow) for case in api_family_cases(families, text_encoder=True)
-            for c, w, d in WEIGHTED_COMBINATIONS]
+    cases = api_family_cases(families, text_encoder=True)
+    return [WeightedCase(case.family, c, w, d, slow=not _in_turn(cases, case, k // 2 + k % 2))
+            for case in cases for k, (c, w, d) in enumerate(WEIGHTED_COMBINATIONS)]
 
 
 # ---------------------------------------------------------------- benchmarks
@@ -959,6 +1013,12 @@ ALGORITHMS_BY_FAMILY = {"sd15": ALGORITHM_FILES, "sdxl": ALGORITHM_FILES, "sd2":
 # sd2's files go through sd15's loader and converter onto the layer types sd15's and sdxl's (Linear
 # proj_in) default cases hold; a DoRA case checks in float32 and bfloat16, 4-8 s on 2 cores: `make slow`.
 ALGORITHM_SLOW_FAMILIES = ("sd2",)
+# Families whose refused files (LoHa, LoKr, tucker LoCon: LYCORIS_REFUSED) are `make slow`: sdxl's are refused
+# by the same kohya converter as sd15's (_convert_non_diffusers_lora_to_diffusers: "The following keys have
+# not been correctly renamed"), which sd15's default cases show for every algorithm; sdxl's DoRA files, which
+# diffusers loads and merges, run by default and read its SGM names. Its six refusals (our reader on
+# SGM-named LoHa, LoKr and tucker keys) were 6 s of `make test` under load.
+ALGORITHM_REFUSALS_SLOW_FAMILIES = ("sdxl",)
 
 
 @dataclass(frozen=True)
@@ -980,5 +1040,6 @@ def _algorithm_finding(file: str) -> Known | None:
 def algorithm_cases(families: Iterable[str] | None = None) -> list[AlgorithmCase]:
     """family × the algorithms its trainers publish, each with what diffusers does with it."""
     return [AlgorithmCase(fam.name, file, known=_algorithm_finding(file),
-                          slow=fam.name in ALGORITHM_SLOW_FAMILIES)
+                          slow=fam.name in ALGORITHM_SLOW_FAMILIES or (fam.name in ALGORITHM_REFUSALS_SLOW_FAMILIES
+                                                                       and _algorithm_finding(file) is LYCORIS_REFUSED))
             for fam in _families(families) for file in ALGORITHMS_BY_FAMILY.get(fam.name, ())]

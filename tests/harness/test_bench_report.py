@@ -33,6 +33,11 @@ def report(capsys, tmp_path, benchmarks, *args: str) -> tuple[int, Path, str, st
     return code, out, stdout, stderr
 
 
+# One worker runs every test here, so the module's report (``flagged``, 1-2 s of PNGs) is made once, not
+# once on each xdist worker.
+pytestmark = pytest.mark.xdist_group("bench-report")
+
+
 @pytest.fixture(scope="module")
 def flagged(tmp_path_factory) -> tuple[int, Path, str, str]:
     """One report, shared by the checks that only read it: fused modes at 1.10x, unfused-1 at 1.05x, and

@@ -25,6 +25,11 @@ LORA = golden_case("sd15-lora-1.0")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# One worker runs every test here, so the module's baselines (two sd15 renders) are made once, not once on
+# each xdist worker.
+pytestmark = pytest.mark.xdist_group("golden-negative-controls")
+
+
 @pytest.fixture(scope="module")
 def baselines(tmp_path_factory) -> Path:
     """A golden root holding sd15-base and sd15-lora-1.0 (made once; tests copy it before mutating)."""

@@ -23,6 +23,10 @@ from parity.matrix.cases import MatrixCase, file_cases, matrix_cases
 from parity.matrix.schema import Matrix, VersionSet
 from tests.support.trainer_files import kohya_sd15
 
+# One worker runs every test here, so the module's matrix (four sets, each a worker process checking sd15:
+# 24 s on 2 cores) is built once, not once on each xdist worker.
+pytestmark = pytest.mark.xdist_group("matrix-run")
+
 # sd15's diffusers layout: the two adapters' merge and their unfuse share one load (a few seconds per set)
 CASES = [c for c in matrix_cases(["sd15"], ("merge", "unfuse")) if c.layout == "diffusers"]
 

@@ -11,6 +11,7 @@ tests/support/trainer_flux.py and trainer_files.py (the trainers' own key names)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -47,6 +48,13 @@ def cache(tmp_path, monkeypatch) -> Path:
     return root
 
 
+@functools.cache
+def published_transformer(family: str) -> torch.nn.Module:
+    """The published transformer on the meta device, built once per worker (a 60-block Qwen-Image takes
+    a quarter of a second each time): the files below read its module names and shapes only."""
+    return pub.meta_components(get_family(family))["transformer"]
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -62,7 +70,7 @@ def route_of(family: str, paths: list[Path], dtypes: tuple[str, ...] = ("float32
 
 
 def real_flux_file(path: Path, names: list[str] = FOUR) -> Path:
-    return kohya_flux_modules(path, pub.meta_components(get_family("flux"))["transformer"], names)
+    return kohya_flux_modules(path, published_transformer("flux"), names)
 
 
 def test_a_sparse_flux_file_is_routed_to_the_blocks_it_targets(tmp_path, cache, monkeypatch):
@@ -90,7 +98,7 @@ def test_a_sparse_flux_file_is_routed_to_the_blocks_it_targets(tmp_path, cache, 
 
 
 def test_the_modules_outside_the_blocks_keep_their_published_shapes(tmp_path, cache, monkeypatch):
-    whole = pub.meta_components(get_family("flux"))["transformer"]
+    whole = published_transformer("flux")
     path = dreambooth_flux_modules(tmp_path / "outside.safetensors", whole,
                                    ["single_transformer_blocks.20.proj_out", *OUTSIDE])
     monkeypatch.setenv(MEMORY_ENV, "22.3")
@@ -111,7 +119,7 @@ def test_where_the_whole_architecture_fits_it_is_used_as_it_is(tmp_path, cache, 
 
 
 def qwen_to_q(path: Path, blocks: list[int], style: str) -> Path:
-    transformer = pub.meta_components(get_family("qwenimage"))["transformer"]
+    transformer = published_transformer("qwenimage")
     wanted = {f"transformer_blocks.{b}.attn.to_q" for b in blocks}
     return qwen_file(path, style, modules=[(n, m) for n, m in transformer.named_modules() if n in wanted])
 
@@ -133,7 +141,7 @@ def diffusers_saved(folder: Path, blocks: list[int]) -> Path:
     from diffusers import QwenImagePipeline
     from peft import LoraConfig
 
-    transformer = pub.meta_components(get_family("qwenimage"))["transformer"]
+    transformer = published_transformer("qwenimage")
     names = [f"transformer_blocks.{b}.attn.to_q" for b in blocks]
     gen, layers = torch.Generator().manual_seed(8), {}
     for name in names:
@@ -174,7 +182,7 @@ def test_a_peft_adapter_keeps_its_blocks_at_their_indices(tmp_path, cache, monke
     a renumbered copy of the tensors alone would lose the config its alphas come from, so none is used."""
     from safetensors.torch import save_file
 
-    transformer = pub.meta_components(get_family("qwenimage"))["transformer"]
+    transformer = published_transformer("qwenimage")
     names = ["transformer_blocks.1.attn.to_q", "transformer_blocks.2.attn.to_q"]
     gen, tensors = torch.Generator().manual_seed(9), {}
     for name in names:

@@ -121,6 +121,7 @@ def test_hotswap_on_a_read_only_model_folder_and_lora_files_succeeds_and_writes_
                            "--lora", user.loras[0], "--lora", user.loras[1], "--json", tmp_path / "swaps.json",
                            "--quiet")
     assert code == 0, output
+    assert str(user.model) in output and "PASS" in output  # the report names the folder it swapped in
     assert attempts == []
     assert differences(before, snapshot(user.root)) == []
 
